@@ -1,0 +1,12 @@
+"""compare's datasets: adapters that override `load_data()` and a registry of built-ins.
+
+Note: this top-level package is named `datasets`, like Hugging Face's `datasets`. Install
+compare in its own virtual environment; `runner` checks which one it imported.
+"""
+from datasets.base import DatasetAdapter, PreparedData
+from datasets.registry import DATASETS, create_dataset, list_datasets, register_dataset
+
+# Importing the modules registers the built-ins.
+from datasets import digits, folder, vision  # noqa: E402,F401
+
+__all__ = ["DatasetAdapter", "PreparedData", "DATASETS", "create_dataset", "list_datasets", "register_dataset"]

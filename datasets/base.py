@@ -1,0 +1,78 @@
+"""The dataset adapter: subclass it and override one method, `load_data`.
+
+    class MyData(DatasetAdapter):
+        def load_data(self):
+            return train_dataset, test_dataset   # any torch Datasets of (image_tensor, label)
+
+The runner calls `prepare()`, which loads, reports the input shape and class names, and
+applies the seeded `subset` / `test_subset` the config asks for.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from runner.errors import DataError
+
+
+@dataclass
+class PreparedData:
+    train: Dataset
+    test: Dataset
+    input_shape: tuple[int, ...]  # (C, H, W) of one sample as the model receives it
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class DatasetAdapter(abc.ABC):
+    """Base of every dataset. `root`, `download` and `augment` come from `[data]`; other
+    `[data] args` arrive as keyword arguments of the subclass's `__init__`."""
+
+    classes: list[str] | None = None  # set in load_data() when the datasets carry no `.classes`
+
+    def __init__(self, root: str | Path = "data", download: bool = False, augment: bool = False):
+        self.root = Path(root).expanduser()
+        self.download = download
+        self.augment = augment
+
+    @abc.abstractmethod
+    def load_data(self) -> tuple[Dataset, Dataset]:
+        """Return (train, test) datasets yielding (image tensor, integer label)."""
+
+    def prepare(self, subset: int | None = None, test_subset: int | None = None, seed: int = 0) -> PreparedData:
+        train, test = self.load_data()
+        classes = self._classes(train)
+        for name, ds in (("train", train), ("test", test)):
+            if len(ds) == 0:
+                raise DataError(f"{type(self).__name__}: the {name} split under {self.root} has 0 samples")
+        input_shape = tuple(train[0][0].shape)
+        train = _seeded_subset(train, subset, seed)
+        test = _seeded_subset(test, test_subset, seed + 1)
+        return PreparedData(train, test, input_shape, classes)
+
+    def _classes(self, train: Dataset) -> list[str]:
+        if self.classes is not None:
+            return list(self.classes)
+        if getattr(train, "classes", None):
+            return list(train.classes)
+        targets = getattr(train, "targets", None)
+        if targets is None and hasattr(train, "tensors"):
+            targets = train.tensors[1]
+        if targets is None:
+            raise DataError(f"{type(self).__name__}: set self.classes in load_data(); the train dataset has no .classes or .targets")
+        return [str(i) for i in range(int(torch.as_tensor(targets).max()) + 1)]
+
+
+def _seeded_subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
+    """A fixed random choice of `size` samples (same seed, same samples), kept in index order."""
+    if size is None or size >= len(ds):
+        return ds
+    pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
+    return Subset(ds, pick.sort().values.tolist())

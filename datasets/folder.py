@@ -1,0 +1,46 @@
+"""Class-folder datasets: `root/train/<class>/*` + `root/val/<class>/*` (or `test/`),
+the ants/bees layout of the torchvision transfer-learning tutorial."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision import datasets as tvd
+from torchvision.transforms import v2
+
+from datasets.base import DatasetAdapter
+from datasets.registry import register_dataset
+from datasets.transforms import IMAGENET_STATS, image_pipeline
+from runner.errors import DataError
+
+
+def has_class_folders(root: Path, split: str) -> bool:
+    split_dir = Path(root) / split
+    return split_dir.is_dir() and any(p.is_dir() for p in split_dir.iterdir())
+
+
+def image_folder(path: Path, transform) -> tvd.ImageFolder:
+    try:
+        return tvd.ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, OSError) as err:
+        raise DataError(f"data.root: cannot read class folders in {path}: {err}") from err
+
+
+@register_dataset("imagefolder")
+class ImageFolderData(DatasetAdapter):
+    def __init__(self, root="data", download=False, augment=False, image_size: int = 224, mean: list[float] = IMAGENET_STATS[0], std: list[float] = IMAGENET_STATS[1]):
+        """`image_size`: square side the images are resized (or randomly cropped) to, pixels;
+        `mean`/`std`: per-channel normalisation (ImageNet statistics by default)."""
+        super().__init__(root, download, augment)
+        self.image_size, self.stats = image_size, (tuple(mean), tuple(std))
+
+    def load_data(self):
+        test_split = next((s for s in ("val", "test") if has_class_folders(self.root, s)), None)
+        if not has_class_folders(self.root, "train") or test_split is None:
+            raise DataError(f"data.root: {self.root} needs train/<class>/ and val/<class>/ (or test/<class>/) folders of images")
+        size = self.image_size
+        if self.augment:
+            train_tf = image_pipeline(self.stats, [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+        else:
+            train_tf = image_pipeline(self.stats, resize=[v2.Resize((size, size), antialias=True)])
+        test_tf = image_pipeline(self.stats, resize=[v2.Resize((size, size), antialias=True)])
+        return image_folder(self.root / "train", train_tf), image_folder(self.root / test_split, test_tf)

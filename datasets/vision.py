@@ -1,0 +1,70 @@
+"""torchvision's CIFAR-10/100, MNIST and Fashion-MNIST (downloaded when `download = true`).
+
+CIFAR also reads an ImageFolder copy, `root/train/<class>/*` + `root/test/<class>/*`
+(e.g. the JPEG CIFAR-10 in ../shared/data); class folders sort into torchvision's order.
+"""
+from __future__ import annotations
+
+from torchvision import datasets as tvd
+
+from datasets.base import DatasetAdapter
+from datasets.folder import has_class_folders, image_folder
+from datasets.registry import register_dataset
+from datasets.transforms import (
+    CIFAR10_STATS,
+    CIFAR100_STATS,
+    FASHION_MNIST_STATS,
+    MNIST_STATS,
+    crop_flip,
+    image_pipeline,
+)
+from runner.errors import DataError
+
+
+class TorchvisionAdapter(DatasetAdapter):
+    dataset_class: type
+    stats: tuple
+    size: int
+    flip: bool  # horizontal flips preserve the label (not for digits)
+    padding: int
+    expected: str  # what a valid root contains, for the error message
+
+    def transforms(self):
+        augment = crop_flip(self.size, self.padding, self.flip) if self.augment else None
+        return image_pipeline(self.stats, augment), image_pipeline(self.stats)
+
+    def load_data(self):
+        train_tf, test_tf = self.transforms()
+        if has_class_folders(self.root, "train") and has_class_folders(self.root, "test"):
+            return image_folder(self.root / "train", train_tf), image_folder(self.root / "test", test_tf)
+        try:
+            train = self.dataset_class(str(self.root), train=True, transform=train_tf, download=self.download)
+            test = self.dataset_class(str(self.root), train=False, transform=test_tf, download=self.download)
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+            hint = "" if self.download else "; set data.download = true to fetch it"
+            raise DataError(f"data.root: no {self.dataset_class.__name__} at {self.root} (expected {self.expected}){hint}") from err
+        return train, test
+
+
+@register_dataset("cifar10")
+class CIFAR10(TorchvisionAdapter):
+    dataset_class, stats, size, flip, padding = tvd.CIFAR10, CIFAR10_STATS, 32, True, 4
+    expected = "cifar-10-batches-py/ or train/ and test/ class folders"
+
+
+@register_dataset("cifar100")
+class CIFAR100(TorchvisionAdapter):
+    dataset_class, stats, size, flip, padding = tvd.CIFAR100, CIFAR100_STATS, 32, True, 4
+    expected = "cifar-100-python/ or train/ and test/ class folders"
+
+
+@register_dataset("mnist")
+class MNIST(TorchvisionAdapter):
+    dataset_class, stats, size, flip, padding = tvd.MNIST, MNIST_STATS, 28, False, 2
+    expected = "MNIST/raw/"
+
+
+@register_dataset("fashion_mnist")
+class FashionMNIST(TorchvisionAdapter):
+    dataset_class, stats, size, flip, padding = tvd.FashionMNIST, FASHION_MNIST_STATS, 28, True, 2
+    expected = "FashionMNIST/raw/"

@@ -1,0 +1,96 @@
+"""The `compare` command. This layer parses, prints, and maps errors to exit codes; the
+library raises typed errors and never exits.
+
+Exit codes: 0 done, 1 internal error, 2 bad config or input.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runner.errors import EXIT_INTERNAL, CompareError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
+# Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(err: Exception, debug: bool) -> None:
+    """One line per problem on stderr (no traceback unless --debug), then the exit code."""
+    if debug:
+        traceback.print_exc()
+    if isinstance(err, CompareError):
+        for line in str(err).splitlines():
+            sys.stderr.write(f"error: {line}\n")
+        raise typer.Exit(err.exit_code)
+    sys.stderr.write(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)\n")
+    raise typer.Exit(EXIT_INTERNAL)
+
+
+def leaderboard_table(board, title: str) -> Table:
+    table = Table(title=title)
+    shown = [c for c in ("rank", "model", "arch", "params", "test_acc", "test_loss", "train_loss", "best_epoch", "train_time_s", "samples_per_s", "status") if c in board.columns]
+    for column in shown:
+        table.add_column(column, justify="left" if column in ("model", "arch", "status") else "right")
+    for row in board[shown].itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for k, v in zip(shown, row)))
+    return table
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a key: dotted.key=value (TOML value); model.<name>.key=value for one model.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: <experiment.output_dir>/<experiment.name>).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
+    from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
+    from runner.progress import Progress, RichProgress  # noqa: PLC0415
+
+    try:
+        experiment = Experiment.from_toml(config, set_ or [])
+        result = experiment.run(out, overwrite=overwrite, progress=Progress() if quiet else RichProgress(), argv=sys.argv)
+    except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
+        _fail(err, debug)
+    console.print(leaderboard_table(result.leaderboard, f"{experiment.config.experiment.name}: leaderboard (final epoch)"))
+    console.print(f"run directory: {result.run_dir}")
+    console.print(f"curves: tensorboard --logdir {result.run_dir / 'tb'}")
+
+
+class Kind(str, Enum):
+    models = "models"
+    datasets = "datasets"
+    losses = "losses"
+    optimizers = "optimizers"
+    schedulers = "schedulers"
+
+
+@app.command("list")
+def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
+    """List the names usable in a config."""
+    from runner import components  # noqa: PLC0415
+
+    if kind is Kind.models:
+        from models import list_models  # noqa: PLC0415
+
+        names = list_models()
+    elif kind is Kind.datasets:
+        names = components.dataset_package().list_datasets()
+    else:
+        names = getattr(components, f"list_{kind.value}")()
+    for name in names:
+        typer.echo(name)
+
+
+def main() -> None:
+    app()

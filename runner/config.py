@@ -1,0 +1,341 @@
+"""Experiment config: TOML -> `--set` overrides -> validated, typed objects.
+
+Nothing is built before the whole config checks out; every problem is reported at once,
+each with its file and dotted key path.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConfigError, Problem, did_you_mean
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# Model names become directory names (tb/<model>/): no separators, no "..", nothing empty.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"  # run directory: <output_dir>/<name>/
+    seed: int = 0  # seeds the data order; model seeds derive from (seed, model name)
+    epochs: int = 1  # full passes over the train split
+    device: str = "auto"  # auto | cpu | cuda[:N] | mps
+    output_dir: str = "runs"  # relative to the working directory
+
+
+@dataclass
+class DataConfig:
+    dataset: str  # `compare list datasets`
+    root: str = "data"  # where the dataset lives (relative to the working directory)
+    download: bool = False  # let torchvision download it when missing
+    batch_size: int = 64  # samples per training step
+    eval_batch_size: int = 256  # samples per evaluation batch
+    num_workers: int = 0  # DataLoader worker processes (0 = load in the main process)
+    subset: int | None = None  # keep this many train samples (seeded choice); unset = all
+    test_subset: int | None = None  # keep this many test samples (seeded choice); unset = all
+    augment: bool = False  # the dataset's train-time augmentation (e.g. crop + flip for CIFAR)
+    args: dict = field(default_factory=dict)  # extra keyword arguments for the dataset
+
+
+@dataclass
+class LossConfig:
+    name: str = "CrossEntropyLoss"  # any torch.nn loss class; ONE object shared by all models
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "SGD"  # any torch.optim class
+    args: dict = field(default_factory=lambda: {"lr": 0.01})  # its keyword arguments (lr, ...)
+
+
+@dataclass
+class SchedulerConfig:
+    name: str  # any torch.optim.lr_scheduler class
+    interval: str = "epoch"  # step the scheduler after every "epoch" or every "step"
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str  # unique; used in tables and as the TensorBoard run name
+    arch: str  # `compare list models`
+    args: dict = field(default_factory=dict)  # keyword arguments for the architecture
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig | None = None
+    seed: int | None = None  # this model's RNG stream; unset = derived from (experiment seed, name)
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig
+    data: DataConfig
+    loss: LossConfig
+    models: list[ModelConfig]
+    source: str = "<config>"  # the file it came from, for messages
+
+    def model_seed(self, model: ModelConfig) -> int:
+        if model.seed is not None:
+            return model.seed
+        return derive_seed(self.experiment.seed, model.name)
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain TOML-able data (what `config.toml` in a run holds)."""
+
+        def plain(obj) -> dict:
+            return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+        def with_name(spec) -> dict:  # {name = ..., **args}: the inline-table form users write
+            out = {"name": spec.name, **spec.args}
+            if isinstance(spec, SchedulerConfig):
+                out["interval"] = spec.interval
+            return out
+
+        models = []
+        for m in self.models:
+            entry = {"name": m.name, "arch": m.arch, "args": m.args, "optimizer": with_name(m.optimizer)}
+            if m.scheduler:
+                entry["scheduler"] = with_name(m.scheduler)
+            entry["seed"] = self.model_seed(m)
+            models.append(entry)
+        return {
+            "experiment": plain(self.experiment),
+            "data": plain(self.data),
+            "loss": plain(self.loss),
+            "model": models,
+        }
+
+
+def derive_seed(experiment_seed: int, name: str) -> int:
+    """A stable seed per (experiment seed, name): independent of which other models exist."""
+    digest = hashlib.sha256(f"{experiment_seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError([Problem(source, "-", f"cannot read config: {err.strerror or err}")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([Problem(source, "-", f"TOML syntax error: {err}")]) from None
+    return config_from_dict(raw, source=source, overrides=overrides)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = ()) -> Config:
+    problems: list[Problem] = []
+    raw, overridden = apply_overrides(raw, overrides, source, problems)
+    if problems:
+        raise ConfigError(problems)
+    config = _validate(raw, source, problems)
+    # A problem in a key given with --set is reported against --set, not the file.
+    problems = [Problem("--set", p.key, p.message) if p.key in overridden else p for p in problems]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def parse_override_value(text: str) -> Any:
+    """TOML value syntax (`0.1`, `true`, `[1, 2]`, `"s"`); anything else is a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides, source: str, problems: list[Problem]) -> tuple[dict, set[str]]:
+    """Apply `dotted.key=value`; `model.<name>.key=value` addresses one model."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    overridden: set[str] = set()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(Problem("--set", item, "expected dotted.key=value"))
+            continue
+        parts = key.split(".")
+        target = raw
+        if parts[0] == "model":
+            models = raw.get("model", [])
+            names = [m.get("name") for m in models if isinstance(m, dict)]
+            rest = key[len("model.") :]
+            # Model names may contain dots (sweeps): take the longest name that prefixes the key.
+            hits = [n for n in names if isinstance(n, str) and rest.startswith(n + ".")]
+            if not hits:
+                guess = rest.split(".")[0]
+                problems.append(Problem("--set", key, f"no model named {guess!r}{did_you_mean(guess, names)}"))
+                continue
+            name = max(hits, key=len)
+            target = models[names.index(name)]
+            parts = rest[len(name) + 1 :].split(".")
+            prefix = f"model.{name}."
+        else:
+            prefix = ""
+        for i, part in enumerate(parts[:-1]):
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(Problem("--set", key, f"{'.'.join(parts[: i + 1])} is not a table"))
+                break
+            target = child
+        else:
+            target[parts[-1]] = parse_override_value(text.strip())
+            overridden.add(prefix + ".".join(parts))
+    return raw, overridden
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_type_ok(value, h) for h in typing.get_args(hint) if h is not type(None))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint) if h is not type(None))
+    return {dict: "table", list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem], skip=()) -> dict | None:
+    """Check one TOML table against a dataclass: unknown keys, missing keys, value types."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(source, where, f"expected a table, got {raw!r}"))
+        return None
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    out = {}
+    for key in raw:
+        if key not in names and key not in skip:
+            problems.append(Problem(source, f"{where}.{key}", f"unknown key{did_you_mean(key, names)}"))
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        if f.name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                problems.append(Problem(source, f"{where}.{f.name}", "missing required key"))
+            continue
+        value = raw[f.name]
+        if _type_ok(value, hints[f.name]):
+            out[f.name] = float(value) if hints[f.name] is float else value
+        else:
+            expected = _type_name(hints[f.name])
+            problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {value!r}"))
+    return out
+
+
+def _named_spec(raw: Any, cls: type, where: str, source: str, problems: list[Problem]):
+    """`{name = "SGD", lr = 0.1, ...}`: a name plus the class's keyword arguments."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(source, where, f"expected a table like {{ name = ..., ... }}, got {raw!r}"))
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str):
+        problems.append(Problem(source, f"{where}.name", f"expected a string, got {name!r}"))
+        return None
+    args = {k: v for k, v in raw.items() if k not in ("name", "interval")}
+    if cls is SchedulerConfig:
+        interval = raw.get("interval", "epoch")
+        if interval not in ("epoch", "step"):
+            problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {interval!r}"))
+        return SchedulerConfig(name=name, interval=interval, args=args)
+    return OptimizerConfig(name=name, args=args)
+
+
+def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
+    for key in raw:
+        if key not in ("experiment", "data", "loss", "model"):
+            problems.append(Problem(source, key, f"unknown table{did_you_mean(key, ['experiment', 'data', 'loss', 'model'])}"))
+    exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems)
+    data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
+    loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
+    raw_models = raw.get("model", [])
+    if not isinstance(raw_models, list) or not raw_models:
+        problems.append(Problem(source, "model", "expected at least one [[model]] table"))
+        raw_models = []
+    models: list[ModelConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw_models):
+        label = entry.get("name") if isinstance(entry, dict) else None
+        where = f"model.{label}" if isinstance(label, str) else f"model[{i}]"
+        values = _table(entry, ModelConfig, where, source, problems, skip=("optimizer", "scheduler"))
+        if values is None or "name" not in values or "arch" not in values:
+            continue
+        name = values["name"]
+        if not NAME_PATTERN.match(name) or ".." in name:
+            problems.append(Problem(source, f"{where}.name", f"{name!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+        if name in seen:
+            problems.append(Problem(source, f"{where}.name", f"duplicate model name {name!r}"))
+        seen.add(name)
+        optimizer = _named_spec(entry.get("optimizer", {"name": "SGD", "lr": 0.01}), OptimizerConfig, f"{where}.optimizer", source, problems)
+        scheduler = None
+        if "scheduler" in entry:
+            scheduler = _named_spec(entry["scheduler"], SchedulerConfig, f"{where}.scheduler", source, problems)
+        models.append(ModelConfig(**values, optimizer=optimizer or OptimizerConfig(), scheduler=scheduler))
+    if problems or exp is None or data is None or loss is None:
+        return None
+    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source)
+    _check_values(config, problems)
+    return config
+
+
+def _check_values(cfg: Config, problems: list[Problem]) -> None:
+    """Ranges and names that must exist in a registry (loaded lazily: they import torch)."""
+    from runner import components  # noqa: PLC0415 - heavy imports only once the types are right
+
+    src = cfg.source
+
+    def bad(key: str, message: str) -> None:
+        problems.append(Problem(src, key, message))
+
+    e, d = cfg.experiment, cfg.data
+    if e.epochs < 1:
+        bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
+    if not DEVICE_PATTERN.match(e.device):
+        bad("experiment.device", f"expected auto, cpu, cuda, cuda:N or mps, got {e.device!r}")
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(d, key) < 1:
+            bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
+    if d.num_workers < 0:
+        bad("data.num_workers", f"expected >= 0, got {d.num_workers}")
+    for key in ("subset", "test_subset"):
+        if getattr(d, key) is not None and getattr(d, key) < 1:
+            bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
+    for message in components.check_dataset(d.dataset, d.args):
+        bad(f"data.{message.key}", message.text)
+    for message in components.check_loss(cfg.loss.name, cfg.loss.args):
+        bad(f"loss.{message.key}", message.text)
+    for m in cfg.models:
+        where = f"model.{m.name}"
+        for message in components.check_model(m.arch, m.args):
+            bad(f"{where}.{message.key}", message.text)
+        for message in components.check_optimizer(m.optimizer.name, m.optimizer.args):
+            bad(f"{where}.optimizer.{message.key}", message.text)
+        if m.scheduler:
+            for message in components.check_scheduler(m.scheduler.name, m.scheduler.args):
+                bad(f"{where}.scheduler.{message.key}", message.text)

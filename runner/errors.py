@@ -1,0 +1,63 @@
+"""Typed errors. The library raises these; only the CLI turns them into exit codes."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+# Exit codes (documented in README): 0 done, 1 internal error, 2 bad config or input.
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+
+
+def close_matches(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(name.lower(), lowered, n=n, cutoff=0.6)
+    return [lowered[h] for h in hits]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    hits = close_matches(name, choices)
+    return f"; did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
+
+
+class CompareError(Exception):
+    """Base of every error the user can fix; carries the CLI exit code."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str  # config file the key came from ("--set" for overrides)
+    key: str  # dotted key path, e.g. "model[1].optimizer.lr"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}"
+
+
+class ConfigError(CompareError):
+    """Every problem found in a config, reported together."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class UnknownNameError(CompareError):
+    """A registry lookup failed; lists close matches."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str]):
+        self.kind, self.name = kind, name
+        super().__init__(f"unknown {kind} {name!r}{did_you_mean(name, choices)} (see `compare list {kind}s`)")
+
+
+class DataError(CompareError):
+    """A dataset could not be found or read; names the path."""
+
+
+class RunDirError(CompareError):
+    """The run directory cannot be used as asked."""
