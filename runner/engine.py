@@ -62,6 +62,11 @@ def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, device: 
     live = [s for s in slots if s.live]
     for slot in live:
         slot.model.eval()
+        with slot.rng.active():
+            # A hand-written eval loop's `iter(DataLoader(test))` draws one int64 from the
+            # global generator (its worker base seed). Draw it from each model's own stream,
+            # so the stream stays in step with the plain loop (DESIGN.md: plain-loop equivalence).
+            torch.empty((), dtype=torch.int64).random_()
     with torch.no_grad():
         for x, y in loader:
             x = x.to(device, non_blocking=True)

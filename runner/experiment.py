@@ -114,7 +114,8 @@ class Experiment:
             data.train, batch_size=d.batch_size, shuffle=True,
             generator=torch.Generator().manual_seed(cfg.experiment.seed), **workers,
         )
-        test_loader = DataLoader(data.test, batch_size=d.eval_batch_size, shuffle=False, **workers)
+        # Own generator: iterating the shared test loader must not draw from any model's stream.
+        test_loader = DataLoader(data.test, batch_size=d.eval_batch_size, shuffle=False, generator=torch.Generator().manual_seed(cfg.experiment.seed), **workers)
         data_rng = RngStream(cfg.experiment.seed, torch.device("cpu"))
 
         prepare_run_dir(run_dir, overwrite)

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny configs on digits, a tiny image-folder dataset, the real CIFAR tier."""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runner.config import config_from_dict
+from runner.experiment import Experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MINI_SHA256 = "165f0534f33d0776a9d92f10e936c5493f3f86ffcb7c5baef9633c35c3ecf89d"
+
+
+def digits_config(models: list[dict], epochs: int = 2, seed: int = 0, **data) -> dict:
+    return {
+        "experiment": {"name": "t", "seed": seed, "epochs": epochs, "device": "cpu"},
+        "data": {"dataset": "digits", "batch_size": 64, "eval_batch_size": 128} | data,
+        "loss": {"name": "CrossEntropyLoss"},
+        "model": models,
+    }
+
+
+def mlp(name: str, dropout: float = 0.2, lr: float = 0.1, **extra) -> dict:
+    return {"name": name, "arch": "mlp", "args": {"hidden": [32], "dropout": dropout}, "optimizer": {"name": "SGD", "lr": lr}} | extra
+
+
+@pytest.fixture
+def run(tmp_path):
+    """run(config_dict, name="run") -> RunResult, in a fresh directory under tmp_path."""
+
+    def go(raw: dict, name: str = "run", overrides=()):
+        return Experiment(config_from_dict(raw, overrides=list(overrides))).run(tmp_path / name)
+
+    return go
+
+
+@pytest.fixture
+def tiny_image_folder(tmp_path) -> Path:
+    """root/{train,test}/{cat,dog}/*.png, 32x32 RGB: the CIFAR ImageFolder layout in miniature."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiny-cifar"
+    for split, count in (("train", 12), ("test", 4)):
+        for label, cls in enumerate(("cat", "dog")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 128, (32, 32, 3), dtype=np.uint8) + 100 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_mini(tmp_path_factory) -> Path:
+    """The real CIFAR-10 JPEG subset from ../shared/data, extracted once per session."""
+    archive = SHARED_DATA / "cifar10-mini.tar.gz"
+    if not archive.exists():
+        pytest.skip(f"real-data tier: {archive} is absent (a fresh clone has no ../shared/data)")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert digest == MINI_SHA256, f"{archive} has sha256 {digest}, expected {MINI_SHA256}"
+    out = tmp_path_factory.mktemp("cifar")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    return out / "cifar10-mini"
