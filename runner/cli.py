@@ -80,14 +80,17 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
     """List the names usable in a config."""
     from runner import components  # noqa: PLC0415
 
-    if kind is Kind.models:
-        from models import list_models  # noqa: PLC0415
+    try:
+        if kind is Kind.models:
+            from models import list_models  # noqa: PLC0415
 
-        names = list_models()
-    elif kind is Kind.datasets:
-        names = components.dataset_package().list_datasets()
-    else:
-        names = getattr(components, f"list_{kind.value}")()
+            names = list_models()
+        elif kind is Kind.datasets:
+            names = components.dataset_package().list_datasets()
+        else:
+            names = getattr(components, f"list_{kind.value}")()
+    except Exception as err:  # noqa: BLE001
+        _fail(err, debug=False)
     for name in names:
         typer.echo(name)
 

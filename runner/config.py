@@ -297,8 +297,10 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
         if "scheduler" in entry:
             scheduler = _named_spec(entry["scheduler"], SchedulerConfig, f"{where}.scheduler", source, problems)
         models.append(ModelConfig(**values, optimizer=optimizer or OptimizerConfig(), scheduler=scheduler))
-    if problems or exp is None or data is None or loss is None:
+    if exp is None or data is None or loss is None or "dataset" not in data:
         return None
+    # Keys with bad types were left out (defaults stand in), so names and ranges of the
+    # others are still checked: the user sees every problem in one go.
     config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source)
     _check_values(config, problems)
     return config
