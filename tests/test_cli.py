@@ -63,9 +63,9 @@ def test_tensorboard_has_every_model_with_the_same_tags(demo_run):
         assert [e.step for e in acc.Scalars("accuracy/test")] == [1, 2]
 
 
-def test_existing_run_dir_is_refused_then_overwritten(demo_run, tmp_path):
+def test_existing_run_dir_is_refused_then_overwritten(tmp_path):
     out = tmp_path / "again"
-    args = ("run", "experiments/digits.toml", "--out", out, "-q", "--set", "experiment.epochs=1", "--set", "model.resnet18-w16.args.width=4")
+    args = ("run", write(tmp_path, digits_config([mlp("a")], epochs=1)), "--out", out, "-q")
     assert compare(*args).returncode == 0
     refused = compare(*args)
     assert refused.returncode == 2 and "already holds a run" in refused.stderr
