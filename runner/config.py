@@ -25,9 +25,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
 class ExperimentConfig:
     name: str = "experiment"  # run directory: <output_dir>/<name>/
     seed: int = 0  # seeds the data order; model seeds derive from (seed, model name)
+    seeds: list[int] | None = None  # repeat the whole pass once per seed (overrides `seed`)
     epochs: int = 1  # full passes over the train split
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     output_dir: str = "runs"  # relative to the working directory
+    grad_histograms: bool = True  # per-layer gradient histograms in TensorBoard every epoch
 
 
 @dataclass
@@ -81,10 +83,15 @@ class Config:
     models: list[ModelConfig]
     source: str = "<config>"  # the file it came from, for messages
 
-    def model_seed(self, model: ModelConfig) -> int:
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.experiment.seeds) if self.experiment.seeds else [self.experiment.seed]
+
+    def model_seed(self, model: ModelConfig, experiment_seed: int | None = None) -> int:
+        """A model's `seed` pins its stream in every repeat; else one per (experiment seed, name)."""
         if model.seed is not None:
             return model.seed
-        return derive_seed(self.experiment.seed, model.name)
+        return derive_seed(self.seeds[0] if experiment_seed is None else experiment_seed, model.name)
 
     def to_dict(self) -> dict:
         """The resolved config as plain TOML-able data (what `config.toml` in a run holds)."""
@@ -103,7 +110,8 @@ class Config:
             entry = {"name": m.name, "arch": m.arch, "args": m.args, "optimizer": with_name(m.optimizer)}
             if m.scheduler:
                 entry["scheduler"] = with_name(m.scheduler)
-            entry["seed"] = self.model_seed(m)
+            if m.seed is not None:
+                entry["seed"] = m.seed
             models.append(entry)
         return {
             "experiment": plain(self.experiment),
@@ -211,10 +219,14 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
     return isinstance(value, typing.get_origin(hint) or hint)
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"array of {_type_name(typing.get_args(hint)[0])}s"
     if isinstance(hint, types.UnionType):
         return " or ".join(_type_name(h) for h in typing.get_args(hint) if h is not type(None))
     return {dict: "table", list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
@@ -316,6 +328,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         problems.append(Problem(src, key, message))
 
     e, d = cfg.experiment, cfg.data
+    if e.seeds is not None and (not e.seeds or len(set(e.seeds)) != len(e.seeds)):
+        bad("experiment.seeds", f"expected distinct seeds, got {e.seeds}")
     if e.epochs < 1:
         bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
     if not DEVICE_PATTERN.match(e.device):

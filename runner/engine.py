@@ -57,8 +57,9 @@ def train_one_epoch(
     return data_seconds
 
 
-def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> None:
-    """Every live model on the test split, in order, under eval() and no_grad()."""
+def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, device: torch.device) -> torch.Tensor:
+    """Every live model on the test split, in order, under eval() and no_grad().
+    Returns the test targets in that order (on the CPU)."""
     live = [s for s in slots if s.live]
     for slot in live:
         slot.model.eval()
@@ -67,11 +68,14 @@ def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, device: 
             # global generator (its worker base seed). Draw it from each model's own stream,
             # so the stream stays in step with the plain loop (DESIGN.md: plain-loop equivalence).
             torch.empty((), dtype=torch.int64).random_()
+    targets = []
     with torch.no_grad():
         for x, y in loader:
+            targets.append(y)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             for slot in live:
                 slot.eval_step(x, y, loss_fn)
     for slot in live:
         slot.model.train()
+    return torch.cat(targets)

@@ -5,27 +5,29 @@ import pandas as pd
 
 COLUMNS = [
     "rank", "model", "arch", "params", "test_acc", "test_loss", "train_loss", "best_test_acc",
-    "best_epoch", "epochs", "train_time_s", "samples_per_s", "optimizer", "lr", "seed", "status",
+    "best_epoch", "epochs", "seeds", "flops_per_sample", "train_time_s", "samples_per_s", "optimizer", "lr",
+    "scheduler", "status",
 ]
 
 
 def leaderboard(history: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
-    """`history`: one row per model per epoch; `models`: one row per model (model, arch,
-    params, optimizer, seed, status). Ranked by final test accuracy, then final test loss."""
-    ordered = history.sort_values(["model", "epoch"])
-    final = ordered.groupby("model").tail(1).set_index("model")
-    by_model = ordered.groupby("model")
-    best_idx = by_model["test_acc"].idxmax()
+    """`history`: one row per model, seed and epoch; `models`: one row per model (model, arch,
+    params, optimizer, status, ...). Ranked by final test accuracy (mean over seeds), then loss."""
+    last = history.groupby(["model", "seed"])["epoch"].transform("max")
+    final = history[history["epoch"] == last].groupby("model")
+    curve = history.groupby(["model", "epoch"])["test_acc"].mean().reset_index()  # mean over seeds
+    best = curve.loc[curve.groupby("model")["test_acc"].idxmax().dropna()].set_index("model")
+    per_seed_time = history.groupby(["model", "seed"])["time_s"].sum().groupby("model")
     board = pd.DataFrame({
-        "test_acc": final["test_acc"],
-        "test_loss": final["test_loss"],
-        "train_loss": final["train_loss"],
-        "best_test_acc": by_model["test_acc"].max(),
-        "best_epoch": ordered.loc[best_idx.dropna(), ["model", "epoch"]].set_index("model")["epoch"],
-        "epochs": final["epoch"],
-        "train_time_s": by_model["time_s"].sum(),
-        "samples_per_s": by_model["train_samples"].sum() / by_model["time_s"].sum(),
-        "lr": final["lr"],
+        "test_acc": final["test_acc"].mean(),
+        "test_loss": final["test_loss"].mean(),
+        "train_loss": final["train_loss"].mean(),
+        "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "epochs": final["epoch"].max(),
+        "seeds": final["seed"].nunique(),
+        "train_time_s": per_seed_time.mean(),
+        "samples_per_s": history.groupby("model")["train_samples"].sum() / history.groupby("model")["time_s"].sum(),
     }).reset_index()
     board = models.merge(board, on="model", how="right")
     board = board.sort_values(["test_acc", "test_loss"], ascending=[False, True], na_position="last")

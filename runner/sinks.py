@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
@@ -47,10 +50,12 @@ class HistorySink:
 
 
 class TensorBoardSink:
-    def __init__(self, tb_dir: Path, model_names: list[str]):
+    """`runs` maps model name -> run directory name under tb/ (e.g. "mlp" or "mlp/seed_1")."""
+
+    def __init__(self, tb_dir: Path, runs: dict[str, str]):
         from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - imports tensorboard
 
-        self.writers = {name: SummaryWriter(log_dir=str(Path(tb_dir) / name)) for name in model_names}
+        self.writers = {name: SummaryWriter(log_dir=str(Path(tb_dir) / run)) for name, run in runs.items()}
 
     def write(self, records: list[dict]) -> None:
         for record in records:
@@ -59,6 +64,33 @@ class TensorBoardSink:
                 writer.add_scalar(tag, record[column], global_step=record["epoch"])
             writer.flush()
 
+    def write_gradients(self, name: str, epoch: int, model: nn.Module) -> None:
+        """Histogram of each parameter's gradient from the epoch's last step."""
+        writer = self.writers[name]
+        for param_name, param in model.named_parameters():
+            if param.grad is not None and torch.isfinite(param.grad).all():
+                writer.add_histogram(f"grad/{param_name}", param.grad.detach().float().cpu(), global_step=epoch)
+        writer.flush()
+
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
+
+
+def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple) -> Path:
+    """predictions/<model>/seed_<seed>.npz: test targets and top-1 predictions at the final and
+    the best epoch, as plain integer arrays (read with np.load(..., allow_pickle=False))."""
+    folder = Path(run_dir) / "predictions" / model
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"seed_{seed}.npz"
+    tmp = folder / f"seed_{seed}.tmp.npz"
+    np.savez_compressed(
+        tmp,
+        target=targets.numpy(),
+        final=final[1].numpy(),
+        final_epoch=np.int64(final[0]),
+        best=best[1].numpy(),
+        best_epoch=np.int64(best[0]),
+    )
+    os.replace(tmp, path)
+    return path

@@ -65,6 +65,8 @@ class Slot:
         self.timer, self.eval_timer = WorkTimer(device), WorkTimer(device)
         self.train_meter, self.test_meter = Meter(), Meter()
         self.last_loss: torch.Tensor | None = None  # for the progress display
+        self._test_preds: list[torch.Tensor] = []
+        self.predictions: torch.Tensor | None = None  # last evaluation's top-1 classes, on the CPU
 
     @property
     def live(self) -> bool:
@@ -93,12 +95,15 @@ class Slot:
             logits = self.model(x)
             loss = loss_fn(logits, y)
         self.test_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
+        if logits.ndim == 2:
+            self._test_preds.append(logits.argmax(dim=1))
         self.eval_timer.stop()
 
     def end_epoch(self, epoch: int) -> dict:
         """This epoch's record (one history row); steps an epoch scheduler; resets the meters."""
         train, test = self.train_meter, self.test_meter
         norms = torch.stack(train.grad_norms).double() if train.grad_norms else torch.tensor([math.nan])
+        finite = norms[torch.isfinite(norms)]
         seconds = self.timer.seconds()
         record = {
             "model": self.name,
@@ -107,8 +112,9 @@ class Slot:
             "train_acc": train.accuracy(),
             "test_loss": test.loss(),
             "test_acc": test.accuracy(),
-            "grad_norm_mean": float(norms.mean()),
-            "grad_norm_max": float(norms.max()),
+            "grad_norm_mean": float(finite.mean()) if len(finite) else math.nan,
+            "grad_norm_max": float(finite.max()) if len(finite) else math.nan,
+            "grad_nonfinite": int(len(norms) - len(finite)) if train.grad_norms else 0,
             "lr": self.optimizer.param_groups[0]["lr"],
             "time_s": seconds,
             "eval_time_s": self.eval_timer.seconds(),
@@ -121,6 +127,8 @@ class Slot:
                 self.scheduler.step(record["test_loss"])
             else:
                 self.scheduler.step()
+        self.predictions = torch.cat(self._test_preds).cpu() if self._test_preds else None
+        self._test_preds = []
         self.train_meter, self.test_meter = Meter(), Meter()
         self.timer.reset()
         self.eval_timer.reset()

@@ -79,7 +79,7 @@ def test_resolved_config_round_trips_through_toml():
     text = tomlio.dumps(cfg.to_dict())
     again = config_from_dict(tomllib.loads(text))
     assert again.to_dict() == cfg.to_dict()
-    assert all(m["seed"] == cfg.model_seed(c) for m, c in zip(again.to_dict()["model"], cfg.models))
+    assert [again.model_seed(m) for m in again.models] == [cfg.model_seed(m) for m in cfg.models]
 
 
 @pytest.mark.parametrize("name", ["digits.toml", "cifar.toml"])

@@ -106,7 +106,7 @@ def test_plain_loop_equivalence(run):
 
 def test_gradient_isolation():
     cfg = config_from_dict(digits_config([mlp("a"), mlp("b")]))
-    a, b = (build_slot(cfg, m, (1, 8, 8), 10, torch.device("cpu")) for m in cfg.models)
+    a, b = (build_slot(cfg, m, 0, (1, 8, 8), 10, torch.device("cpu")) for m in cfg.models)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     loss_fn = nn.CrossEntropyLoss()
     a.train_step(x, y, loss_fn)
