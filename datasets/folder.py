@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
@@ -18,9 +19,19 @@ def has_class_folders(root: Path, split: str) -> bool:
     return split_dir.is_dir() and any(p.is_dir() for p in split_dir.iterdir())
 
 
+def load_rgb(path: str) -> Image.Image:
+    """torchvision's PIL loader, but a missing or corrupt file is named in the error."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError) as err:
+        detail = type(err).__name__ if path in str(err) else f"{type(err).__name__}: {err}"
+        raise DataError(f"cannot read image {path} ({detail})") from None
+
+
 def image_folder(path: Path, transform) -> tvd.ImageFolder:
     try:
-        return tvd.ImageFolder(str(path), transform=transform)
+        return tvd.ImageFolder(str(path), transform=transform, loader=load_rgb)
     except (FileNotFoundError, OSError) as err:
         raise DataError(f"data.root: cannot read class folders in {path}: {err}") from err
 

@@ -1,10 +1,12 @@
 """The `compare` command. This layer parses, prints, and maps errors to exit codes; the
 library raises typed errors and never exits.
 
-Exit codes: 0 done, 1 internal error, 2 bad config or input.
+Exit codes: 0 done, 1 internal error, 2 bad config or input, 3 finished with some models
+failed or diverged, 130/143 interrupted by SIGINT/SIGTERM (checkpoint written).
 """
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from enum import Enum
@@ -15,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, CompareError
+from runner.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, CompareError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -44,27 +46,59 @@ def leaderboard_table(board, title: str) -> Table:
     return table
 
 
+def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
+    """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes."""
+    from runner.interrupts import graceful_interrupts  # noqa: PLC0415
+    from runner.progress import Progress, RichProgress  # noqa: PLC0415
+
+    try:
+        with graceful_interrupts() as stop:
+            experiment = experiment_factory()
+            result = experiment.run(run_dir, progress=Progress() if quiet else RichProgress(), stop=stop, argv=sys.argv, **options)
+    except KeyboardInterrupt:  # the second Ctrl-C: stop at once
+        sys.stderr.write("error: interrupted; stopped at once (checkpoints already written are kept)\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
+        _fail(err, debug)
+    if result.already_finished:
+        console.print(f"{result.run_dir} already finished; nothing to resume")
+        return
+    console.print(leaderboard_table(result.leaderboard, f"{experiment.config.experiment.name}: leaderboard (final epoch)"))
+    console.print(f"run directory: {result.run_dir}")
+    console.print(f"curves: tensorboard --logdir {result.run_dir / 'tb'}")
+    if result.some_failed:
+        sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a key: dotted.key=value (TOML value); model.<name>.key=value for one model.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: <experiment.output_dir>/<experiment.name>).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in the run directory from its newest valid checkpoint.")] = False,
+    fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails (default: quarantine it, go on).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
-    from runner.progress import Progress, RichProgress  # noqa: PLC0415
 
-    try:
-        experiment = Experiment.from_toml(config, set_ or [])
-        result = experiment.run(out, overwrite=overwrite, progress=Progress() if quiet else RichProgress(), argv=sys.argv)
-    except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
-        _fail(err, debug)
-    console.print(leaderboard_table(result.leaderboard, f"{experiment.config.experiment.name}: leaderboard (final epoch)"))
-    console.print(f"run directory: {result.run_dir}")
-    console.print(f"curves: tensorboard --logdir {result.run_dir / 'tb'}")
+    _train(lambda: Experiment.from_toml(config, set_ or []), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holds config.toml and checkpoints/).")],
+    fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Continue RUN_DIR from its newest valid checkpoint, with the config it was started with."""
+    from runner.experiment import Experiment  # noqa: PLC0415
+
+    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast)
 
 
 class Kind(str, Enum):
@@ -96,4 +130,6 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
 
 
 def main() -> None:
+    # Library warnings (stale lock taken over, corrupt checkpoint skipped) as one line each.
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
     app()

@@ -22,6 +22,13 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
 
 
 @dataclass
+class EarlyStoppingConfig:
+    metric: str = "test_loss"  # test_loss | test_acc | train_loss | train_acc (acc: higher is better)
+    patience: int = 3  # epochs without improvement before the model leaves the pass
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"  # run directory: <output_dir>/<name>/
     seed: int = 0  # seeds the data order; model seeds derive from (seed, model name)
@@ -30,6 +37,8 @@ class ExperimentConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     output_dir: str = "runs"  # relative to the working directory
     grad_histograms: bool = True  # per-layer gradient histograms in TensorBoard every epoch
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps; unset = per epoch
+    early_stopping: EarlyStoppingConfig | None = None  # default for every model; unset = train all epochs
 
 
 @dataclass
@@ -73,6 +82,7 @@ class ModelConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig | None = None
     seed: int | None = None  # this model's RNG stream; unset = derived from (experiment seed, name)
+    early_stopping: EarlyStoppingConfig | None = None  # overrides [experiment] early_stopping
 
 
 @dataclass
@@ -87,6 +97,9 @@ class Config:
     def seeds(self) -> list[int]:
         return list(self.experiment.seeds) if self.experiment.seeds else [self.experiment.seed]
 
+    def early_stopping(self, model: ModelConfig) -> EarlyStoppingConfig | None:
+        return model.early_stopping or self.experiment.early_stopping
+
     def model_seed(self, model: ModelConfig, experiment_seed: int | None = None) -> int:
         """A model's `seed` pins its stream in every repeat; else one per (experiment seed, name)."""
         if model.seed is not None:
@@ -97,7 +110,7 @@ class Config:
         """The resolved config as plain TOML-able data (what `config.toml` in a run holds)."""
 
         def plain(obj) -> dict:
-            return {f.name: getattr(obj, f.name) for f in fields(obj)}
+            return {f.name: plain(v) if isinstance(v := getattr(obj, f.name), EarlyStoppingConfig) else v for f in fields(obj)}
 
         def with_name(spec) -> dict:  # {name = ..., **args}: the inline-table form users write
             out = {"name": spec.name, **spec.args}
@@ -112,6 +125,8 @@ class Config:
                 entry["scheduler"] = with_name(m.scheduler)
             if m.seed is not None:
                 entry["seed"] = m.seed
+            if m.early_stopping is not None:
+                entry["early_stopping"] = plain(m.early_stopping)
             models.append(entry)
         return {
             "experiment": plain(self.experiment),
@@ -279,11 +294,27 @@ def _named_spec(raw: Any, cls: type, where: str, source: str, problems: list[Pro
     return OptimizerConfig(name=name, args=args)
 
 
+def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) -> EarlyStoppingConfig | None:
+    values = _table(raw, EarlyStoppingConfig, where, source, problems)
+    if values is None:
+        return None
+    config = EarlyStoppingConfig(**values)
+    if config.metric not in ("test_loss", "test_acc", "train_loss", "train_acc"):
+        problems.append(Problem(source, f"{where}.metric", f"expected test_loss, test_acc, train_loss or train_acc, got {config.metric!r}"))
+    if config.patience < 1:
+        problems.append(Problem(source, f"{where}.patience", f"expected >= 1, got {config.patience}"))
+    if config.min_delta < 0:
+        problems.append(Problem(source, f"{where}.min_delta", f"expected >= 0, got {config.min_delta}"))
+    return config
+
+
 def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
     for key in raw:
         if key not in ("experiment", "data", "loss", "model"):
             problems.append(Problem(source, key, f"unknown table{did_you_mean(key, ['experiment', 'data', 'loss', 'model'])}"))
-    exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems)
+    exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems, skip=("early_stopping",))
+    if exp is not None and "early_stopping" in raw.get("experiment", {}):
+        exp["early_stopping"] = _early_stopping(raw["experiment"]["early_stopping"], "experiment.early_stopping", source, problems)
     data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
     loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
     raw_models = raw.get("model", [])
@@ -295,9 +326,11 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
     for i, entry in enumerate(raw_models):
         label = entry.get("name") if isinstance(entry, dict) else None
         where = f"model.{label}" if isinstance(label, str) else f"model[{i}]"
-        values = _table(entry, ModelConfig, where, source, problems, skip=("optimizer", "scheduler"))
+        values = _table(entry, ModelConfig, where, source, problems, skip=("optimizer", "scheduler", "early_stopping"))
         if values is None or "name" not in values or "arch" not in values:
             continue
+        if "early_stopping" in entry:
+            values["early_stopping"] = _early_stopping(entry["early_stopping"], f"{where}.early_stopping", source, problems)
         name = values["name"]
         if not NAME_PATTERN.match(name) or ".." in name:
             problems.append(Problem(source, f"{where}.name", f"{name!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
@@ -330,6 +363,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     e, d = cfg.experiment, cfg.data
     if e.seeds is not None and (not e.seeds or len(set(e.seeds)) != len(e.seeds)):
         bad("experiment.seeds", f"expected distinct seeds, got {e.seeds}")
+    if e.checkpoint_every_steps is not None and e.checkpoint_every_steps < 1:
+        bad("experiment.checkpoint_every_steps", f"expected >= 1, got {e.checkpoint_every_steps}")
     if e.epochs < 1:
         bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
     if not DEVICE_PATTERN.match(e.device):

@@ -5,10 +5,12 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
-# Exit codes (documented in README): 0 done, 1 internal error, 2 bad config or input.
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_BAD_INPUT = 2
+# Exit codes (documented in README).
+EXIT_OK = 0  # every model trained
+EXIT_INTERNAL = 1  # a bug: rerun with --debug
+EXIT_BAD_INPUT = 2  # bad config, data or run directory
+EXIT_SOME_FAILED = 3  # finished, but some models failed or diverged
+EXIT_INTERRUPTED = 130  # SIGINT (SIGTERM: 143); a checkpoint was written
 
 
 def close_matches(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -61,3 +63,9 @@ class DataError(CompareError):
 
 class RunDirError(CompareError):
     """The run directory cannot be used as asked."""
+
+
+class ModelFailedError(CompareError):
+    """With --fail-fast: the first model that failed stops the whole run."""
+
+    exit_code = EXIT_SOME_FAILED

@@ -1,33 +1,42 @@
-"""An experiment: build everything from a validated config, run the shared pass, write outputs.
+"""An experiment: build everything from a validated config, run one shared pass per seed,
+write outputs, checkpoint, and resume.
 
     result = Experiment.from_toml("experiments/digits.toml", overrides=["experiment.epochs=2"]).run()
     result.leaderboard       # pandas DataFrame, best first
-    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv, tb/<model>/
+    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv, tb/<model>/, ...
 """
 from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from models import create_model
 from runner import components, tomlio
-from runner.config import Config, ModelConfig, derive_seed, load_config
-from runner.engine import evaluate, train_one_epoch
+from runner.checkpoint import load_checkpoint, save_checkpoint
+from runner.config import Config, ModelConfig, load_config
+from runner.early_stopping import EarlyStopping
 from runner.envinfo import environment
-from runner.flops import forward_flops_per_sample
 from runner.errors import RunDirError
+from runner.flops import probe_forward
+from runner.interrupts import Interrupted, StopFlag
+from runner.lock import refuse_if_locked, run_dir_lock
+from runner.preflight import check_data_and_models
 from runner.progress import Progress
 from runner.report import leaderboard
 from runner.rng import RngStream
-from runner.sinks import HistorySink, TensorBoardSink, write_csv_atomic, write_predictions
-from runner.slot import DONE, Slot
+from runner.shared_pass import Outputs, SharedPass
+from runner.sinks import HistorySink, write_csv_atomic
+from runner.slot import Slot
 
-DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
+CHECKPOINTS = "checkpoints"
+# Worst first: a model's status over several seeds is its worst one.
+STATUS_ORDER = ["failed", "diverged", "running", "early_stopped", "done"]
 
 
 @dataclass
@@ -35,6 +44,11 @@ class RunResult:
     run_dir: Path
     leaderboard: pd.DataFrame
     history: pd.DataFrame
+    already_finished: bool = False  # resume found nothing left to do
+
+    @property
+    def some_failed(self) -> bool:
+        return bool(self.leaderboard["status"].isin(["failed", "diverged"]).any()) if len(self.leaderboard) else False
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -52,7 +66,7 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device) -> Slot:
+def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False) -> Slot:
     """Seed the model's own stream, build the model in it; the stream continues from there."""
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
@@ -62,24 +76,58 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     scheduler = None
     if m.scheduler is not None:
         scheduler = components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)
+    flops, out_shape = probe_forward(model, input_shape, device)
     info = {
         "model": m.name,
         "arch": m.arch,
         "params": sum(p.numel() for p in model.parameters()),
-        "flops_per_sample": forward_flops_per_sample(model, input_shape, device),
+        "flops_per_sample": flops,
+        "outputs": out_shape[-1] if out_shape else None,
         "optimizer": m.optimizer.name,
         "lr": m.optimizer.args.get("lr"),
         "scheduler": m.scheduler.name if m.scheduler else None,
     }
-    return Slot(m.name, model, optimizer, scheduler, m.scheduler.interval if m.scheduler else "epoch", rng, device, info)
+    stopping = cfg.early_stopping(m)
+    early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
+    interval = m.scheduler.interval if m.scheduler else "epoch"
+    return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast)
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
+        refuse_if_locked(run_dir)
         if not overwrite:
-            raise RunDirError(f"{run_dir} already holds a run; pass --overwrite to replace it or --out to choose another directory")
+            raise RunDirError(
+                f"{run_dir} already holds a run; continue it with --resume (or `compare resume {run_dir}`), "
+                "or start over with --overwrite (or another --out)"
+            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    keys = sorted(set(saved) | set(current), key=str)
+    out = []
+    for key in keys:
+        a, b = saved.get(key), current.get(key)
+        where = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, where + ".")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(v, dict) for v in a + b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                out += config_differences(x, y, f"{where}[{i}].")
+        elif a != b:
+            out.append(f"{where} ({a!r} -> {b!r})")
+    return out
+
+
+def model_statuses(history: pd.DataFrame) -> pd.DataFrame:
+    """Per model: its worst final status over seeds, and where it stopped."""
+    last = history.sort_values("epoch").groupby(["model", "seed"]).tail(1)
+    last = last.assign(rank=last["status"].map(STATUS_ORDER.index)).sort_values("rank")
+    first = last.groupby("model").head(1).set_index("model")
+    return first[["status", "stopped_at"]].fillna("").reset_index()
 
 
 class Experiment:
@@ -90,6 +138,13 @@ class Experiment:
     def from_toml(cls, path: str | Path, overrides: list[str] = ()) -> "Experiment":
         return cls(load_config(path, list(overrides)))
 
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> "Experiment":
+        path = Path(run_dir) / "config.toml"
+        if not path.exists():
+            raise RunDirError(f"{run_dir} is not a run directory (no config.toml)")
+        return cls.from_toml(path)
+
     def default_run_dir(self) -> Path:
         return Path(self.config.experiment.output_dir) / self.config.experiment.name
 
@@ -97,68 +152,91 @@ class Experiment:
         self,
         run_dir: str | Path | None = None,
         overwrite: bool = False,
+        resume: bool = False,
         progress: Progress | None = None,
+        fail_fast: bool = False,
+        stop: StopFlag | None = None,
         argv: list[str] | None = None,
     ) -> RunResult:
+        """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
+        by a signal handler: the run then checkpoints after the current step and raises
+        `Interrupted` (see runner.interrupts)."""
         cfg, d = self.config, self.config.data
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
         device = resolve_device(cfg.experiment.device)
-        progress = progress or Progress()
+        checkpoint = self._resume_point(run_dir) if resume else None
+        if checkpoint is not None and checkpoint["finished"]:
+            history = pd.read_csv(run_dir / "history.csv")
+            return RunResult(run_dir, pd.read_csv(run_dir / "leaderboard.csv"), history, already_finished=True)
 
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
         adapter = components.dataset_package().create_dataset(d.dataset, root=d.root, download=d.download, augment=d.augment, **d.args)
         data = adapter.prepare(d.subset, d.test_subset, seed=cfg.experiment.seed)
         loss_fn = components.create_loss(cfg.loss.name, cfg.loss.args)
-        first = [build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device) for m in cfg.models]
+        first_seed = checkpoint["seed_index"] if checkpoint else 0
 
-        prepare_run_dir(run_dir, overwrite)
-        (run_dir / "config.toml").write_text(tomlio.dumps(cfg.to_dict()))
-        env = environment(device, argv) | {"train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-        write_csv_atomic(pd.DataFrame([s.info for s in first]), run_dir / "models.csv")
+        def build(seed: int) -> list[Slot]:
+            return [build_slot(cfg, m, seed, data.input_shape, data.num_classes, device, fail_fast) for m in cfg.models]
 
-        history = HistorySink(run_dir)
-        for i, seed in enumerate(cfg.seeds):
-            slots = first if i == 0 else [build_slot(cfg, m, seed, data.input_shape, data.num_classes, device) for m in cfg.models]
-            self._one_pass(seed, slots, data, loss_fn, device, run_dir, history, progress)
+        slots = build(cfg.seeds[first_seed])
+        check_data_and_models(cfg, data, slots)
+
+        if checkpoint is None:
+            prepare_run_dir(run_dir, overwrite=overwrite or resume)
+        with run_dir_lock(run_dir):
+            if checkpoint is None:
+                (run_dir / "config.toml").write_text(tomlio.dumps(cfg.to_dict()))
+                env = environment(device, argv) | {"train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
+                (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+                write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
+            history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None)
+            out = Outputs(run_dir, history, checkpoint=None, progress=progress or Progress(), stop=stop if stop is not None else StopFlag(),
+                          checkpoint_every_steps=cfg.experiment.checkpoint_every_steps, grad_histograms=cfg.experiment.grad_histograms)
+            try:
+                for index in range(first_seed, len(cfg.seeds)):
+                    seed = cfg.seeds[index]
+                    shared = SharedPass(cfg, seed, slots if index == first_seed else build(seed), data, loss_fn, device)
+                    if checkpoint is not None and index == first_seed and checkpoint["pass"] is not None:
+                        shared.load_state_dict(checkpoint["pass"])
+                        torch.set_rng_state(checkpoint["global_rng"])
+                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history)
+                    shared.run(out)
+                    # Seed done: the next one starts fresh (pass None); after the last, finished.
+                    self._save(run_dir, index + 1, None, history, finished=index + 1 == len(cfg.seeds))
+            except Interrupted:
+                self._write_leaderboard(run_dir, history, slots)  # the partial leaderboard
+                raise
+            board = self._write_leaderboard(run_dir, history, slots)
+        return RunResult(run_dir, board, history.frame())
+
+    def _resume_point(self, run_dir: Path) -> dict | None:
+        """The checkpoint to continue from; None when the run never reached its first one."""
+        saved_config = run_dir / "config.toml"
+        if not saved_config.exists():
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise RunDirError(f"{run_dir} is not a run directory (no config.toml); nothing to resume")
+            return None
+        differences = config_differences(tomllib.loads(saved_config.read_text()), self.config.to_dict())
+        if differences:
+            raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
+        return load_checkpoint(run_dir / CHECKPOINTS)
+
+    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, finished: bool = False) -> None:
+        state = {
+            "version": 1,
+            "seed_index": seed_index,
+            "finished": finished,
+            "history": history.rows,
+            "pass": shared.state_dict() if shared is not None else None,
+            "global_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(state, run_dir / CHECKPOINTS)
+
+    def _write_leaderboard(self, run_dir: Path, history: HistorySink, slots: list[Slot]) -> pd.DataFrame:
         frame = history.frame()
-        statuses = frame.sort_values("epoch").groupby("model")["status"].last()
-        models = pd.DataFrame([s.info | {"status": statuses.get(s.name)} for s in first])
+        if frame.empty:
+            return frame
+        models = pd.DataFrame([s.info for s in slots]).drop(columns=["outputs"]).merge(model_statuses(frame), on="model", how="left")
         board = leaderboard(frame, models)
         write_csv_atomic(board, run_dir / "leaderboard.csv")
-        return RunResult(run_dir, board, frame)
-
-    def _one_pass(self, seed: int, slots: list[Slot], data, loss_fn, device, run_dir: Path, history: HistorySink, progress: Progress) -> None:
-        """Train every slot for all epochs on the data order of `seed`; write its outputs."""
-        cfg, d = self.config, self.config.data
-        workers = {"num_workers": d.num_workers, "pin_memory": device.type == "cuda", "persistent_workers": d.num_workers > 0}
-        train_loader = DataLoader(data.train, batch_size=d.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), **workers)
-        # Own generator: iterating the shared test loader must not draw from any model's stream.
-        test_loader = DataLoader(data.test, batch_size=d.eval_batch_size, shuffle=False, generator=torch.Generator().manual_seed(seed), **workers)
-        data_rng = RngStream(derive_seed(seed, DATA_STREAM), torch.device("cpu"))
-        suffix = f"/seed_{seed}" if len(cfg.seeds) > 1 else ""
-        tensorboard = TensorBoardSink(run_dir / "tb", {s.name: s.name + suffix for s in slots})
-        best: dict[str, tuple[float, int, torch.Tensor]] = {}
-        try:
-            for epoch in range(1, cfg.experiment.epochs + 1):
-                with progress.epoch(epoch, cfg.experiment.epochs, len(train_loader), seed if len(cfg.seeds) > 1 else None) as on_step:
-                    data_seconds = train_one_epoch(slots, train_loader, loss_fn, device, data_rng, on_step)
-                targets = evaluate(slots, test_loader, loss_fn, device)
-                records = []
-                for slot in (s for s in slots if s.live):
-                    record = slot.end_epoch(epoch) | {"seed": seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
-                    if epoch == cfg.experiment.epochs:
-                        record["status"] = slot.status = DONE
-                    records.append(record)
-                    if slot.predictions is not None and record["test_acc"] > best.get(slot.name, (-1.0,))[0]:
-                        best[slot.name] = (record["test_acc"], epoch, slot.predictions)
-                history.write(records)
-                tensorboard.write(records)
-                if cfg.experiment.grad_histograms:
-                    for slot in slots:
-                        tensorboard.write_gradients(slot.name, epoch, slot.model)
-            for slot in slots:
-                if slot.predictions is not None:
-                    write_predictions(run_dir, slot.name, seed, targets, final=(cfg.experiment.epochs, slot.predictions), best=best[slot.name][1:])
-        finally:
-            tensorboard.close()
+        return board

@@ -12,7 +12,7 @@ from rich.progress import Progress as RichBar
 
 class Progress:
     @contextmanager
-    def epoch(self, epoch: int, epochs: int, batches: int, seed: int | None = None):
+    def epoch(self, epoch: int, epochs: int, batches: int, seed: int | None = None, start: int = 0):
         """Yields the engine's `on_step(step, slots)` callback (None: nothing to show)."""
         yield None
 
@@ -23,11 +23,11 @@ class RichProgress(Progress):
         self.refresh_s = refresh_s  # reading losses syncs the device: only this often
 
     @contextmanager
-    def epoch(self, epoch: int, epochs: int, batches: int, seed: int | None = None):
+    def epoch(self, epoch: int, epochs: int, batches: int, seed: int | None = None, start: int = 0):
         label = f"epoch {epoch}/{epochs}" + (f" seed {seed}" if seed is not None else "")
         columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))
         with RichBar(*columns, console=self.console, transient=False) as bar:
-            task = bar.add_task("train", total=batches, losses="")
+            task = bar.add_task("train", total=batches, completed=start, losses="")
             last = 0.0
 
             def on_step(step, slots):

@@ -6,7 +6,7 @@ import pandas as pd
 COLUMNS = [
     "rank", "model", "arch", "params", "test_acc", "test_loss", "train_loss", "best_test_acc",
     "best_epoch", "epochs", "seeds", "flops_per_sample", "train_time_s", "samples_per_s", "optimizer", "lr",
-    "scheduler", "status",
+    "scheduler", "status", "stopped_at",
 ]
 
 
@@ -15,8 +15,8 @@ def leaderboard(history: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     params, optimizer, status, ...). Ranked by final test accuracy (mean over seeds), then loss."""
     last = history.groupby(["model", "seed"])["epoch"].transform("max")
     final = history[history["epoch"] == last].groupby("model")
-    curve = history.groupby(["model", "epoch"])["test_acc"].mean().reset_index()  # mean over seeds
-    best = curve.loc[curve.groupby("model")["test_acc"].idxmax().dropna()].set_index("model")
+    curve = history.groupby(["model", "epoch"])["test_acc"].mean().reset_index().dropna()  # mean over seeds
+    best = curve.loc[curve.groupby("model")["test_acc"].idxmax()].set_index("model")
     per_seed_time = history.groupby(["model", "seed"])["time_s"].sum().groupby("model")
     board = pd.DataFrame({
         "test_acc": final["test_acc"].mean(),

@@ -42,3 +42,11 @@ class RngStream:
             if outer_cuda is not None:
                 self.cuda_state = torch.cuda.get_rng_state(self.cuda_index)
                 torch.cuda.set_rng_state(outer_cuda, self.cuda_index)
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "cpu": self.cpu_state.clone(), "cuda": None if self.cuda_state is None else self.cuda_state.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.cpu_state = state["seed"], state["cpu"]
+        if self.cuda_state is not None and state["cuda"] is not None:
+            self.cuda_state = state["cuda"]

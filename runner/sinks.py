@@ -32,9 +32,9 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 class HistorySink:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, rows: list[dict] | None = None):
         self.path = Path(run_dir) / "history.csv"
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])  # restored from a checkpoint on resume
 
     def write(self, records: list[dict]) -> None:
         self.rows += records
@@ -42,6 +42,8 @@ class HistorySink:
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows)
+        if frame.empty:
+            return frame
         first = ["model", "seed", "epoch"]
         return frame[first + [c for c in frame.columns if c not in first]]
 
@@ -52,10 +54,12 @@ class HistorySink:
 class TensorBoardSink:
     """`runs` maps model name -> run directory name under tb/ (e.g. "mlp" or "mlp/seed_1")."""
 
-    def __init__(self, tb_dir: Path, runs: dict[str, str]):
+    def __init__(self, tb_dir: Path, runs: dict[str, str], purge_step: int | None = None):
+        """`purge_step`: on resume, TensorBoard hides events from this epoch on that an
+        interrupted process wrote after its last checkpoint."""
         from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - imports tensorboard
 
-        self.writers = {name: SummaryWriter(log_dir=str(Path(tb_dir) / run)) for name, run in runs.items()}
+        self.writers = {name: SummaryWriter(log_dir=str(Path(tb_dir) / run), purge_step=purge_step) for name, run in runs.items()}
 
     def write(self, records: list[dict]) -> None:
         for record in records:

@@ -109,10 +109,10 @@ def test_gradient_isolation():
     a, b = (build_slot(cfg, m, 0, (1, 8, 8), 10, torch.device("cpu")) for m in cfg.models)
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     loss_fn = nn.CrossEntropyLoss()
-    a.train_step(x, y, loss_fn)
+    a.train_step(x, y, loss_fn, 1, 0)
     assert all(p.grad is None for p in b.model.parameters())
     grads_a = [p.grad.clone() for p in a.model.parameters()]
-    b.train_step(x, y, loss_fn)
+    b.train_step(x, y, loss_fn, 1, 0)
     assert all(torch.equal(g, p.grad) for g, p in zip(grads_a, a.model.parameters()))
     assert all(p.grad is not None for p in b.model.parameters())
 

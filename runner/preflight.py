@@ -1,0 +1,35 @@
+"""Checks that need the built data and models, run before any training step: a problem here
+is one clear line, not a crash in the middle of epoch 1."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from runner.errors import DataError
+
+
+def known_targets(ds: Dataset) -> torch.Tensor | None:
+    """The labels, where the dataset exposes them without decoding images."""
+    if isinstance(ds, Subset):
+        parent = known_targets(ds.dataset)
+        return None if parent is None else parent[torch.as_tensor(ds.indices, dtype=torch.long)]
+    if hasattr(ds, "tensors") and len(ds.tensors) > 1:
+        return ds.tensors[1]
+    targets = getattr(ds, "targets", None)
+    return None if targets is None else torch.as_tensor(targets)
+
+
+def check_data_and_models(cfg, data, slots) -> None:
+    n = len(data.train)
+    if cfg.data.batch_size > n:
+        raise DataError(f"{cfg.source}: data.batch_size: {cfg.data.batch_size} is larger than the {n} train samples")
+    labels = [t for t in (known_targets(data.train), known_targets(data.test)) if t is not None and t.numel()]
+    if not labels or any(t.is_floating_point() for t in labels):
+        return
+    low, high = min(int(t.min()) for t in labels), max(int(t.max()) for t in labels)
+    if low < 0:
+        raise DataError(f"{cfg.data.dataset}: labels must be >= 0, found {low}")
+    for slot in slots:
+        outputs = slot.info.get("outputs")
+        if outputs is not None and high >= outputs:
+            raise DataError(f"{cfg.source}: model.{slot.name}: outputs {outputs} classes but the dataset has label {high}")

@@ -1,0 +1,93 @@
+"""Runs the `compare` CLI with test-only models registered and, through environment
+variables, a way to die at an exact point (the production code has no such hooks):
+
+  KILL_AT_STEP=n       SIGKILL on the n-th training forward of any `test_mlp` model
+  KILL_AT_EVAL=n       SIGKILL on the n-th evaluation forward
+  KILL_IN_SAVE=n       SIGKILL half-way through writing the n-th checkpoint
+  SLOW_STEP_S=x        sleep x seconds in each training forward (to send signals mid-run)
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from models import register_model  # noqa: E402
+from models.mlp import mlp  # noqa: E402
+
+COUNTS = {"train": 0, "eval": 0, "save": 0}
+
+
+def _tick(kind: str, env: str) -> None:
+    COUNTS[kind] += 1
+    if os.environ.get(env) and COUNTS[kind] == int(os.environ[env]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Killable(nn.Module):
+    """An `mlp` (same parameters, same random draws) that can kill its own process."""
+
+    def __init__(self, input_shape, num_classes, **args):
+        super().__init__()
+        self.net = mlp(input_shape, num_classes, **args)
+
+    def forward(self, x):
+        if self.training:
+            _tick("train", "KILL_AT_STEP")
+            time.sleep(float(os.environ.get("SLOW_STEP_S", 0)))
+        else:
+            _tick("eval", "KILL_AT_EVAL")
+        return self.net(x)
+
+
+class ExplodesAfter(nn.Module):
+    """Healthy for `steps` training steps, then NaN outputs (or an exception, or an OOM)."""
+
+    def __init__(self, input_shape, num_classes, steps: int = 3, mode: str = "nan"):
+        super().__init__()
+        self.net = mlp(input_shape, num_classes, hidden=[16])
+        self.steps, self.mode, self.calls = steps, mode, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                if self.mode == "raise":
+                    raise RuntimeError("boom from ExplodesAfter")
+                if self.mode == "oom":
+                    raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+                return self.net(x) * float("nan")
+        return self.net(x)
+
+
+register_model("test_mlp")(Killable)
+register_model("test_explodes")(ExplodesAfter)
+
+_save = torch.save
+
+
+def _dying_save(obj, f, *args, **kwargs):
+    COUNTS["save"] += 1
+    if os.environ.get("KILL_IN_SAVE") and COUNTS["save"] == int(os.environ["KILL_IN_SAVE"]):
+        f.write(b"\x80\x02partial checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _save(obj, f, *args, **kwargs)
+
+
+import runner.checkpoint  # noqa: E402
+
+runner.checkpoint.torch.save = _dying_save
+
+if __name__ == "__main__":
+    from runner.cli import main
+
+    sys.argv[0] = "compare"
+    main()

@@ -1,0 +1,179 @@
+"""Reliability: quarantine, early stopping, checkpoints with exact resume, interrupts, locks,
+hostile input. Subprocesses run `compare` through tests/launcher.py (test-only models and
+kill switches)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from runner import tomlio
+from runner.config import load_config
+from tests.conftest import ROOT, digits_config, mlp
+
+LAUNCHER = ROOT / "tests" / "launcher.py"
+METRICS = ["model", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean", "grad_norm_max", "lr", "status"]
+
+
+def launch(*args, env=None, wait=True):
+    full_env = os.environ | (env or {})
+    cmd = [sys.executable, str(LAUNCHER), *map(str, args)]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def killable(name: str, **extra) -> dict:
+    return {"name": name, "arch": "test_mlp", "args": {"hidden": [32], "dropout": 0.3}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}} | extra
+
+
+def explodes(name: str, mode: str, steps: int = 3) -> dict:
+    return {"name": name, "arch": "test_explodes", "args": {"steps": steps, "mode": mode}}
+
+
+def write_config(tmp_path, models, epochs=3, **experiment) -> str:
+    raw = digits_config(models, epochs=epochs, batch_size=100, eval_batch_size=100)
+    raw["experiment"] |= experiment
+    path = tmp_path / "exp.toml"
+    path.write_text(tomlio.dumps(raw))
+    return path
+
+
+def history(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "history.csv")[METRICS]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the config the kill tests interrupt."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config = write_config(tmp, [killable("a"), killable("b", seed=5)], checkpoint_every_steps=4)
+    proc = launch("run", config, "--out", tmp / "run", "-q")
+    assert proc.returncode == 0, proc.stderr
+    return config, history(tmp / "run")
+
+
+# 14 train steps per epoch, 2 models -> 28 training forwards per epoch; 5 eval batches x 2.
+@pytest.mark.parametrize(
+    "kill",
+    [
+        {"KILL_AT_STEP": "37"},  # epoch 2, mid-epoch, after a step checkpoint
+        {"KILL_AT_EVAL": "17"},  # epoch 2, during evaluation
+        {"KILL_IN_SAVE": "5"},  # half-way through writing a checkpoint
+    ],
+    ids=["mid-epoch", "evaluation", "checkpoint-write"],
+)
+def test_kill_9_then_resume_is_bitwise_equal(reference, tmp_path, kill):
+    config, expected = reference
+    run_dir = tmp_path / "run"
+    killed = launch("run", config, "--out", run_dir, "-q", env=kill)
+    assert killed.returncode == -signal.SIGKILL
+    dead_pid = (run_dir / ".lock").read_text()  # left behind by kill -9
+    resumed = launch("run", config, "--out", run_dir, "-q", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"warning: taking over a stale lock on {run_dir} (pid {dead_pid} is not running)" in resumed.stderr
+    assert not (run_dir / ".lock").exists()
+    pd.testing.assert_frame_equal(history(run_dir), expected, check_exact=True)
+    for model in ("a", "b"):  # TensorBoard shows each epoch once despite the replay
+        acc = EventAccumulator(str(run_dir / "tb" / model))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("accuracy/test")] == [1, 2, 3]
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(reference, tmp_path):
+    config, expected = reference
+    run_dir = tmp_path / "run"
+    assert launch("run", config, "--out", run_dir, "-q", env={"KILL_AT_STEP": "45"}).returncode == -signal.SIGKILL
+    newest = run_dir / "checkpoints" / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    resumed = launch("resume", run_dir, "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"warning: checkpoint {newest} is unreadable" in resumed.stderr
+    pd.testing.assert_frame_equal(history(run_dir), expected, check_exact=True)
+
+
+def test_resume_refuses_a_changed_config_and_a_finished_run_says_so(reference, tmp_path):
+    config, _ = reference
+    run_dir = tmp_path / "run"
+    assert launch("run", config, "--out", run_dir, "-q").returncode == 0
+    changed = launch("run", config, "--out", run_dir, "-q", "--resume", "--set", "experiment.epochs=4", "--set", "model.a.optimizer.lr=0.1")
+    assert changed.returncode == 2
+    assert "experiment.epochs (3 -> 4)" in changed.stderr and "model[0].optimizer.lr (0.05 -> 0.1)" in changed.stderr
+    again = launch("resume", run_dir)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    fresh = launch("run", config, "--out", run_dir, "-q")
+    assert fresh.returncode == 2 and "--resume" in fresh.stderr and "--overwrite" in fresh.stderr
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_checkpoints_and_resume_completes(reference, tmp_path, sig, code):
+    config, expected = reference
+    run_dir = tmp_path / "run"
+    proc = launch("run", config, "--out", run_dir, "-q", env={"SLOW_STEP_S": "0.03"}, wait=False)
+    deadline = time.time() + 120
+    while not (run_dir / "history.csv").exists() and time.time() < deadline:  # epoch 1 done
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "interrupted by" in stderr and "checkpoint written" in stderr
+    assert (run_dir / "leaderboard.csv").exists()  # the partial leaderboard
+    resumed = launch("resume", run_dir, "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    pd.testing.assert_frame_equal(history(run_dir), expected, check_exact=True)
+
+
+@pytest.mark.parametrize("mode, status", [("nan", "diverged"), ("raise", "failed"), ("oom", "failed")])
+def test_a_bad_model_is_quarantined_and_the_others_are_untouched(tmp_path, mode, status):
+    healthy = [killable("a"), killable("c", seed=9)]
+    alone = launch("run", write_config(tmp_path, healthy, epochs=2), "--out", tmp_path / "alone", "-q")
+    assert alone.returncode == 0, alone.stderr
+    config = write_config(tmp_path, [healthy[0], explodes("bad", mode), healthy[1]], epochs=2)
+    proc = launch("run", config, "--out", tmp_path / "mixed", "-q")
+    assert proc.returncode == 3, proc.stderr
+    mixed = history(tmp_path / "mixed")
+    for name in ("a", "c"):
+        pd.testing.assert_frame_equal(mixed.query("model == @name").reset_index(drop=True), history(tmp_path / "alone").query("model == @name").reset_index(drop=True), check_exact=True)
+    board = pd.read_csv(tmp_path / "mixed" / "leaderboard.csv").set_index("model")
+    assert board.loc["bad", "status"] == status and board.loc["bad", "stopped_at"] == "epoch 1 step 3"
+    assert board.loc["a", "status"] == "done"
+    error = (tmp_path / "mixed" / "errors" / "bad.txt").read_text()
+    assert error.startswith(f"{status} at epoch 1 step 3")
+    if mode != "nan":
+        assert ("boom from ExplodesAfter" if mode == "raise" else "OutOfMemoryError") in error
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path):
+    config = write_config(tmp_path, [killable("a"), explodes("bad", "raise")], epochs=2)
+    proc = launch("run", config, "--out", tmp_path / "run", "-q", "--fail-fast")
+    assert proc.returncode == 3
+    assert proc.stderr.strip() == "error: model bad failed at epoch 1 step 3: RuntimeError: boom from ExplodesAfter (--fail-fast)"
+
+
+def test_early_stopping_per_model(run):
+    stuck = mlp("stuck", lr=0.0, early_stopping={"metric": "test_acc", "patience": 2})
+    result = run(digits_config([mlp("learns"), stuck], epochs=5))
+    rows = result.history.groupby("model")["epoch"].max()
+    assert rows["stuck"] == 3 and rows["learns"] == 5  # best at epoch 1, two epochs without gain
+    board = result.leaderboard.set_index("model")
+    assert board.loc["stuck", "status"] == "early_stopped" and board.loc["stuck", "stopped_at"] == "epoch 3 (best epoch 1)"
+    assert board.loc["learns", "status"] == "done"
+
+
+def test_a_second_run_on_the_same_dir_is_locked_out(tmp_path):
+    """(A stale lock, left by kill -9, is taken over: see the kill tests.)"""
+    config = write_config(tmp_path, [mlp("a")], epochs=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text(str(os.getpid()))  # this (live) process holds it
+    (run_dir / "config.toml").write_text(tomlio.dumps(load_config(config).to_dict()))
+    proc = launch("run", config, "--out", run_dir, "--resume", "-q")
+    assert proc.returncode == 2 and f"in use by another compare run (pid {os.getpid()})" in proc.stderr
+
+    assert (run_dir / ".lock").read_text() == str(os.getpid())  # untouched
