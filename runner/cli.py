@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, CompareError
+from runner.errors import EXIT_INTERNAL, CompareError, CompareWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -40,7 +42,8 @@ def leaderboard_table(board, title: str) -> Table:
     for column in shown:
         table.add_column(column, justify="left" if column in ("model", "arch", "status") else "right")
     for row in board[shown].itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for k, v in zip(shown, row)))
+        # escape(): sweep names like tudui[lr=0.1] are not rich markup.
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else escape(str(v)) for k, v in zip(shown, row)))
     return table
 
 
@@ -51,6 +54,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: <experiment.output_dir>/<experiment.name>).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, build every model and the data, run one batch through each, print the plan; train nothing, write nothing.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
@@ -59,9 +63,17 @@ def run(
 
     try:
         experiment = Experiment.from_toml(config, set_ or [])
-        result = experiment.run(out, overwrite=overwrite, progress=Progress() if quiet else RichProgress(), argv=sys.argv)
+        if dry_run:
+            plan = experiment.dry_run(out)
+        else:
+            result = experiment.run(out, overwrite=overwrite, progress=Progress() if quiet else RichProgress(), argv=sys.argv)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         _fail(err, debug)
+    if dry_run:
+        from runner.cli_authoring import print_plan  # noqa: PLC0415
+
+        print_plan(console, plan)
+        return
     console.print(leaderboard_table(result.leaderboard, f"{experiment.config.experiment.name}: leaderboard (final epoch)"))
     console.print(f"run directory: {result.run_dir}")
     console.print(f"curves: tensorboard --logdir {result.run_dir / 'tb'}")
@@ -73,6 +85,7 @@ class Kind(str, Enum):
     losses = "losses"
     optimizers = "optimizers"
     schedulers = "schedulers"
+    transforms = "transforms"
 
 
 @app.command("list")
@@ -87,6 +100,10 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
             names = list_models()
         elif kind is Kind.datasets:
             names = components.dataset_package().list_datasets()
+        elif kind is Kind.transforms:
+            from datasets.transforms import list_transforms  # noqa: PLC0415
+
+            names = list_transforms()
         else:
             names = getattr(components, f"list_{kind.value}")()
     except Exception as err:  # noqa: BLE001
@@ -95,5 +112,20 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
         typer.echo(name)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A CompareWarning is one `warning: ...` line; other warnings keep Python's format."""
+    if issubclass(category, CompareWarning):
+        sys.stderr.write(f"warning: {message}\n")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     app()
+
+
+from runner import cli_authoring  # noqa: E402,F401 - registers `compare init`

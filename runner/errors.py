@@ -61,3 +61,17 @@ class DataError(CompareError):
 
 class RunDirError(CompareError):
     """The run directory cannot be used as asked."""
+
+
+class ReferenceNotFound(CompareError):
+    """A reference (`file.py:Attr`, `nb.ipynb:Attr`, `package.module:attr`) names a file,
+    module or attribute that does not exist, or an object of the wrong kind."""
+
+
+class UserCodeError(CompareError):
+    """The user's own code (a referenced file or notebook, a model class or factory, a
+    dataset adapter) raised; the message names the file and line."""
+
+
+class CompareWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints one line)."""

@@ -3,6 +3,8 @@
     result = Experiment.from_toml("experiments/digits.toml", overrides=["experiment.epochs=2"]).run()
     result.leaderboard       # pandas DataFrame, best first
     result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv, tb/<model>/
+
+    Experiment({"data": {"dataset": MyData}, "model": [{"name": "mine", "arch": MyNet}]}).run()
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from models import create_model
 from runner import components, tomlio
-from runner.config import Config, ModelConfig, load_config
+from runner.config import Config, ModelConfig, config_from_dict, load_config
 from runner.engine import evaluate, train_one_epoch
 from runner.envinfo import environment
-from runner.errors import RunDirError
+from runner.errors import CompareError, RunDirError
 from runner.progress import Progress
+from runner.references import describe
 from runner.report import leaderboard
 from runner.rng import RngStream
 from runner.sinks import HistorySink, TensorBoardSink, write_csv_atomic
@@ -56,18 +58,18 @@ def build_slot(cfg: Config, m: ModelConfig, input_shape, num_classes: int, devic
     seed = cfg.model_seed(m)
     rng = RngStream(seed, device)
     with rng.active():
-        model = create_model(m.arch, input_shape, num_classes, **m.args).to(device)
+        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir).to(device)
     optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
     scheduler = None
     if m.scheduler is not None:
         scheduler = components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)
     info = {
         "model": m.name,
-        "arch": m.arch,
+        "arch": describe(m.arch),
         "params": sum(p.numel() for p in model.parameters()),
         "optimizer": m.optimizer.name,
         "seed": seed,
-    }
+    } | {f"sweep.{key}": value for key, value in m.sweep_values.items()}  # leaderboard columns
     return Slot(m.name, model, optimizer, scheduler, m.scheduler.interval if m.scheduler else "epoch", rng, device, info)
 
 
@@ -80,7 +82,13 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 class Experiment:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config | dict, overrides: list[str] = ()):
+        """`config`: a validated Config, or a dict with the TOML file's schema, in which `arch`,
+        `data.dataset` and `loss.name` may also be live Python objects."""
+        if isinstance(config, dict):
+            config = config_from_dict(config, source="<dict>", overrides=list(overrides))
+        elif overrides:
+            raise CompareError("overrides apply to a dict or a TOML file; this config is already validated")
         self.config = config
 
     @classmethod
@@ -89,6 +97,13 @@ class Experiment:
 
     def default_run_dir(self) -> Path:
         return Path(self.config.experiment.output_dir) / self.config.experiment.name
+
+    def dry_run(self, run_dir: str | Path | None = None):
+        """Build every model and the data, one forward pass each, and return the plan; trains
+        nothing and writes nothing (runner/dryrun.py)."""
+        from runner.dryrun import make_plan  # noqa: PLC0415
+
+        return make_plan(self.config, Path(run_dir) if run_dir is not None else self.default_run_dir())
 
     def run(
         self,
@@ -104,9 +119,8 @@ class Experiment:
 
         # Build everything before touching the disk: bad input leaves nothing behind.
         d = cfg.data
-        adapter = components.dataset_package().create_dataset(d.dataset, root=d.root, download=d.download, augment=d.augment, **d.args)
-        data = adapter.prepare(d.subset, d.test_subset, seed=cfg.experiment.seed)
-        loss_fn = components.create_loss(cfg.loss.name, cfg.loss.args)
+        data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         slots = [build_slot(cfg, m, data.input_shape, data.num_classes, device) for m in cfg.models]
         pin = device.type == "cuda"
         workers = {"num_workers": d.num_workers, "pin_memory": pin, "persistent_workers": d.num_workers > 0}
