@@ -233,16 +233,18 @@ def load_dataset(data, base_dir: str | Path = ".", seed: int = 0):
     """Build the `[data]` adapter, give it the configured transforms, and prepare() it."""
     target = resolve_dataset(data.dataset, base_dir)
     what = references.describe(data.dataset)
-    call = (lambda fn, *a, **k: fn(*a, **k)) if registered(data.dataset) else functools.partial(references.call_user, what)
     if isinstance(target, type):
-        adapter = call(target, root=data.root, download=data.download, augment=data.augment, **data.args)
+        build = target if registered(data.dataset) else functools.partial(references.call_user, what, target)
+        adapter = build(root=data.root, download=data.download, augment=data.augment, **data.args)
     else:
         adapter = target
     if data.train_transforms is not None:
         adapter.train_transforms = build_transforms(data.train_transforms)
     if data.eval_transforms is not None:
         adapter.eval_transforms = build_transforms(data.eval_transforms)
-    return call(adapter.prepare, data.subset, data.test_subset, seed=seed)
+    # Loading reads files and runs the transforms on the first sample: what fails there is the
+    # data or the config (a missing file, a crop larger than the image), reported as such.
+    return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed)
 
 
 def build_transforms(specs: list) -> list:

@@ -169,14 +169,16 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
     raw, overridden, later = apply_overrides(raw, overrides, source, problems, defer_unknown_models=True)
     if problems:
         raise ConfigError(problems)
+    points: dict[str, list[str]] = {}
     if isinstance(raw.get("model"), list):
         raw["model"], points = sweeps.expand(raw["model"], source, problems)
         overridden |= {key.replace(f"model.{base}.", f"model.{point}.", 1) for key in overridden for base, names in points.items() for point in names if key.startswith(f"model.{base}.")}
     raw, more, _ = apply_overrides(raw, later, source, problems)
     overridden |= more
     config = _validate(raw, source, problems)
+    problems = sweeps.collapse(problems, points)
     # A problem in a key given with --set (or inside a table given with --set) is reported against --set.
-    problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith(k + ".") for k in overridden) else p for p in problems]
+    problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) for k in overridden) else p for p in problems]
     if problems:
         raise ConfigError(problems)
     return config

@@ -117,3 +117,22 @@ def format_value(value: Any) -> str:
     while ".." in text:
         text = text.replace("..", ".")
     return text or "-"
+
+
+def collapse(problems: list[Problem], points: dict[str, list[str]]) -> list[Problem]:
+    """A problem every point of a sweep shares comes from the table as written: report it
+    once, at `model.<name>.<key>`, instead of once per point."""
+    out, done = [], set()
+    for p in problems:
+        base = next((b for b, names in points.items() for n in names if p.key.startswith(f"model.{n}.")), None)
+        if base is None:
+            out.append(p)
+            continue
+        rest = p.key.split("].", 1)[1] if "]." in p.key else p.key
+        same = [q for q in problems if q.message == p.message and any(q.key == f"model.{n}.{rest}" for n in points[base])]
+        if len(same) < len(points[base]):
+            out.append(p)  # only some points: the swept values are the problem
+        elif (base, rest, p.message) not in done:
+            done.add((base, rest, p.message))
+            out.append(Problem(p.file, f"model.{base}.{rest}", p.message))
+    return out
