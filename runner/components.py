@@ -192,7 +192,7 @@ def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
     return target
 
 
-def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: str | Path = ".") -> nn.Module:
+def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: str | Path = ".", name: str | None = None) -> nn.Module:
     """Registry builders get input_shape and num_classes; a user's class or factory gets them
     only where its signature names them (`class Net(nn.Module): def __init__(self)` just works)."""
     target = resolve_model(arch, base_dir)
@@ -200,7 +200,7 @@ def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: 
         from models import create_model  # noqa: PLC0415
 
         return create_model(arch, input_shape, num_classes, **args)
-    what = references.describe(arch)
+    what = f"model {name} ({references.describe(arch)})" if name else references.describe(arch)
     if isinstance(target, nn.Module):
         return copy.deepcopy(target)  # each run (and each model) starts from the instance's weights
     params = _parameters(target) or {}
@@ -208,6 +208,13 @@ def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: 
     model = references.call_user(what, target, **shape, **args)
     if not isinstance(model, nn.Module):
         raise references.UserCodeError(f"{what} returned {type(model).__name__}; expected a torch.nn.Module")
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        # Lazy modules (nn.LazyLinear, ...) get their shapes from a first forward pass, which
+        # has to come before the optimizer is built: one sample of zeros, in eval mode.
+        model.eval()
+        with torch.no_grad():
+            references.call_user(f"{what}: its first forward pass (for lazy modules) on one sample of shape {tuple(input_shape)}", model, torch.zeros(1, *input_shape))
+        model.train()
     return model
 
 

@@ -125,7 +125,7 @@ class SavedTensorBytes:
     def pack(self, tensor: torch.Tensor) -> torch.Tensor:
         try:
             storage = tensor.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # tensors without storage (sparse, ...)
+        except RuntimeError:  # tensors without storage (sparse, ...)
             return tensor
         if storage.data_ptr() not in self.seen:
             self.seen.add(storage.data_ptr())

@@ -58,7 +58,7 @@ def build_slot(cfg: Config, m: ModelConfig, input_shape, num_classes: int, devic
     seed = cfg.model_seed(m)
     rng = RngStream(seed, device)
     with rng.active():
-        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir).to(device)
+        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name).to(device)
     optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
     scheduler = None
     if m.scheduler is not None:

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from runner.errors import Problem
+from runner.overrides import plain_copy
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
 _NOT_SWEPT = ("name", "sweep", "sweep_values")
@@ -70,8 +71,6 @@ def _grid(spec: Any, where: str, source: str, problems: list[Problem]) -> dict[s
 
 def _with_values(base: dict, values: dict[str, Any], where: str, source: str, problems: list[Problem]) -> dict | None:
     """A copy of `base` with each dotted key set (tables on the way are created)."""
-    from runner.config import plain_copy  # noqa: PLC0415 - config imports this module
-
     point = plain_copy(base)
     for key, value in values.items():
         *path, last = key.split(".")

@@ -54,7 +54,7 @@ optimizer = { name = "SGD", lr = 0.05, momentum = 0.9 }
 [[model]]
 name = "lenet"          # a built-in baseline (`compare list models`)
 arch = "lenet"
-optimizer = { name = "SGD", lr = 0.05, momentum = 0.9 }
+optimizer = { name = "Adam", lr = 1e-3 }
 ''')
 
 MODEL = Template('''\

@@ -109,8 +109,8 @@ def test_the_python_api_prints_the_leaderboard_it_wrote(walkthrough):
     work, log, _ = walkthrough
     out = dict(log)["python api_toml.py"].stdout
     board = pd.read_csv(work / "runs" / "api-toml" / "leaderboard.csv")
-    assert set(board.model) == {"tudui[lr=0.03]", "lenet"}
-    assert "tudui[lr=0.03]" in out and out.strip().endswith("runs/api-toml")
+    assert set(board.model) == {"tudui[lr=0.01]", "lenet"}
+    assert "tudui[lr=0.01]" in out and out.strip().endswith("runs/api-toml")
 
 
 def test_the_shipped_example_notebook_is_the_one_the_doc_shows(walkthrough):
@@ -118,3 +118,15 @@ def test_the_shipped_example_notebook_is_the_one_the_doc_shows(walkthrough):
     shipped = nbformat.read(ROOT / "docs" / "examples" / "tudui.ipynb", as_version=4)
     code = nbformat.v4.new_notebook(cells=[c for c in shipped.cells if c.cell_type == "code"])
     assert notebook_cells({"tudui.ipynb": code}) == notebook_cells(notebooks)
+
+
+def test_the_untagged_training_cell_error_is_the_one_the_doc_shows(walkthrough, tmp_path):
+    work, _, notebooks = walkthrough
+    [shown] = [line.strip() for line in DOC.read_text().splitlines() if "code cell 4, line 4: a top-level" in line]
+    for name in ("digits-tudui.toml", "my_data.py"):
+        (tmp_path / name).write_text((work / name).read_text())
+    untagged = nbformat.from_dict(notebooks["tudui.ipynb"])
+    untagged.cells[3].metadata.pop("tags")
+    nbformat.write(untagged, tmp_path / "tudui.ipynb")
+    proc = subprocess.run(argv("compare run digits-tudui.toml --dry-run"), cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [shown]

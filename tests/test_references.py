@@ -145,7 +145,7 @@ def test_errors_in_user_code_name_the_file_and_line(tmp_path):
     experiment = Experiment(load_config(write_config(tmp_path, [{"name": "a", "arch": "broken.py:net"}])))
     with pytest.raises(UserCodeError) as info:
         experiment.run(tmp_path / "run")
-    assert str(info.value).startswith("broken.py:net raised TypeError") and str(info.value).endswith(f"({tmp_path}/broken.py:4)")
+    assert str(info.value).startswith("model a (broken.py:net) raised TypeError") and str(info.value).endswith(f"({tmp_path}/broken.py:4)")
     assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
 
 
