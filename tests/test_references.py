@@ -46,7 +46,7 @@ def notebook(path, cells) -> None:
 def tudui_notebook(path, training_tags=("skip-compare",)) -> None:
     marker = path.parent / "TRAINED"
     notebook(path, [
-        (f"%matplotlib inline\n!pip install torchvision\nimport torch\nfrom torch import nn\nMARKER = {str(marker)!r}\ntorch.manual_seed(123)", []),
+        (f"%matplotlib inline\n!pip install torchvision\nimport torch\nfrom torch import nn\nfiles = !ls\ntorch.nn?\nif True:\n    %time x = 1\nMARKER = {str(marker)!r}\ntorch.manual_seed(123)", []),
         ("%%time\nraise SystemExit('a cell magic cell ran')", []),
         (TUDUI, []),
         (TRAINING, list(training_tags)),
