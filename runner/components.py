@@ -160,8 +160,8 @@ def check_transforms(specs: list | None, key: str) -> list[Message]:
         elif name in ADDED_BY_PIPELINE:
             out.append(Message(f"{where}.name", f"compare adds {name} itself: every pipeline is ToImage, your steps, ToDtype(float32, scale=True), Normalize(the dataset's stats)"))
         else:
-            lookup = lambda name=name: _lookup("transform", name, list_transforms(), v2)  # noqa: E731
-            out += _checked(f"{where}.name", lookup, lambda cls, args=args, where=where: check_arguments(cls, args, ("self",), f"{where}.", True))
+            # _checked calls both right away, inside this iteration.
+            out += _checked(f"{where}.name", lambda: _lookup("transform", name, list_transforms(), v2), lambda cls: check_arguments(cls, args, ("self",), f"{where}.", True))
     return out
 
 
