@@ -5,7 +5,10 @@
             return train_dataset, test_dataset   # any torch Datasets of (image_tensor, label)
 
 The runner calls `prepare()`, which loads, reports the input shape and class names, and
-applies the seeded `subset` / `test_subset` the config asks for.
+applies the seeded `subset` / `test_subset` the config asks for. Inside `load_data()`,
+`self.transform(train=True/False)` is the split's image pipeline: ToImage -> the `[data]
+train_transforms` / `eval_transforms` steps (else `default_transforms()`) -> float32 in [0, 1]
+-> Normalize(`stats`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Subset
 
+from datasets.transforms import image_pipeline
 from runner.errors import DataError
 
 
@@ -36,11 +40,29 @@ class DatasetAdapter(abc.ABC):
     `[data] args` arrive as keyword arguments of the subclass's `__init__`."""
 
     classes: list[str] | None = None  # set in load_data() when the datasets carry no `.classes`
+    stats: tuple | None = None  # per-channel (mean, std) transform() normalises with; None: no normalisation
+    # `[data] train_transforms` / `eval_transforms`, built by the runner; None: default_transforms().
+    train_transforms: list | None = None
+    eval_transforms: list | None = None
 
     def __init__(self, root: str | Path = "data", download: bool = False, augment: bool = False):
         self.root = Path(root).expanduser()
         self.download = download
         self.augment = augment
+
+    def default_transforms(self, train: bool) -> list:
+        """The split's image steps when the config gives none (e.g. crop + flip when `augment`)."""
+        return []
+
+    def transform(self, train: bool):
+        """The split's whole pipeline, for the datasets load_data() returns."""
+        configured = self.train_transforms if train else self.eval_transforms
+        steps = list(configured) if configured is not None else self.default_transforms(train)
+        return image_pipeline(self.stats, steps)
+
+    @property
+    def transforms_configured(self) -> bool:
+        return self.train_transforms is not None or self.eval_transforms is not None
 
     @abc.abstractmethod
     def load_data(self) -> tuple[Dataset, Dataset]:
@@ -52,7 +74,11 @@ class DatasetAdapter(abc.ABC):
         for name, ds in (("train", train), ("test", test)):
             if len(ds) == 0:
                 raise DataError(f"{type(self).__name__}: the {name} split under {self.root} has 0 samples")
-        input_shape = tuple(train[0][0].shape)
+        first = train[0]
+        if not (isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor)):
+            kinds = ", ".join(type(v).__name__ for v in first) if isinstance(first, (tuple, list)) else type(first).__name__
+            raise DataError(f"{type(self).__name__}: train[0] is ({kinds}); items must be (image tensor, label): pass self.transform(train=...) to the dataset")
+        input_shape = tuple(first[0].shape)
         train = _seeded_subset(train, subset, seed)
         test = _seeded_subset(test, test_subset, seed + 1)
         return PreparedData(train, test, input_shape, classes)
@@ -76,3 +102,23 @@ def _seeded_subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
         return ds
     pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
     return Subset(ds, pick.sort().values.tolist())
+
+
+class TransformedDataset(Dataset):
+    """(x, y) items of `dataset` with `transform` applied to x; other attributes (`classes`,
+    `targets`, ...) read through to the wrapped dataset."""
+
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, y = self.dataset[index]
+        return self.transform(x), y
+
+    def __getattr__(self, name):
+        if name in ("dataset", "transform") or name.startswith("__"):  # unpickling: not set yet
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

@@ -4,21 +4,23 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from datasets.base import DatasetAdapter
+from datasets.base import DatasetAdapter, TransformedDataset
 from datasets.registry import register_dataset
 from runner.errors import DataError
 
 
 @register_dataset("digits")
 class Digits(DatasetAdapter):
-    """A fixed stratified split (25% test, `split_seed` 0): the same 450 test images every run."""
+    """A fixed stratified split (25% test, `split_seed` 0): the same 450 test images every run.
+    Pixels are in [0, 1], not normalised; `[data] train_transforms` (e.g. RandomAffine) apply
+    to the 1x8x8 tensors."""
 
     classes = [str(d) for d in range(10)]
 
     def __init__(self, root="data", download=False, augment=False, test_fraction: float = 0.25, split_seed: int = 0):
         super().__init__(root, download, augment)
         if augment:
-            raise DataError("data.augment: digits has no augmentation (8x8 images); set augment = false")
+            raise DataError("data.augment: digits has no built-in augmentation (8x8 images); set augment = false, or list data.train_transforms")
         self.test_fraction, self.split_seed = test_fraction, split_seed
 
     def load_data(self):
@@ -31,4 +33,7 @@ class Digits(DatasetAdapter):
         train_idx, test_idx = train_test_split(
             torch.arange(len(y)).numpy(), test_size=self.test_fraction, stratify=bunch.target, random_state=self.split_seed
         )
-        return TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx])
+        train, test = TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx])
+        if not self.transforms_configured:
+            return train, test  # plain tensors, exactly what a hand-written loop would use
+        return TransformedDataset(train, self.transform(train=True)), TransformedDataset(test, self.transform(train=False))

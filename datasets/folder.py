@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 
 from datasets.base import DatasetAdapter
 from datasets.registry import register_dataset
-from datasets.transforms import IMAGENET_STATS, image_pipeline
+from datasets.transforms import IMAGENET_STATS
 from runner.errors import DataError
 
 
@@ -48,10 +48,10 @@ class ImageFolderData(DatasetAdapter):
         test_split = next((s for s in ("val", "test") if has_class_folders(self.root, s)), None)
         if not has_class_folders(self.root, "train") or test_split is None:
             raise DataError(f"data.root: {self.root} needs train/<class>/ and val/<class>/ (or test/<class>/) folders of images")
+        return image_folder(self.root / "train", self.transform(train=True)), image_folder(self.root / test_split, self.transform(train=False))
+
+    def default_transforms(self, train: bool) -> list:
         size = self.image_size
-        if self.augment:
-            train_tf = image_pipeline(self.stats, [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
-        else:
-            train_tf = image_pipeline(self.stats, resize=[v2.Resize((size, size), antialias=True)])
-        test_tf = image_pipeline(self.stats, resize=[v2.Resize((size, size), antialias=True)])
-        return image_folder(self.root / "train", train_tf), image_folder(self.root / test_split, test_tf)
+        if train and self.augment:
+            return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        return [v2.Resize((size, size), antialias=True)]

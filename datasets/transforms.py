@@ -1,4 +1,5 @@
-"""torchvision.transforms.v2 pipelines for the built-in datasets."""
+"""torchvision.transforms.v2 pipelines: the built-in datasets' defaults and `[data]
+train_transforms` / `eval_transforms` built by name."""
 from __future__ import annotations
 
 import torch
@@ -11,16 +12,34 @@ FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+# Steps every pipeline gets from image_pipeline (so a config list must not repeat them), and
+# transforms that take other transforms or Python callables (not expressible in TOML).
+ADDED_BY_PIPELINE = {"ToImage", "ToDtype", "ToPureTensor", "Normalize", "ToTensor", "PILToTensor"}
+_NOT_FROM_TOML = {"Transform", "Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda", "LinearTransformation"}
+
+
 def image_pipeline(stats, augment: list | None = None, resize: list | None = None) -> v2.Compose:
-    """PIL image -> resize -> augmentation -> float tensor in [0, 1] -> normalised."""
-    mean, std = stats
-    return v2.Compose([
-        v2.ToImage(),
-        *(resize or []),
-        *(augment or []),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+    """PIL image / array / tensor -> resize -> augmentation -> float tensor in [0, 1] ->
+    normalised with `stats` = (mean, std) per channel (None: not normalised)."""
+    steps = [v2.ToImage(), *(resize or []), *(augment or []), v2.ToDtype(torch.float32, scale=True)]
+    if stats is not None:
+        steps.append(v2.Normalize(*stats))
+    return v2.Compose(steps)
+
+
+def list_transforms() -> list[str]:
+    """torchvision.transforms.v2 classes a config can name (`{ name = "RandomCrop", size = 32 }`)."""
+    return sorted(
+        n
+        for n in dir(v2)
+        if isinstance(getattr(v2, n), type)
+        and issubclass(getattr(v2, n), v2.Transform)
+        and n not in _NOT_FROM_TOML | ADDED_BY_PIPELINE
+    )
+
+
+def create_transform(name: str, args: dict) -> v2.Transform:
+    return getattr(v2, name)(**args)
 
 
 def crop_flip(size: int, padding: int = 4, flip: bool = True) -> list:

@@ -16,7 +16,6 @@ from datasets.transforms import (
     FASHION_MNIST_STATS,
     MNIST_STATS,
     crop_flip,
-    image_pipeline,
 )
 from runner.errors import DataError
 
@@ -29,12 +28,11 @@ class TorchvisionAdapter(DatasetAdapter):
     padding: int
     expected: str  # what a valid root contains, for the error message
 
-    def transforms(self):
-        augment = crop_flip(self.size, self.padding, self.flip) if self.augment else None
-        return image_pipeline(self.stats, augment), image_pipeline(self.stats)
+    def default_transforms(self, train: bool) -> list:
+        return crop_flip(self.size, self.padding, self.flip) if train and self.augment else []
 
     def load_data(self):
-        train_tf, test_tf = self.transforms()
+        train_tf, test_tf = self.transform(train=True), self.transform(train=False)
         if has_class_folders(self.root, "train") and has_class_folders(self.root, "test"):
             return image_folder(self.root / "train", train_tf), image_folder(self.root / "test", test_tf)
         try:

@@ -4,13 +4,13 @@ Only tensors and plain containers are saved, so they load with `torch.load(weigh
 """
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
-log = logging.getLogger("compare")
+from runner.errors import CompareWarning
 
 LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 
@@ -47,5 +47,5 @@ def load_checkpoint(folder: Path) -> dict | None:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file means: fall back
-            log.warning("checkpoint %s is unreadable (%s: %s); trying the previous one", path, type(err).__name__, err)
+            warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying the previous one", CompareWarning, stacklevel=2)
     return None

@@ -6,18 +6,19 @@ failed or diverged, 130/143 interrupted by SIGINT/SIGTERM (checkpoint written).
 """
 from __future__ import annotations
 
-import logging
 import sys
 import traceback
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, CompareError
+from runner.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, CompareError, CompareWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -42,7 +43,8 @@ def leaderboard_table(board, title: str) -> Table:
     for column in shown:
         table.add_column(column, justify="left" if column in ("model", "arch", "status") else "right")
     for row in board[shown].itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for k, v in zip(shown, row)))
+        # escape(): sweep names like tudui[lr=0.1] are not rich markup.
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else escape(str(v)) for k, v in zip(shown, row)))
     return table
 
 
@@ -80,11 +82,21 @@ def run(
     resume: Annotated[bool, typer.Option(help="Continue the run in the run directory from its newest valid checkpoint.")] = False,
     fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails (default: quarantine it, go on).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, build every model and the data, run one batch through each, print the plan; train nothing, write nothing.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
 
+    if dry_run:
+        from runner.cli_authoring import print_plan  # noqa: PLC0415
+
+        try:
+            plan = Experiment.from_toml(config, set_ or []).dry_run(out)
+        except Exception as err:  # noqa: BLE001
+            _fail(err, debug)
+        print_plan(console, plan)
+        return
     _train(lambda: Experiment.from_toml(config, set_ or []), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast)
 
 
@@ -107,6 +119,7 @@ class Kind(str, Enum):
     losses = "losses"
     optimizers = "optimizers"
     schedulers = "schedulers"
+    transforms = "transforms"
 
 
 @app.command("list")
@@ -121,6 +134,10 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
             names = list_models()
         elif kind is Kind.datasets:
             names = components.dataset_package().list_datasets()
+        elif kind is Kind.transforms:
+            from datasets.transforms import list_transforms  # noqa: PLC0415
+
+            names = list_transforms()
         else:
             names = getattr(components, f"list_{kind.value}")()
     except Exception as err:  # noqa: BLE001
@@ -129,7 +146,20 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
         typer.echo(name)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A CompareWarning is one `warning: ...` line; other warnings keep Python's format."""
+    if issubclass(category, CompareWarning):
+        sys.stderr.write(f"warning: {message}\n")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
-    # Library warnings (stale lock taken over, corrupt checkpoint skipped) as one line each.
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    warnings.showwarning = _show_warning
     app()
+
+
+from runner import cli_authoring  # noqa: E402,F401 - registers `compare init`

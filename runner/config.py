@@ -1,7 +1,9 @@
-"""Experiment config: TOML -> `--set` overrides -> validated, typed objects.
+"""Experiment config: TOML (or a dict) -> `--set` overrides -> sweeps expanded -> validated,
+typed objects.
 
 Nothing is built before the whole config checks out; every problem is reported at once,
-each with its file and dotted key path.
+each with its file and dotted key path. From Python, `arch`, `data.dataset` and `loss.name`
+may also hold live objects (a class, a factory, an instance; see runner/components.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError, Problem, did_you_mean
+from runner.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model names become directory names (tb/<model>/): no separators, no "..", nothing empty.
@@ -43,7 +46,7 @@ class ExperimentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str  # `compare list datasets`
+    dataset: Any  # `compare list datasets`, or a reference: my_data.py:MyData (a DatasetAdapter)
     root: str = "data"  # where the dataset lives (relative to the working directory)
     download: bool = False  # let torchvision download it when missing
     batch_size: int = 64  # samples per training step
@@ -53,11 +56,15 @@ class DataConfig:
     test_subset: int | None = None  # keep this many test samples (seeded choice); unset = all
     augment: bool = False  # the dataset's train-time augmentation (e.g. crop + flip for CIFAR)
     args: dict = field(default_factory=dict)  # extra keyword arguments for the dataset
+    # torchvision.transforms.v2 steps by name, [{ name = "RandomCrop", size = 32, padding = 4 }];
+    # they replace the dataset's default steps for that split (unset: the defaults).
+    train_transforms: list | None = None
+    eval_transforms: list | None = None
 
 
 @dataclass
 class LossConfig:
-    name: str = "CrossEntropyLoss"  # any torch.nn loss class; ONE object shared by all models
+    name: Any = "CrossEntropyLoss"  # a torch.nn loss class or a reference; ONE object shared by all models
     args: dict = field(default_factory=dict)
 
 
@@ -77,12 +84,13 @@ class SchedulerConfig:
 @dataclass
 class ModelConfig:
     name: str  # unique; used in tables and as the TensorBoard run name
-    arch: str  # `compare list models`
+    arch: Any  # `compare list models`, or a reference: my_model.py:Net, nb.ipynb:Net, pkg.mod:net
     args: dict = field(default_factory=dict)  # keyword arguments for the architecture
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig | None = None
     seed: int | None = None  # this model's RNG stream; unset = derived from (experiment seed, name)
     early_stopping: EarlyStoppingConfig | None = None  # overrides [experiment] early_stopping
+    sweep_values: dict = field(default_factory=dict)  # set by sweep expansion: leaderboard columns sweep.<key>
 
 
 @dataclass
@@ -92,6 +100,12 @@ class Config:
     loss: LossConfig
     models: list[ModelConfig]
     source: str = "<config>"  # the file it came from, for messages
+
+    @property
+    def base_dir(self) -> Path:
+        """Where relative file references (`my_model.py:Net`) start: the TOML file's folder,
+        else (a dict) the working directory."""
+        return Path(".") if self.source.startswith("<") else Path(self.source).parent
 
     @property
     def seeds(self) -> list[int]:
@@ -109,8 +123,17 @@ class Config:
     def to_dict(self) -> dict:
         """The resolved config as plain TOML-able data (what `config.toml` in a run holds)."""
 
-        def plain(obj) -> dict:
-            return {f.name: plain(v) if isinstance(v := getattr(obj, f.name), EarlyStoppingConfig) else v for f in fields(obj)}
+        from runner.references import describe  # noqa: PLC0415
+
+        def plain(obj) -> dict:  # live Python objects are written as "<python:module.QualName>"
+            out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), EarlyStoppingConfig) else v for f in fields(obj)}
+            for key in ("dataset", "name"):
+                if key in out and not isinstance(out[key], str):
+                    out[key] = describe(out[key])
+            for key in ("train_transforms", "eval_transforms"):
+                if out.get(key) is not None:
+                    out[key] = [t if isinstance(t, dict) else describe(t) for t in out[key]]
+            return out
 
         def with_name(spec) -> dict:  # {name = ..., **args}: the inline-table form users write
             out = {"name": spec.name, **spec.args}
@@ -120,13 +143,15 @@ class Config:
 
         models = []
         for m in self.models:
-            entry = {"name": m.name, "arch": m.arch, "args": m.args, "optimizer": with_name(m.optimizer)}
+            entry = {"name": m.name, "arch": describe(m.arch), "args": m.args, "optimizer": with_name(m.optimizer)}
             if m.scheduler:
                 entry["scheduler"] = with_name(m.scheduler)
             if m.seed is not None:
                 entry["seed"] = m.seed
             if m.early_stopping is not None:
                 entry["early_stopping"] = plain(m.early_stopping)
+            if m.sweep_values:
+                entry["sweep_values"] = m.sweep_values
             models.append(entry)
         return {
             "experiment": plain(self.experiment),
@@ -160,72 +185,39 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 
 def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = ()) -> Config:
+    from runner import sweeps  # noqa: PLC0415
+
     problems: list[Problem] = []
-    raw, overridden = apply_overrides(raw, overrides, source, problems)
+    # Overrides address the models as written (`model.tudui.sweep=...`); one that names a model
+    # only a sweep creates (`model.tudui[lr=0.1].seed=3`) is applied after the expansion.
+    raw, overridden, later = apply_overrides(raw, overrides, source, problems, defer_unknown_models=True)
     if problems:
         raise ConfigError(problems)
+    points: dict[str, list[str]] = {}
+    if isinstance(raw.get("model"), list):
+        raw["model"], points = sweeps.expand(raw["model"], source, problems)
+        # An override of a swept table as written covers each of its points.
+        overridden |= {
+            key.replace(f"model.{base}.", f"model.{point}.", 1)
+            for base, names in points.items() for point in names for key in overridden if key.startswith(f"model.{base}.")
+        }
+    raw, more, _ = apply_overrides(raw, later, source, problems)
+    overridden |= more
     config = _validate(raw, source, problems)
-    # A problem in a key given with --set is reported against --set, not the file.
-    problems = [Problem("--set", p.key, p.message) if p.key in overridden else p for p in problems]
+    problems = sweeps.collapse(problems, points)
+    # A problem in a key given with --set (or inside a table given with --set) is reported against --set.
+    problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) for k in overridden) else p for p in problems]
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def parse_override_value(text: str) -> Any:
-    """TOML value syntax (`0.1`, `true`, `[1, 2]`, `"s"`); anything else is a plain string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(raw: dict, overrides, source: str, problems: list[Problem]) -> tuple[dict, set[str]]:
-    """Apply `dotted.key=value`; `model.<name>.key=value` addresses one model."""
-    import copy
-
-    raw = copy.deepcopy(raw)
-    overridden: set[str] = set()
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            problems.append(Problem("--set", item, "expected dotted.key=value"))
-            continue
-        parts = key.split(".")
-        target = raw
-        if parts[0] == "model":
-            models = raw.get("model", [])
-            names = [m.get("name") for m in models if isinstance(m, dict)]
-            rest = key[len("model.") :]
-            # Model names may contain dots (sweeps): take the longest name that prefixes the key.
-            hits = [n for n in names if isinstance(n, str) and rest.startswith(n + ".")]
-            if not hits:
-                guess = rest.split(".")[0]
-                problems.append(Problem("--set", key, f"no model named {guess!r}{did_you_mean(guess, names)}"))
-                continue
-            name = max(hits, key=len)
-            target = models[names.index(name)]
-            parts = rest[len(name) + 1 :].split(".")
-            prefix = f"model.{name}."
-        else:
-            prefix = ""
-        for i, part in enumerate(parts[:-1]):
-            child = target.setdefault(part, {})
-            if not isinstance(child, dict):
-                problems.append(Problem("--set", key, f"{'.'.join(parts[: i + 1])} is not a table"))
-                break
-            target = child
-        else:
-            target[parts[-1]] = parse_override_value(text.strip())
-            overridden.add(prefix + ".".join(parts))
-    return raw, overridden
 
 
 # ---------------------------------------------------------------- validation
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any:  # a name, a reference or a live object: checked by runner.components
+        return True
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return any(_type_ok(value, h) for h in typing.get_args(hint) if h is not type(None))
     if hint is bool:
@@ -377,13 +369,19 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     for key in ("subset", "test_subset"):
         if getattr(d, key) is not None and getattr(d, key) < 1:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
-    for message in components.check_dataset(d.dataset, d.args):
+    base = cfg.base_dir
+    for message in components.check_dataset(d.dataset, d.args, base):
         bad(f"data.{message.key}", message.text)
-    for message in components.check_loss(cfg.loss.name, cfg.loss.args):
+    for key in ("train_transforms", "eval_transforms"):
+        for message in components.check_transforms(getattr(d, key), key):
+            bad(f"data.{message.key}", message.text)
+    if d.augment and d.train_transforms is not None:
+        bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
+    for message in components.check_loss(cfg.loss.name, cfg.loss.args, base):
         bad(f"loss.{message.key}", message.text)
     for m in cfg.models:
         where = f"model.{m.name}"
-        for message in components.check_model(m.arch, m.args):
+        for message in components.check_model(m.arch, m.args, base):
             bad(f"{where}.{message.key}", message.text)
         for message in components.check_optimizer(m.optimizer.name, m.optimizer.args):
             bad(f"{where}.optimizer.{message.key}", message.text)

@@ -69,3 +69,17 @@ class ModelFailedError(CompareError):
     """With --fail-fast: the first model that failed stops the whole run."""
 
     exit_code = EXIT_SOME_FAILED
+
+
+class ReferenceNotFound(CompareError):
+    """A reference (`file.py:Attr`, `nb.ipynb:Attr`, `package.module:attr`) names a file,
+    module or attribute that does not exist, or an object of the wrong kind."""
+
+
+class UserCodeError(CompareError):
+    """The user's own code (a referenced file or notebook, a model class or factory, a
+    dataset adapter) raised; the message names the file and line."""
+
+
+class CompareWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints one line)."""

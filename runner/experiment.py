@@ -4,6 +4,8 @@ write outputs, checkpoint, and resume.
     result = Experiment.from_toml("experiments/digits.toml", overrides=["experiment.epochs=2"]).run()
     result.leaderboard       # pandas DataFrame, best first
     result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv, tb/<model>/, ...
+
+    Experiment({"data": {"dataset": MyData}, "model": [{"name": "mine", "arch": MyNet}]}).run()
 """
 from __future__ import annotations
 
@@ -16,18 +18,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from models import create_model
 from runner import components, tomlio
 from runner.checkpoint import load_checkpoint, save_checkpoint
-from runner.config import Config, ModelConfig, load_config
+from runner.config import Config, ModelConfig, config_from_dict, load_config
 from runner.early_stopping import EarlyStopping
 from runner.envinfo import environment
-from runner.errors import RunDirError
+from runner.errors import CompareError, RunDirError
 from runner.flops import probe_forward
 from runner.interrupts import Interrupted, StopFlag
 from runner.lock import refuse_if_locked, run_dir_lock
 from runner.preflight import check_data_and_models
 from runner.progress import Progress
+from runner.references import describe
 from runner.report import leaderboard
 from runner.rng import RngStream
 from runner.shared_pass import Outputs, SharedPass
@@ -71,7 +73,7 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
     with rng.active():
-        model = create_model(m.arch, input_shape, num_classes, **m.args).to(device)
+        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name).to(device)
     optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
     scheduler = None
     if m.scheduler is not None:
@@ -79,14 +81,14 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     flops, out_shape = probe_forward(model, input_shape, device)
     info = {
         "model": m.name,
-        "arch": m.arch,
+        "arch": describe(m.arch),
         "params": sum(p.numel() for p in model.parameters()),
         "flops_per_sample": flops,
         "outputs": out_shape[-1] if out_shape else None,
         "optimizer": m.optimizer.name,
         "lr": m.optimizer.args.get("lr"),
         "scheduler": m.scheduler.name if m.scheduler else None,
-    }
+    } | {f"sweep.{key}": value for key, value in m.sweep_values.items()}  # leaderboard columns
     stopping = cfg.early_stopping(m)
     early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
     interval = m.scheduler.interval if m.scheduler else "epoch"
@@ -131,7 +133,13 @@ def model_statuses(history: pd.DataFrame) -> pd.DataFrame:
 
 
 class Experiment:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config | dict, overrides: list[str] = ()):
+        """`config`: a validated Config, or a dict with the TOML file's schema, in which `arch`,
+        `data.dataset` and `loss.name` may also be live Python objects."""
+        if isinstance(config, dict):
+            config = config_from_dict(config, source="<dict>", overrides=list(overrides))
+        elif overrides:
+            raise CompareError("overrides apply to a dict or a TOML file; this config is already validated")
         self.config = config
 
     @classmethod
@@ -147,6 +155,13 @@ class Experiment:
 
     def default_run_dir(self) -> Path:
         return Path(self.config.experiment.output_dir) / self.config.experiment.name
+
+    def dry_run(self, run_dir: str | Path | None = None):
+        """Build every model and the data, one forward pass each, and return the plan; trains
+        nothing and writes nothing (runner/dryrun.py)."""
+        from runner.dryrun import make_plan  # noqa: PLC0415
+
+        return make_plan(self.config, Path(run_dir) if run_dir is not None else self.default_run_dir())
 
     def run(
         self,
@@ -170,9 +185,8 @@ class Experiment:
             return RunResult(run_dir, pd.read_csv(run_dir / "leaderboard.csv"), history, already_finished=True)
 
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
-        adapter = components.dataset_package().create_dataset(d.dataset, root=d.root, download=d.download, augment=d.augment, **d.args)
-        data = adapter.prepare(d.subset, d.test_subset, seed=cfg.experiment.seed)
-        loss_fn = components.create_loss(cfg.loss.name, cfg.loss.args)
+        data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 
         def build(seed: int) -> list[Slot]:

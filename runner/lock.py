@@ -1,14 +1,12 @@
 """One writer per run directory: a lock file holding the writer's pid."""
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import RunDirError
-
-log = logging.getLogger("compare")
+from runner.errors import CompareWarning, RunDirError
 LOCK = ".lock"
 
 
@@ -45,7 +43,7 @@ def run_dir_lock(run_dir: Path):
             break
         except FileExistsError:
             refuse_if_locked(run_dir)
-            log.warning("taking over a stale lock on %s (pid %s is not running)", run_dir, _holder(path))
+            warnings.warn(f"taking over a stale lock on {run_dir} (pid {_holder(path)} is not running)", CompareWarning, stacklevel=3)
             path.unlink(missing_ok=True)
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))

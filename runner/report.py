@@ -32,4 +32,5 @@ def leaderboard(history: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     board = models.merge(board, on="model", how="right")
     board = board.sort_values(["test_acc", "test_loss"], ascending=[False, True], na_position="last")
     board.insert(0, "rank", range(1, len(board) + 1))
-    return board[[c for c in COLUMNS if c in board.columns]].reset_index(drop=True)
+    swept = [c for c in board.columns if c.startswith("sweep.")]  # a sweep's values, for grouping
+    return board[[c for c in COLUMNS if c in board.columns] + swept].reset_index(drop=True)
