@@ -13,9 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, CompareError
+from runner.errors import EXIT_INTERNAL, CompareError, ConfigError, Problem
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -34,14 +33,15 @@ def _fail(err: Exception, debug: bool) -> None:
     raise typer.Exit(EXIT_INTERNAL)
 
 
-def leaderboard_table(board, title: str) -> Table:
-    table = Table(title=title)
-    shown = [c for c in ("rank", "model", "arch", "params", "test_acc", "test_loss", "train_loss", "best_epoch", "train_time_s", "samples_per_s", "status") if c in board.columns]
-    for column in shown:
-        table.add_column(column, justify="left" if column in ("model", "arch", "status") else "right")
-    for row in board[shown].itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for k, v in zip(shown, row)))
-    return table
+def seeds_override(text: str) -> str:
+    """`--seeds 0,1,2` -> the override `experiment.seeds=[0, 1, 2]`."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError([Problem("--seeds", "experiment.seeds", f"expected distinct comma-separated integers like 0,1,2, got {text!r}")])
+    return f"experiment.seeds=[{', '.join(map(str, seeds))}]"
 
 
 @app.command()
@@ -50,6 +50,8 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a key: dotted.key=value (TOML value); model.<name>.key=value for one model.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: <experiment.output_dir>/<experiment.name>).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    seeds: Annotated[Optional[str], typer.Option(help="Repeat the whole pass per seed, e.g. 0,1,2 (sets experiment.seeds).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN_DIR/plots/*.png at the end.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
@@ -57,14 +59,20 @@ def run(
     from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
     from runner.progress import Progress, RichProgress  # noqa: PLC0415
 
+    from runner.report import build  # noqa: PLC0415
+    from runner.rundir import load_run  # noqa: PLC0415
+
     try:
-        experiment = Experiment.from_toml(config, set_ or [])
-        result = experiment.run(out, overwrite=overwrite, progress=Progress() if quiet else RichProgress(), argv=sys.argv)
+        overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
+        experiment = Experiment.from_toml(config, overrides)
+        result = experiment.run(out, overwrite=overwrite, progress=Progress() if quiet else RichProgress(), argv=sys.argv, plots=plots)
+        board = build([load_run(result.run_dir)])  # the evidence lines need the full report
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         _fail(err, debug)
-    console.print(leaderboard_table(result.leaderboard, f"{experiment.config.experiment.name}: leaderboard (final epoch)"))
+    print_board(board, f"{experiment.config.experiment.name}: leaderboard (final epoch)")
     console.print(f"run directory: {result.run_dir}")
-    console.print(f"curves: tensorboard --logdir {result.run_dir / 'tb'}")
+    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {result.run_dir / 'plots'}/" if plots else ""))
+    console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
 
 
 class Kind(str, Enum):
@@ -97,3 +105,7 @@ def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
 
 def main() -> None:
     app()
+
+
+# Report commands (leaderboard, plot, tensorboard) register themselves on `app`.
+from runner.cli_reports import print_board  # noqa: E402

@@ -61,3 +61,7 @@ class DataError(CompareError):
 
 class RunDirError(CompareError):
     """The run directory cannot be used as asked."""
+
+
+class ReportError(CompareError):
+    """A report was asked for something the run does not hold (unknown column or metric)."""

@@ -2,7 +2,7 @@
 
     result = Experiment.from_toml("experiments/digits.toml", overrides=["experiment.epochs=2"]).run()
     result.leaderboard       # pandas DataFrame, best first
-    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv, tb/<model>/
+    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv/.md, plots/, tb/<model>/
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from runner import components, tomlio
 from runner.config import Config, ModelConfig, derive_seed, load_config
 from runner.engine import evaluate, train_one_epoch
 from runner.envinfo import environment
+from runner.finalize import finalize_run
 from runner.flops import forward_flops_per_sample
 from runner.errors import RunDirError
 from runner.progress import Progress
-from runner.report import leaderboard
 from runner.rng import RngStream
 from runner.sinks import HistorySink, TensorBoardSink, write_csv_atomic, write_predictions
 from runner.slot import DONE, Slot
@@ -99,6 +99,7 @@ class Experiment:
         overwrite: bool = False,
         progress: Progress | None = None,
         argv: list[str] | None = None,
+        plots: bool = True,
     ) -> RunResult:
         cfg, d = self.config, self.config.data
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
@@ -121,12 +122,9 @@ class Experiment:
         for i, seed in enumerate(cfg.seeds):
             slots = first if i == 0 else [build_slot(cfg, m, seed, data.input_shape, data.num_classes, device) for m in cfg.models]
             self._one_pass(seed, slots, data, loss_fn, device, run_dir, history, progress)
-        frame = history.frame()
-        statuses = frame.sort_values("epoch").groupby("model")["status"].last()
-        models = pd.DataFrame([s.info | {"status": statuses.get(s.name)} for s in first])
-        board = leaderboard(frame, models)
-        write_csv_atomic(board, run_dir / "leaderboard.csv")
-        return RunResult(run_dir, board, frame)
+        # Reports read the run directory back, as `compare leaderboard` / `compare plot` do.
+        board = finalize_run(run_dir, plots=plots)
+        return RunResult(run_dir, board.table, history.frame())
 
     def _one_pass(self, seed: int, slots: list[Slot], data, loss_fn, device, run_dir: Path, history: HistorySink, progress: Progress) -> None:
         """Train every slot for all epochs on the data order of `seed`; write its outputs."""
