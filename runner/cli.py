@@ -58,7 +58,6 @@ def run(
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
     from runner.progress import Progress, RichProgress  # noqa: PLC0415
-
     from runner.report import build  # noqa: PLC0415
     from runner.rundir import load_run  # noqa: PLC0415
 

@@ -2,8 +2,8 @@
 directories. Parsing and printing only; the work is in report/formats/plots/tb_views."""
 from __future__ import annotations
 
+import os
 import shlex
-import subprocess
 import sys
 from enum import Enum
 from pathlib import Path
@@ -124,8 +124,6 @@ def tensorboard_cmd(
         typer.echo(shlex.join(command))
         return
     typer.echo(f"TensorBoard on {tb}: http://localhost:{port}/ (Ctrl-C stops it)")
-    try:
-        code = subprocess.run(command).returncode
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    sys.stdout.flush()
+    # Become TensorBoard (no child process): Ctrl-C and kill reach it directly.
+    os.execv(sys.executable, command)

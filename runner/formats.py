@@ -75,6 +75,8 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
     out["status"] = t["status"]
     out["p_vs_best (Holm)"] = [_p(v) for v in t["p_vs_best"]]
     out["tied_with_best"] = [_tied(row) for _, row in t.iterrows()]
+    if not compact:  # the counts behind p: test samples won / lost against the best
+        out["wins/losses vs best"] = ["-" if pd.isna(w) else f"{w}/{l}" for w, l in zip(t["wins_vs_best"], t["losses_vs_best"])]
     grads = ["grad_norm_final", "grad_nonfinite"] if compact else ["grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite"]
     for col in grads:
         out[col] = [_num(v, "d" if col == "grad_nonfinite" else ".3g") for v in t[col]]

@@ -42,21 +42,23 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path) -> list[P
     colours = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))))
     history = run.history.replace([np.inf, -np.inf], np.nan)
     n_seeds = len(run.seeds)
+    title = run.config.get("experiment", {}).get("name") or run.label
+    title = title if title == run.label else f"{title} ({run.label})"  # experiment and run directory
     makers = {
-        "learning_curves.png": lambda: learning_curves(history, order, colours, n_seeds, run.label),
-        "leaderboard.png": lambda: leaderboard_chart(board, run.label),
-        "pareto_params.png": lambda: pareto(board, "params", "parameters (count, log scale)", "parameter count", run.label),
-        "pareto_train_time.png": lambda: pareto(board, "train_time_s", "training time per seed (s, log scale)", "training time", run.label),
-        "confusion_matrices.png": lambda: confusion_grid(run, order, run.label),
-        "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, run.label),
+        "learning_curves.png": lambda: learning_curves(history, order, colours, n_seeds, title),
+        "leaderboard.png": lambda: leaderboard_chart(board, title),
+        "pareto_params.png": lambda: pareto(board, "params", "parameters (count, log scale)", "parameter count", title),
+        "pareto_train_time.png": lambda: pareto(board, "train_time_s", "training time per seed (s, log scale)", "training time", title),
+        "confusion_matrices.png": lambda: confusion_grid(run, order, title),
+        "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, title),
     }
     written = []
-    for name, make in makers.items():
+    for filename, make in makers.items():
         fig = make()
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
             continue
-        fig.savefig(out / name, dpi=DPI)  # constrained layout already fits titles and outside legends
-        written.append(out / name)
+        fig.savefig(out / filename, dpi=DPI)  # constrained layout already fits titles and outside legends
+        written.append(out / filename)
     return written
 
 

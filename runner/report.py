@@ -94,8 +94,8 @@ def leaderboard(run: RunData, metric: str = "test_acc") -> Leaderboard:
     # models.csv: arch, params, FLOPs, optimizer, lr, scheduler and whatever columns it grows (sweeps).
     table = table.merge(run.models.drop(columns=[c for c in run.models.columns if c in table.columns and c != "model"]), on="model", how="left")
     table["best_epoch"] = table["best_epoch"].astype("Int64")
-    metric_cols = [c for c in table.columns if c.startswith(f"{metric}_") and c not in CORE]
-    first = [c for c in CORE if c in table.columns]
+    metric_cols = [f"{metric}_{part}" for part in ("mean", "std", "ci95_low", "ci95_high")] if metric != "test_acc" else []
+    first = [c for c in CORE if c in table.columns and c not in metric_cols]
     first = first[: first.index("test_acc_mean")] + metric_cols + first[first.index("test_acc_mean") :]
     return Leaderboard(table[first + [c for c in table.columns if c not in first]], evidence)
 

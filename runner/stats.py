@@ -109,11 +109,12 @@ def paired_over_seeds(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedRes
     A tends to repeat across seeds (hard or mislabelled samples). Pooling counts the same
     sample up to n_seeds times as if it were new evidence, and Fisher/Stouffer assume
     independent p-values; both are anti-conservative here. The test sample is the
-    independent unit, so the test is run over samples: under H0 (A and B exchangeable:
-    on a random test sample neither model is favoured) each d_i is symmetric about 0, the
-    signs of the non-zero d_i are independent fair coins, and the sign test is exact.
-    Seeds still count: a sample A gets right in 3/3 seeds and B in 1/3 is one sample
-    favouring A, while chance flips that cancel across seeds drop out.
+    independent unit, so the test is run over samples. As in McNemar's test, the trained
+    models are held fixed and the test samples are independent draws: the d_i are then
+    independent, and under H0 "on a random test sample, A's seeds beat B's as often as the
+    reverse" (P(d > 0) = P(d < 0)) the signs of the non-zero d_i are fair coins, so the
+    sign test is exact. Seeds still count: a sample A gets right in 3/3 seeds and B in 1/3
+    is one sample favouring A, while chance flips that cancel across seeds drop out.
     """
     a, b = np.atleast_2d(np.asarray(correct_a, dtype=bool)), np.atleast_2d(np.asarray(correct_b, dtype=bool))
     if a.shape != b.shape:

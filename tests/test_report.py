@@ -108,8 +108,12 @@ def test_early_stops_nan_metrics_and_missing_predictions_still_tabulate(seeded_r
     final = history[(history.model == "slow")].groupby("seed").tail(1)
     assert board.loc["slow", "test_acc_mean"] == pytest.approx(final["test_acc"].mean())
     assert board.loc["slow", "test_loss_mean"] == pytest.approx(final["test_loss"].mean())  # NaN skipped
-    assert list(board["sweep.lr"]) == [0.2, 0.05, 0.0] or set(board["sweep.lr"]) == {0.2, 0.05, 0.0}
-    assert board["p_vs_best"].notna().sum() >= 1  # paired on the seeds both models have
+    assert board["sweep.lr"].to_dict() == {"fast": 0.2, "slow": 0.05, "stuck": 0.0}
+    best = board.index[0]
+    for model in board.index[1:]:  # paired on the seeds both models have predictions for
+        seeds = (0, 2) if "fast" in (model, best) else (0, 1, 2)
+        d = sum(correct(broken, model, s).astype(int) - correct(broken, best, s).astype(int) for s in seeds)
+        assert (board.loc[model, "wins_vs_best"], board.loc[model, "losses_vs_best"]) == ((d > 0).sum(), (d < 0).sum())
 
 
 def test_a_model_with_nan_accuracy_ranks_last(seeded_run, tmp_path):
