@@ -15,10 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, CompareError, CompareWarning
+from runner.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, CompareError, CompareWarning, ConfigError, Problem
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -37,15 +35,15 @@ def _fail(err: Exception, debug: bool) -> None:
     raise typer.Exit(EXIT_INTERNAL)
 
 
-def leaderboard_table(board, title: str) -> Table:
-    table = Table(title=title)
-    shown = [c for c in ("rank", "model", "arch", "params", "test_acc", "test_loss", "train_loss", "best_epoch", "train_time_s", "samples_per_s", "status") if c in board.columns]
-    for column in shown:
-        table.add_column(column, justify="left" if column in ("model", "arch", "status") else "right")
-    for row in board[shown].itertuples(index=False):
-        # escape(): sweep names like tudui[lr=0.1] are not rich markup.
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) and k in ("test_acc", "test_loss", "train_loss") else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else escape(str(v)) for k, v in zip(shown, row)))
-    return table
+def seeds_override(text: str) -> str:
+    """`--seeds 0,1,2` -> the override `experiment.seeds=[0, 1, 2]`."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError([Problem("--seeds", "experiment.seeds", f"expected distinct comma-separated integers like 0,1,2, got {text!r}")])
+    return f"experiment.seeds=[{', '.join(map(str, seeds))}]"
 
 
 def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
@@ -65,9 +63,14 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     if result.already_finished:
         console.print(f"{result.run_dir} already finished; nothing to resume")
         return
-    console.print(leaderboard_table(result.leaderboard, f"{experiment.config.experiment.name}: leaderboard (final epoch)"))
+    from runner.report import build  # noqa: PLC0415
+    from runner.rundir import load_run  # noqa: PLC0415
+
+    print_board(build([load_run(result.run_dir)]), f"{experiment.config.experiment.name}: leaderboard (final epoch)")  # with its evidence lines
     console.print(f"run directory: {result.run_dir}")
-    console.print(f"curves: tensorboard --logdir {result.run_dir / 'tb'}")
+    plots = result.run_dir / "plots"
+    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""))
+    console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
     if result.some_failed:
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
         raise typer.Exit(EXIT_SOME_FAILED)
@@ -81,6 +84,8 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in the run directory from its newest valid checkpoint.")] = False,
     fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails (default: quarantine it, go on).")] = False,
+    seeds: Annotated[Optional[str], typer.Option(help="Repeat the whole pass per seed, e.g. 0,1,2 (sets experiment.seeds).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN_DIR/plots/*.png at the end.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, build every model and the data, run one batch through each, print the plan; train nothing, write nothing.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
@@ -88,29 +93,30 @@ def run(
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
 
-    if dry_run:
-        from runner.cli_authoring import print_plan  # noqa: PLC0415
+    try:
+        overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
+        if dry_run:
+            from runner.cli_authoring import print_plan  # noqa: PLC0415
 
-        try:
-            plan = Experiment.from_toml(config, set_ or []).dry_run(out)
-        except Exception as err:  # noqa: BLE001
-            _fail(err, debug)
-        print_plan(console, plan)
-        return
-    _train(lambda: Experiment.from_toml(config, set_ or []), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast)
+            print_plan(console, Experiment.from_toml(config, overrides).dry_run(out))
+            return
+    except Exception as err:  # noqa: BLE001
+        _fail(err, debug)
+    _train(lambda: Experiment.from_toml(config, overrides), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots)
 
 
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (holds config.toml and checkpoints/).")],
     fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails.")] = False,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN_DIR/plots/*.png at the end.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Continue RUN_DIR from its newest valid checkpoint, with the config it was started with."""
     from runner.experiment import Experiment  # noqa: PLC0415
 
-    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast)
+    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast, plots=plots)
 
 
 class Kind(str, Enum):
@@ -162,4 +168,6 @@ def main() -> None:
     app()
 
 
-from runner import cli_authoring  # noqa: E402,F401 - registers `compare init`
+# These modules register their commands on `app`: init (authoring); leaderboard, plot, tensorboard.
+from runner import cli_authoring  # noqa: E402,F401
+from runner.cli_reports import print_board  # noqa: E402

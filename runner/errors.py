@@ -83,3 +83,7 @@ class UserCodeError(CompareError):
 
 class CompareWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints one line)."""
+
+
+class ReportError(CompareError):
+    """A report was asked for something the run does not hold (unknown column or metric)."""

@@ -3,7 +3,7 @@ write outputs, checkpoint, and resume.
 
     result = Experiment.from_toml("experiments/digits.toml", overrides=["experiment.epochs=2"]).run()
     result.leaderboard       # pandas DataFrame, best first
-    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv, tb/<model>/, ...
+    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv/.md, plots/, tb/<model>/, ...
 
     Experiment({"data": {"dataset": MyData}, "model": [{"name": "mine", "arch": MyNet}]}).run()
 """
@@ -24,21 +24,19 @@ from runner.config import Config, ModelConfig, config_from_dict, load_config
 from runner.early_stopping import EarlyStopping
 from runner.envinfo import environment
 from runner.errors import CompareError, RunDirError
+from runner.finalize import finalize_run
 from runner.flops import probe_forward
 from runner.interrupts import Interrupted, StopFlag
 from runner.lock import refuse_if_locked, run_dir_lock
 from runner.preflight import check_data_and_models
 from runner.progress import Progress
 from runner.references import describe
-from runner.report import leaderboard
 from runner.rng import RngStream
 from runner.shared_pass import Outputs, SharedPass
 from runner.sinks import HistorySink, write_csv_atomic
 from runner.slot import Slot
 
 CHECKPOINTS = "checkpoints"
-# Worst first: a model's status over several seeds is its worst one.
-STATUS_ORDER = ["failed", "diverged", "running", "early_stopped", "done"]
 
 
 @dataclass
@@ -50,7 +48,7 @@ class RunResult:
 
     @property
     def some_failed(self) -> bool:
-        return bool(self.leaderboard["status"].isin(["failed", "diverged"]).any()) if len(self.leaderboard) else False
+        return bool(self.leaderboard["status"].str.contains("failed|diverged").any()) if len(self.leaderboard) else False
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -124,14 +122,6 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return out
 
 
-def model_statuses(history: pd.DataFrame) -> pd.DataFrame:
-    """Per model: its worst final status over seeds, and where it stopped."""
-    last = history.sort_values("epoch").groupby(["model", "seed"]).tail(1)
-    last = last.assign(rank=last["status"].map(STATUS_ORDER.index)).sort_values("rank")
-    first = last.groupby("model").head(1).set_index("model")
-    return first[["status", "stopped_at"]].fillna("").reset_index()
-
-
 class Experiment:
     def __init__(self, config: Config | dict, overrides: list[str] = ()):
         """`config`: a validated Config, or a dict with the TOML file's schema, in which `arch`,
@@ -172,6 +162,7 @@ class Experiment:
         fail_fast: bool = False,
         stop: StopFlag | None = None,
         argv: list[str] | None = None,
+        plots: bool = True,
     ) -> RunResult:
         """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
         by a signal handler: the run then checkpoints after the current step and raises
@@ -218,10 +209,12 @@ class Experiment:
                     # Seed done: the next one starts fresh (pass None); after the last, finished.
                     self._save(run_dir, index + 1, None, history, finished=index + 1 == len(cfg.seeds))
             except Interrupted:
-                self._write_leaderboard(run_dir, history, slots)  # the partial leaderboard
+                if not history.frame().empty:
+                    finalize_run(run_dir, plots=False)  # the partial leaderboard
                 raise
-            board = self._write_leaderboard(run_dir, history, slots)
-        return RunResult(run_dir, board, history.frame())
+            # Reports read the run directory back, as `compare leaderboard` / `compare plot` do.
+            board = finalize_run(run_dir, plots=plots)
+        return RunResult(run_dir, board.table, history.frame())
 
     def _resume_point(self, run_dir: Path) -> dict | None:
         """The checkpoint to continue from; None when the run never reached its first one."""
@@ -246,11 +239,3 @@ class Experiment:
         }
         save_checkpoint(state, run_dir / CHECKPOINTS)
 
-    def _write_leaderboard(self, run_dir: Path, history: HistorySink, slots: list[Slot]) -> pd.DataFrame:
-        frame = history.frame()
-        if frame.empty:
-            return frame
-        models = pd.DataFrame([s.info for s in slots]).drop(columns=["outputs"]).merge(model_statuses(frame), on="model", how="left")
-        board = leaderboard(frame, models)
-        write_csv_atomic(board, run_dir / "leaderboard.csv")
-        return board

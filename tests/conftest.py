@@ -32,10 +32,11 @@ def mlp(name: str, dropout: float = 0.2, lr: float = 0.1, **extra) -> dict:
 
 @pytest.fixture
 def run(tmp_path):
-    """run(config_dict, name="run") -> RunResult, in a fresh directory under tmp_path."""
+    """run(config_dict, name="run") -> RunResult, in a fresh directory under tmp_path.
+    No PNGs (tests/test_plots.py covers them); everything else a run writes."""
 
     def go(raw: dict, name: str = "run", overrides=()):
-        return Experiment(config_from_dict(raw, overrides=list(overrides))).run(tmp_path / name)
+        return Experiment(config_from_dict(raw, overrides=list(overrides))).run(tmp_path / name, plots=False)
 
     return go
 
@@ -67,3 +68,14 @@ def cifar_mini(tmp_path_factory) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(out, filter="data")
     return out / "cifar10-mini"
+
+
+@pytest.fixture(scope="session")
+def seeded_run(tmp_path_factory) -> Path:
+    """A finished 3-seed run of three tiny models, plots and TensorBoard views included:
+    two that learn, one that cannot (lr = 0), so the paired test has both kinds of answer."""
+    raw = digits_config([mlp("fast", lr=0.2), mlp("slow", lr=0.05, dropout=0.0), mlp("stuck", lr=0.0)], epochs=2)
+    raw["experiment"]["seeds"] = [0, 1, 2]
+    out = tmp_path_factory.mktemp("seeded") / "run"
+    Experiment(config_from_dict(raw)).run(out)
+    return out

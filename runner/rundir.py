@@ -1,0 +1,125 @@
+"""Read a finished (or interrupted) run directory: the only input of every report.
+
+Reports never look at live training state, so `compare leaderboard` and `compare plot`
+give the same answer on any run directory as `compare run` gave at the end of the run.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from runner.errors import RunDirError
+
+PREDICTION_KEYS = ("target", "final", "final_epoch", "best", "best_epoch")
+
+
+@dataclass
+class RunData:
+    path: Path
+    history: pd.DataFrame  # one row per model, seed and epoch
+    models: pd.DataFrame  # one row per model: arch, params, flops_per_sample, optimizer, ...
+    env: dict  # env.json: test_samples, classes, versions
+    config: dict  # config.toml as plain data ({} when absent)
+    # model -> seed -> {"target", "final", "best": int arrays, "final_epoch", "best_epoch": int}
+    predictions: dict[str, dict[int, dict]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def model_names(self) -> list[str]:
+        """In config order (models.csv), then any model only history knows."""
+        names = list(self.models["model"]) if "model" in self.models else []
+        return names + [m for m in self.history["model"].unique() if m not in names]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(s) for s in self.history["seed"].unique())
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.env.get("classes") or []]
+
+    @property
+    def test_samples(self) -> int | None:
+        n = self.env.get("test_samples")
+        if n:
+            return int(n)
+        for seeds in self.predictions.values():
+            for pred in seeds.values():
+                return len(pred["target"])
+        return None
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read RUN_DIR; a missing or unreadable file is a RunDirError naming the path."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: no such run directory")
+    history = _read_csv(path / "history.csv", required=("model", "seed", "epoch"))
+    if history.empty:
+        raise RunDirError(f"{path / 'history.csv'}: no epochs recorded yet")
+    history["model"] = history["model"].astype(str)
+    models_path = path / "models.csv"
+    models = _read_csv(models_path, required=("model",)) if models_path.exists() else pd.DataFrame({"model": history["model"].unique()})
+    models["model"] = models["model"].astype(str)
+    env = _read_json(path / "env.json")
+    config = _read_toml(path / "config.toml")
+    return RunData(path, history, models, env, config, _read_predictions(path / "predictions"))
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    if not path.exists():
+        raise RunDirError(f"{path.parent}: not a run directory (no {path.name})")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise RunDirError(f"{path}: cannot read: {err}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise RunDirError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path}: cannot read: {err}") from None
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise RunDirError(f"{path}: cannot read: {err}") from None
+
+
+def _read_predictions(folder: Path) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = {}
+    if not folder.is_dir():
+        return out
+    for model_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for file in sorted(model_dir.glob("seed_*.npz")):
+            stem = file.stem.removeprefix("seed_")
+            if not stem.lstrip("-").isdigit():
+                continue  # e.g. a half-written seed_0.tmp.npz
+            try:
+                with np.load(file, allow_pickle=False) as npz:
+                    pred = {k: npz[k] for k in PREDICTION_KEYS if k in npz}
+            except (OSError, ValueError) as err:
+                raise RunDirError(f"{file}: cannot read predictions: {err}") from None
+            if "target" not in pred or "final" not in pred:
+                raise RunDirError(f"{file}: expected arrays 'target' and 'final'")
+            out.setdefault(model_dir.name, {})[int(stem)] = pred
+    return out
