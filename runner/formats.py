@@ -50,21 +50,19 @@ def _tied(row) -> str:
 def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
     """Formatted strings, one column per claim; `compact` (terminal) drops the less-read ones."""
     t, metric = board.table, board.evidence.metric
-    acc_fmt = ".4f"
     out = pd.DataFrame({"rank": t["rank"].astype(str)})
     if "run" in t:
         out["run"] = t["run"]
     out["model"] = t["model"]
-    for col in ("arch",):
-        if col in t:
-            out[col] = t[col].fillna("-").astype(str)
+    if "arch" in t:
+        out["arch"] = t["arch"].fillna("-").astype(str)
     if "params" in t:
         out["params"] = [_si(v) for v in t["params"]]
     if "flops_per_sample" in t and not compact:
         out["flops/sample"] = [_si(v) for v in t["flops_per_sample"]]
     names = [metric] if compact else ["test_acc"] + ([metric] if metric != "test_acc" else [])
     for name in names:
-        fmt = acc_fmt if "acc" in name or "loss" in name else ".4g"
+        fmt = ".4f" if "acc" in name or "loss" in name else ".4g"
         out[f"{name} ± std"] = [f"{_num(m, fmt)} ± {_num(s, fmt)}" if not pd.isna(s) else _num(m, fmt) for m, s in zip(t[f"{name}_mean"], t[f"{name}_std"])]
         out[f"{name} 95% CI"] = [f"[{_num(lo, fmt)}, {_num(hi, fmt)}]" for lo, hi in zip(t[f"{name}_ci95_low"], t[f"{name}_ci95_high"])]
     if not (compact and metric == "test_loss"):
