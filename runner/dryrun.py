@@ -85,7 +85,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
 
 
 def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device) -> ModelPlan:
-    slot = build_slot(cfg, m, data.input_shape, data.num_classes, device)
+    slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device)
     model, params = slot.model, list(slot.model.parameters())
     saved = SavedTensorBytes(params)
     model.train()

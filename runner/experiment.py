@@ -23,14 +23,14 @@ from runner.checkpoint import load_checkpoint, save_checkpoint
 from runner.config import Config, ModelConfig, config_from_dict, load_config
 from runner.early_stopping import EarlyStopping
 from runner.envinfo import environment
-from runner.errors import CompareError, RunDirError
+from runner.errors import CompareError, RunDirError, UserCodeError
 from runner.finalize import finalize_run
 from runner.flops import probe_forward
 from runner.interrupts import Interrupted, StopFlag
 from runner.lock import refuse_if_locked, run_dir_lock
 from runner.preflight import check_data_and_models
 from runner.progress import Progress
-from runner.references import describe
+from runner.references import describe, located, one_line
 from runner.rng import RngStream
 from runner.shared_pass import Outputs, SharedPass
 from runner.sinks import HistorySink, write_csv_atomic
@@ -76,7 +76,10 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     scheduler = None
     if m.scheduler is not None:
         scheduler = components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)
-    flops, out_shape = probe_forward(model, input_shape, device)
+    try:
+        flops, out_shape = probe_forward(model, input_shape, device)
+    except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
+        raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {tuple(input_shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
     info = {
         "model": m.name,
         "arch": describe(m.arch),

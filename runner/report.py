@@ -116,7 +116,7 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None) -> dict
         "train_time_s": seconds.groupby(h["seed"]).sum().mean(),
         "samples_per_s": col(h, "train_samples").sum() / seconds.sum() if seconds.sum() > 0 else math.nan,
         "status": _status(col(final, "status")),
-        "stopped_at": "; ".join(sorted({str(v) for v in col(final, "stopped_at").dropna() if str(v)})),
+        "stopped_at": "; ".join(sorted({str(v) for v in col(final, "stopped_at").dropna() if str(v)})) or math.nan,
         "grad_norm_mean": col(h, "grad_norm_mean").mean(),
         "grad_norm_max": col(h, "grad_norm_max").max(),
         "grad_norm_final": col(final, "grad_norm_mean").mean(),
