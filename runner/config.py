@@ -83,6 +83,7 @@ class ModelConfig:
     scheduler: SchedulerConfig | None = None
     seed: int | None = None  # this model's RNG stream; unset = derived from (experiment seed, name)
     early_stopping: EarlyStoppingConfig | None = None  # overrides [experiment] early_stopping
+    device: str | None = None  # cpu | cuda[:N] | mps: this model's own device; unset = experiment.device
 
 
 @dataclass
@@ -127,6 +128,8 @@ class Config:
                 entry["seed"] = m.seed
             if m.early_stopping is not None:
                 entry["early_stopping"] = plain(m.early_stopping)
+            if m.device is not None:
+                entry["device"] = m.device
             models.append(entry)
         return {
             "experiment": plain(self.experiment),
@@ -383,6 +386,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad(f"loss.{message.key}", message.text)
     for m in cfg.models:
         where = f"model.{m.name}"
+        if m.device is not None and not DEVICE_PATTERN.match(m.device):
+            bad(f"{where}.device", f"expected auto, cpu, cuda, cuda:N or mps, got {m.device!r}")
         for message in components.check_model(m.arch, m.args):
             bad(f"{where}.{message.key}", message.text)
         for message in components.check_optimizer(m.optimizer.name, m.optimizer.args):
