@@ -137,11 +137,15 @@ def session(device_spec: str):
     device = resolve_rank_device(device_spec, local_rank)
     created = not dist.is_initialized()
     if created:
+        # The store outlives a torchrun restart (agent store); without a per-attempt prefix the
+        # restarted ranks read their peers' addresses from the previous attempt and never connect.
+        store, rank, world = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"compare/attempt_{restart_count()}", store)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group("nccl", store=store, rank=rank, world_size=world, device_id=device)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     # Host-side agreement (did a forward raise? the batch sizes) goes over gloo, so it never
     # forces a GPU sync; on the CPU the default group already is gloo.
     host = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
