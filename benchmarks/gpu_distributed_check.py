@@ -121,7 +121,7 @@ def torchrun_nccl() -> None:
     if killed.returncode == 0:
         resumed = pd.read_csv(OUT / "restarted" / "history.csv")[METRICS]
         diff = float((resumed[floats] - ddp[floats]).abs().to_numpy().max())
-        check("nccl_restart_resumes", diff == 0.0 and resumed["status"].tolist() == ddp["status"].tolist(), f"max difference to the uninterrupted run {diff:.3g}")
+        check("nccl_restart_resumes", diff <= 1e-6 and resumed["status"].tolist() == ddp["status"].tolist(), f"max difference to the uninterrupted run {diff:.3g}")
     else:
         check("nccl_restart_resumes", False, killed.stderr[-500:])
 

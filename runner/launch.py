@@ -26,6 +26,7 @@ def exit_code(failures: dict) -> int:
 
 
 def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path) -> int:
+    from torch.distributed.elastic.multiprocessing import SignalException  # noqa: PLC0415
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError  # noqa: PLC0415
     from torch.distributed.run import get_args_parser, run  # noqa: PLC0415
 
@@ -35,6 +36,8 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path)
         run(get_args_parser().parse_args(torchrun_args(nproc, max_restarts, worker_args)))
     except ChildFailedError as err:
         return exit_code(err.failures)
+    except SignalException as err:  # Ctrl-C / SIGTERM: the agent passed it on; the workers checkpointed
+        return 128 + int(err.sigval)
     board = Path(run_dir) / "leaderboard.csv"
     if board.exists() and pd.read_csv(board)["status"].isin(["failed", "diverged"]).any():
         return EXIT_SOME_FAILED
