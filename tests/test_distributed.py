@@ -19,7 +19,7 @@ from runner.errors import ConfigError, DataError
 from runner.preflight import check_sharding
 from runner.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from tests.conftest import ROOT, digits_config
-from tests.test_reliability import LAUNCHER, explodes, killable
+from tests.test_reliability import LAUNCHER, explodes, killable, launch
 
 METRICS = ["model", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean", "grad_norm_max", "lr", "status", "train_samples"]
 # fp32, 2 ranks: DDP sums the two half-batch gradients in another order than one process sums
@@ -122,6 +122,13 @@ def test_a_lost_worker_is_restarted_by_torchrun_and_resumes_bitwise(two_ranks, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart" in proc.stderr.lower()  # torchrun's own log of the restart
     pd.testing.assert_frame_equal(history(run_dir), history(reference), check_exact=True)
+
+
+def test_resuming_with_another_number_of_processes_is_refused(two_ranks):
+    config, run_dir = two_ranks
+    proc = launch("run", config, "--out", run_dir, "-q", "--resume")  # one process, no torchrun
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {run_dir} was checkpointed by 2 process(es); resume it with as many (now 1)"
 
 
 def test_compare_run_nproc_starts_torchrun_and_maps_exit_codes(tmp_path):
