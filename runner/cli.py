@@ -24,7 +24,12 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(err: Exception, debug: bool) -> None:
-    """One line per problem on stderr (no traceback unless --debug), then the exit code."""
+    """One line per problem on stderr (no traceback unless --debug), then the exit code. Under
+    torchrun the ranks share their errors, so rank 0 alone prints them, unless one rank alone knows."""
+    from runner.distributed import env_rank  # noqa: PLC0415
+
+    if isinstance(err, CompareError) and env_rank() > 0 and not getattr(err, "rank_local", False):
+        raise typer.Exit(err.exit_code)
     if debug:
         traceback.print_exc()
     if isinstance(err, CompareError):
@@ -48,18 +53,24 @@ def seeds_override(text: str) -> str:
 
 def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
     """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes."""
+    from runner import distributed  # noqa: PLC0415
     from runner.interrupts import graceful_interrupts  # noqa: PLC0415
     from runner.progress import Progress, RichProgress  # noqa: PLC0415
 
+    main = distributed.env_rank() == 0
+    if distributed.restart_count() > 0:
+        options["resume"] = True  # torchrun restarted the workers (a node or process was lost)
     try:
         with graceful_interrupts() as stop:
             experiment = experiment_factory()
-            result = experiment.run(run_dir, progress=Progress() if quiet else RichProgress(), stop=stop, argv=sys.argv, **options)
+            result = experiment.run(run_dir, progress=RichProgress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
     except KeyboardInterrupt:  # the second Ctrl-C: stop at once
         sys.stderr.write("error: interrupted; stopped at once (checkpoints already written are kept)\n")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         _fail(err, debug)
+    if not main:
+        return
     if result.already_finished:
         console.print(f"{result.run_dir} already finished; nothing to resume")
         return
@@ -73,7 +84,8 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
     if result.some_failed:
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
-        raise typer.Exit(EXIT_SOME_FAILED)
+        if not distributed.launched():  # under torchrun a non-zero exit would restart the run
+            raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command()
@@ -89,6 +101,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, build every model and the data, run one batch through each, print the plan; train nothing, write nothing.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    nproc: Annotated[Optional[int], typer.Option(help="Data parallel over this many processes on this node (starts torchrun's agent; one GPU each, or CPU with gloo).")] = None,
+    max_restarts: Annotated[int, typer.Option(help="With --nproc: restart the workers this often after a failure; they resume from the last checkpoint.")] = 0,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     from runner.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
@@ -102,7 +116,30 @@ def run(
             return
     except Exception as err:  # noqa: BLE001
         _fail(err, debug)
+    if nproc is not None:
+        worker_args = ["run", str(config), *(f"--set={s}" for s in overrides), *(["--out", str(out)] if out else [])]
+        flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
+        worker_args += [flag for flag, on in flags if on]
+        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug)
+        return
     _train(lambda: Experiment.from_toml(config, overrides), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots)
+
+
+def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
+    """Check the config once here (one message, not one per worker), then start the workers."""
+    from runner import distributed, launch  # noqa: PLC0415
+
+    try:
+        if distributed.launched():
+            raise launch.RunDirError("--nproc starts torchrun itself; under torchrun, leave it out")
+        experiment = experiment_factory()  # a bad config fails here, before any worker starts
+        run_dir = out or experiment.default_run_dir()
+        code = launch.launch(nproc, max_restarts, worker_args, run_dir)
+    except Exception as err:  # noqa: BLE001
+        _fail(err, debug)
+    if code == EXIT_SOME_FAILED:
+        sys.stderr.write(f"warning: some models failed or diverged; see {run_dir / 'errors'}\n")
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -91,6 +91,7 @@ class ModelConfig:
     seed: int | None = None  # this model's RNG stream; unset = derived from (experiment seed, name)
     early_stopping: EarlyStoppingConfig | None = None  # overrides [experiment] early_stopping
     sweep_values: dict = field(default_factory=dict)  # set by sweep expansion: leaderboard columns sweep.<key>
+    device: str | None = None  # cpu | cuda[:N] | mps: this model's own device; unset = experiment.device
 
 
 @dataclass
@@ -152,6 +153,8 @@ class Config:
                 entry["early_stopping"] = plain(m.early_stopping)
             if m.sweep_values:
                 entry["sweep_values"] = m.sweep_values
+            if m.device is not None:
+                entry["device"] = m.device
             models.append(entry)
         return {
             "experiment": plain(self.experiment),
@@ -381,6 +384,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad(f"loss.{message.key}", message.text)
     for m in cfg.models:
         where = f"model.{m.name}"
+        if m.device is not None and not DEVICE_PATTERN.match(m.device):
+            bad(f"{where}.device", f"expected auto, cpu, cuda, cuda:N or mps, got {m.device!r}")
         for message in components.check_model(m.arch, m.args, base):
             bad(f"{where}.{message.key}", message.text)
         for message in components.check_optimizer(m.optimizer.name, m.optimizer.args):

@@ -31,50 +31,73 @@ def seeded_batches(loader: DataLoader, data_rng: RngStream) -> Iterator:
         yield batch
 
 
-def check_health(slots: list[Slot], epoch: int, step: int) -> None:
-    """Quarantine models whose loss or gradient norm went non-finite this step: one host
-    sync for all models together, instead of one per model."""
-    trained = [s for s in slots if s.live and s.step_ok is not None]
-    if not trained:
+Agree = Callable[[torch.Tensor], torch.Tensor]  # under DDP: the codes reduced over ranks (max)
+
+
+def check_health(slots: list[Slot], where: str, agree: Agree | None = None) -> None:
+    """Quarantine the models (those that trained this step) whose loss or gradient norm went
+    non-finite: one host sync for all models together, instead of one per model. Under DDP
+    `agree` makes it one all-reduce too, so a model unhealthy on any rank leaves every rank."""
+    if not slots and agree is None:
         return
-    for slot, ok in zip(trained, torch.stack([s.step_ok for s in trained]).tolist()):
-        if not ok:
-            slot.diverge(f"epoch {epoch} step {step}")
+    home = canonical(slots[0].device) if slots else torch.device("cpu")
+    codes = torch.stack([s.health_code().to(home, non_blocking=True) for s in slots]) if slots else torch.zeros(0, dtype=torch.long)
+    if agree is not None:
+        codes = agree(codes)
+    for slot, code in zip(slots, codes.tolist()):
+        if code:
+            slot.settle(code, where)
+
+
+def canonical(device: torch.device) -> torch.device:
+    """`cuda` and `cuda:<current>` are one device: one copy of the batch, not two."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[Slot]) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor]]:
+    """The batch on every device a live model uses: copied once per device, not once per model."""
+    out: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    for slot in slots:
+        device = canonical(slot.device)
+        if slot.live and device not in out:
+            out[device] = (x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+    return out
 
 
 def train_one_epoch(
     slots: list[Slot],
     loader: DataLoader,
     loss_fn: nn.Module,
-    device: torch.device,
     data_rng: RngStream,
     epoch: int,
     start_step: int = 0,
     on_step: Callable[[int, list[Slot]], None] | None = None,
+    agree: Agree | None = None,
 ) -> float:
     """One pass over the train split (from `start_step` when resuming); returns the seconds
-    spent waiting for data."""
+    spent waiting for data. Under DDP `loader` yields this rank's slice of each batch."""
     for slot in slots:
         slot.model.train()
     data_seconds = 0.0
     tick = time.perf_counter()
     for step, (x, y) in enumerate(seeded_batches(loader, data_rng), start=start_step):
-        x = x.to(device, non_blocking=True)  # moved once, shared by every model
-        y = y.to(device, non_blocking=True)
+        batch = to_devices(x, y, slots)  # moved once per device, shared by every model there
         data_seconds += time.perf_counter() - tick
-        for slot in slots:
-            if slot.live:
-                slot.train_step(x, y, loss_fn, epoch, step)
-        check_health(slots, epoch, step)
+        live = [s for s in slots if s.live]
+        for slot in live:
+            slot.train_step(*batch[canonical(slot.device)], loss_fn, epoch, step)
+        check_health(live, f"epoch {epoch} step {step}", agree)
         if on_step is not None:
             on_step(step, slots)
         tick = time.perf_counter()
     return data_seconds
 
 
-def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, device: torch.device, epoch: int) -> torch.Tensor:
+def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, epoch: int, agree: Agree | None = None) -> torch.Tensor:
     """Every live model on the test split, in order, under eval() and no_grad().
-    Returns the test targets in that order (on the CPU)."""
+    Returns the test targets in that order (on the CPU; under DDP: this rank's shard)."""
     live = [s for s in slots if s.live]
     for slot in live:
         slot.model.eval()
@@ -87,11 +110,12 @@ def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, device: 
     with torch.no_grad():
         for x, y in loader:
             targets.append(y)
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
+            batch = to_devices(x, y, live)
             for slot in live:
                 if slot.live:
-                    slot.eval_step(x, y, loss_fn, epoch)
+                    slot.eval_step(*batch[canonical(slot.device)], loss_fn, epoch)
     for slot in live:
         slot.model.train()
-    return torch.cat(targets)
+    if agree is not None:  # a model that raised in evaluation on one rank fails on all
+        check_health(live, f"epoch {epoch} evaluation", agree)
+    return torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)

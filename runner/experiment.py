@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tomllib
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +22,16 @@ import torch
 from runner import components, tomlio
 from runner.checkpoint import load_checkpoint, save_checkpoint
 from runner.config import Config, ModelConfig, config_from_dict, load_config
+from runner.ddp_slot import DDPSlot
+from runner.distributed import Dist, session
 from runner.early_stopping import EarlyStopping
 from runner.envinfo import environment
-from runner.errors import CompareError, RunDirError, UserCodeError
+from runner.errors import CompareError, ConfigError, Problem, RunDirError, UserCodeError
 from runner.finalize import finalize_run
 from runner.flops import probe_forward
 from runner.interrupts import Interrupted, StopFlag
 from runner.lock import refuse_if_locked, run_dir_lock
-from runner.preflight import check_data_and_models
+from runner.preflight import check_data_and_models, check_sharding
 from runner.progress import Progress
 from runner.references import describe, located, one_line
 from runner.rng import RngStream
@@ -51,7 +54,7 @@ class RunResult:
         return bool(self.leaderboard["status"].str.contains("failed|diverged").any()) if len(self.leaderboard) else False
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str, key: str = "experiment.device") -> torch.device:
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -60,10 +63,21 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunDirError(f"experiment.device: {spec!r} asked for, but torch sees no CUDA device")
+        raise RunDirError(f"{key}: {spec!r} asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunDirError(f"{key}: {spec!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RunDirError(f"experiment.device: {spec!r} asked for, but MPS is not available")
+        raise RunDirError(f"{key}: {spec!r} asked for, but MPS is not available")
     return device
+
+
+def model_device(cfg: Config, m: ModelConfig, default: torch.device, dist: Dist) -> torch.device:
+    """`[[model]] device` puts a model on its own device (one process, several GPUs)."""
+    if m.device is None:
+        return default
+    if dist.enabled:
+        raise ConfigError([Problem(cfg.source, f"model.{m.name}.device", "cannot be used under torchrun: each process drives one device (cuda:LOCAL_RANK)")])
+    return resolve_device(m.device, f"model.{m.name}.device")
 
 
 def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False) -> Slot:
@@ -169,14 +183,22 @@ class Experiment:
     ) -> RunResult:
         """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
         by a signal handler: the run then checkpoints after the current step and raises
-        `Interrupted` (see runner.interrupts)."""
+        `Interrupted` (see runner.interrupts). Under torchrun this runs on every rank, data
+        parallel; rank 0 alone touches the run directory."""
+        with session(self.config.experiment.device) as dist:
+            return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv)
+
+    def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv) -> RunResult:
         cfg, d = self.config, self.config.data
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
-        device = resolve_device(cfg.experiment.device)
-        checkpoint = self._resume_point(run_dir) if resume else None
+        device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
+        # Rank 0 reads the checkpoint and hands it to the others: only its node needs the run dir.
+        checkpoint = dist.from_main(lambda: self._resume_point(run_dir)) if resume else None
+        if checkpoint is not None and checkpoint.get("world_size", 1) != dist.world:
+            raise RunDirError(f"{run_dir} was checkpointed by {checkpoint.get('world_size', 1)} process(es); resume it with as many (now {dist.world})")
         if checkpoint is not None and checkpoint["finished"]:
-            history = pd.read_csv(run_dir / "history.csv")
-            return RunResult(run_dir, pd.read_csv(run_dir / "leaderboard.csv"), history, already_finished=True)
+            board, history = dist.from_main(lambda: (pd.read_csv(run_dir / "leaderboard.csv"), pd.read_csv(run_dir / "history.csv")))
+            return RunResult(run_dir, board, history, already_finished=True)
 
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
         data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
@@ -184,40 +206,56 @@ class Experiment:
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 
         def build(seed: int) -> list[Slot]:
-            return [build_slot(cfg, m, seed, data.input_shape, data.num_classes, device, fail_fast) for m in cfg.models]
+            slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
+            return [DDPSlot(s, dist) for s in slots] if dist.enabled else slots
 
         slots = build(cfg.seeds[first_seed])
         check_data_and_models(cfg, data, slots)
+        check_sharding(cfg, data, dist.world)
 
-        if checkpoint is None:
-            prepare_run_dir(run_dir, overwrite=overwrite or resume)
-        with run_dir_lock(run_dir):
-            if checkpoint is None:
-                (run_dir / "config.toml").write_text(tomlio.dumps(cfg.to_dict()))
-                env = environment(device, argv) | {"train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
-                (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-                write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
-            history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None)
+        lock = ExitStack()
+
+        def claim() -> None:
+            """Rank 0's: prepare the run directory, hold its lock, write the run's static facts."""
+            try:
+                if checkpoint is None:
+                    prepare_run_dir(run_dir, overwrite=overwrite or resume)
+                lock.enter_context(run_dir_lock(run_dir))
+                if checkpoint is None:
+                    (run_dir / "config.toml").write_text(tomlio.dumps(cfg.to_dict()))
+                    env = environment(device, argv) | {"world_size": dist.world, "train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
+                    (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+                    write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
+            except BaseException:
+                lock.close()
+                raise
+
+        dist.from_main(claim)
+        with lock:
+            history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None, write_file=dist.main)
             out = Outputs(run_dir, history, checkpoint=None, progress=progress or Progress(), stop=stop if stop is not None else StopFlag(),
                           checkpoint_every_steps=cfg.experiment.checkpoint_every_steps, grad_histograms=cfg.experiment.grad_histograms)
             try:
                 for index in range(first_seed, len(cfg.seeds)):
                     seed = cfg.seeds[index]
-                    shared = SharedPass(cfg, seed, slots if index == first_seed else build(seed), data, loss_fn, device)
+                    shared = SharedPass(cfg, seed, slots if index == first_seed else build(seed), data, loss_fn, device, dist)
                     if checkpoint is not None and index == first_seed and checkpoint["pass"] is not None:
                         shared.load_state_dict(checkpoint["pass"])
                         torch.set_rng_state(checkpoint["global_rng"])
-                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history)
+                        if dist.enabled:  # every rank takes back its own streams and partial sums
+                            shared.load_rank_state(checkpoint["ranks"][dist.rank])
+                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history, dist)
                     shared.run(out)
                     # Seed done: the next one starts fresh (pass None); after the last, finished.
-                    self._save(run_dir, index + 1, None, history, finished=index + 1 == len(cfg.seeds))
+                    self._save(run_dir, index + 1, None, history, dist, finished=index + 1 == len(cfg.seeds))
             except Interrupted:
-                if not history.frame().empty:
+                if dist.main and not history.frame().empty:
                     finalize_run(run_dir, plots=False)  # the partial leaderboard
                 raise
-            # Reports read the run directory back, as `compare leaderboard` / `compare plot` do.
-            board = finalize_run(run_dir, plots=plots)
-        return RunResult(run_dir, board.table, history.frame())
+            # Reports read the run directory back, as `compare leaderboard` / `compare plot` do;
+            # only rank 0 writes (and reads) them.
+            board = finalize_run(run_dir, plots=plots).table if dist.main else pd.DataFrame()
+        return RunResult(run_dir, board, history.frame())
 
     def _resume_point(self, run_dir: Path) -> dict | None:
         """The checkpoint to continue from; None when the run never reached its first one."""
@@ -231,7 +269,10 @@ class Experiment:
             raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
         return load_checkpoint(run_dir / CHECKPOINTS)
 
-    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, finished: bool = False) -> None:
+    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, dist: Dist, finished: bool = False) -> None:
+        """Collective under DDP: every rank hands rank 0 its own random streams and partial
+        sums (`ranks`); rank 0 writes the one checkpoint (weights are equal on every rank)."""
+        ranks = dist.gather_objects(shared.rank_state() if shared is not None else None) if dist.enabled else None
         state = {
             "version": 1,
             "seed_index": seed_index,
@@ -239,6 +280,8 @@ class Experiment:
             "history": history.rows,
             "pass": shared.state_dict() if shared is not None else None,
             "global_rng": torch.get_rng_state(),
+            "world_size": dist.world,
+            "ranks": ranks,
         }
-        save_checkpoint(state, run_dir / CHECKPOINTS)
+        dist.from_main(lambda: save_checkpoint(state, run_dir / CHECKPOINTS))
 

@@ -33,3 +33,16 @@ def check_data_and_models(cfg, data, slots) -> None:
         outputs = slot.info.get("outputs")
         if outputs is not None and high >= outputs:
             raise DataError(f"{cfg.source}: model.{slot.name}: outputs {outputs} classes but the dataset has label {high}")
+
+
+def check_sharding(cfg, data, world: int) -> None:
+    """Under DDP each rank takes a slice of every global batch: no slice may be empty."""
+    if world == 1:
+        return
+    n, batch = len(data.train), cfg.data.batch_size
+    if batch < world or 0 < n % batch < world:
+        raise DataError(
+            f"{cfg.source}: data.batch_size: {batch} over {world} processes leaves a process without samples "
+            f"({n} train samples: the last batch holds {n % batch or batch}); use a batch size of at least {world} "
+            f"whose last batch has at least {world} samples (or set data.subset)"
+        )

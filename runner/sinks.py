@@ -32,13 +32,15 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 class HistorySink:
-    def __init__(self, run_dir: Path, rows: list[dict] | None = None):
+    def __init__(self, run_dir: Path, rows: list[dict] | None = None, write_file: bool = True):
         self.path = Path(run_dir) / "history.csv"
         self.rows: list[dict] = list(rows or [])  # restored from a checkpoint on resume
+        self.write_file = write_file  # False on DDP ranks > 0: they keep the rows, rank 0 writes
 
     def write(self, records: list[dict]) -> None:
         self.rows += records
-        write_csv_atomic(self.frame(), self.path)
+        if self.write_file:
+            write_csv_atomic(self.frame(), self.path)
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows)
@@ -79,6 +81,19 @@ class TensorBoardSink:
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
+
+
+class NullTensorBoardSink:
+    """What DDP ranks > 0 write to TensorBoard: nothing (one event file per model, rank 0's)."""
+
+    def write(self, records: list[dict]) -> None:
+        pass
+
+    def write_gradients(self, name: str, epoch: int, model: nn.Module) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple) -> Path:

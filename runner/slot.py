@@ -1,6 +1,6 @@
 """A slot: everything that belongs to one model and nothing else (DESIGN.md).
 
-The engine only calls `train_step`, `eval_step`, `check_health` and `end_epoch`, so other
+The engine only calls `train_step`, `eval_step`, `health_code`/`settle` and `end_epoch`, so other
 kinds of slot (a fused group, a DDP-wrapped model) can stand behind the same interface.
 A slot that fails or diverges leaves the pass; the others never notice.
 """
@@ -20,6 +20,7 @@ from runner.rng import RngStream
 from runner.timing import WorkTimer
 
 RUNNING, DONE, EARLY_STOPPED, DIVERGED, FAILED = "running", "done", "early_stopped", "diverged", "failed"
+HEALTHY, NONFINITE, RAISED = 0, 1, 2  # a step's health code; the worst wins when ranks agree (max)
 
 
 def batch_loss_sum(loss: torch.Tensor, n: int, loss_fn: nn.Module) -> torch.Tensor:
@@ -129,6 +130,18 @@ class Slot:
             self._fail(err, f"epoch {epoch} evaluation")
         finally:
             self.eval_timer.stop()
+
+    def health_code(self) -> torch.Tensor:
+        """This step's health, on the model's device (read by the engine once for all models)."""
+        if self.status == FAILED or self.step_ok is None:
+            return torch.tensor(RAISED if self.status == FAILED else HEALTHY, device=self.device)
+        return (~self.step_ok).long()
+
+    def settle(self, code: int, where: str) -> None:
+        """Act on the step's (agreed) health code: a non-finite step quarantines the model. A
+        failure was already handled where it was raised."""
+        if code == NONFINITE and self.live:
+            self.diverge(where)
 
     def diverge(self, where: str) -> None:
         self.status, self.where = DIVERGED, where

@@ -5,6 +5,10 @@ variables, a way to die at an exact point (the production code has no such hooks
   KILL_AT_EVAL=n       SIGKILL on the n-th evaluation forward
   KILL_IN_SAVE=n       SIGKILL half-way through writing the n-th checkpoint
   SLOW_STEP_S=x        sleep x seconds in each training forward (to send signals mid-run)
+  KILL_RANK=r          under torchrun: only rank r kills itself, and only on the first attempt
+                       (TORCHELASTIC_RESTART_COUNT=0), so the restarted workers run through
+
+Run under torchrun as `python -m torch.distributed.run ... tests/launcher.py run CONFIG ...`.
 """
 from __future__ import annotations
 
@@ -25,9 +29,15 @@ from models.mlp import mlp  # noqa: E402
 COUNTS = {"train": 0, "eval": 0, "save": 0}
 
 
+def _armed() -> bool:
+    if "KILL_RANK" not in os.environ:
+        return True
+    return os.environ["KILL_RANK"] == os.environ.get("RANK") and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+
+
 def _tick(kind: str, env: str) -> None:
     COUNTS[kind] += 1
-    if os.environ.get(env) and COUNTS[kind] == int(os.environ[env]):
+    if os.environ.get(env) and COUNTS[kind] == int(os.environ[env]) and _armed():
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -48,17 +58,19 @@ class Killable(nn.Module):
 
 
 class ExplodesAfter(nn.Module):
-    """Healthy for `steps` training steps, then NaN outputs (or an exception, or an OOM)."""
+    """Healthy for `steps` training steps, then NaN outputs (or an exception, or an OOM);
+    with `on_rank`, only in the torchrun worker of that RANK (the others stay healthy)."""
 
-    def __init__(self, input_shape, num_classes, steps: int = 3, mode: str = "nan"):
+    def __init__(self, input_shape, num_classes, steps: int = 3, mode: str = "nan", on_rank: int | None = None):
         super().__init__()
         self.net = mlp(input_shape, num_classes, hidden=[16])
         self.steps, self.mode, self.calls = steps, mode, 0
+        self.armed = on_rank is None or int(os.environ.get("RANK", "-1")) == on_rank
 
     def forward(self, x):
         if self.training:
             self.calls += 1
-            if self.calls > self.steps:
+            if self.calls > self.steps and self.armed:
                 if self.mode == "raise":
                     raise RuntimeError("boom from ExplodesAfter")
                 if self.mode == "oom":
