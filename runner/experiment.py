@@ -186,9 +186,9 @@ class Experiment:
         `Interrupted` (see runner.interrupts). Under torchrun this runs on every rank, data
         parallel; rank 0 alone touches the run directory."""
         with session(self.config.experiment.device) as dist:
-            return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv)
+            return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots)
 
-    def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv) -> RunResult:
+    def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots) -> RunResult:
         cfg, d = self.config, self.config.data
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
         device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
