@@ -6,7 +6,7 @@
 set -euo pipefail
 out=${1:?usage: gpu_core_check.sh OUTDIR [cifar10-mini.tar.gz]}
 tarball=${2:-}
-mkdir -p "$out"
+rm -rf "$out" && mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 python3 - <<'PY'
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -120,8 +121,10 @@ def torchrun_nccl() -> None:
     killed = sh(*run, "--max-restarts=1", launcher, "run", ddp_cfg, "--out", OUT / "restarted", "-q", "--overwrite", env={"KILL_AT_STEP": "37", "KILL_RANK": "0"})
     if killed.returncode == 0:
         resumed = pd.read_csv(OUT / "restarted" / "history.csv")[METRICS]
-        diff = float((resumed[floats] - ddp[floats]).abs().to_numpy().max())
-        check("nccl_restart_resumes", diff <= 1e-6 and resumed["status"].tolist() == ddp["status"].tolist(), f"max difference to the uninterrupted run {diff:.3g}")
+        # The diverged model's NaN losses must line up too; compare the finite values.
+        same_nans = resumed[floats].isna().equals(ddp[floats].isna())
+        diff = float(np.nanmax((resumed[floats] - ddp[floats]).abs().to_numpy()))
+        check("nccl_restart_resumes", same_nans and diff <= 1e-6 and resumed["status"].tolist() == ddp["status"].tolist(), f"max difference to the uninterrupted run {diff:.3g} (NaNs in the same places: {same_nans})")
     else:
         check("nccl_restart_resumes", False, killed.stderr[-500:])
 
