@@ -84,11 +84,13 @@ def test_only_rank_0_writes_and_predictions_come_back_in_test_order(two_ranks):
     _, run_dir = two_ranks
     for model in ("a", "c", "nan1", "raise1"):
         events = list((run_dir / "tb" / model).glob("events.out.tfevents.*"))
-        assert len(events) == 1, events  # one writer per model: rank 0's
+        training = [e for e in events if not e.name.endswith(".compare-views")]
+        assert len(training) == 1, events  # one training writer per model: rank 0's
+        assert len({e.name.split(".")[-2 if e in training else -3] for e in events}) == 1, events  # all from one process
     rows = history(run_dir)
     assert not rows.duplicated(["model", "seed", "epoch"]).any()
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["checkpoints", "config.toml", "env.json", "errors", "history.csv", "leaderboard.csv", "models.csv", "predictions", "tb"]
+        ["checkpoints", "config.toml", "env.json", "errors", "history.csv", "leaderboard.csv", "leaderboard.md", "models.csv", "plots", "predictions", "tb"]
     )
     saved = np.load(run_dir / "predictions" / "a" / "seed_0.npz")
     from datasets import create_dataset  # noqa: PLC0415
@@ -141,7 +143,7 @@ def test_compare_run_nproc_starts_torchrun_and_maps_exit_codes(tmp_path):
     ok = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
-    assert len(list((tmp_path / "run" / "tb" / "m").glob("events.out.tfevents.*"))) == 1
+    assert len([e for e in (tmp_path / "run" / "tb" / "m").glob("events.out.tfevents.*") if not e.name.endswith(".compare-views")]) == 1
     bad = subprocess.run([*cmd[:-2], "--set", "data.batch_sized=3", "--nproc", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "did you mean 'batch_size'" in bad.stderr
 
