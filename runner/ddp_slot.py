@@ -27,7 +27,7 @@ from runner.config import derive_seed
 from runner.distributed import Dist
 from runner.errors import ModelFailedError
 from runner.rng import RngStream
-from runner.slot import FAILED, RAISED, Meter, Slot, batch_loss_sum, correct_count
+from runner.slot import FAILED, RAISED, Meter, Slot
 
 
 class DDPSlot(Slot):
@@ -71,15 +71,8 @@ class DDPSlot(Slot):
                     )
                     stop.rank_local = True  # only this rank knows: it prints the message
                     raise stop from err
-                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads)  # of the averaged gradient: equal on every rank
-                self.optimizer.step()
-                if self.scheduler is not None and self.scheduler_interval == "step":
-                    self.scheduler.step()
-            self.train_meter.grad_norms.append(norm)
-            self.train_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits.detach(), y), len(y))
-            self.last_loss = loss.detach()
-            self.step_ok = torch.isfinite(self.last_loss) & torch.isfinite(norm)
+                norm = self._optimizer_step()  # of the averaged gradient: equal on every rank
+            self._record_step(loss, logits, y, loss_fn, norm)
         except ModelFailedError:
             raise
         except Exception as err:  # noqa: BLE001 - an optimizer step that raised: settled by the engine's agreement

@@ -102,19 +102,28 @@ class Slot:
                 loss = loss_fn(logits, y)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads)
-                self.optimizer.step()
-                if self.scheduler is not None and self.scheduler_interval == "step":
-                    self.scheduler.step()
-            self.train_meter.grad_norms.append(norm)
-            self.train_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits.detach(), y), len(y))
-            self.last_loss = loss.detach()
-            self.step_ok = torch.isfinite(self.last_loss) & torch.isfinite(norm)
+                norm = self._optimizer_step()
+            self._record_step(loss, logits, y, loss_fn, norm)
         except Exception as err:  # noqa: BLE001 - one model's failure must not end the pass
             self._fail(err, f"epoch {epoch} step {step}")
         finally:
             self.timer.stop()
+
+    def _optimizer_step(self) -> torch.Tensor:
+        """After backward: the total gradient norm, then the optimizer and a per-step scheduler."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        return norm
+
+    def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norm: torch.Tensor) -> None:
+        """The step's sums, kept on the device; `step_ok` is read by the engine's health check."""
+        self.train_meter.grad_norms.append(norm)
+        self.train_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits.detach(), y), len(y))
+        self.last_loss = loss.detach()
+        self.step_ok = torch.isfinite(self.last_loss) & torch.isfinite(norm)
 
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int) -> None:
         """One test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
