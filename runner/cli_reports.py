@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from runner.cli import _fail, app, console
@@ -29,11 +30,11 @@ def rich_table(board, title: str) -> Table:
     from runner.formats import display  # noqa: PLC0415
 
     frame = display(board, compact=True)
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in frame.columns:
         table.add_column(column, justify="left" if column in LEFT else "right", no_wrap=column not in LEFT)
     for row in frame.itertuples(index=False):
-        table.add_row(*map(str, row))
+        table.add_row(*(escape(str(v)) for v in row))  # sweep names like tudui[lr=0.1] are not rich markup
     return table
 
 

@@ -6,6 +6,7 @@ The doc's fenced blocks drive the test, in document order:
   ```console```                                    `$ command` lines run; the lines under a
         command are its exact output (stdout + stderr); `error:` lines mean exit code 2
   ```console illustrative```                       commands run and must exit 0; output not compared
+  ```console ... exit=N```                          the commands' exit code is N (3: a model diverged)
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def walkthrough(tmp_path_factory):
                 log.append((command, proc))
                 output = [line.rstrip() for line in (proc.stdout + proc.stderr).splitlines()]
                 failing = any(line.startswith("error:") for line in expected)
-                assert proc.returncode == (2 if failing else 0), f"{command}\n{proc.stdout}\n{proc.stderr}"
+                expected_code = int(options.get("exit", 2 if failing else 0))
+                assert proc.returncode == expected_code, f"{command}\n{proc.stdout}\n{proc.stderr}"
                 if "illustrative" not in options:
                     assert output == [line.rstrip() for line in expected], f"{command}: output differs from the doc\n" + "\n".join(output)
     return work, log, notebooks
