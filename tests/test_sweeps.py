@@ -33,12 +33,14 @@ def test_leaderboard_carries_the_swept_values_and_equals_the_csv(run):
     result = run(digits_config([mlp("m", sweep=GRID), mlp("plain")], epochs=1))
     board = result.leaderboard.set_index("model")
     assert board.loc[NAMES, "sweep.lr"].tolist() == [0.1, 0.1, 0.03, 0.03]
-    assert board.loc[NAMES, "sweep.hidden"].tolist() == [[16], [32, 16], [16], [32, 16]]
+    # Reports read the run directory back: a swept list is the text models.csv holds.
+    assert board.loc[NAMES, "sweep.hidden"].tolist() == ["[16]", "[32, 16]", "[16]", "[32, 16]"]
     assert board.loc[NAMES, "lr"].tolist() == [0.1, 0.1, 0.03, 0.03]
     assert pd.isna(board.loc["plain", "sweep.lr"])
     csv = pd.read_csv(result.run_dir / "leaderboard.csv")
     assert list(csv.columns) == list(result.leaderboard.columns)
-    pd.testing.assert_series_equal(csv["sweep.lr"], result.leaderboard["sweep.lr"])
+    for column in ("sweep.lr", "sweep.hidden"):
+        pd.testing.assert_series_equal(csv[column], result.leaderboard[column])
 
 
 def test_every_point_is_validated_and_shared_problems_are_reported_once():
