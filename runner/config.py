@@ -19,6 +19,7 @@ from typing import Any
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model names become directory names (tb/<model>/): no separators, no "..", nothing empty.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
@@ -42,6 +43,11 @@ class ExperimentConfig:
     grad_histograms: bool = True  # per-layer gradient histograms in TensorBoard every epoch
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps; unset = per epoch
     early_stopping: EarlyStoppingConfig | None = None  # default for every model; unset = train all epochs
+    # Speed (README "Performance"); the defaults keep plain fp32 numerics.
+    precision: str | int = "32"  # 32 | bf16-mixed | 16-mixed (autocast; fp16 adds a GradScaler per model)
+    channels_last: bool = False  # models and image batches in channels_last memory format
+    compile: bool = False  # torch.compile every model (falls back to eager, with a warning, where it fails)
+    fuse: str = "off"  # off | on | auto: train same-architecture models as one vmapped group (auto: where measured faster)
 
 
 @dataclass
@@ -55,6 +61,8 @@ class DataConfig:
     subset: int | None = None  # keep this many train samples (seeded choice); unset = all
     test_subset: int | None = None  # keep this many test samples (seeded choice); unset = all
     augment: bool = False  # the dataset's train-time augmentation (e.g. crop + flip for CIFAR)
+    cache: str = "none"  # none | memory | device: decode once into a tensor, batch and augment it on the device
+    disk_cache: bool = False  # with cache: keep the decoded tensor under <root>/.compare-cache/ (keyed by content)
     args: dict = field(default_factory=dict)  # extra keyword arguments for the dataset
     # torchvision.transforms.v2 steps by name, [{ name = "RandomCrop", size = 32, padding = 4 }];
     # they replace the dataset's default steps for that split (unset: the defaults).
@@ -364,6 +372,17 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
     if not DEVICE_PATTERN.match(e.device):
         bad("experiment.device", f"expected auto, cpu, cuda, cuda:N or mps, got {e.device!r}")
+    if e.precision == 32:  # `precision = 32` written as a TOML integer
+        e.precision = "32"
+    for key, value, allowed in (
+        ("experiment.precision", e.precision, PRECISIONS),
+        ("experiment.fuse", e.fuse, ("off", "on", "auto")),
+        ("data.cache", d.cache, ("none", "memory", "device")),
+    ):
+        if value not in allowed:
+            bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
+    if d.disk_cache and d.cache == "none":
+        bad("data.disk_cache", 'keeps the decoded tensor of data.cache; set data.cache = "memory" or "device"')
     for key in ("batch_size", "eval_batch_size"):
         if getattr(d, key) < 1:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")

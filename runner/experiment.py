@@ -110,6 +110,13 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast)
 
 
+def build_slots(cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False) -> list[Slot]:
+    """One seed's slots, in config order: one per model (wrapped for DDP under torchrun)."""
+    dist = dist or Dist()
+    slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
+    return [DDPSlot(s, dist) for s in slots] if dist.enabled else slots
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         refuse_if_locked(run_dir)
@@ -206,8 +213,7 @@ class Experiment:
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 
         def build(seed: int) -> list[Slot]:
-            slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
-            return [DDPSlot(s, dist) for s in slots] if dist.enabled else slots
+            return build_slots(cfg, seed, data, device, dist, fail_fast)
 
         slots = build(cfg.seeds[first_seed])
         check_data_and_models(cfg, data, slots)
