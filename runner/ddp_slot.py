@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from runner.config import derive_seed
 from runner.distributed import Dist
 from runner.errors import ModelFailedError
+from runner.numerics import CompiledForward
 from runner.rng import RngStream
 from runner.slot import FAILED, RAISED, Meter, Slot
 
@@ -37,6 +38,7 @@ class DDPSlot(Slot):
         self.failure_shared = False  # every rank knows this model failed, and where
         device_ids = [slot.device.index] if slot.device.type == "cuda" else None
         self.ddp: DistributedDataParallel | None = DistributedDataParallel(slot.model, device_ids=device_ids)
+        self.ddp_forward = CompiledForward(self.ddp, slot.name) if isinstance(slot.forward, CompiledForward) else self.ddp
         if dist.rank > 0:
             self.rng = RngStream(derive_seed(slot.rng.seed, f"rank{dist.rank}"), slot.device)
             self.rng.seed = slot.rng.seed  # history's model_seed names the model's seed, not the rank's
@@ -49,8 +51,7 @@ class DDPSlot(Slot):
             error = None
             try:
                 with self.rng.active():
-                    logits = self.ddp(x)
-                    loss = loss_fn(logits, y)
+                    logits, loss = self.forward_loss(self.ddp_forward, x, y, loss_fn)
             except Exception as err:  # noqa: BLE001 - agreed on below, before anyone enters backward
                 error = err
             failed, n_global = self.dist.host_sum([error is not None, len(y)])
@@ -61,7 +62,8 @@ class DDPSlot(Slot):
             with self.rng.active():
                 self.optimizer.zero_grad(set_to_none=True)
                 try:
-                    (loss if weight == 1.0 else loss * weight).backward()
+                    weighted = loss if weight == 1.0 else loss * weight
+                    (self.scaler.scale(weighted) if self.scaler else weighted).backward()
                 except Exception as err:
                     # Part of DDP's gradient all-reduce may have run; the ranks cannot be brought
                     # back in step, so this process stops (torchrun then stops the others).

@@ -31,6 +31,7 @@ from runner.finalize import finalize_run
 from runner.flops import probe_forward
 from runner.interrupts import Interrupted, StopFlag
 from runner.lock import refuse_if_locked, run_dir_lock
+from runner.numerics import CompiledForward, Numerics
 from runner.preflight import check_data_and_models, check_sharding
 from runner.progress import Progress
 from runner.references import describe, located, one_line
@@ -84,8 +85,11 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     """Seed the model's own stream, build the model in it; the stream continues from there."""
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
+    numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
     with rng.active():
         model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name).to(device)
+    numerics = numerics.for_model(model, device, m.name)
+    model = numerics.prepare(model)
     optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
     scheduler = None
     if m.scheduler is not None:
@@ -107,7 +111,8 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     stopping = cfg.early_stopping(m)
     early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
     interval = m.scheduler.interval if m.scheduler else "epoch"
-    return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast)
+    forward = CompiledForward(model, m.name) if cfg.experiment.compile else model
+    return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast, numerics, forward)
 
 
 def build_slots(cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False) -> list[Slot]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from runner.early_stopping import EarlyStopping
 from runner.errors import ModelFailedError
+from runner.numerics import Numerics
 from runner.rng import RngStream
 from runner.timing import WorkTimer
 
@@ -68,9 +69,13 @@ class Meter:
 
 
 class Slot:
-    def __init__(self, name: str, model: nn.Module, optimizer, scheduler, scheduler_interval: str, rng: RngStream, device: torch.device, info: dict, early_stopping: EarlyStopping | None = None, fail_fast: bool = False):
+    def __init__(self, name: str, model: nn.Module, optimizer, scheduler, scheduler_interval: str, rng: RngStream, device: torch.device, info: dict,
+                 early_stopping: EarlyStopping | None = None, fail_fast: bool = False, numerics: Numerics = Numerics(), forward=None):
         self.name = name
         self.model = model
+        self.forward = forward or model  # the model, or its torch.compile'd forward
+        self.numerics = numerics
+        self.scaler = numerics.grad_scaler(device)  # fp16 only
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
@@ -98,10 +103,9 @@ class Slot:
         self.step_ok = None
         try:
             with self.rng.active():
-                logits = self.model(x)
-                loss = loss_fn(logits, y)
+                logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
                 norm = self._optimizer_step()
             self._record_step(loss, logits, y, loss_fn, norm)
         except Exception as err:  # noqa: BLE001 - one model's failure must not end the pass
@@ -109,11 +113,26 @@ class Slot:
         finally:
             self.timer.stop()
 
+    def forward_loss(self, forward, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits under the model's precision and layout; the shared loss on them in fp32."""
+        with self.numerics.autocast(self.device):
+            logits = forward(self.numerics.layout(x))
+        if logits.is_floating_point() and logits.dtype != torch.float32 and self.numerics.precision != "32":
+            logits = logits.float()
+        return logits, loss_fn(logits, y)
+
     def _optimizer_step(self) -> torch.Tensor:
-        """After backward: the total gradient norm, then the optimizer and a per-step scheduler."""
+        """After backward: the total gradient norm, then the optimizer and a per-step scheduler.
+        Under fp16 the scaler unscales first and skips the step when a gradient overflowed."""
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
-        self.optimizer.step()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         return norm
@@ -123,15 +142,16 @@ class Slot:
         self.train_meter.grad_norms.append(norm)
         self.train_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits.detach(), y), len(y))
         self.last_loss = loss.detach()
-        self.step_ok = torch.isfinite(self.last_loss) & torch.isfinite(norm)
+        # Under fp16 an overflowed gradient is the scaler's business (step skipped, scale
+        # lowered), not divergence; a non-finite loss still is.
+        self.step_ok = torch.isfinite(self.last_loss) & (torch.isfinite(norm) | (self.scaler is not None))
 
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int) -> None:
         """One test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
         self.eval_timer.start()
         try:
             with self.rng.active():
-                logits = self.model(x)
-                loss = loss_fn(logits, y)
+                logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
             self.test_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
             if logits.ndim == 2:
                 self._test_preds.append(logits.argmax(dim=1))
@@ -230,6 +250,7 @@ class Slot:
             "train_meter": self.train_meter.state_dict(),
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "best": None if self.best is None else {"acc": self.best[0], "epoch": self.best[1], "predictions": self.best[2]},
+            "scaler": self.scaler.state_dict() if self.scaler else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -242,6 +263,8 @@ class Slot:
         self.train_meter = Meter.from_state(state["train_meter"], self.device)
         if self.early_stopping is not None and state["early_stopping"] is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         best = state["best"]
         self.best = None if best is None else (best["acc"], best["epoch"], best["predictions"])
         if not self.live:

@@ -1,0 +1,78 @@
+"""How a model computes, chosen in `[experiment]`: precision (autocast, fp16 loss scaling),
+memory layout (channels_last) and torch.compile. The defaults change nothing: fp32, the
+model's own layout, eager.
+
+Logits come out of autocast in reduced precision; the shared loss is applied to them in fp32
+(`logits.float()`), as hand-written mixed-precision loops do, so every model's loss, metrics
+and health check are computed the same way whatever its precision.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from runner.errors import CompareWarning
+
+DTYPES = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+@dataclass(frozen=True)
+class Numerics:
+    precision: str = "32"  # a key of DTYPES
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device):
+        dtype = DTYPES[self.precision]
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch (N, C, H, W) in the models' memory format."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def for_model(self, model: nn.Module, device: torch.device, name: str) -> "Numerics":
+        """These numerics, less channels_last where it is known to be wrong for this model."""
+        if not (self.channels_last and device.type == "cpu"):
+            return self
+        # oneDNN's nhwc weight gradient of a strided 1x1 convolution with fewer input channels
+        # than its channel block is wrong, or hangs (oneDNN issue #6035; seen here with torch
+        # 2.14 for 3 and 4 input channels, fp32). ResNet shortcuts of narrow models are such convs.
+        for layer in model.modules():
+            if isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride != (1, 1) and layer.in_channels < 16:
+                warnings.warn(CompareWarning(
+                    f"model {name}: channels_last left off on the CPU: it has a strided 1x1 convolution with "
+                    f"{layer.in_channels} input channels, whose oneDNN channels_last gradient is wrong (oneDNN issue #6035)"), stacklevel=2)
+                return replace(self, channels_last=False)
+        return self
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
+        """fp16 gradients underflow without loss scaling: one scaler per model (its own scale)."""
+        return torch.amp.GradScaler(device.type) if self.precision == "16-mixed" else None
+
+
+class CompiledForward:
+    """`torch.compile(model)`, falling back to the eager model, with one warning, when
+    compilation fails (compilation happens at the first call, so failures surface there).
+    A model whose eager forward also raises has a bug of its own: that error propagates."""
+
+    def __init__(self, model: nn.Module, name: str):
+        self.model, self.name = model, name
+        self.compiled = torch.compile(model)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None:
+            return self.model(x)
+        try:
+            return self.compiled(x)
+        except Exception as err:  # noqa: BLE001 - a compiler failure: train it eagerly
+            out = self.model(x)  # raises where the model itself is broken: that is its error, not the compiler's
+            self.compiled = None
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            warnings.warn(CompareWarning(f"model {self.name}: torch.compile failed ({type(err).__name__}: {first}); training it uncompiled"), stacklevel=2)
+            return out
