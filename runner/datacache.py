@@ -37,7 +37,7 @@ DECODE_BATCH = 256  # images decoded (and stacked) per DataLoader batch
 @dataclass
 class CachedSplit:
     images: torch.Tensor  # [N, C, H, W] as decoded: uint8, or the dataset's own dtype (digits: float32)
-    labels: torch.Tensor  # [N], collated as the DataLoader would
+    labels: torch.Tensor  # [N], collated as the DataLoader would; on the CPU, as the engine expects targets
     pipeline: BatchPipeline
 
     def __len__(self) -> int:
@@ -114,7 +114,7 @@ def load_cached_data(d, base_dir: str | Path, seed: int, device: torch.device, s
         pipeline = plans[train][1]
         if not state["finished"][name]:  # the adapter ignored self.transform: items are final
             pipeline = BatchPipeline(finish=False)
-        splits.append(CachedSplit(state[f"{name}_images"].to(home), state[f"{name}_labels"].to(home), pipeline))
+        splits.append(CachedSplit(state[f"{name}_images"].to(home), state[f"{name}_labels"], pipeline))
     input_shape = splits[0].pipeline.output_shape(tuple(state["train_images"].shape[1:]))
     return CachedData(splits[0], splits[1], input_shape, list(state["classes"]))
 
@@ -227,17 +227,17 @@ class CachedLoader:
         return (self.batch(indices) for indices in self.batches)
 
     def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.split.images, self.split.labels
+        """(x on the device, through the pipeline; y on the CPU: the engine moves it, and keeps
+        the evaluation targets on the CPU as with a DataLoader)."""
         index = torch.tensor(indices, dtype=torch.long)
-        x, y = (self._take(t, index) for t in (images, labels))
-        return self.split.pipeline(x), y
-
-    def _take(self, tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if not self.pin:
-            return tensor[index.to(tensor.device, non_blocking=True)].to(self.device, non_blocking=True)
-        out = torch.empty((len(index), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
-        torch.index_select(tensor, 0, index, out=out)
-        return out.to(self.device, non_blocking=True)
+        images = self.split.images
+        if self.pin:
+            x = torch.empty((len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
+            torch.index_select(images, 0, index, out=x)
+        else:
+            x = images[index.to(images.device, non_blocking=True)]
+        y = self.split.labels[index]
+        return self.split.pipeline(x.to(self.device, non_blocking=True)), y.pin_memory() if self.pin else y
 
 
 def cached_loaders(data: CachedData, sampler, d, device: torch.device, dist, train_gen: torch.Generator, test_gen: torch.Generator) -> tuple[CachedLoader, CachedLoader]:

@@ -259,3 +259,18 @@ def test_cached_path_trains_like_the_pil_path_on_real_images(cifar_mini, run):
     accs = [run(raw | {"data": raw["data"] | {"cache": c}}, c).history.query("epoch == 2").set_index("model").test_acc for c in ("none", "memory")]
     assert (accs[0] - accs[1]).abs().max() < 0.15, accs
     assert (accs[1] > 0.15).all(), accs
+
+
+def test_two_processes_cached_equal_two_processes_dataloader(tmp_path):
+    """Under torchrun each rank indexes its slice of every global batch from the cache."""
+    from tests.test_distributed import PLAIN, torchrun, write_config  # noqa: PLC0415
+
+    runs = {}
+    for cache in ("none", "memory"):
+        config = write_config(tmp_path / f"{cache}.toml", [PLAIN, killable("c", seed=5)])
+        text = config.read_text().replace("[data]\n", f'[data]\ncache = "{cache}"\n')
+        config.write_text(text)
+        proc = torchrun("run", config, "--out", tmp_path / cache, "-q")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[cache] = history(tmp_path / cache)
+    pd.testing.assert_frame_equal(runs["memory"], runs["none"], check_exact=True)
