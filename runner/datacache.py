@@ -31,6 +31,7 @@ from runner.sampler import ShardedBatchSampler, shard_bounds
 
 CACHE_DIR = ".compare-cache"
 FORMAT = 1  # version of the cache file's layout
+KEYS = {"format", "classes", "transformed", "train_images", "train_labels", "test_images", "test_labels"}
 DECODE_BATCH = 256  # images decoded (and stacked) per DataLoader batch
 
 
@@ -112,7 +113,7 @@ def load_cached_data(d, base_dir: str | Path, seed: int, device: torch.device, s
     splits = []
     for train, name in ((True, "train"), (False, "test")):
         pipeline = plans[train][1]
-        if not state["finished"][name]:  # the adapter ignored self.transform: items are final
+        if not state["transformed"][name]:  # the adapter ignored self.transform: items are final
             pipeline = BatchPipeline(finish=False)
         splits.append(CachedSplit(state[f"{name}_images"].to(home), state[f"{name}_labels"], pipeline))
     input_shape = splits[0].pipeline.output_shape(tuple(state["train_images"].shape[1:]))
@@ -129,7 +130,7 @@ def decode(prepared, adapter, num_workers: int = 0) -> dict:
         state[f"{name}_images"] = torch.cat([c[0] for c in chunks])
         state[f"{name}_labels"] = torch.cat([c[1] for c in chunks])
     # Splits whose dataset called self.transform: their items still need the batch pipeline.
-    state["finished"] = {"train": True in adapter.decoded_splits, "test": False in adapter.decoded_splits}
+    state["transformed"] = {"train": True in adapter.decoded_splits, "test": False in adapter.decoded_splits}
     return state
 
 
@@ -183,8 +184,8 @@ def read_cache(path: Path) -> dict | None:
     """The cached tensors; None (with a warning) when the file is unreadable: it is decoded again."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != FORMAT:
-            raise ValueError(f"format {state.get('format')!r}, expected {FORMAT}")
+        if not isinstance(state, dict) or state.get("format") != FORMAT or not KEYS <= set(state):
+            raise ValueError(f"not a compare cache of format {FORMAT}")
         return state
     except Exception as err:  # noqa: BLE001 - a broken cache costs a decode, never the run
         warnings.warn(f"data.disk_cache: {path} is unreadable ({type(err).__name__}: {references.one_line(err)}); decoding again", CompareWarning, stacklevel=2)
