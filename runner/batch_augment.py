@@ -8,7 +8,7 @@ image at decode time, the rest runs on whole batches on the training device.
 The batch half draws one crop offset and one flip per *sample* (as the per-image v2 transforms
 do), from torch's global CPU generator: the engine makes that the data stream
 (`SharedPass.data_rng`) while it asks the loader for a batch, so the same seed gives the same
-batches on any device and no model's stream is touched. Crop and flip are one gather over the
+batches on any device and no model's stream is touched. Crop and flip are gathers over the
 zero-padded uint8 batch: no Python loop per sample.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def split_steps(steps: list, train: bool) -> tuple[list, BatchPipeline]:
 
 
 def crop_and_flip(x: torch.Tensor, crop: Crop | None, flip: float) -> torch.Tensor:
-    """Per-sample random crop of the zero-padded batch and per-sample horizontal flip, as one
+    """Per-sample random crop of the zero-padded batch and per-sample horizontal flip, as two
     gather. Offsets and flips are drawn on the CPU (global generator), then moved to x's device."""
     n, height, width = x.shape[0], x.shape[-2], x.shape[-1]
     left, right, top, bottom = crop.padding if crop else (0, 0, 0, 0)
@@ -121,6 +121,7 @@ def crop_and_flip(x: torch.Tensor, crop: Crop | None, flip: float) -> torch.Tens
     across = torch.arange(out_w, device=device)
     rows = rows0[:, None] + torch.arange(out_h, device=device)  # [n, out_h]
     cols = cols0[:, None] + torch.where(flipped[:, None], out_w - 1 - across, across)  # [n, out_w]; a flip reads the crop backwards
-    samples = torch.arange(n, device=device)[:, None, None]
-    # Channels last for the gather (advanced indices side by side), back to [n, C, out_h, out_w].
-    return x.movedim(1, -1)[samples, rows[:, :, None], cols[:, None, :]].movedim(-1, 1).contiguous()
+    channels = x.shape[1]
+    # Two gathers (rows, then columns): on the CPU about twice as fast as one advanced index.
+    x = torch.gather(x, 2, rows[:, None, :, None].expand(n, channels, out_h, x.shape[-1]))
+    return torch.gather(x, 3, cols[:, None, None, :].expand(n, channels, out_h, out_w))
