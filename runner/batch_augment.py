@@ -101,7 +101,7 @@ def split_steps(steps: list, train: bool) -> tuple[list, BatchPipeline]:
 
 def crop_and_flip(x: torch.Tensor, crop: Crop | None, flip: float) -> torch.Tensor:
     """Per-sample random crop of the zero-padded batch and per-sample horizontal flip, as two
-    gather. Offsets and flips are drawn on the CPU (global generator), then moved to x's device."""
+    gathers. Offsets and flips are drawn on the CPU (global generator), then moved to x's device."""
     n, height, width = x.shape[0], x.shape[-2], x.shape[-1]
     left, right, top, bottom = crop.padding if crop else (0, 0, 0, 0)
     out_h, out_w = crop.size if crop else (height, width)
