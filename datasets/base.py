@@ -8,7 +8,8 @@ The runner calls `prepare()`, which loads, reports the input shape and class nam
 applies the seeded `subset` / `test_subset` the config asks for. Inside `load_data()`,
 `self.transform(train=True/False)` is the split's image pipeline: ToImage -> the `[data]
 train_transforms` / `eval_transforms` steps (else `default_transforms()`) -> float32 in [0, 1]
--> Normalize(`stats`).
+-> Normalize(`stats`). With `[data] cache`, the runner sets `decode_steps`: the pipeline then
+stops at uint8 images (ToImage + deterministic resizes) and the rest runs on whole batches.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Subset
+from torchvision.transforms import v2
 
 from datasets.transforms import image_pipeline
 from runner.errors import DataError
@@ -44,6 +46,8 @@ class DatasetAdapter(abc.ABC):
     # `[data] train_transforms` / `eval_transforms`, built by the runner; None: default_transforms().
     train_transforms: list | None = None
     eval_transforms: list | None = None
+    # `[data] cache`: {train: deterministic steps}; transform() is then ToImage + these alone.
+    decode_steps: dict[bool, list] | None = None
 
     def __init__(self, root: str | Path = "data", download: bool = False, augment: bool = False):
         self.root = Path(root).expanduser()
@@ -54,11 +58,23 @@ class DatasetAdapter(abc.ABC):
         """The split's image steps when the config gives none (e.g. crop + flip when `augment`)."""
         return []
 
+    def steps(self, train: bool) -> list:
+        """The split's image steps: `[data] train_transforms` / `eval_transforms`, else the defaults."""
+        configured = self.train_transforms if train else self.eval_transforms
+        return list(configured) if configured is not None else self.default_transforms(train)
+
     def transform(self, train: bool):
         """The split's whole pipeline, for the datasets load_data() returns."""
-        configured = self.train_transforms if train else self.eval_transforms
-        steps = list(configured) if configured is not None else self.default_transforms(train)
-        return image_pipeline(self.stats, steps)
+        if self.decode_steps is not None:
+            self.decoded_splits.add(train)  # its items need the batch half of the pipeline
+            return v2.Compose([v2.ToImage(), *self.decode_steps[train]])
+        return image_pipeline(self.stats, self.steps(train))
+
+    def decode_only(self, decode_steps: dict[bool, list]) -> None:
+        """For `[data] cache` (the runner calls it before prepare()): transform(train) yields
+        uint8 images, ToImage + `decode_steps[train]`; runner/batch_augment.py runs the random
+        steps, ToDtype and Normalize later, on whole batches on the device."""
+        self.decode_steps, self.decoded_splits = decode_steps, set()
 
     @property
     def transforms_configured(self) -> bool:

@@ -238,6 +238,11 @@ def resolve_dataset(spec: Any, base_dir: str | Path = "."):
 
 def load_dataset(data, base_dir: str | Path = ".", seed: int = 0):
     """Build the `[data]` adapter, give it the configured transforms, and prepare() it."""
+    return prepare_dataset(build_adapter(data, base_dir), data, seed)
+
+
+def build_adapter(data, base_dir: str | Path = "."):
+    """The `[data]` adapter, with the configured transforms; nothing loaded yet."""
     target = resolve_dataset(data.dataset, base_dir)
     what = references.describe(data.dataset)
     if isinstance(target, type):
@@ -249,6 +254,11 @@ def load_dataset(data, base_dir: str | Path = ".", seed: int = 0):
         adapter.train_transforms = build_transforms(data.train_transforms)
     if data.eval_transforms is not None:
         adapter.eval_transforms = build_transforms(data.eval_transforms)
+    return adapter
+
+
+def prepare_dataset(adapter, data, seed: int = 0):
+    what = references.describe(data.dataset)
     # Loading reads files and runs the transforms on the first sample: what fails there is the
     # data or the config (a missing file, a crop larger than the image), reported as such.
     return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed)

@@ -395,8 +395,14 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     for message in components.check_dataset(d.dataset, d.args, base):
         bad(f"data.{message.key}", message.text)
     for key in ("train_transforms", "eval_transforms"):
-        for message in components.check_transforms(getattr(d, key), key):
+        messages = components.check_transforms(getattr(d, key), key)
+        for message in messages:
             bad(f"data.{message.key}", message.text)
+        if d.cache != "none" and not messages:  # only what the cached path runs on the device
+            from runner.datacache import check_specs  # noqa: PLC0415
+
+            for index, reason in check_specs(getattr(d, key), train=key == "train_transforms"):
+                bad(f"data.{key}[{index}]", reason)
     if d.augment and d.train_transforms is not None:
         bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
     for message in components.check_loss(cfg.loss.name, cfg.loss.args, base):

@@ -68,6 +68,10 @@ class Plan:
 def make_plan(cfg: Config, run_dir: Path) -> Plan:
     device = resolve_device(cfg.experiment.device)
     d = cfg.data
+    if d.cache != "none":  # the steps data.cache cannot run fail now; nothing is decoded
+        from runner.datacache import plan_pipelines  # noqa: PLC0415
+
+        plan_pipelines(components.build_adapter(d, cfg.base_dir), d, cfg.source)
     with preserved_rng():  # loading a batch may draw from the global generator (augmentation)
         data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)

@@ -22,6 +22,7 @@ import torch
 from runner import components, tomlio
 from runner.checkpoint import load_checkpoint, save_checkpoint
 from runner.config import Config, ModelConfig, config_from_dict, load_config
+from runner.datacache import load_cached_data
 from runner.ddp_slot import DDPSlot
 from runner.distributed import Dist, session
 from runner.early_stopping import EarlyStopping
@@ -213,7 +214,10 @@ class Experiment:
             return RunResult(run_dir, board, history, already_finished=True)
 
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
-        data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        if d.cache == "none":
+            data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        else:  # decoded once for every seed's pass
+            data = load_cached_data(d, cfg.base_dir, cfg.experiment.seed, device, cfg.source)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 

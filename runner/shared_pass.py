@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from runner.config import Config, derive_seed
+from runner.datacache import CachedData, cached_loaders
 from runner.distributed import Dist
 from runner.engine import evaluate, train_one_epoch
 from runner.interrupts import Interrupted, StopFlag
@@ -48,7 +49,9 @@ class SharedPass:
         self.sampler = ResumableRandomSampler(data.train, generator=self.train_gen)
         # Own generator: iterating the shared test loader must not draw from any model's stream.
         self.test_gen = torch.Generator().manual_seed(seed)
-        if dist.enabled:  # batch sizes stay global: each rank loads its slice of the same batches
+        if isinstance(data, CachedData):  # data.cache: the same batches, indexed from a decoded tensor
+            self.train_loader, self.test_loader = cached_loaders(data, self.sampler, d, device, dist, self.train_gen, self.test_gen)
+        elif dist.enabled:  # batch sizes stay global: each rank loads its slice of the same batches
             batches = ShardedBatchSampler(self.sampler, d.batch_size, dist.rank, dist.world)
             self.train_loader = DataLoader(data.train, batch_sampler=batches, generator=self.train_gen, **workers)
             test = Subset(data.test, shard_bounds(len(data.test), dist.rank, dist.world))
