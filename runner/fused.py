@@ -34,7 +34,7 @@ from torch.func import functional_call, vmap
 from runner.errors import CompareWarning
 from runner.references import one_line
 from runner.rng import RngStream
-from runner.slot import Slot, batch_loss_sum, correct_count
+from runner.slot import Slot, batch_loss_sum
 from runner.timing import WorkTimer
 
 
@@ -111,10 +111,6 @@ class FusedGroup:
         self._member_params: list[list[torch.Tensor]] = []
         self._restack()
 
-    @property
-    def live(self) -> bool:
-        return not self.dissolved and any(m.live for m in self.members)
-
     # ------------------------------------------------------------ stacking
 
     def _restack(self) -> None:
@@ -175,7 +171,7 @@ class FusedGroup:
 
     def step_all(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int, step: int, live: list[FusedMember]) -> None:
         """One training step of every live member; raises if the vmapped part raises (before
-        any member's weights change)."""
+        any member's weights change; BatchNorm statistics may have moved by then)."""
         for m in live:
             m.step_ok = None
             m.optimizer.zero_grad(set_to_none=True)
@@ -197,9 +193,22 @@ class FusedGroup:
                 m.optimizer.step()
                 if m.scheduler is not None and m.scheduler_interval == "step":
                     m.scheduler.step()
-                m._record_step(losses[i], logits[i], y, loss_fn, norms[i])
             except Exception as err:  # noqa: BLE001 - one member's failure must not end the pass
                 m._fail(err, where)
+        self._record(live, losses, logits, y, loss_fn, norms)
+
+    @staticmethod
+    def _record(live: list[FusedMember], losses, logits, y, loss_fn, norms) -> None:
+        """`Slot._record_step` for every member, computed stacked (a few kernels, not a few per member)."""
+        losses = losses.detach()
+        sums = batch_loss_sum(losses, len(y), loss_fn)
+        hits = (logits.detach().argmax(dim=2) == y).sum(dim=1) if logits.ndim == 3 and y.ndim == 1 and not y.is_floating_point() else None
+        ok = torch.isfinite(losses) & torch.isfinite(norms)
+        for i, m in enumerate(live):
+            if m.live:  # not failed in its optimizer step
+                m.train_meter.grad_norms.append(norms[i])
+                m.train_meter.add(sums[i], None if hits is None else hits[i], len(y))
+                m.last_loss, m.step_ok = losses[i], ok[i]
 
     @staticmethod
     def _grad_norms(grads: list, n: int) -> torch.Tensor:
@@ -232,10 +241,13 @@ class FusedGroup:
             for m in live:
                 m.eval_step(x, y, loss_fn, epoch)
             return
+        sums = batch_loss_sum(losses, len(y), loss_fn)
+        preds = logits.argmax(dim=2) if logits.ndim == 3 else None
+        hits = (preds == y).sum(dim=1) if preds is not None and y.ndim == 1 and not y.is_floating_point() else None
         for i, m in enumerate(live):
-            m.test_meter.add(batch_loss_sum(losses[i], len(y), loss_fn), correct_count(logits[i], y), len(y))
-            if logits.ndim == 3:
-                m._test_preds.append(logits[i].argmax(dim=1))
+            m.test_meter.add(sums[i], None if hits is None else hits[i], len(y))
+            if preds is not None:
+                m._test_preds.append(preds[i])
         self._share(start, live, "eval_timer")
 
     def _share(self, start, live: list[FusedMember], which: str) -> None:

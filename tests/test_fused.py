@@ -202,6 +202,8 @@ grad_histograms = false
 dataset = "digits"
 batch_size = 64
 eval_batch_size = 150
+subset = 320
+test_subset = 150
 [[model]]
 name = "mlp"
 arch = "mlp"
@@ -268,7 +270,7 @@ def test_resume_of_a_fused_run_mid_epoch_continues_like_the_uninterrupted_run(tm
 
 def test_auto_picks_fused_or_one_by_one_and_records_it(tmp_path):
     models = [member(f"m{i}", optimizer=o) for i, o in enumerate(MIXED_OPTIMIZERS[:3])] + [member("lenet", arch="lenet", args={})]
-    raw = digits_config(models, epochs=1)
+    raw = digits_config(models, epochs=1, subset=320, test_subset=150)
     raw["experiment"] |= {"fuse": "auto", "grad_histograms": False}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
