@@ -66,6 +66,12 @@ def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[Slot]) -> dict[torc
     return out
 
 
+def step_units(slots: list[Slot]) -> list:
+    """What the pass steps, in slot order: a plain slot, or once for all its live members, the
+    fused group a slot belongs to (runner/fused.py; its `unit`)."""
+    return list(dict.fromkeys(getattr(s, "unit", s) for s in slots if s.live))
+
+
 def train_one_epoch(
     slots: list[Slot],
     loader: DataLoader,
@@ -86,8 +92,8 @@ def train_one_epoch(
         batch = to_devices(x, y, slots)  # moved once per device, shared by every model there
         data_seconds += time.perf_counter() - tick
         live = [s for s in slots if s.live]
-        for slot in live:
-            slot.train_step(*batch[canonical(slot.device)], loss_fn, epoch, step)
+        for unit in step_units(live):
+            unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step)
         check_health(live, f"epoch {epoch} step {step}", agree)
         if on_step is not None:
             on_step(step, slots)
@@ -111,9 +117,8 @@ def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, epoch: i
         for x, y in loader:
             targets.append(y)
             batch = to_devices(x, y, live)
-            for slot in live:
-                if slot.live:
-                    slot.eval_step(*batch[canonical(slot.device)], loss_fn, epoch)
+            for unit in step_units(live):
+                unit.eval_step(*batch[canonical(unit.device)], loss_fn, epoch)
     for slot in live:
         slot.model.train()
     if agree is not None:  # a model that raised in evaluation on one rank fails on all

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tomllib
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,10 @@ from runner.ddp_slot import DDPSlot
 from runner.distributed import Dist, session
 from runner.early_stopping import EarlyStopping
 from runner.envinfo import environment
-from runner.errors import CompareError, ConfigError, Problem, RunDirError, UserCodeError
+from runner.errors import CompareError, CompareWarning, ConfigError, Problem, RunDirError, UserCodeError
 from runner.finalize import finalize_run
 from runner.flops import probe_forward
+from runner.fusing import fuse_slots, fused_labels
 from runner.interrupts import Interrupted, StopFlag
 from runner.lock import refuse_if_locked, run_dir_lock
 from runner.numerics import CompiledForward, Numerics
@@ -116,11 +118,19 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast, numerics, forward)
 
 
-def build_slots(cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False) -> list[Slot]:
-    """One seed's slots, in config order: one per model (wrapped for DDP under torchrun)."""
+def build_slots(
+    cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False, loss_fn=None, fused: dict[str, str] | None = None
+) -> list[Slot]:
+    """One seed's slots, in config order: one per model (wrapped for DDP under torchrun), or with
+    `experiment.fuse`, members of fused groups (runner/fusing.py). `fused` replays an earlier
+    decision (model name -> group label); `loss_fn` is the run's loss, for the fusing trial."""
     dist = dist or Dist()
     slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
-    return [DDPSlot(s, dist) for s in slots] if dist.enabled else slots
+    if dist.enabled:
+        if cfg.experiment.fuse != "off":
+            warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)
+        return [DDPSlot(s, dist) for s in slots]
+    return fuse_slots(cfg, seed, data, slots, loss_fn, fused)
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -221,10 +231,13 @@ class Experiment:
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 
+        fused = checkpoint.get("fused") if checkpoint else None  # a resumed run forms the same fused groups
+
         def build(seed: int) -> list[Slot]:
-            return build_slots(cfg, seed, data, device, dist, fail_fast)
+            return build_slots(cfg, seed, data, device, dist, fail_fast, loss_fn, fused)
 
         slots = build(cfg.seeds[first_seed])
+        fused = fused_labels(slots)  # decided once per run: every seed fuses the same models
         check_data_and_models(cfg, data, slots)
         check_sharding(cfg, data, dist.world)
 
@@ -259,10 +272,10 @@ class Experiment:
                         torch.set_rng_state(checkpoint["global_rng"])
                         if dist.enabled:  # every rank takes back its own streams and partial sums
                             shared.load_rank_state(checkpoint["ranks"][dist.rank])
-                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history, dist)
+                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history, dist, fused=fused)
                     shared.run(out)
                     # Seed done: the next one starts fresh (pass None); after the last, finished.
-                    self._save(run_dir, index + 1, None, history, dist, finished=index + 1 == len(cfg.seeds))
+                    self._save(run_dir, index + 1, None, history, dist, finished=index + 1 == len(cfg.seeds), fused=fused)
             except Interrupted:
                 if dist.main and not history.frame().empty:
                     finalize_run(run_dir, plots=False)  # the partial leaderboard
@@ -284,7 +297,7 @@ class Experiment:
             raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
         return load_checkpoint(run_dir / CHECKPOINTS)
 
-    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, dist: Dist, finished: bool = False) -> None:
+    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, dist: Dist, finished: bool = False, fused: dict | None = None) -> None:
         """Collective under DDP: every rank hands rank 0 its own random streams and partial
         sums (`ranks`); rank 0 writes the one checkpoint (weights are equal on every rank)."""
         ranks = dist.gather_objects(shared.rank_state() if shared is not None else None) if dist.enabled else None
@@ -297,6 +310,7 @@ class Experiment:
             "global_rng": torch.get_rng_state(),
             "world_size": dist.world,
             "ranks": ranks,
+            "fused": fused,  # model name -> fused group label ("" = unfused); None when fuse is off
         }
         dist.from_main(lambda: save_checkpoint(state, run_dir / CHECKPOINTS))
 
