@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import statistics
 import time
 import warnings
@@ -100,6 +101,7 @@ class BenchResult:
     train_flops_per_sample: dict[str, float]  # per model: 3 x forward FLOPs (forward + backward)
     peaks: dict[str, Peak]  # per mode
     measurements: list[Measurement] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)  # 1-minute load average at the start and the end (POSIX)
 
     def of(self, mode: str) -> list[Measurement]:
         return [m for m in self.measurements if m.mode == mode]
@@ -293,7 +295,7 @@ def run_bench(
         # The hand-written loop is plain fp32 whatever the config asks for.
         dtypes = {m: precision_dtype("32" if m == "loop" else configs[m].experiment.precision, device) for m in modes}
         measured = {dtype: device_peak(device, dtype) for dtype in sorted(set(dtypes.values()))}
-        result = BenchResult(base, modes, device, steps, warmup, repeats, flops, {m: measured[dtypes[m]] for m in modes})
+        result = BenchResult(base, modes, device, steps, warmup, repeats, flops, {m: measured[dtypes[m]] for m in modes}, load=load_average())
         for repeat in range(repeats):
             for mode in modes:
                 cfg = configs[mode]
@@ -302,4 +304,17 @@ def run_bench(
                 result.measurements.append(m)
                 if on_measurement is not None:
                     on_measurement(m)
+        result.load += load_average()
+    for row in result.table().itertuples():
+        if row.mfu > 1:
+            warnings.warn(f"bench: mode {row.mode} ran above the {row.peak_dtype} peak (MFU {100 * row.mfu:.0f}%): it does not compute in {row.peak_dtype} here, or the measured peak is too low", CompareWarning, stacklevel=2)
     return result
+
+
+def load_average() -> list[float]:
+    """The machine's 1-minute load average, where the OS reports one: other processes on the
+    cores make timings noisy, and the table says so."""
+    try:
+        return [os.getloadavg()[0]]
+    except (AttributeError, OSError):
+        return []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,9 +49,11 @@ def notes(result) -> list[str]:
     """What the numbers mean and how they were obtained, printed under the table."""
     cfg = result.config
     models = ", ".join(m.name for m in cfg.models)
+    repeats = f"{result.repeats} repeat{'s' if result.repeats != 1 else ''}"
+    load = f" (load average {' -> '.join(f'{v:.1f}' for v in result.load)} on {os.cpu_count()} cores)" if result.load else ""
     lines = [
         f"{len(cfg.models)} models ({models}); batch {cfg.data.batch_size}; {result.steps} timed steps after {result.warmup} warmup steps; "
-        f"{result.repeats} repeats, modes interleaved; medians over repeats; device {result.device}.",
+        f"{repeats}, modes interleaved; medians over repeats; device {result.device}{load}.",
         "samples·models/s: samples each model trained, summed over the models, per second of wall time (data loading included).",
         "× separate, × loop: throughput ratio to that mode in the same repeat, median over repeats (> 1: faster).",
         "GFLOP/s: 3 × forward FLOPs per sample (torch.utils.flop_counter; backward ≈ 2 × forward) × samples·models / second.",
