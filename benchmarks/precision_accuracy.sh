@@ -36,7 +36,7 @@ if [ "$subset" != 0 ]; then common+=(--set "data.subset=$subset"); fi
 for precision in fp32 bf16; do
   extra=()
   if [ "$precision" = bf16 ]; then extra=(--set 'experiment.precision="bf16-mixed"' --set experiment.channels_last=true); fi
-  echo "== compare run, $precision, $epochs epochs"
+  echo "== compare run, $precision, epochs: $epochs"
   start=$(date +%s)
   code=0
   "$python" -m runner run "${common[@]}" "${extra[@]}" --out "$out/$precision" > "$out/$precision.txt" || code=$?
@@ -68,7 +68,7 @@ worst = table["difference (points)"].abs().max()
 md = ["| model | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
 md += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in row) + " |" for name, row in table.iterrows()]
 text = "\n".join([
-    f"### fp32 vs bf16-mixed + channels_last: {epochs} epochs, train subset {subset if subset != '0' else 'all'}",
+    f"### fp32 vs bf16-mixed + channels_last: {epochs} epoch(s), train subset {subset if subset != '0' else 'all'}",
     "",
     *md,
     "",
