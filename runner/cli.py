@@ -205,6 +205,7 @@ def main() -> None:
     app()
 
 
-# These modules register their commands on `app`: init (authoring); leaderboard, plot, tensorboard.
+# These modules register their commands on `app`: init (authoring); leaderboard, plot, tensorboard; bench.
 from runner import cli_authoring  # noqa: E402,F401
 from runner.cli_reports import print_board  # noqa: E402
+from runner import cli_bench  # noqa: E402,F401
