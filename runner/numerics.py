@@ -35,6 +35,10 @@ class Numerics:
 
     def for_model(self, model: nn.Module, device: torch.device, name: str) -> "Numerics":
         """These numerics, less channels_last where it is known to be wrong for this model."""
+        if self.precision == "bf16-mixed" and device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn(CompareWarning(
+                f"experiment.precision = \"bf16-mixed\": this CPU ({torch.backends.cpu.get_cpu_capability()}) has no AVX-512 BF16 "
+                "or AMX, so bf16 runs emulated and slower than fp32"), stacklevel=2)
         if not (self.channels_last and device.type == "cpu"):
             return self
         # oneDNN's nhwc weight gradient of a strided 1x1 convolution with fewer input channels
@@ -54,6 +58,10 @@ class Numerics:
     def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
         """fp16 gradients underflow without loss scaling: one scaler per model (its own scale)."""
         return torch.amp.GradScaler(device.type) if self.precision == "16-mixed" else None
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 class CompiledForward:

@@ -150,3 +150,14 @@ def test_channels_last_is_left_off_where_onednn_gets_the_gradient_wrong():
     assert not narrow.numerics.channels_last
     convs = [m for m in narrow.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size != (1, 1)]
     assert not any(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_says_it_will_be_slow(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        slot_for(mlp("m"), precision="bf16-mixed")
+    slow = [str(w.message) for w in caught if "runs emulated and slower than fp32" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
