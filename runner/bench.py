@@ -30,7 +30,7 @@ from runner import components
 from runner.config import Config, load_config
 from runner.engine import train_one_epoch
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
-from runner.experiment import build_slots, resolve_device
+from runner.experiment import build_slots, load_data, resolve_device
 from runner.peak import Peak, device_peak, precision_dtype, synchronize
 from runner.preflight import check_data_and_models
 from runner.shared_pass import SharedPass
@@ -188,7 +188,7 @@ def runner_pass(cfg: Config, data, loss_fn, device: torch.device, warmup: int, s
     seconds, samples per model, each model's last loss, setup seconds)."""
     start = time.perf_counter()
     seed = cfg.seeds[0]
-    shared = SharedPass(cfg, seed, build_slots(cfg, seed, data, device, fail_fast=True), data, loss_fn, device)
+    shared = SharedPass(cfg, seed, build_slots(cfg, seed, data, device, fail_fast=True, loss_fn=loss_fn), data, loss_fn, device)
     batches = Steps(shared.train_loader)
 
     def train(count: int) -> None:
@@ -284,7 +284,7 @@ def run_bench(
             """Loaded once per distinct [data] table (a mode may change it), outside the timing."""
             key = json.dumps(cfg.to_dict()["data"], sort_keys=True, default=str)
             if key not in datasets:
-                datasets[key] = components.load_dataset(cfg.data, cfg.base_dir, seed=cfg.experiment.seed)
+                datasets[key] = load_data(cfg, device)  # with data.cache: decoded here, untimed
             return datasets[key]
 
         loss_fn = components.build_loss(base.loss, base.base_dir, data_of(base).num_classes)

@@ -118,6 +118,13 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast, numerics, forward)
 
 
+def load_data(cfg: Config, device: torch.device):
+    """The run's datasets; with `data.cache`, decoded once into tensors that every seed's pass indexes."""
+    if cfg.data.cache == "none":
+        return components.load_dataset(cfg.data, cfg.base_dir, seed=cfg.experiment.seed)
+    return load_cached_data(cfg.data, cfg.base_dir, cfg.experiment.seed, device, cfg.source)
+
+
 def build_slots(
     cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False, loss_fn=None, fused: dict[str, str] | None = None
 ) -> list[Slot]:
@@ -224,10 +231,7 @@ class Experiment:
             return RunResult(run_dir, board, history, already_finished=True)
 
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
-        if d.cache == "none":
-            data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
-        else:  # decoded once for every seed's pass
-            data = load_cached_data(d, cfg.base_dir, cfg.experiment.seed, device, cfg.source)
+        data = load_data(cfg, device)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 
