@@ -25,7 +25,6 @@ import copy
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ from runner.experiment import build_slot  # noqa: E402
 from runner.fused import FusedGroup  # noqa: E402
 from runner.rng import RngStream  # noqa: E402
 from runner.slot import Slot  # noqa: E402
+from runner.timing import wall_seconds  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10
 
@@ -85,16 +85,6 @@ def runner_pass(slots: list[Slot], batches, loss_fn) -> None:
     engine.train_one_epoch(slots, batches, loss_fn, RngStream(0, torch.device("cpu")), 1)
 
 
-def timed(work, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def max_param_difference(a: list[Slot], b: list[Slot]) -> float:
     return max((p - q).abs().max().item() for sa, sb in zip(a, b) for p, q in zip(sa.model.parameters(), sb.model.parameters()))
 
@@ -131,11 +121,11 @@ def main() -> int:
         "fused": (FusedGroup("bench", clone(base), RngStream(0, device)).members, runner_pass),
     }
     for slots, work in contenders.values():  # warm-up: kernels chosen, allocator filled
-        timed(lambda: work(slots, batches[:3], loss_fn), device)
+        wall_seconds(lambda: work(slots, batches[:3], loss_fn), device)
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(args.repeats):  # interleaved, so drift hits every contender alike
         for key, (slots, work) in contenders.items():
-            times[key].append(timed(lambda: work(slots, batches, loss_fn), device))
+            times[key].append(wall_seconds(lambda: work(slots, batches, loss_fn), device))
     median = {k: statistics.median(v) for k, v in times.items()}
     samples = args.steps * args.batch * args.models
     for key, seconds in median.items():

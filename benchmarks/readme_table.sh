@@ -15,19 +15,7 @@ repeats=${REPEATS:-3}
 modes=${MODES:-separate,shared,cached,fused,bf16,loop}
 device=${DEVICE:-cpu}
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-shared_data=$(cd .. && pwd)/shared/data
-tarball=${TARBALL:-}
-if [ -z "$tarball" ]; then
-  for candidate in "$shared_data/cifar10-jpg.tar.gz" "$shared_data/cifar10-mini.tar.gz"; do
-    if [ -f "$candidate" ]; then tarball=$candidate; break; fi
-  done
-fi
-if [ -z "$tarball" ]; then echo "error: no CIFAR-10 archive in $shared_data; set TARBALL=path/to/cifar10-jpg.tar.gz" >&2; exit 2; fi
-
-data=$(mktemp -d)
-trap 'rm -rf "$data"' EXIT
-tar xzf "$tarball" -C "$data"
-root=$(find "$data" -mindepth 1 -maxdepth 1 -type d | head -1)
+source benchmarks/cifar_data.sh  # sets root (and data, removed on exit)
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 

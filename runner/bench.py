@@ -31,9 +31,10 @@ from runner.config import Config, load_config
 from runner.engine import train_one_epoch
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
 from runner.experiment import build_slots, load_data, resolve_device
-from runner.peak import Peak, device_peak, precision_dtype, synchronize
+from runner.peak import Peak, device_peak, precision_dtype
 from runner.preflight import check_data_and_models
 from runner.shared_pass import SharedPass
+from runner.timing import wall_seconds
 
 
 @dataclass(frozen=True)
@@ -175,14 +176,6 @@ class Steps:
             yield batch
 
 
-def _timed(device: torch.device, work: Callable[[], None]) -> float:
-    synchronize(device)
-    tick = time.perf_counter()
-    work()
-    synchronize(device)
-    return time.perf_counter() - tick
-
-
 def runner_pass(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> tuple[float, int, dict[str, float], float]:
     """The runner's shared pass over `steps` batches, every model of `cfg`. Returns (timed
     seconds, samples per model, each model's last loss, setup seconds)."""
@@ -198,7 +191,7 @@ def runner_pass(cfg: Config, data, loss_fn, device: torch.device, warmup: int, s
         train(warmup)
     setup = time.perf_counter() - start
     batches.samples = 0
-    seconds = _timed(device, lambda: train(steps))
+    seconds = wall_seconds(lambda: train(steps), device)
     for slot in shared.slots:
         if not slot.live:
             warnings.warn(f"bench: model {slot.name} {slot.status} at {slot.where}; the numbers count it as if it had trained", CompareWarning, stacklevel=2)
@@ -244,7 +237,7 @@ def hand_written_loop(cfg: Config, data, loss_fn, device: torch.device, warmup: 
         train(warmup)
     setup = time.perf_counter() - start
     batches.samples = 0
-    seconds = _timed(device, lambda: train(steps))
+    seconds = wall_seconds(lambda: train(steps), device)
     last = {s.name: float(loss) for s, loss in zip(slots, losses)}
     return Measurement("loop", 0, seconds, steps, batches.samples * len(models), last, setup)
 

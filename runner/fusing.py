@@ -18,7 +18,6 @@ import copy
 import itertools
 import json
 import statistics
-import time
 import warnings
 
 import torch
@@ -31,6 +30,7 @@ from runner.fused import FusedGroup, autocast_dtype
 from runner.references import describe, one_line
 from runner.rng import RngStream
 from runner.slot import Slot
+from runner.timing import wall_seconds
 
 TIMED_STEPS = 3  # per contender, interleaved, after one warm-up step each
 
@@ -196,16 +196,7 @@ def trial(cfg: Config, label: str, members: list[Slot], batches, loss_fn, timed:
         fused_times, loop_times = [], []
         for step in range(TIMED_STEPS):
             x, y = batches[step % len(batches)]
-            fused_times.append(seconds(lambda: group.step_all(x, y, loss_fn, 0, step, group.stacked), device))
-            loop_times.append(seconds(lambda: [s.train_step(x, y, loss_fn, 0, step) for s in loop], device))
+            fused_times.append(wall_seconds(lambda: group.step_all(x, y, loss_fn, 0, step, group.stacked), device))
+            loop_times.append(wall_seconds(lambda: [s.train_step(x, y, loss_fn, 0, step) for s in loop], device))
     return None, statistics.median(fused_times), statistics.median(loop_times)
 
-
-def seconds(work, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start

@@ -9,10 +9,11 @@ measured matmul says how close training gets to the fastest dense kernel the mac
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 
 import torch
+
+from runner.timing import wall_seconds
 
 # Dense tensor-core/FP32 TFLOP/s from NVIDIA datasheets. First match on
 # torch.cuda.get_device_name() wins, so the more specific names come first.
@@ -66,14 +67,6 @@ def device_peak(device: torch.device, dtype: str) -> Peak:
     return measured_peak(device, dtype)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work: timings on CUDA and MPS are otherwise of the launch."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def measured_peak(device: torch.device, dtype: str, min_seconds: float = 0.2, max_side: int = 8192, repeats: int = 3) -> Peak:
     """Best of `repeats` square matmuls, the side doubled from 256 until one takes `min_seconds`
     (a slow dtype, such as bf16 on a CPU without bf16 instructions, stays small and quick)."""
@@ -86,21 +79,14 @@ def measured_peak(device: torch.device, dtype: str, min_seconds: float = 0.2, ma
             while True:
                 a = torch.randn(side, side, device=device).to(torch_dtype)
                 b = torch.randn(side, side, device=device).to(torch_dtype)
-                seconds = _matmul_seconds(a, b, device)  # also the warmup of this size
+                seconds = wall_seconds(lambda: a @ b, device)  # also the warmup of this size
                 if seconds >= min_seconds or side >= max_side:
                     break
                 side *= 2
-            best = min([seconds] + [_matmul_seconds(a, b, device) for _ in range(repeats - 1)])
+            best = min([seconds] + [wall_seconds(lambda: a @ b, device) for _ in range(repeats - 1)])
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     flops = 2 * side**3 / best
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"this CPU, {torch.get_num_threads()} threads"
     return Peak(flops, dtype, f"{dtype} {flops / 1e9:.1f} GFLOP/s measured: {side}x{side} {dtype} matmul, best of {repeats}, {where}")
 
-
-def _matmul_seconds(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> float:
-    synchronize(device)
-    tick = time.perf_counter()
-    a @ b
-    synchronize(device)
-    return time.perf_counter() - tick

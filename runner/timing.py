@@ -3,8 +3,26 @@ with CUDA events and read once per epoch instead of synchronising every step."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: timings on CUDA and MPS are otherwise of the launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def wall_seconds(work: Callable[[], object], device: torch.device) -> float:
+    """Seconds `work()` takes, its device work included (benchmarks and fuse = "auto")."""
+    synchronize(device)
+    tick = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - tick
 
 
 class WorkTimer:
