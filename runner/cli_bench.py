@@ -5,15 +5,17 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from runner.cli import _fail, app, console
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_MODES = "separate,shared,cached,fused,bf16,loop"
 LEFT = ("mode", "what it is")
@@ -42,6 +44,8 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             _gflops(r.gflops_per_s),
             f"{100 * r.mfu:.1f}%",
         ])
+    import pandas as pd  # noqa: PLC0415 - `compare --help` stays free of heavy imports
+
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
