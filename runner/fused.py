@@ -24,9 +24,7 @@ storage back and trains as a plain slot from that step on.
 from __future__ import annotations
 
 import copy
-import time
 import warnings
-from contextlib import nullcontext
 
 import torch
 from torch.func import functional_call, vmap
@@ -35,25 +33,7 @@ from runner.errors import CompareWarning
 from runner.references import one_line
 from runner.rng import RngStream
 from runner.slot import Slot, batch_loss_sum
-from runner.timing import WorkTimer
-
-
-class ShareTimer(WorkTimer):
-    """A member's share of its group's work: the group's step time over its live members, so
-    the members' times add up to the group's (as unfused models' times add up to the pass)."""
-
-    def add_share(self, start, end, share: float) -> None:
-        if self.cuda:
-            self._events.append((start, end, share))
-        else:
-            self._seconds += (end - start) * share
-
-    def seconds(self) -> float:
-        if self._events:
-            self._events[-1][1].synchronize()
-            self._seconds += sum(e[0].elapsed_time(e[1]) * (e[2] if len(e) == 3 else 1.0) for e in self._events) / 1000.0
-            self._events.clear()
-        return self._seconds
+from runner.timing import clock
 
 
 def _compact(tensors: dict) -> dict:
@@ -69,7 +49,6 @@ class FusedMember(Slot):
     def __init__(self, slot: Slot, group: "FusedGroup"):
         self.__dict__.update(slot.__dict__)
         self.group = group
-        self.timer, self.eval_timer = ShareTimer(self.device), ShareTimer(self.device)
 
     @property
     def unit(self):
@@ -97,8 +76,9 @@ class FusedMember(Slot):
 class FusedGroup:
     """The unit the engine steps for all live members at once (`train_step`, `eval_step`)."""
 
-    def __init__(self, label: str, slots: list[Slot], rng: RngStream, autocast_dtype: torch.dtype | None = None):
-        self.label, self.rng, self.autocast_dtype = label, rng, autocast_dtype
+    def __init__(self, label: str, slots: list[Slot], rng: RngStream):
+        self.label, self.rng = label, rng
+        self.numerics = slots[0].numerics  # one config, one architecture: the members' precision
         self.device = slots[0].device
         self.template = copy.deepcopy(slots[0].model).to("meta")  # structure only; functional_call supplies tensors
         self.param_names = [n for n, _ in slots[0].model.named_parameters()]
@@ -159,16 +139,6 @@ class FusedGroup:
 
         return vmap(member, in_dims=(0, 0, None, None), randomness="different")
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None else nullcontext()
-
-    def _clock(self):
-        if self.device.type == "cuda":
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
     def step_all(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int, step: int, live: list[FusedMember]) -> None:
         """One training step of every live member; raises if the vmapped part raises (before
         any member's weights change; BatchNorm statistics may have moved by then)."""
@@ -179,7 +149,7 @@ class FusedGroup:
             stack.grad = None
         self.template.train()
         with self.rng.active():
-            with self._autocast():
+            with self.numerics.autocast(self.device):
                 losses, logits = self._vmapped(loss_fn)(self.params, self.buffers, x, y)
             # Members' graphs are independent: the sum's gradient is each member's own.
             losses.sum().backward()
@@ -218,7 +188,7 @@ class FusedGroup:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int, step: int) -> None:
         live = self._live_stack()
-        start = self._clock()
+        start = clock(self.device)
         try:
             self.step_all(x, y, loss_fn, epoch, step, live)
         except Exception as err:  # noqa: BLE001 - the vmapped step itself: fall back to one by one
@@ -231,10 +201,10 @@ class FusedGroup:
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int) -> None:
         """One test batch for every live member; the caller holds `torch.no_grad()`."""
         live = self._live_stack()
-        start = self._clock()
+        start = clock(self.device)
         try:
             self.template.eval()
-            with self.rng.active(), self._autocast():
+            with self.rng.active(), self.numerics.autocast(self.device):
                 losses, logits = self._vmapped(loss_fn)(self.params, self.buffers, x, y)
         except Exception as err:  # noqa: BLE001
             self.dissolve(f"its vmapped evaluation raised {type(err).__name__}: {one_line(err)}")
@@ -251,12 +221,8 @@ class FusedGroup:
         self._share(start, live, "eval_timer")
 
     def _share(self, start, live: list[FusedMember], which: str) -> None:
-        end = self._clock()
+        end = clock(self.device)
         for m in live:
             getattr(m, which).add_share(start, end, 1.0 / len(live))
 
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The vmapped forward's autocast dtype for `experiment.precision` (16-mixed is not fused)."""
-    return {"32": None, "bf16-mixed": torch.bfloat16}[str(precision)]
 

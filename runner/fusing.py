@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from runner import components
 from runner.config import Config, derive_seed
 from runner.errors import CompareWarning
-from runner.fused import FusedGroup, autocast_dtype
+from runner.fused import FusedGroup
 from runner.references import describe, one_line
 from runner.rng import RngStream
 from runner.slot import Slot
@@ -51,7 +51,7 @@ def fuse_slots(cfg: Config, seed: int, data, slots: list[Slot], loss_fn=None, de
     for label, members in groups.items():
         names = [s.name for s in members]
         rng = RngStream(derive_seed(seed, "<fused>/" + ",".join(names)), members[0].device)
-        group = FusedGroup(label, members, rng, autocast_dtype(cfg.experiment.precision))
+        group = FusedGroup(label, members, rng)
         for member in group.members:
             member.info["fused"] = label
             by_name[member.name] = member
@@ -173,7 +173,7 @@ def copies(cfg: Config, slots: list[Slot]) -> list[Slot]:
         model = copy.deepcopy(s.model)
         m = configs[s.name]
         optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
-        out.append(Slot(s.name, model, optimizer, None, "epoch", RngStream(0, s.device), s.device, {}))
+        out.append(Slot(s.name, model, optimizer, None, "epoch", RngStream(0, s.device), s.device, {}, numerics=s.numerics))
     return out
 
 
@@ -182,7 +182,7 @@ def trial(cfg: Config, label: str, members: list[Slot], batches, loss_fn, timed:
     and of the same step one by one. Returns (error or None, fused_s, loop_s)."""
     device = members[0].device
     with torch.random.fork_rng(devices=cuda_indices(device)):
-        group = FusedGroup(label, copies(cfg, members), RngStream(0, device), autocast_dtype(cfg.experiment.precision))
+        group = FusedGroup(label, copies(cfg, members), RngStream(0, device))
         x, y = batches[0]
         try:
             group.step_all(x, y, loss_fn, 0, 0, group.stacked)

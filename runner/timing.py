@@ -25,34 +25,42 @@ def wall_seconds(work: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - tick
 
 
+def clock(device: torch.device):
+    """Now, for a WorkTimer: a recorded CUDA event (read later, no sync), else the wall clock."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
 class WorkTimer:
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.device = device
         self.reset()
 
     def reset(self) -> None:
         self._seconds = 0.0
-        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event, float]] = []
         self._start = None
 
     def start(self) -> None:
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._start = time.perf_counter()
+        self._start = clock(self.device)
 
     def stop(self) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._events.append((self._start, end))
+        self.add_share(self._start, clock(self.device))
+
+    def add_share(self, start, end, share: float = 1.0) -> None:
+        """The work between two `clock()` readings, counted at `share` (a fused group's
+        members each count their part of the group's step)."""
+        if self.device.type == "cuda":
+            self._events.append((start, end, share))
         else:
-            self._seconds += time.perf_counter() - self._start
+            self._seconds += (end - start) * share
 
     def seconds(self) -> float:
         if self._events:
             self._events[-1][1].synchronize()
-            self._seconds += sum(s.elapsed_time(e) for s, e in self._events) / 1000.0
+            self._seconds += sum(s.elapsed_time(e) * share for s, e, share in self._events) / 1000.0
             self._events.clear()
         return self._seconds
