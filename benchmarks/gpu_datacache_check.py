@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runner import components
-from runner.config import config_from_dict
-from runner.datacache import load_cached_data
-from runner.engine import seeded_batches
-from runner.experiment import Experiment
-from runner.shared_pass import SharedPass
+from runner.build import components
+from runner.config.schema import config_from_dict
+from runner.data.cache import load_cached_data
+from runner.engine.loop import seeded_batches
+from runner.run.experiment import Experiment
+from runner.run.shared_pass import SharedPass
 
 CUDA = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a smoke test of the script
 

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runner import tomlio  # noqa: E402
+from runner.config import tomlio  # noqa: E402
 
 OUT = Path(sys.argv[1])
 RESULTS: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "gpus": torch.cuda.device_count()}
@@ -56,10 +56,10 @@ def placement() -> None:
     from torch.utils.data import DataLoader
 
     from datasets import create_dataset
-    from runner import engine
-    from runner.config import config_from_dict
-    from runner.experiment import build_slot
-    from runner.rng import RngStream
+    from runner.engine import loop as engine
+    from runner.config.schema import config_from_dict
+    from runner.run.experiment import build_slot
+    from runner.engine.rng import RngStream
 
     devices = ["cuda:0", "cuda", "cuda:0", "cpu"] + (["cuda:1"] if torch.cuda.device_count() > 1 else [])
     cfg = config_from_dict({"experiment": {"device": "cuda"}, "data": {"dataset": "digits"}, "model": [mlp(f"m{i}", device=d) for i, d in enumerate(devices)]})

@@ -11,7 +11,7 @@ lr per model) and trains `steps` steps per repeat on the same batches:
 
     loop     the hand-written loop: for model, opt: loss = loss_fn(model(x), y); zero_grad; backward; step
     unfused  the runner's engine over plain slots (metrics, grad norms, one health sync per step)
-    fused    the runner's engine over one fused group (runner/fused.py)
+    fused    the runner's engine over one fused group (runner/engine/fused.py)
 
 Times are medians of `repeats` interleaved repeats after one warm-up repeat each. The
 equivalence check trains fresh copies 5 steps fused and in the loop (fp32, TF32 off) and
@@ -32,13 +32,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runner import engine  # noqa: E402
-from runner.config import config_from_dict  # noqa: E402
-from runner.experiment import build_slot  # noqa: E402
-from runner.fused import FusedGroup  # noqa: E402
-from runner.rng import RngStream  # noqa: E402
-from runner.slot import Slot  # noqa: E402
-from runner.timing import wall_seconds  # noqa: E402
+from runner.engine import loop as engine  # noqa: E402
+from runner.config.schema import config_from_dict  # noqa: E402
+from runner.run.experiment import build_slot  # noqa: E402
+from runner.engine.fused import FusedGroup  # noqa: E402
+from runner.engine.rng import RngStream  # noqa: E402
+from runner.engine.slot import Slot  # noqa: E402
+from runner.engine.timing import wall_seconds  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10
 

@@ -72,7 +72,7 @@ class DatasetAdapter(abc.ABC):
 
     def decode_only(self, decode_steps: dict[bool, list]) -> None:
         """For `[data] cache` (the runner calls it before prepare()): transform(train) yields
-        uint8 images, ToImage + `decode_steps[train]`; runner/batch_augment.py runs the random
+        uint8 images, ToImage + `decode_steps[train]`; runner/data/batch_augment.py runs the random
         steps, ToDtype and Normalize later, on whole batches on the device."""
         self.decode_steps, self.decoded_splits = decode_steps, set()
 

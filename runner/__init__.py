@@ -11,7 +11,7 @@ __all__ = ["Experiment", "RunResult"]
 def __getattr__(name: str):
     # Imported on first use: `compare --help` (which imports this package) stays free of torch.
     if name in __all__:
-        from runner import experiment  # noqa: PLC0415
+        from runner.run import experiment  # noqa: PLC0415
 
         return getattr(experiment, name)
     raise AttributeError(f"module 'runner' has no attribute {name!r}")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.config import config_from_dict
-from runner.experiment import Experiment
+from runner.config.schema import config_from_dict
+from runner.run.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

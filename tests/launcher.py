@@ -94,12 +94,12 @@ def _dying_save(obj, f, *args, **kwargs):
     return _save(obj, f, *args, **kwargs)
 
 
-import runner.checkpoint  # noqa: E402
+import runner.run.checkpoint  # noqa: E402
 
-runner.checkpoint.torch.save = _dying_save
+runner.run.checkpoint.torch.save = _dying_save
 
 if __name__ == "__main__":
-    from runner.cli import main
+    from runner.cli.main import main
 
     sys.argv[0] = "compare"
     main()

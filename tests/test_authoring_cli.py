@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from datasets.digits import Digits
-from runner import Experiment, tomlio
-from runner.config import load_config
+from runner import Experiment
+from runner.config import tomlio
+from runner.config.schema import load_config
 from runner.errors import UserCodeError
 from tests.conftest import ROOT, digits_config, mlp
 from tests.test_cli import compare
@@ -94,7 +95,7 @@ def test_init_writes_an_experiment_that_runs_as_is_and_never_overwrites(tmp_path
 
 
 def test_init_template_sweep_line_works_when_uncommented(tmp_path):
-    from runner.templates import write_templates
+    from runner.config.templates import write_templates
 
     toml, _, _ = write_templates("my_exp", tmp_path)
     text = toml.read_text()
@@ -108,7 +109,7 @@ def test_list_transforms_and_help_stays_free_of_torch():
     proc = compare("list", "transforms")
     assert proc.returncode == 0 and {"RandomCrop", "RandomHorizontalFlip", "ColorJitter"} <= set(proc.stdout.split())
     assert "Normalize" not in proc.stdout.split() and "Compose" not in proc.stdout.split()
-    probe = "import sys, runner.cli; print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
+    probe = "import sys, runner.cli.app; print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert heavy.stdout.strip() == "[]", heavy.stdout + heavy.stderr
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from runner import tomlio
-from runner.bench import MODES, parse_modes, run_bench
-from runner.cli_bench import markdown
+from runner.config import tomlio
+from runner.bench.measure import MODES, parse_modes, run_bench
+from runner.cli.bench import markdown
 from runner.errors import ConfigError
-from runner.peak import datasheet_peak, precision_dtype
+from runner.bench.peak import datasheet_peak, precision_dtype
 from tests.conftest import digits_config, mlp
 from tests.test_cli import compare
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner import tomlio
+from runner.config import tomlio
 from tests.conftest import ROOT, digits_config, mlp
 
 TAGS = {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "grad_norm/mean", "grad_norm/max", "lr"}

@@ -5,8 +5,8 @@ import tomllib
 
 import pytest
 
-from runner import tomlio
-from runner.config import config_from_dict, load_config
+from runner.config import tomlio
+from runner.config.schema import config_from_dict, load_config
 from runner.errors import ConfigError
 from tests.conftest import ROOT, digits_config, mlp
 

@@ -11,15 +11,19 @@ import torch
 from scipy import stats
 from torchvision.transforms.v2 import functional as TF
 
-from runner import components, datacache, tomlio
-from runner.batch_augment import BatchPipeline, Crop, crop_and_flip
-from runner.config import config_from_dict
-from runner.datacache import CachedLoader, load_cached_data
-from runner.engine import seeded_batches
+from runner.build import components
+
+from runner.data import cache as datacache
+
+from runner.config import tomlio
+from runner.data.batch_augment import BatchPipeline, Crop, crop_and_flip
+from runner.config.schema import config_from_dict
+from runner.data.cache import CachedLoader, load_cached_data
+from runner.engine.loop import seeded_batches
 from runner.errors import CompareWarning, ConfigError
-from runner.experiment import Experiment
-from runner.rng import RngStream
-from runner.shared_pass import SharedPass
+from runner.run.experiment import Experiment
+from runner.engine.rng import RngStream
+from runner.run.shared_pass import SharedPass
 from tests.conftest import digits_config, mlp
 from tests.test_cli import compare
 from tests.test_reliability import history, killable, launch

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from runner import tomlio
-from runner.config import config_from_dict
-from runner.engine import to_devices
+from runner.config import tomlio
+from runner.config.schema import config_from_dict
+from runner.engine.loop import to_devices
 from runner.errors import ConfigError, DataError
-from runner.preflight import check_sharding
-from runner.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
+from runner.build.preflight import check_sharding
+from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from tests.conftest import ROOT, digits_config
 from tests.test_reliability import LAUNCHER, explodes, killable, launch
 
@@ -67,7 +67,7 @@ def two_ranks(tmp_path_factory):
 def test_two_processes_equal_one_process_within_fp32_tolerance(two_ranks, tmp_path):
     config, run_dir = two_ranks
     single = config_from_dict(digits_config([PLAIN | {"arch": "mlp"}], epochs=2, batch_size=100, eval_batch_size=100))
-    from runner.experiment import Experiment  # noqa: PLC0415
+    from runner.run.experiment import Experiment  # noqa: PLC0415
 
     one = Experiment(single).run(tmp_path / "one").history
     two = history(run_dir).query("model == 'a'").reset_index(drop=True)

@@ -1,5 +1,5 @@
-"""experiment.fuse: same-architecture models trained as one vmapped group (runner/fused.py,
-runner/fusing.py) train as they would one by one (fp32 tolerance), keep their own optimizers,
+"""experiment.fuse: same-architecture models trained as one vmapped group (runner/engine/fused.py,
+runner/build/fusing.py) train as they would one by one (fp32 tolerance), keep their own optimizers,
 statuses, outputs and checkpoints, and fall back with a reason where they cannot fuse."""
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner import components, engine
-from runner.config import config_from_dict
-from runner.experiment import Experiment, build_slots
-from runner.fused import FusedMember
-from runner.interrupts import Interrupted, StopFlag
-from runner.progress import Progress
-from runner.rng import RngStream
-from runner.slot import DIVERGED, Slot
+from runner.build import components
+
+from runner.engine import loop as engine
+from runner.config.schema import config_from_dict
+from runner.run.experiment import Experiment, build_slots
+from runner.engine.fused import FusedMember
+from runner.run.interrupts import Interrupted, StopFlag
+from runner.run.progress import Progress
+from runner.engine.rng import RngStream
+from runner.engine.slot import DIVERGED, Slot
 from tests.conftest import ROOT, digits_config
 
 CPU = torch.device("cpu")

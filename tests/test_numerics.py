@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from datasets import create_dataset
-from runner.config import config_from_dict
+from runner.config.schema import config_from_dict
 from runner.errors import CompareWarning, ConfigError
-from runner.experiment import build_slot
+from runner.run.experiment import build_slot
 from tests.conftest import digits_config, mlp
 
 CONV = {"name": "r", "arch": "resnet18", "args": {"width": 4}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}}

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from runner import references, tomlio
-from runner.config import config_from_dict, load_config
+from runner.build import references
+
+from runner.config import tomlio
+from runner.config.schema import config_from_dict, load_config
 from runner.errors import CompareWarning, ConfigError, UserCodeError
-from runner.experiment import Experiment
+from runner.run.experiment import Experiment
 from tests.conftest import digits_config, mlp
 from tests.test_cli import compare
 

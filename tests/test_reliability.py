@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner import tomlio
-from runner.config import load_config
+from runner.config import tomlio
+from runner.config.schema import load_config
 from tests.conftest import ROOT, digits_config, mlp
 
 LAUNCHER = ROOT / "tests" / "launcher.py"

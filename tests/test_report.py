@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sp
 
-from runner import stats
+from runner.report import stats
 from runner.errors import ReportError, RunDirError
-from runner.report import build
-from runner.rundir import load_run
+from runner.report.leaderboard import build
+from runner.report.run_data import load_run
 from tests.conftest import digits_config, mlp
 
 REQUIRED = [

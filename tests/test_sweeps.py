@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
-from runner.config import config_from_dict
+from runner.config.schema import config_from_dict
 from runner.errors import ConfigError
 from tests.conftest import digits_config, mlp
 
@@ -99,7 +99,7 @@ def test_points_get_their_own_seeds_unless_the_table_sets_one():
 def test_resolved_config_holds_the_points_and_reloads_to_the_same_models():
     import tomllib
 
-    from runner import tomlio
+    from runner.config import tomlio
 
     cfg = config_from_dict(digits_config([mlp("m", sweep=GRID)]))
     again = config_from_dict(tomllib.loads(tomlio.dumps(cfg.to_dict())))

@@ -12,8 +12,8 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as cs_metadata
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from runner.rundir import load_run
-from runner.tb_views import SUFFIX, write_tb_views
+from runner.report.run_data import load_run
+from runner.report.tb_views import SUFFIX, write_tb_views
 from tests.test_cli import compare
 
 MODELS = ["fast", "slow", "stuck"]

@@ -1,0 +1,1 @@
+"""`compare bench`: the same training work timed per mode (measure) against a peak (peak)."""

@@ -1,0 +1,313 @@
+"""`compare bench`: the same training work timed in several modes, in one process,
+interleaved and repeated, so the ratios between modes are measured under the same conditions.
+
+    for repeat in range(repeats):
+        for mode in modes:       # fresh models from the same seed, a fresh DataLoader
+            train `warmup` steps (not timed), then time `steps` steps
+
+Every mode except `loop` runs the runner's own pieces (load_dataset, build_slots, SharedPass's
+loader and data stream, engine.train_one_epoch), so the bench measures the code users run.
+A mode is a set of `--set` overrides on the experiment config; the work is the same in each:
+the config's models, `steps` batches each. Nothing is written to disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pandas as pd
+import torch
+
+from runner.build import components
+from runner.config.schema import Config, load_config
+from runner.engine.loop import train_one_epoch
+from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
+from runner.run.experiment import build_slots, load_data, resolve_device
+from runner.bench.peak import Peak, device_peak, precision_dtype
+from runner.build.preflight import check_data_and_models
+from runner.run.shared_pass import SharedPass
+from runner.engine.timing import wall_seconds
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    what: str  # one line, shown in the table
+    overrides: tuple[str, ...] = ()  # applied to the experiment config after the user's --set
+
+
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode("separate", "one standard run per model, each its own DataLoader pass"),
+        Mode("shared", "one pass, every model (the runner as users run it)"),
+        Mode("cached", "shared, data decoded once into memory", ('data.cache="memory"',)),
+        Mode("fused", "shared, same-architecture models fused", ('experiment.fuse="on"',)),
+        Mode("bf16", "shared, bf16 autocast + channels_last", ('experiment.precision="bf16-mixed"', "experiment.channels_last=true")),
+        Mode("loop", "hand-written shared loop, plain PyTorch"),
+    )
+}
+BASELINES = ("separate", "loop")  # the modes every other one is compared with
+
+
+def parse_modes(text: str) -> list[str]:
+    """`separate,shared,...` -> the mode names, in the order given; unknown names are one error."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    problems = [Problem("--modes", name, f"unknown mode{did_you_mean(name, MODES)} (modes: {', '.join(MODES)})") for name in names if name not in MODES]
+    if not names:
+        problems.append(Problem("--modes", repr(text), f"expected comma-separated modes: {', '.join(MODES)}"))
+    if problems:
+        raise ConfigError(problems)
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class Measurement:
+    """One mode timed once."""
+
+    mode: str
+    repeat: int
+    seconds: float  # wall time of the timed steps (every model)
+    steps: int
+    model_samples: int  # samples trained, summed over the models
+    losses: dict[str, float]  # each model's training loss at its last step (a determinism witness)
+    setup_seconds: float  # models, loader and warmup steps: not part of `seconds`
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / self.steps
+
+    @property
+    def throughput(self) -> float:
+        """samples·models per second."""
+        return self.model_samples / self.seconds
+
+
+@dataclass
+class BenchResult:
+    config: Config
+    modes: list[str]
+    device: torch.device
+    steps: int
+    warmup: int
+    repeats: int
+    train_flops_per_sample: dict[str, float]  # per model: 3 x forward FLOPs (forward + backward)
+    peaks: dict[str, Peak]  # per mode
+    measurements: list[Measurement] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)  # 1-minute load average at the start and the end (POSIX)
+
+    def of(self, mode: str) -> list[Measurement]:
+        return [m for m in self.measurements if m.mode == mode]
+
+    def ratio(self, mode: str, baseline: str) -> float:
+        """Median over repeats of the throughput ratio to `baseline` in the same repeat: the
+        modes of one repeat ran back to back, so drift of the machine cancels out."""
+        base = {m.repeat: m for m in self.of(baseline)}
+        ratios = [m.throughput / base[m.repeat].throughput for m in self.of(mode) if m.repeat in base]
+        return statistics.median(ratios) if ratios else float("nan")
+
+    def table(self) -> pd.DataFrame:
+        """One row per mode: medians over repeats, the spread, ratios, GFLOP/s, MFU."""
+        flops = sum(self.train_flops_per_sample.values()) / len(self.train_flops_per_sample)  # per model-sample
+        rows = []
+        for mode in self.modes:
+            runs = self.of(mode)
+            per_step = [m.seconds_per_step for m in runs]
+            gflops = statistics.median(m.throughput * flops for m in runs) / 1e9
+            peak = self.peaks[mode]
+            rows.append({
+                "mode": mode,
+                "what": MODES[mode].what,
+                "overrides": " ".join(MODES[mode].overrides),
+                "seconds_per_step": statistics.median(per_step),
+                "seconds_per_step_min": min(per_step),
+                "seconds_per_step_max": max(per_step),
+                "samples_models_per_s": statistics.median(m.throughput for m in runs),
+                "vs_separate": self.ratio(mode, "separate"),
+                "vs_loop": self.ratio(mode, "loop"),
+                "gflops_per_s": gflops,
+                "peak_gflops_per_s": peak.flops_per_s / 1e9,
+                "peak_dtype": peak.dtype,
+                "mfu": gflops * 1e9 / peak.flops_per_s,
+                "setup_seconds": statistics.median(m.setup_seconds for m in runs),
+                "seconds_per_step_repeats": " ".join(f"{s:.4g}" for s in per_step),
+                "steps": self.steps,
+                "warmup": self.warmup,
+                "repeats": len(runs),
+                "batch_size": self.config.data.batch_size,
+                "models": len(self.config.models),
+                "device": str(self.device),
+            })
+        return pd.DataFrame(rows)
+
+
+class Steps:
+    """Stands in for the DataLoader handed to train_one_epoch: the next `count` batches of one
+    ongoing pass over `loader` (another pass starts when it runs out), counting the samples."""
+
+    def __init__(self, loader):
+        self.loader, self.count, self.samples = loader, 0, 0
+        self._batches: Iterator | None = None
+
+    def take(self, count: int) -> "Steps":
+        self.count = count
+        return self
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        # A generator: iter(loader) and each batch happen inside the caller's next(), so under
+        # the data stream that seeded_batches activates around it.
+        for _ in range(self.count):
+            batch = next(self._batches, None) if self._batches is not None else None
+            if batch is None:
+                self._batches = iter(self.loader)
+                batch = next(self._batches)
+            self.samples += len(batch[1])
+            yield batch
+
+
+def runner_pass(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> tuple[float, int, dict[str, float], float]:
+    """The runner's shared pass over `steps` batches, every model of `cfg`. Returns (timed
+    seconds, samples per model, each model's last loss, setup seconds)."""
+    start = time.perf_counter()
+    seed = cfg.seeds[0]
+    shared = SharedPass(cfg, seed, build_slots(cfg, seed, data, device, fail_fast=True, loss_fn=loss_fn), data, loss_fn, device)
+    batches = Steps(shared.train_loader)
+
+    def train(count: int) -> None:
+        train_one_epoch(shared.slots, batches.take(count), loss_fn, shared.data_rng, epoch=1)
+
+    if warmup:
+        train(warmup)
+    setup = time.perf_counter() - start
+    batches.samples = 0
+    seconds = wall_seconds(lambda: train(steps), device)
+    for slot in shared.slots:
+        if not slot.live:
+            warnings.warn(f"bench: model {slot.name} {slot.status} at {slot.where}; the numbers count it as if it had trained", CompareWarning, stacklevel=2)
+    losses = {s.name: float(s.last_loss) for s in shared.slots if s.last_loss is not None}
+    return seconds, batches.samples, losses, setup
+
+
+def separate_runs(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
+    """One standard run per model, one after the other: each its own DataLoader and pass."""
+    seconds = setup = 0.0
+    samples, losses = 0, {}
+    for model in cfg.models:
+        s, n, loss, u = runner_pass(dataclasses.replace(cfg, models=[model]), data, loss_fn, device, warmup, steps)
+        seconds, samples, setup = seconds + s, samples + n, setup + u
+        losses |= loss
+    return Measurement("separate", 0, seconds, steps, samples, losses, setup)
+
+
+def hand_written_loop(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
+    """The loop people write (README), over the same DataLoader and the same models, seeded
+    as a script would be (`torch.manual_seed` at the top): the overhead baseline for `shared`."""
+    start = time.perf_counter()
+    seed = cfg.seeds[0]
+    slots = build_slots(cfg, seed, data, device)  # the runner's models and optimizers, same init
+    models, optimizers = [s.model.train() for s in slots], [s.optimizer for s in slots]
+    loader = SharedPass(cfg, seed, [], data, loss_fn, device).train_loader
+    torch.manual_seed(seed)
+    batches = Steps(loader)
+    losses: list[torch.Tensor] = []
+
+    def train(count: int) -> None:
+        for x, y in batches.take(count):
+            x, y = x.to(device), y.to(device)
+            losses.clear()
+            for model, optimizer in zip(models, optimizers):
+                loss = loss_fn(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.detach())
+
+    if warmup:
+        train(warmup)
+    setup = time.perf_counter() - start
+    batches.samples = 0
+    seconds = wall_seconds(lambda: train(steps), device)
+    last = {s.name: float(loss) for s, loss in zip(slots, losses)}
+    return Measurement("loop", 0, seconds, steps, batches.samples * len(models), last, setup)
+
+
+def measure(mode: str, cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
+    if mode == "separate":
+        return separate_runs(cfg, data, loss_fn, device, warmup, steps)
+    if mode == "loop":
+        return hand_written_loop(cfg, data, loss_fn, device, warmup, steps)
+    seconds, samples, losses, setup = runner_pass(cfg, data, loss_fn, device, warmup, steps)
+    return Measurement(mode, 0, seconds, steps, samples * len(cfg.models), losses, setup)
+
+
+def run_bench(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    modes: Sequence[str] = tuple(MODES),
+    steps: int = 20,
+    repeats: int = 3,
+    warmup: int = 2,
+    on_measurement: Callable[[Measurement], None] | None = None,
+) -> BenchResult:
+    """Time `modes` on the experiment CONFIG (with `overrides`). torch's global random state
+    is the same afterwards as before: a run started later in the process is unaffected."""
+    problems = [Problem(f"--{key}", str(value), f"expected >= {low}") for key, value, low in (("steps", steps, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)) if value < low]
+    if problems:
+        raise ConfigError(problems)
+    modes = parse_modes(",".join(modes))
+    base = load_config(config, list(overrides))
+    configs = {m: load_config(config, [*overrides, *MODES[m].overrides]) if MODES[m].overrides else base for m in modes}
+    device = resolve_device(base.experiment.device)
+    forked = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # loop mode seeds them all
+    with torch.random.fork_rng(devices=forked):
+        datasets: dict[str, object] = {}
+
+        def data_of(cfg: Config):
+            """Loaded once per distinct [data] table (a mode may change it), outside the timing."""
+            key = json.dumps(cfg.to_dict()["data"], sort_keys=True, default=str)
+            if key not in datasets:
+                datasets[key] = load_data(cfg, device)  # with data.cache: decoded here, untimed
+            return datasets[key]
+
+        loss_fn = components.build_loss(base.loss, base.base_dir, data_of(base).num_classes)
+        probe = build_slots(base, base.seeds[0], data_of(base), device, fail_fast=True)
+        check_data_and_models(base, data_of(base), probe)
+        flops = {s.name: 3.0 * s.info["flops_per_sample"] for s in probe}
+        del probe
+        # The hand-written loop is plain fp32 whatever the config asks for.
+        dtypes = {m: precision_dtype("32" if m == "loop" else configs[m].experiment.precision, device) for m in modes}
+        measured = {dtype: device_peak(device, dtype) for dtype in sorted(set(dtypes.values()))}
+        result = BenchResult(base, modes, device, steps, warmup, repeats, flops, {m: measured[dtypes[m]] for m in modes}, load=load_average())
+        for repeat in range(repeats):
+            for mode in modes:
+                cfg = configs[mode]
+                m = dataclasses.replace(measure(mode, cfg, data_of(cfg), loss_fn, device, warmup, steps), repeat=repeat)
+                gc.collect()  # the mode's loader workers and models go now, not during the next mode
+                result.measurements.append(m)
+                if on_measurement is not None:
+                    on_measurement(m)
+        result.load += load_average()
+    for row in result.table().itertuples():
+        if row.mfu > 1:
+            warnings.warn(f"bench: mode {row.mode} ran above the {row.peak_dtype} peak (MFU {100 * row.mfu:.0f}%): it does not compute in {row.peak_dtype} here, or the measured peak is too low", CompareWarning, stacklevel=2)
+    return result
+
+
+def load_average() -> list[float]:
+    """The machine's 1-minute load average, where the OS reports one: other processes on the
+    cores make timings noisy, and the table says so."""
+    try:
+        return [os.getloadavg()[0]]
+    except (AttributeError, OSError):
+        return []

@@ -1,0 +1,326 @@
+"""Losses, optimizers and schedulers by name from torch, plus the name/argument checks the
+config runs before anything is built. Models and datasets have registries of their own.
+
+Models, datasets and losses may also be references (`file.py:Attr`, `nb.ipynb:Attr`,
+`package.module:attr`, see runner/build/references.py) or, from Python, live objects. Each is
+resolved in one place (`resolve_model`, `resolve_dataset`, `resolve_loss`) that both the
+config check and the builders use.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from runner.build import references
+from runner.build.shared_loss import shared_state
+from runner.errors import CompareError, CompareWarning, ReferenceNotFound, UnknownNameError, did_you_mean
+
+# Schedulers that need Python objects (callables, other schedulers) cannot come from TOML.
+_NOT_FROM_TOML = {"LRScheduler", "_LRScheduler", "SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR"}
+
+
+def list_losses() -> list[str]:
+    return sorted(n for n in dir(nn) if n.endswith("Loss") and isinstance(getattr(nn, n), type))
+
+
+def list_optimizers() -> list[str]:
+    optim = torch.optim
+    return sorted(
+        n
+        for n in dir(optim)
+        if isinstance(getattr(optim, n), type)
+        and issubclass(getattr(optim, n), optim.Optimizer)
+        and getattr(optim, n) is not optim.Optimizer
+    )
+
+
+def list_schedulers() -> list[str]:
+    sched = torch.optim.lr_scheduler
+    return sorted(
+        n
+        for n in dir(sched)
+        if isinstance(getattr(sched, n), type)
+        and (issubclass(getattr(sched, n), sched.LRScheduler) or n == "ReduceLROnPlateau")
+        and n not in _NOT_FROM_TOML
+    )
+
+
+def _lookup(kind: str, name: str, names: list[str], namespace) -> type:
+    if name not in names:
+        raise UnknownNameError(kind, name, names)
+    return getattr(namespace, name)
+
+
+def create_loss(name: str, args: dict) -> nn.Module:
+    return _lookup("loss", name, list_losses(), nn)(**args)
+
+
+def create_optimizer(name: str, params, args: dict) -> torch.optim.Optimizer:
+    return _lookup("optimizer", name, list_optimizers(), torch.optim)(params, **args)
+
+
+def create_scheduler(name: str, optimizer: torch.optim.Optimizer, args: dict):
+    return _lookup("scheduler", name, list_schedulers(), torch.optim.lr_scheduler)(optimizer, **args)
+
+
+# ---------------------------------------------------------------- checks used by the config
+
+
+@dataclass(frozen=True)
+class Message:
+    key: str  # relative key path, e.g. "arch" or "args.width"
+    text: str
+
+
+def check_arguments(fn: Callable, args: dict, skip: tuple[str, ...], prefix: str, required: bool) -> list[Message]:
+    """Unknown keyword arguments (and, if `required`, missing ones) against fn's signature."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return []
+    names = [n for n, p in params.items() if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    out = []
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        out += [Message(f"{prefix}{k}", f"unknown argument{did_you_mean(k, names)} (accepts: {', '.join(names)})") for k in args if k not in names]
+    if required:
+        missing = [n for n in names if params[n].default is inspect.Parameter.empty and n not in args]
+        out += [Message(f"{prefix}{n}", "missing required argument") for n in missing]
+    return out
+
+
+def _checked(kind_key: str, lookup: Callable[[], Any], then: Callable[[Any], list[Message]]) -> list[Message]:
+    try:
+        obj = lookup()
+    except CompareError as err:  # unknown name, missing file or attribute, user code that raised
+        return [Message(kind_key, str(err))]
+    return then(obj)
+
+
+def check_loss(name: Any, args: dict, base_dir: str | Path = ".") -> list[Message]:
+    return _checked("name", lambda: resolve_loss(name, base_dir), lambda target: _loss_arguments(target, args))
+
+
+def check_optimizer(name: str, args: dict) -> list[Message]:
+    return _checked("name", lambda: _lookup("optimizer", name, list_optimizers(), torch.optim), lambda cls: check_arguments(cls, args, ("self", "params"), "", False))
+
+
+def check_scheduler(name: str, args: dict) -> list[Message]:
+    sched = torch.optim.lr_scheduler
+    return _checked("name", lambda: _lookup("scheduler", name, list_schedulers(), sched), lambda cls: check_arguments(cls, args, ("self", "optimizer"), "", True))
+
+
+def check_model(arch: Any, args: dict, base_dir: str | Path = ".") -> list[Message]:
+    def arguments(target) -> list[Message]:
+        if isinstance(target, nn.Module):
+            return [Message("args", "an nn.Module instance takes no args (it is copied as it is)")] if args else []
+        return check_arguments(target, args, ("self", "input_shape", "num_classes"), "args.", required=not registered(arch))
+
+    return _checked("arch", lambda: resolve_model(arch, base_dir), arguments)
+
+
+def check_dataset(name: Any, args: dict, base_dir: str | Path = ".") -> list[Message]:
+    def arguments(target) -> list[Message]:
+        if not isinstance(target, type):
+            return [Message("args", "a DatasetAdapter instance takes no args (it is used as it is)")] if args else []
+        out = check_arguments(target.__init__, args, ("self", "root", "download", "augment"), "args.", False)
+        params = _parameters(target.__init__)
+        if params is not None and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            missing = [n for n in ("root", "download", "augment") if n not in params]
+            if missing:
+                out.append(Message("dataset", f"{target.__name__}.__init__ must accept root, download and augment (missing: {', '.join(missing)}); take **kwargs and call super().__init__(**kwargs)"))
+        return out
+
+    return _checked("dataset", lambda: resolve_dataset(name, base_dir), arguments)
+
+
+def check_transforms(specs: list | None, key: str) -> list[Message]:
+    """`[{ name = "RandomCrop", size = 32 }, ...]`: names from torchvision.transforms.v2, arguments
+    checked against the class; from Python, transform objects are taken as they are."""
+    from datasets.transforms import ADDED_BY_PIPELINE, list_transforms  # noqa: PLC0415
+    from torchvision.transforms import v2  # noqa: PLC0415
+
+    out: list[Message] = []
+    for i, spec in enumerate(specs or []):
+        where = f"{key}[{i}]"
+        if not isinstance(spec, dict):
+            if not callable(spec):
+                out.append(Message(where, f'expected a table like {{ name = "RandomCrop", size = 32 }}, got {spec!r}'))
+            continue
+        name, args = spec.get("name"), {k: v for k, v in spec.items() if k != "name"}
+        if not isinstance(name, str):
+            out.append(Message(f"{where}.name", f"expected a torchvision.transforms.v2 class name, got {name!r}"))
+        elif name in ADDED_BY_PIPELINE:
+            out.append(Message(f"{where}.name", f"compare adds {name} itself: every pipeline is ToImage, your steps, ToDtype(float32, scale=True), Normalize(the dataset's stats)"))
+        else:
+            # _checked calls both right away, inside this iteration.
+            out += _checked(f"{where}.name", lambda: _lookup("transform", name, list_transforms(), v2), lambda cls: check_arguments(cls, args, ("self",), f"{where}.", True))
+    return out
+
+
+# ---------------------------------------------------------------- resolution (check and build)
+
+
+def registered(value: Any) -> bool:
+    """A plain name from a registry or torch (not a reference, not a live object)."""
+    return isinstance(value, str) and not references.is_reference(value)
+
+
+def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
+    """A registry builder, or the class / factory / nn.Module instance a reference or live object is."""
+    if registered(arch):
+        from models import MODELS  # noqa: PLC0415
+
+        return MODELS.get(arch)
+    if not isinstance(arch, str) and not callable(arch):
+        raise ReferenceNotFound(f"expected a model name (`compare list models`), a reference ({references.FORMS}) or, from Python, an nn.Module class, factory or instance; got {arch!r}")
+    target = references.resolve(arch, base_dir) if isinstance(arch, str) else arch
+    what = references.describe(arch)
+    if isinstance(target, nn.Module):
+        return target
+    if isinstance(target, type) and not issubclass(target, nn.Module):
+        raise ReferenceNotFound(f"{what} is the class {target.__name__}, which is not a torch.nn.Module")
+    if not callable(target):
+        raise ReferenceNotFound(f"{what} is {target!r} ({type(target).__name__}); expected an nn.Module class, a factory returning one, or an nn.Module")
+    return target
+
+
+def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: str | Path = ".", name: str | None = None) -> nn.Module:
+    """Registry builders get input_shape and num_classes; a user's class or factory gets them
+    only where its signature names them (`class Net(nn.Module): def __init__(self)` just works)."""
+    target = resolve_model(arch, base_dir)
+    if registered(arch):
+        from models import create_model  # noqa: PLC0415
+
+        return create_model(arch, input_shape, num_classes, **args)
+    what = f"model {name} ({references.describe(arch)})" if name else references.describe(arch)
+    if isinstance(target, nn.Module):
+        return copy.deepcopy(target)  # each run (and each model) starts from the instance's weights
+    params = _parameters(target) or {}
+    shape = {k: v for k, v in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)) if k in params}
+    model = references.call_user(what, target, **shape, **args)
+    if not isinstance(model, nn.Module):
+        raise references.UserCodeError(f"{what} returned {type(model).__name__}; expected a torch.nn.Module")
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        # Lazy modules (nn.LazyLinear, ...) get their shapes from a first forward pass, which
+        # has to come before the optimizer is built: one sample of zeros, in eval mode.
+        model.eval()
+        with torch.no_grad():
+            references.call_user(f"{what}: its first forward pass (for lazy modules) on one sample of shape {tuple(input_shape)}", model, torch.zeros(1, *input_shape))
+        model.train()
+    return model
+
+
+def resolve_dataset(spec: Any, base_dir: str | Path = "."):
+    """A DatasetAdapter subclass (registry, reference or live) or a live DatasetAdapter instance."""
+    package = dataset_package()
+    if registered(spec):
+        return package.DATASETS.get(spec)
+    if not isinstance(spec, (str, type, package.DatasetAdapter)):
+        raise ReferenceNotFound(f"expected a dataset name (`compare list datasets`), a reference ({references.FORMS}) or, from Python, a DatasetAdapter subclass or instance; got {spec!r}")
+    target = references.resolve(spec, base_dir) if isinstance(spec, str) else spec
+    adapter = package.DatasetAdapter
+    if isinstance(target, adapter):
+        return target
+    if not (isinstance(target, type) and issubclass(target, adapter)):
+        raise ReferenceNotFound(f"{references.describe(spec)} is {references.describe(target)}; expected a subclass of datasets.DatasetAdapter that overrides load_data()")
+    if inspect.isabstract(target):
+        raise ReferenceNotFound(f"{references.describe(spec)}: {target.__name__} does not override load_data()")
+    return target
+
+
+def load_dataset(data, base_dir: str | Path = ".", seed: int = 0):
+    """Build the `[data]` adapter, give it the configured transforms, and prepare() it."""
+    return prepare_dataset(build_adapter(data, base_dir), data, seed)
+
+
+def build_adapter(data, base_dir: str | Path = "."):
+    """The `[data]` adapter, with the configured transforms; nothing loaded yet."""
+    target = resolve_dataset(data.dataset, base_dir)
+    what = references.describe(data.dataset)
+    if isinstance(target, type):
+        build = target if registered(data.dataset) else functools.partial(references.call_user, what, target)
+        adapter = build(root=data.root, download=data.download, augment=data.augment, **data.args)
+    else:
+        adapter = target
+    if data.train_transforms is not None:
+        adapter.train_transforms = build_transforms(data.train_transforms)
+    if data.eval_transforms is not None:
+        adapter.eval_transforms = build_transforms(data.eval_transforms)
+    return adapter
+
+
+def prepare_dataset(adapter, data, seed: int = 0):
+    what = references.describe(data.dataset)
+    # Loading reads files and runs the transforms on the first sample: what fails there is the
+    # data or the config (a missing file, a crop larger than the image), reported as such.
+    return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed)
+
+
+def build_transforms(specs: list) -> list:
+    from datasets.transforms import create_transform  # noqa: PLC0415
+
+    return [create_transform(s["name"], {k: v for k, v in s.items() if k != "name"}) if isinstance(s, dict) else s for s in specs]
+
+
+def resolve_loss(name: Any, base_dir: str | Path = ".") -> Any:
+    """A torch.nn loss class by name; a reference or live object: a class, a callable
+    `loss(logits, targets)`, or an instance of either."""
+    if registered(name):
+        return _lookup("loss", name, list_losses(), nn)
+    if not isinstance(name, str) and not callable(name):
+        raise ReferenceNotFound(f"expected a torch.nn loss name (`compare list losses`), a reference ({references.FORMS}) or, from Python, a loss class or callable; got {name!r}")
+    target = references.resolve(name, base_dir) if isinstance(name, str) else name
+    if not callable(target):
+        raise ReferenceNotFound(f"{references.describe(name)} is {target!r} ({type(target).__name__}); expected a loss class or a callable loss(logits, targets)")
+    return target
+
+
+def _loss_arguments(target, args: dict) -> list[Message]:
+    if isinstance(target, type):
+        return check_arguments(target, args, ("self",), "args.", True)
+    if inspect.isfunction(target) or inspect.ismethod(target):
+        first_two = tuple(list(_parameters(target) or {})[:2])  # (logits, targets)
+        return check_arguments(target, args, first_two, "args.", True)
+    return [Message("args", "a loss object takes no args (it is used as it is)")] if args else []
+
+
+def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callable:
+    """ONE loss object for every model. Warns (CompareWarning) when it keeps state between calls."""
+    target = resolve_loss(loss.name, base_dir)
+    what = references.describe(loss.name)
+    if isinstance(target, type):
+        fn = target(**loss.args) if registered(loss.name) else references.call_user(what, target, **loss.args)
+    else:
+        fn = functools.partial(target, **loss.args) if loss.args else target
+    for problem in shared_state(fn, num_classes):
+        warnings.warn(f"loss {what} is one object shared by every model, but {problem}", CompareWarning, stacklevel=2)
+    return fn
+
+
+def _parameters(fn) -> dict | None:
+    try:
+        return dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def dataset_package():
+    """Our top-level `datasets` package, or a clear error if Hugging Face's shadows it."""
+    import datasets  # noqa: PLC0415
+
+    if not hasattr(datasets, "DatasetAdapter"):
+        where = getattr(datasets, "__file__", "?")
+        raise CompareError(
+            f"`import datasets` loaded {where}, which is not compare's datasets package "
+            "(Hugging Face's `datasets` has the same import name); run compare from its own "
+            "virtual environment or `pip uninstall datasets` there"
+        )
+    return datasets

@@ -1,0 +1,308 @@
+"""References: what `arch`, `data.dataset` and `loss.name` may name besides a registry entry.
+
+    package.module:attr          an importable module (installed, or under the working directory)
+    path/to/file.py:Attr         a Python file, relative to the experiment's TOML file
+    path/to/notebook.ipynb:Attr  a Jupyter notebook: its code cells, converted by nbconvert's
+                                 PythonExporter (`jupyter nbconvert --to script`), run as a module
+
+Files and notebooks run as modules whose __name__ is not "__main__". In a notebook:
+  - cells tagged `skip-compare` are dropped (tag the cells that load data, train, plot, save);
+  - a cell that starts with a cell magic (`%%time`, `%%bash`, ...) is dropped;
+  - IPython line magics and shell lines (`%matplotlib inline`, `!pip install x`, `x = !ls`)
+    become no-ops, and so does any `get_ipython()` call.
+Loading a model must never train one: a file or notebook whose top level still holds a
+`for`/`while` loop outside `if __name__ == "__main__":` is refused, naming the cell or line.
+
+Each file runs once per process (cached by path, size and modification time), so the config
+check and the builders see the same classes. Its top level runs with the torch, random and
+numpy generators saved and restored: a `torch.manual_seed(0)` there moves no model's stream.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import hashlib
+import importlib
+import linecache
+import os
+import re
+import sys
+import traceback
+import types
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from runner.errors import CompareError, ReferenceNotFound, UserCodeError, did_you_mean
+
+SKIP_TAG = "skip-compare"
+FORMS = "package.module:attr, path/to/file.py:Attr or path/to/notebook.ipynb:Attr"
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# IPython-only lines: `%magic`, `!shell`, `x = !ls`, `x = %who`, `obj?`, `?obj`.
+_IPYTHON_LINE = re.compile(r"^(\s*)(?:[%!]|[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*=\s*[%!]|\?+[\w.]+\s*$|[\w.]+\?+\s*$)")
+_CELL_MARK = "# [compare] code cell "
+
+_MODULES: dict[tuple, types.ModuleType] = {}  # (resolved path, size, mtime) -> module
+_LOCATORS: dict[str, Callable[[int], str]] = {}  # filename -> (line -> "where, for a person")
+
+
+def is_reference(value: Any) -> bool:
+    """`a.b:c`, `x.py:C`, `nb.ipynb:C` (registry names never hold a colon)."""
+    return isinstance(value, str) and ":" in value
+
+
+def describe(obj: Any) -> str:
+    """A name for anything a config may hold; live Python objects as `<python:module.QualName>`."""
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+        return f"<python:{obj.__module__}.{obj.__qualname__}>"
+    cls = type(obj)
+    return f"<python:{cls.__module__}.{cls.__qualname__} instance>"
+
+
+def resolve(text: str, base_dir: str | Path = ".") -> Any:
+    """The object `text` names. Raises ReferenceNotFound / UserCodeError with file and attribute."""
+    target, _, attr = text.rpartition(":")
+    if not target or not _DOTTED.match(attr):
+        raise ReferenceNotFound(f"{text!r} is not a reference; expected {FORMS}")
+    module, shown = load(target, base_dir)
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = defined_names(module)
+            listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+            guess = did_you_mean(part, names) if len(names) > 20 else ""  # a short list speaks for itself
+            raise ReferenceNotFound(f"{shown} has no attribute {attr!r}{guess}; it defines: {listed or 'nothing usable'}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def defined_names(module: types.ModuleType) -> list[str]:
+    """Classes and functions the module itself defines, in definition order (else its public names)."""
+    public = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    own = [k for k, v in public.items() if callable(v) and getattr(v, "__module__", None) == module.__name__]
+    return own or [k for k, v in public.items() if not isinstance(v, types.ModuleType)]
+
+
+def load(target: str, base_dir: str | Path = ".") -> tuple[types.ModuleType, str]:
+    """(module, how to name it in messages) for `path.py`, `path.ipynb` or `package.module`."""
+    if not target.endswith((".py", ".ipynb")):
+        return _import(target), target
+    path = Path(target).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    shown = os.path.normpath(path)
+    if not path.is_file():
+        raise ReferenceNotFound(f"{shown}: no such file (a relative path starts at the experiment file's folder, {os.path.normpath(base_dir)})")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _MODULES:
+        run = _run_notebook if path.suffix == ".ipynb" else _run_file
+        _MODULES[key] = run(path, shown)
+    return _MODULES[key], shown
+
+
+def _import(name: str) -> types.ModuleType:
+    if not _DOTTED.match(name):
+        raise ReferenceNotFound(f"{name!r} is neither a module name nor a .py/.ipynb file; expected {FORMS}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # the `compare` script does not put the working directory there
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name and (name == err.name or name.startswith(err.name + ".")):
+            raise ReferenceNotFound(f"cannot import module {name!r}: {err}; use path/to/file.py:Attr for a file of your own") from None
+        raise UserCodeError(f"importing {name!r} failed: {one_line(err)}{located(err)}") from err
+    except Exception as err:  # noqa: BLE001 - the user's module raised while importing
+        raise UserCodeError(f"importing {name!r} failed: {one_line(err)}{located(err)}") from err
+
+
+# ---------------------------------------------------------------- files and notebooks
+
+
+def _run_file(path: Path, shown: str) -> types.ModuleType:
+    return _execute(path, shown, path.read_text(encoding="utf-8"), lambda line: f"{shown}:{line}", notebook=False)
+
+
+def notebook_script(path: Path, shown: str) -> str:
+    """The notebook as nbconvert's PythonExporter writes it, after the convention above;
+    each kept code cell starts with a `# [compare] code cell N` marker line."""
+    import nbformat  # noqa: PLC0415 - only when a notebook is referenced
+    from nbconvert import PythonExporter  # noqa: PLC0415
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as err:  # noqa: BLE001 - any unreadable notebook is bad input
+        raise ReferenceNotFound(f"{shown}: not a readable notebook ({one_line(err)})") from None
+    cells, number = [], 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        number += 1
+        source = cell.source
+        if SKIP_TAG in cell.metadata.get("tags", []) or source.lstrip().startswith("%%"):
+            continue
+        cell = copy.deepcopy(cell)
+        cell.source = f"{_CELL_MARK}{number}\n{neutralise(source)}"
+        cells.append(cell)
+    nb.cells = cells
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "IPython is needed to transform IPython syntax": done above
+        script, _ = PythonExporter().from_notebook_node(nb)
+    return script
+
+
+def neutralise(source: str) -> str:
+    """IPython-only lines become `pass` (same indent); a cell that is valid Python is untouched."""
+    try:
+        ast.parse(source)
+        return source
+    except SyntaxError:
+        pass
+    out = []
+    for line in source.splitlines():
+        match = _IPYTHON_LINE.match(line)
+        out.append(f"{match.group(1)}pass  # [compare] IPython line skipped: {line.strip()}" if match else line)
+    return "\n".join(out)
+
+
+def _run_notebook(path: Path, shown: str) -> types.ModuleType:
+    script = notebook_script(path, shown)
+    marks = [(i, int(line[len(_CELL_MARK):])) for i, line in enumerate(script.splitlines(), 1) if line.startswith(_CELL_MARK)]
+
+    def locate(line: int) -> str:
+        starts = [(start, cell) for start, cell in marks if start <= line]
+        if not starts:
+            return f"{shown} (converted script) line {line}"
+        start, cell = starts[-1]
+        return f"{shown} code cell {cell}, line {line - start}"
+
+    return _execute(path, shown, script, locate, notebook=True)
+
+
+class _NoIPython:
+    """What `get_ipython()` returns outside IPython: every method is a no-op."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], notebook: bool) -> types.ModuleType:
+    filename = str(path)
+    fix = "tag its cell skip-compare" if notebook else 'move it under `if __name__ == "__main__":`'
+    try:
+        tree = ast.parse(source, filename)
+    except SyntaxError as err:
+        raise UserCodeError(f"{locate(err.lineno or 0)}: SyntaxError: {err.msg}") from None
+    loops = top_level_loops(tree)
+    if loops:
+        kind = "while" if isinstance(loops[0], ast.While) else "for"
+        raise UserCodeError(f"{locate(loops[0].lineno)}: a top-level `{kind}` loop would run when compare loads {shown} (a training loop?); {fix}")
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    # A flat, importable-looking name: pickle (DataLoader workers, torch.save) finds the module in sys.modules.
+    name = f"compare_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    module.get_ipython = _NoIPython
+    sys.modules[name] = module  # before running: dataclasses and typing look the module up
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # --debug tracebacks
+    _LOCATORS[filename] = locate
+    try:
+        with preserved_rng():
+            exec(compile(tree, filename, "exec"), module.__dict__)  # noqa: S102 - running the user's file is the point
+    except (Exception, SystemExit) as err:  # noqa: BLE001
+        del sys.modules[name]
+        hint = "; if that cell loads data or trains, tag it skip-compare" if notebook else ""
+        raise UserCodeError(f"running {shown} failed: {type(err).__name__}: {one_line(err)}{located(err)}{hint}") from err
+    return module
+
+
+def top_level_loops(tree: ast.Module) -> list[ast.stmt]:
+    """`for`/`while` statements that run at import: not inside a def or class, not under
+    `if __name__ == "__main__":`."""
+    found: list[ast.stmt] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+                found.append(stmt)
+            elif isinstance(stmt, ast.If):
+                if not _is_main_guard(stmt.test):
+                    visit(stmt.body)
+                visit(stmt.orelse)
+            elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+                visit(stmt.body)
+            elif isinstance(stmt, ast.Try):
+                visit(stmt.body)
+                for handler in stmt.handlers:
+                    visit(handler.body)
+                visit(stmt.orelse)
+                visit(stmt.finalbody)
+
+    visit(tree.body)
+    return found
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
+    )
+
+
+@contextmanager
+def preserved_rng():
+    """Run user code without moving the torch, `random` or numpy global generators."""
+    import random  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    state = random.getstate()
+    numpy = sys.modules.get("numpy")
+    np_state = numpy.random.get_state() if numpy is not None else None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(state)
+        if np_state is not None:
+            numpy.random.set_state(np_state)
+
+
+# ---------------------------------------------------------------- calling the user's code
+
+
+def call_user(what: str, fn: Callable, *args, **kwargs) -> Any:
+    """Call user code; what it raises becomes one UserCodeError line naming `what` and where."""
+    try:
+        return fn(*args, **kwargs)
+    except CompareError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's code: report it, do not crash
+        raise UserCodeError(f"{what} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or "(no message)"
+
+
+# Frames in these are not "where the user's code failed".
+_ROOT = Path(__file__).resolve().parents[2]
+_LIBRARY_DIRS = (os.path.dirname(os.__file__), *(str(_ROOT / p) for p in ("runner", "models", "datasets")))
+
+
+def located(err: BaseException) -> str:
+    """` (file:line)` of the innermost frame in the user's code, or "" when none is found."""
+    frames = traceback.extract_tb(err.__traceback__)
+    for frame in reversed(frames):
+        if frame.filename in _LOCATORS:
+            return f" ({_LOCATORS[frame.filename](frame.lineno)})"
+    for frame in reversed(frames):
+        name = frame.filename
+        if not name.startswith("<") and "site-packages" not in name and not name.startswith(_LIBRARY_DIRS):
+            return f" ({name}:{frame.lineno})"
+    return ""

@@ -1,0 +1,2 @@
+"""The thin typer layer: app (the app, console, and the one error -> exit-code mapping), the
+commands (run, reports, authoring, bench), and main (registers them; the entry point)."""

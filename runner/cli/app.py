@@ -1,0 +1,37 @@
+"""The `compare` application: the typer app, the console, and THE one place an error becomes an
+exit code (`fail`). Commands live beside it (run, reports, authoring, bench); runner/cli/main.py
+registers them. The library raises typed errors and never exits.
+
+Exit codes: 0 done, 1 internal error, 2 bad config or input, 3 finished with some models
+failed or diverged, 130/143 interrupted by SIGINT/SIGTERM (checkpoint written).
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+from rich.console import Console
+
+from runner.errors import EXIT_INTERNAL, CompareError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
+# Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def fail(err: Exception, debug: bool) -> None:
+    """One line per problem on stderr (no traceback unless --debug), then the exit code. Under
+    torchrun the ranks share their errors, so rank 0 alone prints them, unless one rank alone knows."""
+    from runner.run.distributed import env_rank  # noqa: PLC0415
+
+    if isinstance(err, CompareError) and env_rank() > 0 and not getattr(err, "rank_local", False):
+        raise typer.Exit(err.exit_code)
+    if debug:
+        traceback.print_exc()
+    if isinstance(err, CompareError):
+        for line in str(err).splitlines():
+            sys.stderr.write(f"error: {line}\n")
+        raise typer.Exit(err.exit_code)
+    sys.stderr.write(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)\n")
+    raise typer.Exit(EXIT_INTERNAL)

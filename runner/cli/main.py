@@ -1,0 +1,25 @@
+"""`compare`'s entry point: every command module registers itself on the one typer app."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+from runner.cli import run, authoring, reports, bench  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
+from runner.cli.app import app
+from runner.errors import CompareWarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A CompareWarning is one `warning: ...` line; other warnings keep Python's format."""
+    if issubclass(category, CompareWarning):
+        sys.stderr.write(f"warning: {message}\n")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def main() -> None:
+    warnings.showwarning = _show_warning
+    app()

@@ -1,0 +1,130 @@
+"""`compare run` and `compare resume`: parse, train with signals and progress, print the
+leaderboard; errors go to `fail` (runner/cli/app.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from runner.cli.app import app, console, fail
+from runner.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, ConfigError, Problem
+
+
+def seeds_override(text: str) -> str:
+    """`--seeds 0,1,2` -> the override `experiment.seeds=[0, 1, 2]`."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError([Problem("--seeds", "experiment.seeds", f"expected distinct comma-separated integers like 0,1,2, got {text!r}")])
+    return f"experiment.seeds=[{', '.join(map(str, seeds))}]"
+
+
+def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
+    """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes."""
+    from runner.run import distributed  # noqa: PLC0415
+    from runner.run.interrupts import graceful_interrupts  # noqa: PLC0415
+    from runner.run.progress import Progress, RichProgress  # noqa: PLC0415
+
+    main = distributed.env_rank() == 0
+    if distributed.restart_count() > 0:
+        options["resume"] = True  # torchrun restarted the workers (a node or process was lost)
+    try:
+        with graceful_interrupts() as stop:
+            experiment = experiment_factory()
+            result = experiment.run(run_dir, progress=RichProgress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
+    except KeyboardInterrupt:  # the second Ctrl-C: stop at once
+        sys.stderr.write("error: interrupted; stopped at once (checkpoints already written are kept)\n")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
+        fail(err, debug)
+    if not main:
+        return
+    if result.already_finished:
+        console.print(f"{result.run_dir} already finished; nothing to resume")
+        return
+    from runner.cli.reports import print_board  # noqa: PLC0415
+    from runner.report.leaderboard import build  # noqa: PLC0415
+    from runner.report.run_data import load_run  # noqa: PLC0415
+
+    print_board(build([load_run(result.run_dir)]), f"{experiment.config.experiment.name}: leaderboard (final epoch)")  # with its evidence lines
+    console.print(f"run directory: {result.run_dir}")
+    plots = result.run_dir / "plots"
+    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""))
+    console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
+    if result.some_failed:
+        sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
+        if not distributed.launched():  # under torchrun a non-zero exit would restart the run
+            raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a key: dotted.key=value (TOML value); model.<name>.key=value for one model.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: <experiment.output_dir>/<experiment.name>).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in the run directory from its newest valid checkpoint.")] = False,
+    fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails (default: quarantine it, go on).")] = False,
+    seeds: Annotated[Optional[str], typer.Option(help="Repeat the whole pass per seed, e.g. 0,1,2 (sets experiment.seeds).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN_DIR/plots/*.png at the end.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, build every model and the data, run one batch through each, print the plan; train nothing, write nothing.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    nproc: Annotated[Optional[int], typer.Option(help="Data parallel over this many processes on this node (starts torchrun's agent; one GPU each, or CPU with gloo).")] = None,
+    max_restarts: Annotated[int, typer.Option(help="With --nproc: restart the workers this often after a failure; they resume from the last checkpoint.")] = 0,
+):
+    """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
+    from runner.run.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
+
+    try:
+        overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
+        if dry_run:
+            from runner.cli.authoring import print_plan  # noqa: PLC0415
+
+            print_plan(console, Experiment.from_toml(config, overrides).dry_run(out))
+            return
+    except Exception as err:  # noqa: BLE001
+        fail(err, debug)
+    if nproc is not None:
+        worker_args = ["run", str(config), *(f"--set={s}" for s in overrides), *(["--out", str(out)] if out else [])]
+        flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
+        worker_args += [flag for flag, on in flags if on]
+        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug)
+        return
+    _train(lambda: Experiment.from_toml(config, overrides), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots)
+
+
+def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
+    """Check the config once here (one message, not one per worker), then start the workers."""
+    from runner.run import distributed  # noqa: PLC0415
+    from runner.run import launch  # noqa: PLC0415
+
+    try:
+        if distributed.launched():
+            raise launch.RunDirError("--nproc starts torchrun itself; under torchrun, leave it out")
+        experiment = experiment_factory()  # a bad config fails here, before any worker starts
+        run_dir = out or experiment.default_run_dir()
+        code = launch.launch(nproc, max_restarts, worker_args, run_dir)
+    except Exception as err:  # noqa: BLE001
+        fail(err, debug)
+    if code == EXIT_SOME_FAILED:
+        sys.stderr.write(f"warning: some models failed or diverged; see {run_dir / 'errors'}\n")
+    raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holds config.toml and checkpoints/).")],
+    fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails.")] = False,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN_DIR/plots/*.png at the end.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Continue RUN_DIR from its newest valid checkpoint, with the config it was started with."""
+    from runner.run.experiment import Experiment  # noqa: PLC0415
+
+    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast, plots=plots)

@@ -1,0 +1,126 @@
+"""The shared pass: every batch is loaded once and fed to every live model.
+
+Read it as the plain loop with slots in it:
+
+    for x, y in loader:
+        for slot in slots:  forward, shared loss, zero_grad, backward, step
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from runner.engine.rng import RngStream
+from runner.engine.slot import Slot
+
+
+def seeded_batches(loader: DataLoader, data_rng: RngStream) -> Iterator:
+    """Iterate `loader` with the data pipeline's own random stream active (augmentations in
+    the main process draw from torch's global generator), never a model's stream."""
+    with data_rng.active():
+        batches = iter(loader)
+    while True:
+        with data_rng.active():
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
+Agree = Callable[[torch.Tensor], torch.Tensor]  # under DDP: the codes reduced over ranks (max)
+
+
+def check_health(slots: list[Slot], where: str, agree: Agree | None = None) -> None:
+    """Quarantine the models (those that trained this step) whose loss or gradient norm went
+    non-finite: one host sync for all models together, instead of one per model. Under DDP
+    `agree` makes it one all-reduce too, so a model unhealthy on any rank leaves every rank."""
+    if not slots and agree is None:
+        return
+    home = canonical(slots[0].device) if slots else torch.device("cpu")
+    codes = torch.stack([s.health_code().to(home, non_blocking=True) for s in slots]) if slots else torch.zeros(0, dtype=torch.long)
+    if agree is not None:
+        codes = agree(codes)
+    for slot, code in zip(slots, codes.tolist()):
+        if code:
+            slot.settle(code, where)
+
+
+def canonical(device: torch.device) -> torch.device:
+    """`cuda` and `cuda:<current>` are one device: one copy of the batch, not two."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[Slot]) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor]]:
+    """The batch on every device a live model uses: copied once per device, not once per model."""
+    out: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    for slot in slots:
+        device = canonical(slot.device)
+        if slot.live and device not in out:
+            out[device] = (x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+    return out
+
+
+def step_units(slots: list[Slot]) -> list:
+    """What the pass steps, in slot order: a plain slot, or once for all its live members, the
+    fused group a slot belongs to (runner/engine/fused.py; its `unit`)."""
+    return list(dict.fromkeys(getattr(s, "unit", s) for s in slots if s.live))
+
+
+def train_one_epoch(
+    slots: list[Slot],
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    data_rng: RngStream,
+    epoch: int,
+    start_step: int = 0,
+    on_step: Callable[[int, list[Slot]], None] | None = None,
+    agree: Agree | None = None,
+) -> float:
+    """One pass over the train split (from `start_step` when resuming); returns the seconds
+    spent waiting for data. Under DDP `loader` yields this rank's slice of each batch."""
+    for slot in slots:
+        slot.model.train()
+    data_seconds = 0.0
+    tick = time.perf_counter()
+    for step, (x, y) in enumerate(seeded_batches(loader, data_rng), start=start_step):
+        batch = to_devices(x, y, slots)  # moved once per device, shared by every model there
+        data_seconds += time.perf_counter() - tick
+        live = [s for s in slots if s.live]
+        for unit in step_units(live):
+            unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step)
+        check_health(live, f"epoch {epoch} step {step}", agree)
+        if on_step is not None:
+            on_step(step, slots)
+        tick = time.perf_counter()
+    return data_seconds
+
+
+def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, epoch: int, agree: Agree | None = None) -> torch.Tensor:
+    """Every live model on the test split, in order, under eval() and no_grad().
+    Returns the test targets in that order (on the CPU; under DDP: this rank's shard)."""
+    live = [s for s in slots if s.live]
+    for slot in live:
+        slot.model.eval()
+        with slot.rng.active():
+            # A hand-written eval loop's `iter(DataLoader(test))` draws one int64 from the
+            # global generator (its worker base seed). Draw it from each model's own stream,
+            # so the stream stays in step with the plain loop (DESIGN.md: plain-loop equivalence).
+            torch.empty((), dtype=torch.int64).random_()
+    targets = []
+    with torch.no_grad():
+        for x, y in loader:
+            targets.append(y)
+            batch = to_devices(x, y, live)
+            for unit in step_units(live):
+                unit.eval_step(*batch[canonical(unit.device)], loss_fn, epoch)
+    for slot in live:
+        slot.model.train()
+    if agree is not None:  # a model that raised in evaluation on one rank fails on all
+        check_health(live, f"epoch {epoch} evaluation", agree)
+    return torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)

@@ -1,0 +1,271 @@
+"""A slot: everything that belongs to one model and nothing else (DESIGN.md).
+
+The engine only calls `train_step`, `eval_step`, `health_code`/`settle` and `end_epoch`, so other
+kinds of slot (a fused group, a DDP-wrapped model) can stand behind the same interface.
+A slot that fails or diverges leaves the pass; the others never notice.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from runner.engine.early_stopping import EarlyStopping
+from runner.errors import ModelFailedError
+from runner.engine.numerics import Numerics
+from runner.engine.rng import RngStream
+from runner.engine.timing import WorkTimer
+
+RUNNING, DONE, EARLY_STOPPED, DIVERGED, FAILED = "running", "done", "early_stopped", "diverged", "failed"
+HEALTHY, NONFINITE, RAISED = 0, 1, 2  # a step's health code; the worst wins when ranks agree (max)
+
+
+def batch_loss_sum(loss: torch.Tensor, n: int, loss_fn: nn.Module) -> torch.Tensor:
+    """The batch's summed per-sample loss in float64, from the shared loss's reduced value."""
+    loss = loss.detach().double()
+    return loss if getattr(loss_fn, "reduction", "mean") == "sum" else loss * n
+
+
+def correct_count(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """Top-1 hits for class-index targets; None where accuracy has no meaning (regression)."""
+    if logits.ndim != 2 or targets.ndim != 1 or targets.is_floating_point():
+        return None
+    return (logits.argmax(dim=1) == targets).sum()
+
+
+@dataclass
+class Meter:
+    """Sums kept on the device (no host sync per step); read once per epoch."""
+
+    loss_sum: torch.Tensor | float = 0.0
+    correct: torch.Tensor | int | None = 0
+    seen: int = 0
+    grad_norms: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, loss_sum: torch.Tensor, correct: torch.Tensor | None, n: int) -> None:
+        self.loss_sum = self.loss_sum + loss_sum
+        self.correct = None if correct is None or self.correct is None else self.correct + correct
+        self.seen += n
+
+    def loss(self) -> float:
+        return float(self.loss_sum) / self.seen if self.seen else math.nan
+
+    def accuracy(self) -> float:
+        return int(self.correct) / self.seen if self.seen and self.correct is not None else math.nan
+
+    def state_dict(self) -> dict:
+        norms = torch.stack(self.grad_norms).cpu() if self.grad_norms else torch.zeros(0)
+        correct = None if self.correct is None else torch.as_tensor(self.correct).cpu()
+        return {"loss_sum": torch.as_tensor(self.loss_sum, dtype=torch.float64).cpu(), "correct": correct, "seen": self.seen, "grad_norms": norms}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> "Meter":
+        correct = None if state["correct"] is None else state["correct"].to(device)
+        return cls(state["loss_sum"].to(device), correct, state["seen"], list(state["grad_norms"].to(device).unbind()))
+
+
+class Slot:
+    def __init__(self, name: str, model: nn.Module, optimizer, scheduler, scheduler_interval: str, rng: RngStream, device: torch.device, info: dict,
+                 early_stopping: EarlyStopping | None = None, fail_fast: bool = False, numerics: Numerics = Numerics(), forward=None):
+        self.name = name
+        self.model = model
+        self.forward = forward or model  # the model, or its torch.compile'd forward
+        self.numerics = numerics
+        self.scaler = numerics.grad_scaler(device)  # fp16 only
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.rng = rng
+        self.device = device
+        self.info = info  # arch, params, optimizer, ...: static facts for the leaderboard
+        self.early_stopping = early_stopping
+        self.fail_fast = fail_fast  # re-raise a model's exception instead of quarantining it
+        self.status, self.where, self.error = RUNNING, "", ""
+        self.reported = False  # its last history row (with the final status) is written
+        self.timer, self.eval_timer = WorkTimer(device), WorkTimer(device)
+        self.train_meter, self.test_meter = Meter(), Meter()
+        self.last_loss: torch.Tensor | None = None  # for the progress display
+        self.step_ok: torch.Tensor | None = None  # finite loss and gradients at the last step
+        self._test_preds: list[torch.Tensor] = []
+        self.predictions: torch.Tensor | None = None  # last evaluation's top-1 classes, on the CPU
+        self.best: tuple[float, int, torch.Tensor] | None = None  # (test_acc, epoch, predictions)
+
+    @property
+    def live(self) -> bool:
+        return self.status == RUNNING
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, step: int) -> None:
+        self.timer.start()
+        self.step_ok = None
+        try:
+            with self.rng.active():
+                logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
+                self.optimizer.zero_grad(set_to_none=True)
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                norm = self._optimizer_step()
+            self._record_step(loss, logits, y, loss_fn, norm)
+        except Exception as err:  # noqa: BLE001 - one model's failure must not end the pass
+            self._fail(err, f"epoch {epoch} step {step}")
+        finally:
+            self.timer.stop()
+
+    def forward_loss(self, forward, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits under the model's precision and layout; the shared loss on them in fp32."""
+        with self.numerics.autocast(self.device):
+            logits = forward(self.numerics.layout(x))
+        if logits.is_floating_point() and logits.dtype != torch.float32 and self.numerics.precision != "32":
+            logits = logits.float()
+        return logits, loss_fn(logits, y)
+
+    def _optimizer_step(self) -> torch.Tensor:
+        """After backward: the total gradient norm, then the optimizer and a per-step scheduler.
+        Under fp16 the scaler unscales first and skips the step when a gradient overflowed."""
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        return norm
+
+    def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norm: torch.Tensor) -> None:
+        """The step's sums, kept on the device; `step_ok` is read by the engine's health check."""
+        self.train_meter.grad_norms.append(norm)
+        self.train_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits.detach(), y), len(y))
+        self.last_loss = loss.detach()
+        # Under fp16 an overflowed gradient is the scaler's business (step skipped, scale
+        # lowered), not divergence; a non-finite loss still is.
+        self.step_ok = torch.isfinite(self.last_loss) & (torch.isfinite(norm) | (self.scaler is not None))
+
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int) -> None:
+        """One test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
+        self.eval_timer.start()
+        try:
+            with self.rng.active():
+                logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
+            self.test_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
+            if logits.ndim == 2:
+                self._test_preds.append(logits.argmax(dim=1))
+        except Exception as err:  # noqa: BLE001
+            self._fail(err, f"epoch {epoch} evaluation")
+        finally:
+            self.eval_timer.stop()
+
+    def health_code(self) -> torch.Tensor:
+        """This step's health, on the model's device (read by the engine once for all models)."""
+        if self.status == FAILED or self.step_ok is None:
+            return torch.tensor(RAISED if self.status == FAILED else HEALTHY, device=self.device)
+        return (~self.step_ok).long()
+
+    def settle(self, code: int, where: str) -> None:
+        """Act on the step's (agreed) health code: a non-finite step quarantines the model. A
+        failure was already handled where it was raised."""
+        if code == NONFINITE and self.live:
+            self.diverge(where)
+
+    def diverge(self, where: str) -> None:
+        self.status, self.where = DIVERGED, where
+        self.error = f"non-finite loss or gradient norm at {where}"
+        self._release()
+
+    def _fail(self, err: Exception, where: str) -> None:
+        if self.fail_fast:
+            raise ModelFailedError(f"model {self.name} failed at {where}: {type(err).__name__}: {err} (--fail-fast)") from err
+        self.status, self.where = FAILED, where
+        self.error = "".join(traceback.format_exception(err))
+        self._release()
+
+    def _release(self) -> None:
+        """Free what a stopped model holds on the device (gradients, optimizer state)."""
+        self.optimizer.state.clear()
+        self.model.zero_grad(set_to_none=True)
+        self.train_meter.grad_norms = [n.detach() for n in self.train_meter.grad_norms]
+        if self.device.type == "cuda":
+            self.model.to("cpu")
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def end_epoch(self, epoch: int) -> dict:
+        """This epoch's record (one history row); applies early stopping, steps an epoch
+        scheduler, resets the meters."""
+        train, test = self.train_meter, self.test_meter
+        norms = torch.stack(train.grad_norms).double().cpu() if train.grad_norms else torch.tensor([math.nan])
+        finite = norms[torch.isfinite(norms)]
+        seconds = self.timer.seconds()
+        record = {
+            "model": self.name,
+            "epoch": epoch,
+            "train_loss": train.loss(),
+            "train_acc": train.accuracy(),
+            "test_loss": test.loss(),
+            "test_acc": test.accuracy(),
+            "grad_norm_mean": float(finite.mean()) if len(finite) else math.nan,
+            "grad_norm_max": float(finite.max()) if len(finite) else math.nan,
+            "grad_norm_last": float(norms[-1]),
+            "grad_nonfinite": int(len(norms) - len(finite)) if train.grad_norms else 0,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time_s": seconds,
+            "eval_time_s": self.eval_timer.seconds(),
+            "samples_per_s": train.seen / seconds if seconds > 0 else math.nan,
+            "train_samples": train.seen,
+        }
+        self.predictions = torch.cat(self._test_preds).cpu() if self._test_preds and self.live else None
+        if self.predictions is not None and (self.best is None or record["test_acc"] > self.best[0]):
+            self.best = (record["test_acc"], epoch, self.predictions)
+        if self.live and self.early_stopping is not None and self.early_stopping.update(record):
+            self.status, self.where = EARLY_STOPPED, f"epoch {epoch} (best epoch {self.early_stopping.best_epoch})"
+        if self.live and self.scheduler is not None and self.scheduler_interval == "epoch":
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(record["test_loss"])
+            else:
+                self.scheduler.step()
+        record |= {"status": self.status, "stopped_at": self.where}
+        self._test_preds = []
+        self.train_meter, self.test_meter = Meter(), Meter()
+        self.timer.reset()
+        self.eval_timer.reset()
+        return record
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": self.rng.state_dict(),
+            "status": self.status,
+            "where": self.where,
+            "error": self.error,
+            "reported": self.reported,
+            "train_meter": self.train_meter.state_dict(),
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
+            "best": None if self.best is None else {"acc": self.best[0], "epoch": self.best[1], "predictions": self.best[2]},
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.load_state_dict(state["rng"])
+        self.status, self.where, self.error, self.reported = state["status"], state["where"], state["error"], state["reported"]
+        self.train_meter = Meter.from_state(state["train_meter"], self.device)
+        if self.early_stopping is not None and state["early_stopping"] is not None:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        best = state["best"]
+        self.best = None if best is None else (best["acc"], best["epoch"], best["predictions"])
+        if not self.live:
+            self._release()

@@ -1,0 +1,38 @@
+"""The end of a run, and the only place reports touch the disk: leaderboard.csv,
+leaderboard.md, the TensorBoard comparison views and plots/*.png, all from the run directory.
+
+`compare run` calls `finalize_run` after the last seed; `compare leaderboard` and
+`compare plot` read the same files, so they agree with what the run printed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.report.formats import title, to_markdown
+from runner.report.leaderboard import Leaderboard, build
+from runner.report.run_data import RunData, load_run
+from runner.run.sinks import write_csv_atomic
+
+
+def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
+    csv, md = run.path / "leaderboard.csv", run.path / "leaderboard.md"
+    write_csv_atomic(board.table, csv)
+    md.write_text(to_markdown(board, title(run)))
+    return [csv, md]
+
+
+def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
+    """Leaderboard files, TensorBoard views (where tb/ exists) and, unless `plots` is False,
+    the PNGs in RUN_DIR/plots/. Returns the leaderboard."""
+    run = load_run(run_dir)
+    board = build([run])
+    write_leaderboard(run, board)
+    if (run.path / "tb").is_dir():
+        from runner.report.tb_views import write_tb_views  # noqa: PLC0415 - imports tensorboard + matplotlib
+
+        write_tb_views(run)
+    if plots:
+        from runner.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
+
+        write_plots(run, board, run.path / "plots")
+    return board

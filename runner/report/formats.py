@@ -1,0 +1,193 @@
+"""The leaderboard as text: Markdown (with the evidence behind each claim), LaTeX, display strings.
+
+CSV is `Leaderboard.table` as is; these are the human-facing renderings of the same numbers.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from runner.report import stats
+from runner.errors import ReportError, did_you_mean
+from runner.report.leaderboard import Leaderboard
+from runner.report.run_data import RunData
+
+
+def title(run: RunData) -> str:
+    return f"{run.config.get('experiment', {}).get('name') or run.label}: leaderboard"
+
+
+def _num(v, fmt: str) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def _p(v) -> str:
+    if v is None or v is pd.NA or math.isnan(v):
+        return "-"
+    return "<0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def _si(v) -> str:
+    """1340672 -> 1.34M: FLOPs and parameter counts at a glance."""
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.3g}{unit}"
+    return f"{v:g}"
+
+
+def _tied(row) -> str:
+    if row["rank"] == 1 and pd.isna(row.get("p_vs_best")):
+        return "best"
+    value = row.get("tied_with_best")
+    return "?" if value is None or value is pd.NA else "yes" if value else "no"
+
+
+def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
+    """Formatted strings, one column per claim; `compact` (terminal) drops the less-read ones."""
+    t, metric = board.table, board.evidence.metric
+    out = pd.DataFrame({"rank": t["rank"].astype(str)})
+    if "run" in t:
+        out["run"] = t["run"]
+    out["model"] = t["model"]
+    if "arch" in t:
+        out["arch"] = t["arch"].fillna("-").astype(str)
+    if "params" in t:
+        out["params"] = [_si(v) for v in t["params"]]
+    if "flops_per_sample" in t and not compact:
+        out["flops/sample"] = [_si(v) for v in t["flops_per_sample"]]
+    names = [metric] if compact else ["test_acc"] + ([metric] if metric != "test_acc" else [])
+    for name in names:
+        fmt = ".4f" if "acc" in name or "loss" in name else ".4g"
+        out[f"{name} ± std"] = [f"{_num(m, fmt)} ± {_num(s, fmt)}" if not pd.isna(s) else _num(m, fmt) for m, s in zip(t[f"{name}_mean"], t[f"{name}_std"])]
+        out[f"{name} 95% CI"] = [f"[{_num(lo, fmt)}, {_num(hi, fmt)}]" for lo, hi in zip(t[f"{name}_ci95_low"], t[f"{name}_ci95_high"])]
+    if not (compact and metric == "test_loss"):
+        out["test_loss"] = [_num(v, ".4f") for v in t["test_loss_mean"]]
+    out["best_epoch"] = [_num(v, "d") for v in t["best_epoch"]]
+    out["train_time_s"] = [_num(v, ".1f") for v in t["train_time_s"]]
+    out["samples/s"] = [_num(v, ",.0f") for v in t["samples_per_s"]]
+    out["status"] = t["status"]
+    out["p_vs_best (Holm)"] = [_p(v) for v in t["p_vs_best"]]
+    out["tied_with_best"] = [_tied(row) for _, row in t.iterrows()]
+    if not compact:  # the counts behind p: test samples won / lost against the best
+        out["wins/losses vs best"] = ["-" if pd.isna(w) else f"{w}/{l}" for w, l in zip(t["wins_vs_best"], t["losses_vs_best"])]
+    grads = ["grad_norm_final", "grad_nonfinite"] if compact else ["grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite"]
+    for col in grads:
+        out[col] = [_num(v, "d" if col == "grad_nonfinite" else ".3g") for v in t[col]]
+    if compact:  # the terminal: the claims and their evidence first; the rest is in the files
+        keep = [c for c in out.columns if c not in ("arch", "params", "flops/sample", "best_epoch", "samples/s")]
+        return out[keep].rename(columns=SHORT)
+    return out
+
+
+SHORT = {  # terminal headers; leaderboard.csv has the full column names
+    "test_acc 95% CI": "95% CI", "test_loss": "loss",
+    "train_time_s": "time s", "p_vs_best (Holm)": "p (Holm)", "tied_with_best": "tied", "grad_norm_final": "grad final",
+    "grad_nonfinite": "nonfinite",
+}
+
+
+def sort(board: Leaderboard, column: str | None) -> Leaderboard:
+    """Re-order rows by a table column (ranks keep their meaning: the metric's order).
+    Accuracy-like columns and throughput sort high first; everything else low first."""
+    if column is None:
+        return board
+    if column not in board.table.columns:
+        raise ReportError(f"--sort {column!r}: no such column{did_you_mean(column, board.table.columns)}")
+    descending = "acc" in column or column in ("samples_per_s", "tied_with_best", "wins_vs_best")
+    table = board.table.sort_values(column, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
+    return Leaderboard(table, board.evidence)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |"]
+    lines.append("|" + "|".join("---:" if c not in ("model", "run", "arch", "status") else "---" for c in frame.columns) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def evidence_lines(board: Leaderboard) -> list[str]:
+    """One bullet per claim the table makes, with what backs it."""
+    e = board.evidence
+    seeds = f"{len(e.seeds)} ({', '.join(map(str, e.seeds))})" if e.seeds else "unknown"
+    direction = "higher is better" if e.higher_is_better else "lower is better"
+    lines = [
+        f"- **Ranking:** final-epoch `{e.metric}`, mean over seeds ({direction}); ties broken by test loss.",
+        f"- **Seeds:** {seeds}; the whole shared pass is repeated per seed (data order and model initialisation).",
+        f"- **Test samples:** {e.test_samples if e.test_samples else 'unknown'}, the same samples in the same order for every model and seed.",
+        f"- **95% CI:** {e.interval}.",
+    ]
+    if e.reference is not None and e.comparisons:
+        lines.append(
+            f"- **p_vs_best:** paired test of each model against **{e.reference}** (rank 1) on the same test samples, "
+            "on top-1 correctness (whatever the ranking metric): per test sample, the number of seeds each "
+            "model gets right; exact two-sided sign test "
+            "(binomial, 1/2) on the samples where the counts differ. With one seed this is the exact "
+            "McNemar test. The test sample is the unit, so seeds scored on the same samples are not "
+            f"counted as independent evidence. Holm-corrected over {e.comparisons} comparison(s)."
+        )
+        lines.append(
+            f"- **tied_with_best:** corrected p >= {stats.ALPHA}: the data do not show a difference from the "
+            "best (which is not proof that they are equal). `wins_vs_best` / `losses_vs_best` in "
+            "leaderboard.csv count the test samples each side wins."
+        )
+        lines.append(
+            "- **Caveats:** the best model is picked on the same test set, which favours it slightly; "
+            "intervals over seeds hold the test set fixed; top-1 predictions of the final epoch are tested."
+        )
+    lines += [f"- **Note:** {n}." for n in e.notes]
+    return lines
+
+
+def to_markdown(board: Leaderboard, title: str) -> str:
+    parts = [f"# {title}", "", "What backs each claim:", "", *evidence_lines(board), "", markdown_table(display(board)), ""]
+    per_seed = board.evidence.per_seed
+    if per_seed is not None and len(per_seed):
+        frame = pd.DataFrame({
+            "model": per_seed["model"],
+            "seed": per_seed["seed"].astype(str),
+            "only model right": per_seed["only_model_right"].astype(str),
+            "only best right": per_seed["only_best_right"].astype(str),
+            "exact McNemar p": [_p(v) for v in per_seed["p_mcnemar"]],
+        })
+        parts += [
+            f"## Per seed: exact McNemar against {board.evidence.reference}",
+            "",
+            "Uncorrected, one seed at a time (scipy.stats.binomtest on the discordant pairs); the "
+            "table above combines the seeds per test sample instead of pooling these counts.",
+            "",
+            markdown_table(frame),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def to_latex(board: Leaderboard) -> str:
+    """A booktabs tabular of the display columns (pandas Styler; text is LaTeX-escaped)."""
+    frame = display(board)
+    text = frame.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1).to_latex(hrules=True, column_format="l" * len(frame.columns))
+    # Math symbols in math mode: plain-text "±" and "<" need fonts/encodings a paper may not load.
+    return text.replace("±", "$\\pm$").replace("<0.001", "$<$0.001")
+
+
+def to_csv(board: Leaderboard) -> str:
+    return board.table.to_csv(index=False)
+
+
+def evidence_summary(board: Leaderboard) -> list[str]:
+    """The evidence in a few plain lines, for the terminal."""
+    e = board.evidence
+    lines = [f"{len(e.seeds)} seed(s) ({', '.join(map(str, e.seeds))}); {e.test_samples or 'unknown'} test samples, the same for every model; ranked by final {e.metric} ({'higher' if e.higher_is_better else 'lower'} is better)"]
+    lines.append(f"95% CI: {e.interval}")
+    if e.reference is not None and e.comparisons:
+        one = len(e.seeds) == 1
+        test = "exact McNemar test" if one else "exact sign test over test samples, seeds combined per sample (McNemar per seed in leaderboard.md)"
+        lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {stats.ALPHA}")
+    return lines + [f"note: {n}" for n in e.notes]

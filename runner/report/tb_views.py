@@ -1,0 +1,153 @@
+"""TensorBoard comparison views, written into each model's own run (tb/<model>[/seed_<s>]/):
+
+- HParams: the model's config flattened (arch, args.*, optimizer, optimizer.lr, ...) as one
+  session per run, with the final metrics read from the run's own scalar tags.
+  `SummaryWriter.add_hparams` would put every session in a new timestamped subfolder
+  (an extra "run" per model); the three hparams summaries go through the run's own writer.
+- Custom scalars: one chart per metric showing every run (models and seeds) together.
+- The model's confusion matrix (final epoch, seeds summed) as an image in each of its runs.
+
+All of it lands in one extra event file per run, `*.compare-views`, replaced when rewritten.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from runner.report import stats
+from runner.report.run_data import RunData
+
+SUFFIX = ".compare-views"
+METRICS = ["accuracy/test", "loss/test", "accuracy/train", "loss/train"]  # last value = final metric
+LAYOUT = {
+    "compare: every model": {
+        "test accuracy": ["Multiline", [r"^accuracy/test$"]],
+        "test loss": ["Multiline", [r"^loss/test$"]],
+        "train accuracy": ["Multiline", [r"^accuracy/train$"]],
+        "train loss": ["Multiline", [r"^loss/train$"]],
+        "gradient norm (mean per epoch)": ["Multiline", [r"^grad_norm/mean$"]],
+        "gradient norm (max per epoch)": ["Multiline", [r"^grad_norm/max$"]],
+        "learning rate": ["Multiline", [r"^lr$"]],
+        "throughput (samples/s)": ["Multiline", [r"^throughput/samples_per_s$"]],
+    }
+}
+
+
+def run_dirs(run: RunData) -> dict[tuple[str, int], Path]:
+    """(model, seed) -> its TensorBoard run directory, as the experiment laid them out."""
+    tb = run.path / "tb"
+    out = {}
+    for model in run.model_names:
+        for seed in sorted(run.history.loc[run.history["model"] == model, "seed"].unique()):
+            for candidate in (tb / model / f"seed_{int(seed)}", tb / model):
+                if candidate.is_dir():
+                    out[(model, int(seed))] = candidate
+                    break
+    return out
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    """{"optimizer": {"name": "SGD", "lr": 0.1}} -> {"optimizer": "SGD", "optimizer.lr": 0.1}."""
+    out = {}
+    for key, value in table.items():
+        name = prefix[:-1] if key == "name" and prefix else f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def _hparam_value(value):
+    """What the hparams plugin can hold: numbers and strings (bools and lists as text)."""
+    if hasattr(value, "item"):  # numpy / pandas scalars
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float, str)):
+        return value
+    return json.dumps(value)
+
+
+def session_hparams(run: RunData, model: str, seed: int) -> dict:
+    """One session's hyperparameters: the model's config entry, the shared settings that
+    matter for comparing, static facts from models.csv, this seed and how it ended."""
+    entry = next((m for m in run.config.get("model", []) if m.get("name") == model), {})
+    h = run.history[(run.history["model"] == model) & (run.history["seed"] == seed)].sort_values("epoch")
+    exp, data = run.config.get("experiment", {}), run.config.get("data", {})
+    raw = {"model": model} | _flatten({k: v for k, v in entry.items() if k != "name"})
+    raw |= {"seed": seed, "epochs": exp.get("epochs"), "dataset": data.get("dataset"), "batch_size": data.get("batch_size"),
+            "loss": run.config.get("loss", {}).get("name")}
+    static = run.models[run.models["model"] == model]
+    if len(static):
+        skip = {"model"} | ({"optimizer", "lr", "scheduler"} | set(raw) if entry else set())  # the config says it richer
+        raw |= {k: v for k, v in static.iloc[0].items() if k not in skip}
+    if len(h):
+        raw |= {"model_seed": h["model_seed"].iloc[-1] if "model_seed" in h else None, "status": h["status"].iloc[-1] if "status" in h else None}
+    if raw.get("model_seed") is not None:
+        raw["model_seed"] = str(int(raw["model_seed"]))  # 63-bit seeds lose digits as float64
+    return {k: v for k, v in ((k, _hparam_value(v)) for k, v in raw.items()) if v is not None}
+
+
+def _unify(sessions: dict) -> dict:
+    """A key that is a number in one session and text in another becomes text everywhere."""
+    kinds: dict[str, set] = {}
+    for hp in sessions.values():
+        for k, v in hp.items():
+            kinds.setdefault(k, set()).add(str if isinstance(v, str) else float)
+    mixed = {k for k, t in kinds.items() if len(t) > 1}
+    return {key: {k: str(v) if k in mixed else v for k, v in hp.items()} for key, hp in sessions.items()}
+
+
+def _confusion_image(run: RunData, model: str):
+    """The model's confusion matrix at its final epoch, seeds summed, as a CHW image (rendered
+    once per model, then added to each of its runs), or None without saved predictions."""
+    from torch.utils.tensorboard._utils import figure_to_image  # noqa: PLC0415 - what add_figure uses
+
+    from runner.report.plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
+
+    preds = run.predictions.get(model)
+    if not preds:
+        return None
+    classes = class_names(run, model)
+    counts = sum(stats.confusion_matrix(p["target"], p["final"], len(classes)) for p in preds.values())
+    seeds = ", ".join(map(str, sorted(preds)))
+    title = f"{model}: final epoch, seed{'s' if len(preds) > 1 else ''} {seeds}{' summed' if len(preds) > 1 else ''}\naccuracy {counts.trace() / max(counts.sum(), 1):.4f}"
+    return figure_to_image(confusion_figure(counts, classes, title), close=False)
+
+
+def write_tb_views(run: RunData) -> list[Path]:
+    """Write the views into every model's run directory; returns the event files written."""
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - imports tensorboard
+    from torch.utils.tensorboard.summary import hparams  # noqa: PLC0415
+
+    dirs = run_dirs(run)
+    sessions = _unify({key: session_hparams(run, *key) for key in dirs})
+    union: dict = {}
+    for hp in sessions.values():
+        union |= {k: v for k, v in hp.items() if k not in union}
+    values = {k: sorted({hp[k] for hp in sessions.values() if k in hp}) for k, v in union.items() if isinstance(v, str)}
+    discrete = {k: v for k, v in values.items() if len(v) <= 50 and k != "model_seed"}  # filter lists, not seed dumps
+    experiment, _, _ = hparams(union, dict.fromkeys(METRICS, 0.0), discrete)
+    images = {model: _confusion_image(run, model) for model in dict.fromkeys(model for model, _ in dirs)}
+    written = []
+    for (model, seed), folder in dirs.items():
+        for old in folder.glob(f"*{SUFFIX}"):
+            old.unlink()
+        _, start, end = hparams(sessions[(model, seed)], dict.fromkeys(METRICS, 0.0))
+        writer = SummaryWriter(log_dir=str(folder), filename_suffix=SUFFIX)
+        try:
+            for summary in (experiment, start, end):  # the same experiment in every run: any one is read
+                writer.file_writer.add_summary(summary)
+            writer.add_custom_scalars(LAYOUT)
+            if images[model] is not None:
+                epoch = int(run.predictions[model][seed]["final_epoch"]) if seed in run.predictions[model] else 0
+                writer.add_image("confusion_matrix/test", images[model], global_step=epoch)
+            writer.flush()
+            written += list(folder.glob(f"*{SUFFIX}"))
+        finally:
+            writer.close()
+    return written

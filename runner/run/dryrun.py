@@ -1,0 +1,150 @@
+"""`compare run CONFIG --dry-run`: build what the run would build, push one batch through each
+model, and say what the run will cost before spending it.
+
+Per model (after sweep expansion): parameters, forward FLOPs per sample (counted by
+torch.utils.flop_counter.FlopCounterMode), the optimizer, and an estimate of training memory:
+weights + gradients + optimizer state + the activations autograd saves for one batch. Each model
+is built exactly as the run builds it (in its own random stream), goes through one forward and
+backward pass on the first training batch (so shape and loss mistakes surface now), and is
+discarded. Nothing is trained, nothing is written, and the caller's random state is untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from runner.build import components
+from runner.config.schema import Config, ModelConfig
+from runner.errors import CompareError, UserCodeError
+from runner.run.experiment import build_slot, resolve_device
+from runner.build.references import describe, located, one_line, preserved_rng
+
+
+@dataclass
+class ModelPlan:
+    name: str
+    arch: str
+    params: int
+    flops_per_sample: float  # forward pass; a training step costs about 3x
+    optimizer: str
+    output_shape: tuple[int, ...]  # for one batch
+    memory: dict[str, int | None] = field(default_factory=dict)  # bytes: weights, gradients, optimizer_state, activations
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(v for v in self.memory.values() if v is not None)
+
+
+@dataclass
+class Plan:
+    experiment: str
+    device: str
+    dataset: str
+    train_samples: int
+    test_samples: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    batch_size: int
+    batches_per_epoch: int
+    eval_batches: int
+    epochs: int
+    run_dir: Path
+    run_dir_exists: bool
+    models: list[ModelPlan]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"model": m.name, "arch": m.arch, "params": m.params, "flops_per_sample": m.flops_per_sample,
+             "optimizer": m.optimizer, "output_shape": m.output_shape, "memory_mib": m.memory_bytes / 2**20}
+            for m in self.models
+        ])
+
+
+def make_plan(cfg: Config, run_dir: Path) -> Plan:
+    device = resolve_device(cfg.experiment.device)
+    d = cfg.data
+    if d.cache != "none":  # the steps data.cache cannot run fail now; nothing is decoded
+        from runner.data.cache import plan_pipelines  # noqa: PLC0415
+
+        plan_pipelines(components.build_adapter(d, cfg.base_dir), d, cfg.source)
+    with preserved_rng():  # loading a batch may draw from the global generator (augmentation)
+        data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
+        x, y = next(iter(DataLoader(data.train, batch_size=d.batch_size)))
+    x, y = x.to(device), y.to(device)
+    models = [measure(cfg, m, data, x, y, loss_fn, device) for m in cfg.models]
+    return Plan(
+        experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),
+        train_samples=len(data.train), test_samples=len(data.test), input_shape=tuple(data.input_shape),
+        num_classes=data.num_classes, batch_size=d.batch_size,
+        batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
+        epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=run_dir.exists() and any(run_dir.iterdir()),
+        models=models,
+    )
+
+
+def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device) -> ModelPlan:
+    slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device)
+    model, params = slot.model, list(slot.model.parameters())
+    saved = SavedTensorBytes(params)
+    model.train()
+    with slot.rng.active():
+        try:
+            with FlopCounterMode(display=False) as flops, torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+                logits = model(x)
+        except CompareError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the model does not fit the data: say so, per model
+            raise UserCodeError(f"model {m.name}: the forward pass on a batch of shape {tuple(x.shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+        try:
+            loss = loss_fn(logits, y)
+            loss.backward()
+        except Exception as err:  # noqa: BLE001
+            shapes = f"output of shape {tuple(logits.shape)} and targets of shape {tuple(y.shape)}"
+            raise UserCodeError(f"model {m.name}: the loss or its backward pass on the {shapes} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+    memory = {
+        "weights": sum(p.numel() * p.element_size() for p in params),
+        "gradients": sum(p.numel() * p.element_size() for p in params if p.requires_grad),
+        "optimizer_state": optimizer_state_bytes(slot.optimizer),
+        "activations": saved.bytes,
+    }
+    optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
+    if m.scheduler is not None:
+        optimizer += f" + {m.scheduler.name}"
+    return ModelPlan(m.name, describe(m.arch), sum(p.numel() for p in params), flops.get_total_flops() / len(x), optimizer, tuple(logits.shape), memory)
+
+
+class SavedTensorBytes:
+    """Bytes autograd keeps for the backward pass (each storage once, parameters not counted)."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.seen = {p.untyped_storage().data_ptr() for p in params}
+        self.bytes = 0
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = tensor.untyped_storage()
+        except RuntimeError:  # tensors without storage (sparse, ...)
+            return tensor
+        if storage.data_ptr() not in self.seen:
+            self.seen.add(storage.data_ptr())
+            self.bytes += storage.nbytes()
+        return tensor
+
+    def unpack(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int | None:
+    """State the optimizer keeps per parameter (momentum, Adam moments), after one step on the
+    throwaway model; None when its step needs more than gradients (e.g. LBFGS's closure)."""
+    try:
+        optimizer.step()
+    except Exception:  # noqa: BLE001
+        return None
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor))

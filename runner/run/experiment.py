@@ -1,0 +1,322 @@
+"""An experiment: build everything from a validated config, run one shared pass per seed,
+write outputs, checkpoint, and resume.
+
+    result = Experiment.from_toml("experiments/digits.toml", overrides=["experiment.epochs=2"]).run()
+    result.leaderboard       # pandas DataFrame, best first
+    result.run_dir           # config.toml, env.json, history.csv, leaderboard.csv/.md, plots/, tb/<model>/, ...
+
+    Experiment({"data": {"dataset": MyData}, "model": [{"name": "mine", "arch": MyNet}]}).run()
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from runner.build import components
+
+from runner.config import tomlio
+from runner.run.checkpoint import load_checkpoint, save_checkpoint
+from runner.config.schema import Config, ModelConfig, config_from_dict, load_config
+from runner.data.cache import load_cached_data
+from runner.engine.ddp_slot import DDPSlot
+from runner.run.distributed import Dist, session
+from runner.engine.early_stopping import EarlyStopping
+from runner.run.envinfo import environment
+from runner.errors import CompareError, CompareWarning, ConfigError, Problem, RunDirError, UserCodeError
+from runner.report.finalize import finalize_run
+from runner.build.flops import probe_forward
+from runner.build.fusing import fuse_slots, fused_labels
+from runner.run.interrupts import Interrupted, StopFlag
+from runner.run.lock import refuse_if_locked, run_dir_lock
+from runner.engine.numerics import CompiledForward, Numerics
+from runner.build.preflight import check_data_and_models, check_sharding
+from runner.run.progress import Progress
+from runner.build.references import describe, located, one_line
+from runner.engine.rng import RngStream
+from runner.run.shared_pass import Outputs, SharedPass
+from runner.run.sinks import HistorySink, write_csv_atomic
+from runner.engine.slot import Slot
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    leaderboard: pd.DataFrame
+    history: pd.DataFrame
+    already_finished: bool = False  # resume found nothing left to do
+
+    @property
+    def some_failed(self) -> bool:
+        return bool(self.leaderboard["status"].str.contains("failed|diverged").any()) if len(self.leaderboard) else False
+
+
+def resolve_device(spec: str, key: str = "experiment.device") -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunDirError(f"{key}: {spec!r} asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunDirError(f"{key}: {spec!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RunDirError(f"{key}: {spec!r} asked for, but MPS is not available")
+    return device
+
+
+def model_device(cfg: Config, m: ModelConfig, default: torch.device, dist: Dist) -> torch.device:
+    """`[[model]] device` puts a model on its own device (one process, several GPUs)."""
+    if m.device is None:
+        return default
+    if dist.enabled:
+        raise ConfigError([Problem(cfg.source, f"model.{m.name}.device", "cannot be used under torchrun: each process drives one device (cuda:LOCAL_RANK)")])
+    return resolve_device(m.device, f"model.{m.name}.device")
+
+
+def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False) -> Slot:
+    """Seed the model's own stream, build the model in it; the stream continues from there."""
+    seed = cfg.model_seed(m, experiment_seed)
+    rng = RngStream(seed, device)
+    numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
+    with rng.active():
+        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name).to(device)
+    numerics = numerics.for_model(model, device, m.name)
+    model = numerics.prepare(model)
+    optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
+    scheduler = None
+    if m.scheduler is not None:
+        scheduler = components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)
+    try:
+        flops, out_shape = probe_forward(model, input_shape, device)
+    except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
+        raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {tuple(input_shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+    info = {
+        "model": m.name,
+        "arch": describe(m.arch),
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops_per_sample": flops,
+        "outputs": out_shape[-1] if out_shape else None,
+        "optimizer": m.optimizer.name,
+        "lr": m.optimizer.args.get("lr"),
+        "scheduler": m.scheduler.name if m.scheduler else None,
+    } | {f"sweep.{key}": value for key, value in m.sweep_values.items()}  # leaderboard columns
+    stopping = cfg.early_stopping(m)
+    early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
+    interval = m.scheduler.interval if m.scheduler else "epoch"
+    forward = CompiledForward(model, m.name) if cfg.experiment.compile else model
+    return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast, numerics, forward)
+
+
+def load_data(cfg: Config, device: torch.device):
+    """The run's datasets; with `data.cache`, decoded once into tensors that every seed's pass indexes."""
+    if cfg.data.cache == "none":
+        return components.load_dataset(cfg.data, cfg.base_dir, seed=cfg.experiment.seed)
+    return load_cached_data(cfg.data, cfg.base_dir, cfg.experiment.seed, device, cfg.source)
+
+
+def build_slots(
+    cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False, loss_fn=None, fused: dict[str, str] | None = None
+) -> list[Slot]:
+    """One seed's slots, in config order: one per model (wrapped for DDP under torchrun), or with
+    `experiment.fuse`, members of fused groups (runner/build/fusing.py). `fused` replays an earlier
+    decision (model name -> group label); `loss_fn` is the run's loss, for the fusing trial."""
+    dist = dist or Dist()
+    slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
+    if dist.enabled:
+        if cfg.experiment.fuse != "off":
+            warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)
+        return [DDPSlot(s, dist) for s in slots]
+    return fuse_slots(cfg, seed, data, slots, loss_fn, fused)
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        refuse_if_locked(run_dir)
+        if not overwrite:
+            raise RunDirError(
+                f"{run_dir} already holds a run; continue it with --resume (or `compare resume {run_dir}`), "
+                "or start over with --overwrite (or another --out)"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    keys = sorted(set(saved) | set(current), key=str)
+    out = []
+    for key in keys:
+        a, b = saved.get(key), current.get(key)
+        where = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, where + ".")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(v, dict) for v in a + b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                out += config_differences(x, y, f"{where}[{i}].")
+        elif a != b:
+            out.append(f"{where} ({a!r} -> {b!r})")
+    return out
+
+
+class Experiment:
+    def __init__(self, config: Config | dict, overrides: list[str] = ()):
+        """`config`: a validated Config, or a dict with the TOML file's schema, in which `arch`,
+        `data.dataset` and `loss.name` may also be live Python objects."""
+        if isinstance(config, dict):
+            config = config_from_dict(config, source="<dict>", overrides=list(overrides))
+        elif overrides:
+            raise CompareError("overrides apply to a dict or a TOML file; this config is already validated")
+        self.config = config
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: list[str] = ()) -> "Experiment":
+        return cls(load_config(path, list(overrides)))
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> "Experiment":
+        path = Path(run_dir) / "config.toml"
+        if not path.exists():
+            raise RunDirError(f"{run_dir} is not a run directory (no config.toml)")
+        return cls.from_toml(path)
+
+    def default_run_dir(self) -> Path:
+        return Path(self.config.experiment.output_dir) / self.config.experiment.name
+
+    def dry_run(self, run_dir: str | Path | None = None):
+        """Build every model and the data, one forward pass each, and return the plan; trains
+        nothing and writes nothing (runner/run/dryrun.py)."""
+        from runner.run.dryrun import make_plan  # noqa: PLC0415
+
+        return make_plan(self.config, Path(run_dir) if run_dir is not None else self.default_run_dir())
+
+    def run(
+        self,
+        run_dir: str | Path | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+        progress: Progress | None = None,
+        fail_fast: bool = False,
+        stop: StopFlag | None = None,
+        argv: list[str] | None = None,
+        plots: bool = True,
+    ) -> RunResult:
+        """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
+        by a signal handler: the run then checkpoints after the current step and raises
+        `Interrupted` (see runner.run.interrupts). Under torchrun this runs on every rank, data
+        parallel; rank 0 alone touches the run directory."""
+        with session(self.config.experiment.device) as dist:
+            return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots)
+
+    def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots) -> RunResult:
+        cfg, d = self.config, self.config.data
+        run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
+        device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
+        # Rank 0 reads the checkpoint and hands it to the others: only its node needs the run dir.
+        checkpoint = dist.from_main(lambda: self._resume_point(run_dir)) if resume else None
+        if checkpoint is not None and checkpoint.get("world_size", 1) != dist.world:
+            raise RunDirError(f"{run_dir} was checkpointed by {checkpoint.get('world_size', 1)} process(es); resume it with as many (now {dist.world})")
+        if checkpoint is not None and checkpoint["finished"]:
+            board, history = dist.from_main(lambda: (pd.read_csv(run_dir / "leaderboard.csv"), pd.read_csv(run_dir / "history.csv")))
+            return RunResult(run_dir, board, history, already_finished=True)
+
+        # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
+        data = load_data(cfg, device)
+        loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
+        first_seed = checkpoint["seed_index"] if checkpoint else 0
+
+        fused = checkpoint.get("fused") if checkpoint else None  # a resumed run forms the same fused groups
+
+        def build(seed: int) -> list[Slot]:
+            return build_slots(cfg, seed, data, device, dist, fail_fast, loss_fn, fused)
+
+        slots = build(cfg.seeds[first_seed])
+        fused = fused_labels(slots)  # decided once per run: every seed fuses the same models
+        check_data_and_models(cfg, data, slots)
+        check_sharding(cfg, data, dist.world)
+
+        lock = ExitStack()
+
+        def claim() -> None:
+            """Rank 0's: prepare the run directory, hold its lock, write the run's static facts."""
+            try:
+                if checkpoint is None:
+                    prepare_run_dir(run_dir, overwrite=overwrite or resume)
+                lock.enter_context(run_dir_lock(run_dir))
+                if checkpoint is None:
+                    (run_dir / "config.toml").write_text(tomlio.dumps(cfg.to_dict()))
+                    env = environment(device, argv) | {"world_size": dist.world, "train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
+                    (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+                    write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
+            except BaseException:
+                lock.close()
+                raise
+
+        dist.from_main(claim)
+        with lock:
+            history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None, write_file=dist.main)
+            out = Outputs(run_dir, history, checkpoint=None, progress=progress or Progress(), stop=stop if stop is not None else StopFlag(),
+                          checkpoint_every_steps=cfg.experiment.checkpoint_every_steps, grad_histograms=cfg.experiment.grad_histograms)
+            try:
+                for index in range(first_seed, len(cfg.seeds)):
+                    seed = cfg.seeds[index]
+                    shared = SharedPass(cfg, seed, slots if index == first_seed else build(seed), data, loss_fn, device, dist)
+                    if checkpoint is not None and index == first_seed and checkpoint["pass"] is not None:
+                        shared.load_state_dict(checkpoint["pass"])
+                        torch.set_rng_state(checkpoint["global_rng"])
+                        if dist.enabled:  # every rank takes back its own streams and partial sums
+                            shared.load_rank_state(checkpoint["ranks"][dist.rank])
+                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history, dist, fused=fused)
+                    shared.run(out)
+                    # Seed done: the next one starts fresh (pass None); after the last, finished.
+                    self._save(run_dir, index + 1, None, history, dist, finished=index + 1 == len(cfg.seeds), fused=fused)
+            except Interrupted:
+                if dist.main and not history.frame().empty:
+                    finalize_run(run_dir, plots=False)  # the partial leaderboard
+                raise
+            # Reports read the run directory back, as `compare leaderboard` / `compare plot` do;
+            # only rank 0 writes (and reads) them.
+            board = finalize_run(run_dir, plots=plots).table if dist.main else pd.DataFrame()
+        return RunResult(run_dir, board, history.frame())
+
+    def _resume_point(self, run_dir: Path) -> dict | None:
+        """The checkpoint to continue from; None when the run never reached its first one."""
+        saved_config = run_dir / "config.toml"
+        if not saved_config.exists():
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise RunDirError(f"{run_dir} is not a run directory (no config.toml); nothing to resume")
+            return None
+        differences = config_differences(tomllib.loads(saved_config.read_text()), self.config.to_dict())
+        if differences:
+            raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
+        return load_checkpoint(run_dir / CHECKPOINTS)
+
+    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, dist: Dist, finished: bool = False, fused: dict | None = None) -> None:
+        """Collective under DDP: every rank hands rank 0 its own random streams and partial
+        sums (`ranks`); rank 0 writes the one checkpoint (weights are equal on every rank)."""
+        ranks = dist.gather_objects(shared.rank_state() if shared is not None else None) if dist.enabled else None
+        state = {
+            "version": 1,
+            "seed_index": seed_index,
+            "finished": finished,
+            "history": history.rows,
+            "pass": shared.state_dict() if shared is not None else None,
+            "global_rng": torch.get_rng_state(),
+            "world_size": dist.world,
+            "ranks": ranks,
+            "fused": fused,  # model name -> fused group label ("" = unfused); None when fuse is off
+        }
+        dist.from_main(lambda: save_checkpoint(state, run_dir / CHECKPOINTS))
+

@@ -1,0 +1,193 @@
+"""One seed's shared pass: the loaders, the data stream, the slots, and where training stands
+(epoch, step), which is everything a checkpoint must hold to continue bitwise-exactly.
+
+Under torchrun (`dist.enabled`) each rank loads its slice of every global batch and its
+contiguous shard of the test set; only rank 0 writes (TensorBoard, predictions, errors)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from runner.config.schema import Config, derive_seed
+from runner.data.cache import CachedData, cached_loaders
+from runner.run.distributed import Dist
+from runner.engine.loop import evaluate, train_one_epoch
+from runner.run.interrupts import Interrupted, StopFlag
+from runner.run.progress import Progress
+from runner.engine.rng import RngStream
+from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
+from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
+from runner.engine.slot import DONE, RUNNING, Slot
+
+DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
+
+
+@dataclass
+class Outputs:
+    """Where a pass reports to; `checkpoint()` is called with the pass whenever state is safe to save."""
+
+    run_dir: Path
+    history: HistorySink
+    checkpoint: Callable[["SharedPass"], None]
+    progress: Progress
+    stop: StopFlag
+    checkpoint_every_steps: int | None = None
+    grad_histograms: bool = True
+
+
+class SharedPass:
+    def __init__(self, cfg: Config, seed: int, slots: list[Slot], data, loss_fn, device: torch.device, dist: Dist | None = None):
+        self.cfg, self.seed, self.slots, self.loss_fn, self.device = cfg, seed, slots, loss_fn, device
+        self.dist = dist = dist or Dist()
+        d = cfg.data
+        workers = {"num_workers": d.num_workers, "pin_memory": device.type == "cuda", "persistent_workers": d.num_workers > 0}
+        self.train_gen = torch.Generator().manual_seed(seed)
+        self.sampler = ResumableRandomSampler(data.train, generator=self.train_gen)
+        # Own generator: iterating the shared test loader must not draw from any model's stream.
+        self.test_gen = torch.Generator().manual_seed(seed)
+        if isinstance(data, CachedData):  # data.cache: the same batches, indexed from a decoded tensor
+            self.train_loader, self.test_loader = cached_loaders(data, self.sampler, d, device, dist, self.train_gen, self.test_gen)
+        elif dist.enabled:  # batch sizes stay global: each rank loads its slice of the same batches
+            batches = ShardedBatchSampler(self.sampler, d.batch_size, dist.rank, dist.world)
+            self.train_loader = DataLoader(data.train, batch_sampler=batches, generator=self.train_gen, **workers)
+            test = Subset(data.test, shard_bounds(len(data.test), dist.rank, dist.world))
+            self.test_loader = DataLoader(test, batch_size=-(-d.eval_batch_size // dist.world), shuffle=False, generator=self.test_gen, **workers)
+        else:
+            self.train_loader = DataLoader(data.train, batch_size=d.batch_size, sampler=self.sampler, generator=self.train_gen, **workers)
+            self.test_loader = DataLoader(data.test, batch_size=d.eval_batch_size, shuffle=False, generator=self.test_gen, **workers)
+        # Augmentation draws are per rank (each rank augments its own slice); rank 0 keeps the
+        # single-process stream.
+        self.data_rng = RngStream(derive_seed(seed, DATA_STREAM if dist.rank == 0 else f"{DATA_STREAM}/rank{dist.rank}"), torch.device("cpu"))
+        self.epoch, self.step = 1, 0  # the epoch in progress (or next) and its steps already done
+        self.epoch_start_gen = self.train_gen.get_state()  # replayed to resume mid-epoch
+        self.error_files: set[str] = set()
+        self.resumed = False
+        self.stop_agreed = 0  # under DDP: the signal any rank got (the ranks stop at the same step); 0 = none
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch > self.cfg.experiment.epochs
+
+    def run(self, out: Outputs) -> None:
+        cfg = self.cfg
+        multi = len(cfg.seeds) > 1
+        runs = {s.name: s.name + (f"/seed_{self.seed}" if multi else "") for s in self.slots}
+        tb = TensorBoardSink(out.run_dir / "tb", runs, purge_step=self.epoch if self.resumed else None) if self.dist.main else NullTensorBoardSink()
+        try:
+            while not self.finished and any(s.live for s in self.slots):
+                self._epoch(out, tb, seed_label=self.seed if multi else None)
+            self._finish(out, tb)
+        finally:
+            tb.close()
+
+    def _epoch(self, out: Outputs, tb: TensorBoardSink, seed_label) -> None:
+        epoch, epochs = self.epoch, self.cfg.experiment.epochs
+        self.train_gen.set_state(self.epoch_start_gen)
+        self.sampler.skip = self.step * self.cfg.data.batch_size
+
+        with out.progress.epoch(epoch, epochs, len(self.train_loader), seed_label, start=self.step) as show:
+
+            def on_step(step: int, slots: list[Slot]) -> None:
+                self.step = step + 1
+                if show is not None:
+                    show(step, slots)
+                self._write_errors(out.run_dir)
+                stop = self.stop_agreed if self.dist.enabled else out.stop.signum
+                every = out.checkpoint_every_steps
+                if stop or (every and self.step % every == 0):
+                    out.checkpoint(self)
+                if stop:
+                    raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}")
+
+            def agree(codes: torch.Tensor) -> torch.Tensor:
+                """One all-reduce per batch for every model's health and the stop request: a
+                signal reaches the ranks at different steps, yet they must stop at the same one."""
+                flags = self.dist.all_max(torch.cat([codes, torch.tensor([out.stop.signum or 0], device=codes.device)]))
+                self.stop_agreed = int(flags[-1])
+                return flags[:-1]
+
+            agreement = agree if self.dist.enabled else None
+            data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement)
+        targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
+        self._write_errors(out.run_dir)
+
+        records = []
+        for slot in (s for s in self.slots if not s.reported):
+            record = slot.end_epoch(epoch) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
+            if epoch == epochs and slot.live:
+                slot.status = record["status"] = DONE
+            slot.reported = slot.status != RUNNING
+            records.append(record)
+            if out.grad_histograms:
+                tb.write_gradients(slot.name, epoch, slot.model)
+        out.history.write(records)
+        tb.write(records)
+        self.targets = targets
+        self.epoch, self.step = epoch + 1, 0
+        self.epoch_start_gen = self.train_gen.get_state()
+        if not self.finished and any(s.live for s in self.slots):
+            out.checkpoint(self)
+            stop = self.stop_agreed if self.dist.enabled else out.stop.signum
+            if stop:
+                raise Interrupted(stop, f"checkpoint written after epoch {epoch}")
+
+    def _finish(self, out: Outputs, tb: TensorBoardSink) -> None:
+        """Predictions of every model that was evaluated, at its last and its best epoch."""
+        for slot in self.slots if self.dist.main else ():
+            if slot.best is not None:
+                last = slot.predictions if slot.predictions is not None else slot.best[2]
+                last_epoch = self.epoch - 1 if slot.predictions is not None else slot.best[1]
+                write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=(last_epoch, last), best=slot.best[1:])
+
+    def _write_errors(self, run_dir: Path) -> None:
+        for slot in self.slots if self.dist.main else ():
+            if slot.error and slot.name not in self.error_files:
+                folder = run_dir / "errors"
+                folder.mkdir(exist_ok=True)
+                (folder / f"{slot.name}.txt").write_text(f"{slot.status} at {slot.where}\n\n{slot.error}")
+                self.error_files.add(slot.name)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "step": self.step,
+            "epoch_start_gen": self.epoch_start_gen,
+            "test_gen": self.test_gen.get_state(),
+            "data_rng": self.data_rng.state_dict(),
+            "targets": getattr(self, "targets", None),
+            "slots": {s.name: s.state_dict() for s in self.slots},
+            "error_files": sorted(self.error_files),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.epoch_start_gen = state["epoch_start_gen"]
+        self.test_gen.set_state(state["test_gen"])
+        self.data_rng.load_state_dict(state["data_rng"])
+        if state["targets"] is not None:
+            self.targets = state["targets"]
+        for slot in self.slots:
+            slot.load_state_dict(state["slots"][slot.name])
+        self.error_files = set(state["error_files"])
+        self.resumed = True
+
+    def rank_state(self) -> dict:
+        """Under DDP, what differs between ranks (rank 0 saves every rank's copy)."""
+        return {
+            "data_rng": self.data_rng.state_dict(),
+            "global_rng": torch.get_rng_state(),
+            "slots": {s.name: s.rank_state() for s in self.slots},
+        }
+
+    def load_rank_state(self, state: dict) -> None:
+        self.data_rng.load_state_dict(state["data_rng"])
+        torch.set_rng_state(state["global_rng"])
+        for slot in self.slots:
+            slot.load_rank_state(state["slots"][slot.name])
