@@ -65,6 +65,10 @@ class RunDirError(CompareError):
     """The run directory cannot be used as asked."""
 
 
+class DeviceError(CompareError):
+    """A device (experiment.device, model.<name>.device, --nproc) that this machine does not have."""
+
+
 class ModelFailedError(CompareError):
     """With --fail-fast: the first model that failed stops the whole run."""
 

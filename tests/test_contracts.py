@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from datasets import create_dataset
 from models import create_model, register_model
 from runner.config.schema import config_from_dict
-from runner.run.experiment import build_slot
+from runner.build.slots import build_slot
 from tests.conftest import digits_config, mlp
 
 SEEN: dict[str, list[str]] = {}  # model tag -> checksum of every training batch it received

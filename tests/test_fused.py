@@ -20,7 +20,8 @@ from runner.build import components
 
 from runner.engine import loop as engine
 from runner.config.schema import config_from_dict
-from runner.run.experiment import Experiment, build_slots
+from runner.build.slots import build_slots
+from runner.run.experiment import Experiment
 from runner.engine.fused import FusedMember
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress

@@ -30,7 +30,8 @@ from runner.build import components
 from runner.config.schema import Config, load_config
 from runner.engine.loop import train_one_epoch
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
-from runner.run.experiment import build_slots, load_data, resolve_device
+from runner.build.slots import build_slots, resolve_device
+from runner.data.loaders import load_data
 from runner.bench.peak import Peak, device_peak, precision_dtype
 from runner.build.preflight import check_data_and_models
 from runner.run.shared_pass import SharedPass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, default_collate
 
+from runner import atomic
 from runner.build import components
 
 from runner.build import references
@@ -197,13 +197,11 @@ def read_cache(path: Path) -> dict | None:
 def write_cache(path: Path, state: dict) -> None:
     """Atomic: a reader sees the old file, the new one, or none, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"data.disk_cache: cannot write {path} ({err.strerror or err}); the run goes on without it", CompareWarning, stacklevel=2)
+        with atomic.atomic_write(path) as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        warnings.warn(f"data.disk_cache: cannot write {path} ({getattr(err, 'strerror', None) or err}); the run goes on without it", CompareWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------- batches

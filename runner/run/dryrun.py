@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from runner.build import components
 from runner.config.schema import Config, ModelConfig
 from runner.errors import CompareError, UserCodeError
-from runner.run.experiment import build_slot, resolve_device
+from runner.build.slots import build_slot, resolve_device
 from runner.build.references import describe, located, one_line, preserved_rng
 
 

@@ -4,13 +4,14 @@ Both flush every epoch, so a crash loses at most the epoch in progress.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from runner import atomic
 
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
@@ -26,9 +27,7 @@ TB_TAGS = {
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic.write_text(path, df.to_csv(index=False))
 
 
 class HistorySink:
@@ -48,9 +47,6 @@ class HistorySink:
             return frame
         first = ["model", "seed", "epoch"]
         return frame[first + [c for c in frame.columns if c not in first]]
-
-    def close(self) -> None:
-        pass
 
 
 class TensorBoardSink:
@@ -102,14 +98,13 @@ def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tenso
     folder = Path(run_dir) / "predictions" / model
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"seed_{seed}.npz"
-    tmp = folder / f"seed_{seed}.tmp.npz"
-    np.savez_compressed(
-        tmp,
-        target=targets.numpy(),
-        final=final[1].numpy(),
-        final_epoch=np.int64(final[0]),
-        best=best[1].numpy(),
-        best_epoch=np.int64(best[0]),
-    )
-    os.replace(tmp, path)
+    with atomic.atomic_write(path) as f:
+        np.savez_compressed(
+            f,
+            target=targets.numpy(),
+            final=final[1].numpy(),
+            final_epoch=np.int64(final[0]),
+            best=best[1].numpy(),
+            best_epoch=np.int64(best[0]),
+        )
     return path
