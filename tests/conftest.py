@@ -11,29 +11,15 @@ from PIL import Image
 
 from runner.config.schema import config_from_dict
 from runner.run.experiment import Experiment
+from tests.helpers import SHARED_DATA, digits_config, mlp
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 MINI_SHA256 = "165f0534f33d0776a9d92f10e936c5493f3f86ffcb7c5baef9633c35c3ecf89d"
-
-
-def digits_config(models: list[dict], epochs: int = 2, seed: int = 0, **data) -> dict:
-    return {
-        "experiment": {"name": "t", "seed": seed, "epochs": epochs, "device": "cpu"},
-        "data": {"dataset": "digits", "batch_size": 64, "eval_batch_size": 128} | data,
-        "loss": {"name": "CrossEntropyLoss"},
-        "model": models,
-    }
-
-
-def mlp(name: str, dropout: float = 0.2, lr: float = 0.1, **extra) -> dict:
-    return {"name": name, "arch": "mlp", "args": {"hidden": [32], "dropout": dropout}, "optimizer": {"name": "SGD", "lr": lr}} | extra
 
 
 @pytest.fixture
 def run(tmp_path):
     """run(config_dict, name="run") -> RunResult, in a fresh directory under tmp_path.
-    No PNGs (tests/test_plots.py covers them); everything else a run writes."""
+    No PNGs (tests/report/test_plots.py covers them); everything else a run writes."""
 
     def go(raw: dict, name: str = "run", overrides=()):
         return Experiment(config_from_dict(raw, overrides=list(overrides))).run(tmp_path / name, plots=False)

@@ -12,7 +12,7 @@ from datasets import create_dataset
 from models import create_model, register_model
 from runner.config.schema import config_from_dict
 from runner.build.slots import build_slot
-from tests.conftest import digits_config, mlp
+from tests.helpers import digits_config, mlp
 
 SEEN: dict[str, list[str]] = {}  # model tag -> checksum of every training batch it received
 

@@ -15,13 +15,12 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DOC = ROOT / "docs" / "custom-models-and-datasets.md"
 FENCE = re.compile(r"^```(\S+)([^\n]*)\n(.*?)^```\s*$", re.S | re.M)

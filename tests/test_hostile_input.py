@@ -7,8 +7,7 @@ from torch.utils.data import TensorDataset
 
 from datasets import DatasetAdapter, register_dataset
 from runner.errors import DataError
-from tests.conftest import digits_config, mlp
-from tests.test_cli import compare, write
+from tests.helpers import compare, digits_config, mlp, write
 
 
 @register_dataset("test_labels_beyond_classes")

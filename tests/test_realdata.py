@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.test_cli import compare
+from tests.helpers import compare
 
 pytestmark = pytest.mark.realdata
 

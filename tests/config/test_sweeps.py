@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from runner.config.schema import config_from_dict
 from runner.errors import ConfigError
-from tests.conftest import digits_config, mlp
+from tests.helpers import digits_config, mlp
 
 GRID = {"optimizer.lr": [0.1, 0.03], "args.hidden": [[16], [32, 16]]}
 NAMES = ["m[lr=0.1,hidden=16]", "m[lr=0.1,hidden=32x16]", "m[lr=0.03,hidden=16]", "m[lr=0.03,hidden=32x16]"]

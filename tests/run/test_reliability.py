@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -15,38 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from runner.config import tomlio
 from runner.config.schema import load_config
-from tests.conftest import ROOT, digits_config, mlp
+from tests.helpers import digits_config, explodes, history, killable, launch, mlp, write_config
 
-LAUNCHER = ROOT / "tests" / "launcher.py"
-METRICS = ["model", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean", "grad_norm_max", "lr", "status"]
-
-
-def launch(*args, env=None, wait=True):
-    full_env = os.environ | (env or {})
-    cmd = [sys.executable, str(LAUNCHER), *map(str, args)]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
-
-
-def killable(name: str, **extra) -> dict:
-    return {"name": name, "arch": "test_mlp", "args": {"hidden": [32], "dropout": 0.3}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}} | extra
-
-
-def explodes(name: str, mode: str, steps: int = 3) -> dict:
-    return {"name": name, "arch": "test_explodes", "args": {"steps": steps, "mode": mode}}
-
-
-def write_config(tmp_path, models, epochs=3, **experiment) -> str:
-    raw = digits_config(models, epochs=epochs, batch_size=100, eval_batch_size=100)
-    raw["experiment"] |= experiment
-    path = tmp_path / "exp.toml"
-    path.write_text(tomlio.dumps(raw))
-    return path
-
-
-def history(run_dir) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "history.csv")[METRICS]
 
 
 @pytest.fixture(scope="module")

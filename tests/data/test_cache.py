@@ -24,9 +24,7 @@ from runner.errors import CompareWarning, ConfigError
 from runner.run.experiment import Experiment
 from runner.engine.rng import RngStream
 from runner.run.shared_pass import SharedPass
-from tests.conftest import digits_config, mlp
-from tests.test_cli import compare
-from tests.test_reliability import history, killable, launch
+from tests.helpers import compare, digits_config, history, killable, launch, mlp
 
 CPU = torch.device("cpu")
 

@@ -13,8 +13,7 @@ from runner.bench.measure import MODES, parse_modes, run_bench
 from runner.cli.bench import markdown
 from runner.errors import ConfigError
 from runner.bench.peak import datasheet_peak, precision_dtype
-from tests.conftest import digits_config, mlp
-from tests.test_cli import compare
+from tests.helpers import compare, digits_config, mlp
 
 ALL = list(MODES)
 

@@ -6,7 +6,7 @@ import shutil
 
 from PIL import Image
 
-from tests.test_cli import compare
+from tests.helpers import compare
 
 PLOTS = {"learning_curves.png", "leaderboard.png", "pareto_params.png", "pareto_train_time.png", "confusion_matrices.png", "grad_norms.png"}
 

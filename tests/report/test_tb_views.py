@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from runner.report.run_data import load_run
 from runner.report.tb_views import SUFFIX, write_tb_views
-from tests.test_cli import compare
+from tests.helpers import compare
 
 MODELS = ["fast", "slow", "stuck"]
 

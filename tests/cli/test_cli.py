@@ -4,22 +4,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import tomllib
 
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner.config import tomlio
-from tests.conftest import ROOT, digits_config, mlp
+from tests.helpers import compare, digits_config, mlp, write
 
 TAGS = {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "grad_norm/mean", "grad_norm/max", "lr"}
-
-
-def compare(*args, cwd=ROOT, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +64,6 @@ def test_existing_run_dir_is_refused_then_overwritten(tmp_path):
     refused = compare(*args)
     assert refused.returncode == 2 and "already holds a run" in refused.stderr
     assert compare(*args, "--overwrite").returncode == 0
-
-
-def write(tmp_path, raw: dict):
-    path = tmp_path / "exp.toml"
-    path.write_text(tomlio.dumps(raw))
-    return path
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
 from runner.engine.rng import RngStream
 from runner.engine.slot import DIVERGED, Slot
-from tests.conftest import ROOT, digits_config
+from tests.helpers import ROOT, digits_config
 
 CPU = torch.device("cpu")
 TOLERANCE = 1e-5  # max |param difference| fused vs unfused, fp32

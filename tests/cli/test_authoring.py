@@ -17,8 +17,7 @@ from runner import Experiment
 from runner.config import tomlio
 from runner.config.schema import load_config
 from runner.errors import UserCodeError
-from tests.conftest import ROOT, digits_config, mlp
-from tests.test_cli import compare
+from tests.helpers import ROOT, compare, digits_config, mlp
 
 
 def write(tmp_path, raw):

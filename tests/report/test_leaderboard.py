@@ -14,7 +14,7 @@ from runner.report import stats
 from runner.errors import ReportError, RunDirError
 from runner.report.leaderboard import build
 from runner.report.run_data import load_run
-from tests.conftest import digits_config, mlp
+from tests.helpers import digits_config, mlp
 
 REQUIRED = [
     "rank", "model", "arch", "params", "flops_per_sample", "test_acc_mean", "test_acc_std", "test_acc_ci95_low",

@@ -8,7 +8,7 @@ import pytest
 from runner.config import tomlio
 from runner.config.schema import config_from_dict, load_config
 from runner.errors import ConfigError
-from tests.conftest import ROOT, digits_config, mlp
+from tests.helpers import ROOT, digits_config, mlp
 
 
 def problems(raw: dict, overrides=()) -> list[str]:

@@ -16,8 +16,7 @@ from runner.config import tomlio
 from runner.config.schema import config_from_dict, load_config
 from runner.errors import CompareWarning, ConfigError, UserCodeError
 from runner.run.experiment import Experiment
-from tests.conftest import digits_config, mlp
-from tests.test_cli import compare
+from tests.helpers import compare, digits_config, mlp
 
 # A plain nn.Module with a no-argument __init__, as tutorials write it (digits: 1x8x8, 10 classes).
 TUDUI = """\

@@ -18,8 +18,7 @@ from runner.engine.loop import to_devices
 from runner.errors import ConfigError, DataError
 from runner.build.preflight import check_sharding
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
-from tests.conftest import ROOT, digits_config
-from tests.test_reliability import LAUNCHER, explodes, killable, launch
+from tests.helpers import LAUNCHER, ROOT, digits_config, explodes, killable, launch
 
 METRICS = ["model", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean", "grad_norm_max", "lr", "status", "train_samples"]
 # fp32, 2 ranks: DDP sums the two half-batch gradients in another order than one process sums

@@ -11,7 +11,7 @@ from datasets import create_dataset
 from runner.config.schema import config_from_dict
 from runner.errors import CompareWarning, ConfigError
 from runner.build.slots import build_slot
-from tests.conftest import digits_config, mlp
+from tests.helpers import digits_config, mlp
 
 CONV = {"name": "r", "arch": "resnet18", "args": {"width": 4}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}}
 

@@ -1,0 +1,68 @@
+"""What tests share: tiny digits configs, the `compare` CLI in a subprocess, and the test
+launcher (tests/launcher.py: test-only models and kill switches). Fixtures are in conftest.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from runner.config import tomlio
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+LAUNCHER = ROOT / "tests" / "launcher.py"
+METRICS = ["model", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean", "grad_norm_max", "lr", "status"]
+
+
+def digits_config(models: list[dict], epochs: int = 2, seed: int = 0, **data) -> dict:
+    return {
+        "experiment": {"name": "t", "seed": seed, "epochs": epochs, "device": "cpu"},
+        "data": {"dataset": "digits", "batch_size": 64, "eval_batch_size": 128} | data,
+        "loss": {"name": "CrossEntropyLoss"},
+        "model": models,
+    }
+
+
+def mlp(name: str, dropout: float = 0.2, lr: float = 0.1, **extra) -> dict:
+    return {"name": name, "arch": "mlp", "args": {"hidden": [32], "dropout": dropout}, "optimizer": {"name": "SGD", "lr": lr}} | extra
+
+
+def compare(*args, cwd=ROOT, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def launch(*args, env=None, wait=True):
+    full_env = os.environ | (env or {})
+    cmd = [sys.executable, str(LAUNCHER), *map(str, args)]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def killable(name: str, **extra) -> dict:
+    return {"name": name, "arch": "test_mlp", "args": {"hidden": [32], "dropout": 0.3}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}} | extra
+
+
+def explodes(name: str, mode: str, steps: int = 3) -> dict:
+    return {"name": name, "arch": "test_explodes", "args": {"steps": steps, "mode": mode}}
+
+
+def write_config(tmp_path, models, epochs=3, **experiment) -> str:
+    raw = digits_config(models, epochs=epochs, batch_size=100, eval_batch_size=100)
+    raw["experiment"] |= experiment
+    path = tmp_path / "exp.toml"
+    path.write_text(tomlio.dumps(raw))
+    return path
+
+
+def history(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "history.csv")[METRICS]
+
+
+def write(tmp_path, raw: dict):
+    path = tmp_path / "exp.toml"
+    path.write_text(tomlio.dumps(raw))
+    return path
