@@ -31,7 +31,7 @@ from runner.config.schema import Config, load_config
 from runner.engine.loop import train_one_epoch
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
 from runner.build.slots import build_slots, resolve_device
-from runner.data.loaders import load_data
+from runner.data.loaders import config_streams, load_data
 from runner.bench.peak import Peak, device_peak, precision_dtype
 from runner.build.preflight import check_data_and_models
 from runner.run.shared_pass import SharedPass
@@ -218,9 +218,8 @@ def hand_written_loop(cfg: Config, data, loss_fn, device: torch.device, warmup: 
     seed = cfg.seeds[0]
     slots = build_slots(cfg, seed, data, device)  # the runner's models and optimizers, same init
     models, optimizers = [s.model.train() for s in slots], [s.optimizer for s in slots]
-    loader = SharedPass(cfg, seed, [], data, loss_fn, device).train_loader
     torch.manual_seed(seed)
-    batches = Steps(loader)
+    batches = Steps(config_streams(cfg, seed, data, device).train)
     losses: list[torch.Tensor] = []
 
     def train(count: int) -> None:

@@ -15,16 +15,15 @@ run (the first seed's build) and recorded: later seeds and a resume form the sam
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import statistics
 import warnings
 
 import torch
-from torch.utils.data import DataLoader
 
 from runner.build import components
 from runner.config.schema import Config, derive_seed
+from runner.data.loaders import first_batches
 from runner.errors import CompareWarning
 from runner.engine.fused import FusedGroup
 from runner.build.references import describe, one_line
@@ -123,7 +122,7 @@ def decide(cfg: Config, seed: int, data, slots: list[Slot], loss_fn) -> dict[str
             warnings.simplefilter("ignore")
             loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
     chosen = {}
-    batches = first_batches(cfg, seed, data, candidates[0][0].device)  # one device: per-model devices are not fused
+    batches = first_batches(cfg, seed, data, candidates[0][0].device, n=2)  # one device: per-model devices are not fused
     for k, members in enumerate(candidates, start=1):
         label = f"{arch_label(cfg_arch(cfg, members[0]))}#{k}"
         names = ", ".join(s.name for s in members)
@@ -149,14 +148,6 @@ def arch_label(arch) -> str:
     """`mlp`, `my_model.py:Net`; a live object by its class or function name."""
     text = describe(arch)
     return text[len("<python:") : -1].rsplit(".", 1)[-1] if text.startswith("<python:") else text
-
-
-def first_batches(cfg: Config, seed: int, data, device: torch.device, n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The pass's first batches (same seeded order, num_workers = 0), drawn under a forked
-    random state: augmentation here moves no stream."""
-    loader = DataLoader(data.train, batch_size=cfg.data.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    with torch.random.fork_rng(devices=cuda_indices(device)):
-        return [(x.to(device), y.to(device)) for x, y in itertools.islice(loader, n)]
 
 
 def cuda_indices(device: torch.device) -> list[int]:

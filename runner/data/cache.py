@@ -6,9 +6,10 @@ every batch by indexing it with the seeded permutation and augment it on the dev
                   -> crop/flip per sample, ToDtype, Normalize (runner/data/batch_augment.py)
 
 The batches hold exactly the samples the DataLoader path would load at each step (the same
-ResumableRandomSampler, grouped the same way), so mid-epoch resume and DDP sharding work
-unchanged. `[data] disk_cache` keeps the decoded tensors in <root>/.compare-cache/, keyed by
-the dataset's identity and the content of the files under root.
+batch samplers over the same ResumableRandomSampler: runner/data/loaders.py makes both), so
+mid-epoch resume and DDP sharding work unchanged. `[data] disk_cache` keeps the decoded
+tensors in <root>/.compare-cache/, keyed by the dataset's identity and the content of the
+files under root.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from runner import atomic
 from runner.build import components
@@ -29,7 +30,6 @@ from runner.build import components
 from runner.build import references
 from runner.data.batch_augment import BatchPipeline, UnsupportedStep, split_steps
 from runner.errors import CompareWarning, ConfigError, DataError, Problem
-from runner.data.sampler import ShardedBatchSampler, shard_bounds
 
 CACHE_DIR = ".compare-cache"
 FORMAT = 1  # version of the cache file's layout
@@ -240,13 +240,3 @@ class CachedLoader:
         y = self.split.labels[index]
         return self.split.pipeline(x.to(self.device, non_blocking=True)), y.pin_memory() if self.pin else y
 
-
-def cached_loaders(data: CachedData, sampler, d, device: torch.device, dist, train_gen: torch.Generator, test_gen: torch.Generator) -> tuple[CachedLoader, CachedLoader]:
-    """The cached counterparts of SharedPass's train and test DataLoaders: the same batches."""
-    if dist.enabled:
-        train_batches = ShardedBatchSampler(sampler, d.batch_size, dist.rank, dist.world)
-        test_batches = BatchSampler(shard_bounds(len(data.test), dist.rank, dist.world), -(-d.eval_batch_size // dist.world), drop_last=False)
-    else:
-        train_batches = BatchSampler(sampler, d.batch_size, drop_last=False)
-        test_batches = BatchSampler(range(len(data.test)), d.eval_batch_size, drop_last=False)
-    return CachedLoader(data.train, train_batches, device, train_gen), CachedLoader(data.test, test_batches, device, test_gen)

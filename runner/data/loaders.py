@@ -1,11 +1,28 @@
-"""THE place a run's data and its batch streams are made."""
+"""THE place a run's data and its batch streams are made.
+
+    load_data      the run's datasets: the adapter's (train, test), or with `data.cache` the
+                   same samples decoded once into tensors (runner/data/cache.py)
+    batch_samplers one seed's train and test batches as index lists, sharded under torchrun
+    make_streams   those batches as streams: a DataLoader over a dataset, or a CachedLoader
+                   indexing the decoded tensors; both draw the same indices from the same
+                   seeded generator, so either path yields the same batches
+    first_batches  a fresh stream's first batches, moving no random stream (fusing, dry run)
+"""
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from runner.build import components
-from runner.config.schema import Config
-from runner.data.cache import load_cached_data
+from runner.config.schema import Config, derive_seed
+from runner.data.cache import CachedData, CachedLoader, load_cached_data
+from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
+from runner.engine.rng import RngStream
+
+DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
 
 
 def load_data(cfg: Config, device: torch.device):
@@ -13,3 +30,63 @@ def load_data(cfg: Config, device: torch.device):
     if cfg.data.cache == "none":
         return components.load_dataset(cfg.data, cfg.base_dir, seed=cfg.experiment.seed)
     return load_cached_data(cfg.data, cfg.base_dir, cfg.experiment.seed, device, cfg.source)
+
+
+@dataclass
+class Streams:
+    """One seed's batch streams and the random state behind them (what a checkpoint saves)."""
+
+    train: DataLoader | CachedLoader
+    test: DataLoader | CachedLoader
+    sampler: ResumableRandomSampler  # its `skip` starts an epoch part-way (resume)
+    train_gen: torch.Generator  # draws the permutation (and a DataLoader's worker seed)
+    test_gen: torch.Generator  # its own: iterating the test set draws from no model's stream
+    data_rng: RngStream  # augmentation's stream, active while a batch is made
+
+
+def batch_samplers(sampler: ResumableRandomSampler, test_size: int, batch_size: int, eval_batch_size: int, rank: int = 0, world: int = 1) -> tuple[Sampler[list[int]], Sampler[list[int]]]:
+    """(train, test) batches of indices. Batch sizes stay global under data parallelism: each
+    rank takes its slice of every train batch and its contiguous shard of the test set."""
+    if world > 1:
+        train = ShardedBatchSampler(sampler, batch_size, rank, world)
+        return train, BatchSampler(shard_bounds(test_size, rank, world), -(-eval_batch_size // world), drop_last=False)
+    return BatchSampler(sampler, batch_size, drop_last=False), BatchSampler(range(test_size), eval_batch_size, drop_last=False)
+
+
+def make_streams(data, seed: int, batch_size: int, eval_batch_size: int, device: torch.device, rank: int = 0, world: int = 1, num_workers: int = 0) -> Streams:
+    """`data` (PreparedData or CachedData) as seed `seed`'s train and test streams on this rank.
+
+    The DataLoader path is, batch for batch, `DataLoader(train, batch_size, shuffle=True,
+    generator=torch.Generator().manual_seed(seed))` (the plain-loop contract)."""
+    train_gen = torch.Generator().manual_seed(seed)
+    test_gen = torch.Generator().manual_seed(seed)
+    sampler = ResumableRandomSampler(data.train, generator=train_gen)
+    train_batches, test_batches = batch_samplers(sampler, len(data.test), batch_size, eval_batch_size, rank, world)
+    if isinstance(data, CachedData):  # the same batches, indexed from the decoded tensors
+        train = CachedLoader(data.train, train_batches, device, train_gen)
+        test = CachedLoader(data.test, test_batches, device, test_gen)
+    else:
+        workers = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0}
+        train = DataLoader(data.train, batch_sampler=train_batches, generator=train_gen, **workers)
+        test = DataLoader(data.test, batch_sampler=test_batches, generator=test_gen, **workers)
+    # Augmentation draws are per rank (each rank augments its own slice); rank 0 keeps the
+    # single-process stream.
+    data_rng = RngStream(derive_seed(seed, DATA_STREAM if rank == 0 else f"{DATA_STREAM}/rank{rank}"), torch.device("cpu"))
+    return Streams(train, test, sampler, train_gen, test_gen, data_rng)
+
+
+def config_streams(cfg: Config, seed: int, data, device: torch.device, rank: int = 0, world: int = 1, num_workers: int | None = None) -> Streams:
+    """make_streams with the batch sizes and workers of `cfg.data`."""
+    d = cfg.data
+    workers = d.num_workers if num_workers is None else num_workers
+    return make_streams(data, seed, d.batch_size, d.eval_batch_size, device, rank, world, workers)
+
+
+def first_batches(cfg: Config, seed: int, data, device: torch.device, n: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `n` train batches seed `seed`'s pass trains on (one process, no workers), on
+    `device`. The stream is a fresh one and the global generators are forked around it, so
+    no model's stream, the pass's data stream or the caller's state moves."""
+    streams = config_streams(cfg, seed, data, device, num_workers=0)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), streams.data_rng.active():
+        return [(x.to(device), y.to(device)) for x, y in itertools.islice(streams.train, n)]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from runner.build import components
 from runner.config.schema import Config, ModelConfig
+from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.build.slots import build_slot, resolve_device
 from runner.build.references import describe, located, one_line, preserved_rng
@@ -72,11 +72,10 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         from runner.data.cache import plan_pipelines  # noqa: PLC0415
 
         plan_pipelines(components.build_adapter(d, cfg.base_dir), d, cfg.source)
-    with preserved_rng():  # loading a batch may draw from the global generator (augmentation)
+    with preserved_rng():  # user code (adapter, loss, augmentation) may draw from any global generator
         data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
-        x, y = next(iter(DataLoader(data.train, batch_size=d.batch_size)))
-    x, y = x.to(device), y.to(device)
+        [(x, y)] = first_batches(cfg, cfg.seeds[0], data, device)  # the run's first batch
     models = [measure(cfg, m, data, x, y, loss_fn, device) for m in cfg.models]
     return Plan(
         experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),

@@ -10,20 +10,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader, Subset
 
-from runner.config.schema import Config, derive_seed
-from runner.data.cache import CachedData, cached_loaders
+from runner.config.schema import Config
+from runner.data.loaders import config_streams
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, train_one_epoch
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
-from runner.engine.rng import RngStream
-from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
 from runner.engine.slot import DONE, RUNNING, Slot
-
-DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
 
 
 @dataclass
@@ -43,25 +38,11 @@ class SharedPass:
     def __init__(self, cfg: Config, seed: int, slots: list[Slot], data, loss_fn, device: torch.device, dist: Dist | None = None):
         self.cfg, self.seed, self.slots, self.loss_fn, self.device = cfg, seed, slots, loss_fn, device
         self.dist = dist = dist or Dist()
-        d = cfg.data
-        workers = {"num_workers": d.num_workers, "pin_memory": device.type == "cuda", "persistent_workers": d.num_workers > 0}
-        self.train_gen = torch.Generator().manual_seed(seed)
-        self.sampler = ResumableRandomSampler(data.train, generator=self.train_gen)
-        # Own generator: iterating the shared test loader must not draw from any model's stream.
-        self.test_gen = torch.Generator().manual_seed(seed)
-        if isinstance(data, CachedData):  # data.cache: the same batches, indexed from a decoded tensor
-            self.train_loader, self.test_loader = cached_loaders(data, self.sampler, d, device, dist, self.train_gen, self.test_gen)
-        elif dist.enabled:  # batch sizes stay global: each rank loads its slice of the same batches
-            batches = ShardedBatchSampler(self.sampler, d.batch_size, dist.rank, dist.world)
-            self.train_loader = DataLoader(data.train, batch_sampler=batches, generator=self.train_gen, **workers)
-            test = Subset(data.test, shard_bounds(len(data.test), dist.rank, dist.world))
-            self.test_loader = DataLoader(test, batch_size=-(-d.eval_batch_size // dist.world), shuffle=False, generator=self.test_gen, **workers)
-        else:
-            self.train_loader = DataLoader(data.train, batch_size=d.batch_size, sampler=self.sampler, generator=self.train_gen, **workers)
-            self.test_loader = DataLoader(data.test, batch_size=d.eval_batch_size, shuffle=False, generator=self.test_gen, **workers)
-        # Augmentation draws are per rank (each rank augments its own slice); rank 0 keeps the
-        # single-process stream.
-        self.data_rng = RngStream(derive_seed(seed, DATA_STREAM if dist.rank == 0 else f"{DATA_STREAM}/rank{dist.rank}"), torch.device("cpu"))
+        # The train and test streams (runner/data/loaders.py: DataLoader or cache, sharded
+        # under torchrun) and the generators a checkpoint saves.
+        streams = config_streams(cfg, seed, data, device, dist.rank, dist.world if dist.enabled else 1)
+        self.train_loader, self.test_loader, self.sampler = streams.train, streams.test, streams.sampler
+        self.train_gen, self.test_gen, self.data_rng = streams.train_gen, streams.test_gen, streams.data_rng
         self.epoch, self.step = 1, 0  # the epoch in progress (or next) and its steps already done
         self.epoch_start_gen = self.train_gen.get_state()  # replayed to resume mid-epoch
         self.error_files: set[str] = set()
