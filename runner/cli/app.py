@@ -25,7 +25,7 @@ def fail(err: Exception, debug: bool) -> None:
     torchrun the ranks share their errors, so rank 0 alone prints them, unless one rank alone knows."""
     from runner.run.distributed import env_rank  # noqa: PLC0415
 
-    if isinstance(err, CompareError) and env_rank() > 0 and not getattr(err, "rank_local", False):
+    if isinstance(err, CompareError) and env_rank() > 0 and not err.rank_local:
         raise typer.Exit(err.exit_code)
     if debug:
         traceback.print_exc()

@@ -22,7 +22,8 @@ from runner.build import components
 from runner.config.schema import Config, ModelConfig
 from runner.errors import CompareError, UserCodeError
 from runner.build.slots import build_slot, resolve_device
-from runner.build.references import describe, located, one_line, preserved_rng
+from runner.build.references import describe, located, one_line
+from runner.engine.rng import preserved_rng
 
 
 @dataclass
