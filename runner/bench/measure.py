@@ -57,7 +57,6 @@ MODES: dict[str, Mode] = {
         Mode("loop", "hand-written shared loop, plain PyTorch"),
     )
 }
-BASELINES = ("separate", "loop")  # the modes every other one is compared with
 
 
 def parse_modes(text: str) -> list[str]:

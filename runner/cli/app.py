@@ -12,6 +12,8 @@ import traceback
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from runner.errors import EXIT_INTERNAL, CompareError
 
@@ -35,3 +37,15 @@ def fail(err: Exception, debug: bool) -> None:
         raise typer.Exit(err.exit_code)
     sys.stderr.write(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)\n")
     raise typer.Exit(EXIT_INTERNAL)
+
+
+def frame_table(frame, title: str, left: set[str], wrap: set[str]) -> Table:
+    """A DataFrame of display cells as a rich table: `left` columns left-aligned (the others
+    right), only `wrap` columns wrap, and every cell escaped (sweep names like tudui[lr=0.1]
+    are not rich markup)."""
+    table = Table(title=escape(title))
+    for column in frame.columns:
+        table.add_column(column, justify="left" if column in left else "right", no_wrap=column not in wrap)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(escape(str(v)) for v in row))
+    return table
