@@ -51,7 +51,10 @@ def _written_by_compare(name: str) -> bool:
 def holds_a_run(run_dir: Path) -> bool:
     """True when the directory holds more than compare's lock and marker: a new run must not
     start there without --overwrite (or --resume)."""
-    return run_dir.is_dir() and any(p.name not in (MARKER, LOCK) and not TEMP_FILE.match(p.name) for p in run_dir.iterdir())
+    def bookkeeping(name: str) -> bool:  # the lock, the marker, a half-done atomic write of compare's
+        return name in (MARKER, LOCK) or (TEMP_FILE.match(name) is not None and _written_by_compare(name))
+
+    return run_dir.is_dir() and any(not bookkeeping(p.name) for p in run_dir.iterdir())
 
 
 def check_path(run_dir: Path) -> None:
@@ -152,9 +155,10 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
 
 
 def _clear(run_dir: Path) -> None:
-    """--overwrite: remove what compare wrote; keep the lock (held) and everything else."""
+    """--overwrite: remove what compare wrote; keep everything else, the lock (held) and the
+    marker (a kill half-way through leaves a directory --overwrite still recognises)."""
     for entry in sorted(run_dir.iterdir()):
-        if entry.name == LOCK or not _written_by_compare(entry.name):
+        if entry.name in (LOCK, MARKER) or not _written_by_compare(entry.name):
             continue
         if entry.is_dir():
             shutil.rmtree(entry)

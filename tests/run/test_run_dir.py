@@ -118,6 +118,13 @@ def test_claim_rules_without_a_run(tmp_path):
         pass
     with claim_run_dir(tmp_path / "new" / "deep", fresh=True):
         assert (tmp_path / "new" / "deep" / MARKER).is_file()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / ".notes.1.tmp").write_text("mine")  # looks like a temp file, but not of a name compare writes
+    with pytest.raises(RunDirError, match="is not a compare run directory"):
+        with claim_run_dir(foreign, fresh=True):
+            pass
+    assert os.listdir(foreign) == [".notes.1.tmp"]
 
 
 # --- 3. symlinks ---------------------------------------------------------------------------
