@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from runner.build import components
 from runner.config.schema import Config, ModelConfig
 from runner.errors import CompareError, UserCodeError
+from runner.run.run_dir import holds_a_run
 from runner.build.slots import build_slot, resolve_device
 from runner.build.references import describe, located, one_line
 from runner.engine.rng import preserved_rng
@@ -83,7 +84,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         train_samples=len(data.train), test_samples=len(data.test), input_shape=tuple(data.input_shape),
         num_classes=data.num_classes, batch_size=d.batch_size,
         batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
-        epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=run_dir.exists() and any(run_dir.iterdir()),
+        epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
         models=models,
     )
 

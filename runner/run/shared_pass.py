@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from runner import atomic
 from runner.config.schema import Config
 from runner.data.cache import CachedData, cached_loaders
 from runner.run.distributed import Dist
@@ -145,7 +146,7 @@ class SharedPass:
             if slot.error and slot.name not in self.error_files:
                 folder = run_dir / "errors"
                 folder.mkdir(exist_ok=True)
-                (folder / f"{slot.name}.txt").write_text(f"{slot.status} at {slot.where}\n\n{slot.error}")
+                atomic.write_text(folder / f"{slot.name}.txt", f"{slot.status} at {slot.where}\n\n{slot.error}")
                 self.error_files.add(slot.name)
 
     # ------------------------------------------------------------ checkpoints
