@@ -7,7 +7,6 @@ may also hold live objects (a class, a factory, an instance; see runner/build/co
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 import types
@@ -16,12 +15,13 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from runner.engine.rng import derive_seed
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.config.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-# Model names become directory names (tb/<model>/): no separators, no "..", nothing empty.
+# Model and experiment names become directory names (tb/<model>/, runs/<name>/): no separators, no "..", nothing empty.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
 
 
@@ -172,12 +172,6 @@ class Config:
         }
 
 
-def derive_seed(experiment_seed: int, name: str) -> int:
-    """A stable seed per (experiment seed, name): independent of which other models exist."""
-    digest = hashlib.sha256(f"{experiment_seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 # ---------------------------------------------------------------- loading and overrides
 
 
@@ -318,6 +312,8 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
     exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems, skip=("early_stopping",))
     if exp is not None and "early_stopping" in raw.get("experiment", {}):
         exp["early_stopping"] = _early_stopping(raw["experiment"]["early_stopping"], "experiment.early_stopping", source, problems)
+    if exp is not None and "name" in exp and (not NAME_PATTERN.match(exp["name"]) or ".." in exp["name"]):  # the run directory's name
+        problems.append(Problem(source, "experiment.name", f"{exp['name']!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
     data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
     loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
     raw_models = raw.get("model", [])

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from runner.build import components
-from runner.config.schema import Config, derive_seed
+from runner.config.schema import Config
 from runner.data.cache import CachedData, CachedLoader, load_cached_data
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
-from runner.engine.rng import RngStream
+from runner.engine.rng import RngStream, derive_seed, preserved_rng
 
 DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
 
@@ -84,9 +84,8 @@ def config_streams(cfg: Config, seed: int, data, device: torch.device, rank: int
 
 def first_batches(cfg: Config, seed: int, data, device: torch.device, n: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first `n` train batches seed `seed`'s pass trains on (one process, no workers), on
-    `device`. The stream is a fresh one and the global generators are forked around it, so
-    no model's stream, the pass's data stream or the caller's state moves."""
+    `device`. The stream is a fresh one and the global generators are preserved around it,
+    so no model's stream, the pass's data stream or the caller's state moves."""
     streams = config_streams(cfg, seed, data, device, num_workers=0)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), streams.data_rng.active():
+    with preserved_rng([device]), streams.data_rng.active():
         return [(x.to(device), y.to(device)) for x, y in itertools.islice(streams.train, n)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner import atomic
 from runner.report.formats import title, to_markdown
 from runner.report.leaderboard import Leaderboard, build
 from runner.report.run_data import RunData, load_run
@@ -17,7 +18,7 @@ from runner.run.sinks import write_csv_atomic
 def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
     csv, md = run.path / "leaderboard.csv", run.path / "leaderboard.md"
     write_csv_atomic(board.table, csv)
-    md.write_text(to_markdown(board, title(run)))
+    atomic.write_text(md, to_markdown(board, title(run)))
     return [csv, md]
 
 

@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
 
+from runner import atomic  # noqa: E402
 from runner.report import stats  # noqa: E402
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
@@ -57,7 +57,8 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path) -> list[P
         fig = make()
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
             continue
-        fig.savefig(out / filename, dpi=DPI)  # constrained layout already fits titles and outside legends
+        with atomic.atomic_write(out / filename) as f:
+            fig.savefig(f, format="png", dpi=DPI)  # constrained layout already fits titles and outside legends
         written.append(out / filename)
     return written
 

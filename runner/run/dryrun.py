@@ -2,7 +2,7 @@
 model, and say what the run will cost before spending it.
 
 Per model (after sweep expansion): parameters, forward FLOPs per sample (counted by
-torch.utils.flop_counter.FlopCounterMode), the optimizer, and an estimate of training memory:
+torch.utils.flop_counter.FlopCounterMode in the slot factory's probe), the optimizer, and an estimate of training memory:
 weights + gradients + optimizer state + the activations autograd saves for one batch. Each model
 is built exactly as the run builds it (in its own random stream), goes through one forward and
 backward pass on the first training batch (so shape and loss mistakes surface now), and is
@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from runner.build import components
 from runner.config.schema import Config, ModelConfig
 from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
+from runner.run.run_dir import holds_a_run
 from runner.build.slots import build_slot, resolve_device
-from runner.build.references import describe, located, one_line, preserved_rng
+from runner.build.references import describe, located, one_line
+from runner.engine.rng import preserved_rng
 
 
 @dataclass
@@ -82,7 +83,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         train_samples=len(data.train), test_samples=len(data.test), input_shape=tuple(data.input_shape),
         num_classes=data.num_classes, batch_size=d.batch_size,
         batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
-        epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=run_dir.exists() and any(run_dir.iterdir()),
+        epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
         models=models,
     )
 
@@ -94,7 +95,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     model.train()
     with slot.rng.active():
         try:
-            with FlopCounterMode(display=False) as flops, torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
                 logits = model(x)
         except CompareError:
             raise
@@ -115,7 +116,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
         optimizer += f" + {m.scheduler.name}"
-    return ModelPlan(m.name, describe(m.arch), sum(p.numel() for p in params), flops.get_total_flops() / len(x), optimizer, tuple(logits.shape), memory)
+    return ModelPlan(m.name, describe(m.arch), sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, tuple(logits.shape), memory)
 
 
 class SavedTensorBytes:

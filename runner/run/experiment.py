@@ -10,7 +10,6 @@ write outputs, checkpoint, and resume.
 from __future__ import annotations
 
 import json
-import shutil
 import tomllib
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from runner import atomic
 from runner.build import components
 from runner.build.fusing import fused_labels
 from runner.build.preflight import check_data_and_models, check_sharding
@@ -34,8 +34,8 @@ from runner.run.distributed import Dist, session
 from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag
-from runner.run.lock import refuse_if_locked, run_dir_lock
 from runner.run.progress import Progress
+from runner.run.run_dir import claim_run_dir, default_run_dir
 from runner.run.shared_pass import Outputs, SharedPass
 from runner.run.sinks import HistorySink, write_csv_atomic
 
@@ -52,18 +52,6 @@ class RunResult:
     @property
     def some_failed(self) -> bool:
         return bool(self.leaderboard["status"].str.contains("failed|diverged").any()) if len(self.leaderboard) else False
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        refuse_if_locked(run_dir)
-        if not overwrite:
-            raise RunDirError(
-                f"{run_dir} already holds a run; continue it with --resume (or `compare resume {run_dir}`), "
-                "or start over with --overwrite (or another --out)"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -105,7 +93,7 @@ class Experiment:
         return cls.from_toml(path)
 
     def default_run_dir(self) -> Path:
-        return Path(self.config.experiment.output_dir) / self.config.experiment.name
+        return default_run_dir(self.config.experiment.output_dir, self.config.experiment.name)
 
     def dry_run(self, run_dir: str | Path | None = None):
         """Build every model and the data, one forward pass each, and return the plan; trains
@@ -131,7 +119,7 @@ class Experiment:
             return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots)
 
     def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots) -> RunResult:
-        cfg, d = self.config, self.config.data
+        cfg = self.config
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
         device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
         # Rank 0 reads the checkpoint and hands it to the others: only its node needs the run dir.
@@ -160,15 +148,14 @@ class Experiment:
         lock = ExitStack()
 
         def claim() -> None:
-            """Rank 0's: prepare the run directory, hold its lock, write the run's static facts."""
+            """Rank 0's: claim the run directory (runner/run/run_dir.py: checked, locked,
+            marked) for the run's lifetime, then write the run's static facts."""
             try:
+                lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
                 if checkpoint is None:
-                    prepare_run_dir(run_dir, overwrite=overwrite or resume)
-                lock.enter_context(run_dir_lock(run_dir))
-                if checkpoint is None:
-                    (run_dir / "config.toml").write_text(tomlio.dumps(cfg.to_dict()))
+                    atomic.write_text(run_dir / "config.toml", tomlio.dumps(cfg.to_dict()))
                     env = environment(device, argv) | {"world_size": dist.world, "train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
-                    (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+                    atomic.write_text(run_dir / "env.json", json.dumps(env, indent=2) + "\n")
                     write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
             except BaseException:
                 lock.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from contextlib import contextmanager
 
-from runner.errors import CompareError
+from runner.errors import CompareError, StopNow
 
 
 class Interrupted(CompareError):
@@ -30,7 +30,7 @@ def graceful_interrupts():
 
     def handler(signum, frame):
         if flag:  # second signal: stop now
-            raise KeyboardInterrupt
+            raise StopNow
         flag.signum = signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from runner import atomic
 from runner.config.schema import Config
 from runner.data.loaders import config_streams
 from runner.run.distributed import Dist
@@ -18,7 +19,7 @@ from runner.engine.loop import evaluate, train_one_epoch
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
-from runner.engine.slot import DONE, RUNNING, Slot
+from runner.engine.slot import Slot
 
 
 @dataclass
@@ -94,17 +95,14 @@ class SharedPass:
             agreement = agree if self.dist.enabled else None
             data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement)
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
-        self._write_errors(out.run_dir)
 
         records = []
         for slot in (s for s in self.slots if not s.reported):
-            record = slot.end_epoch(epoch) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
-            if epoch == epochs and slot.live:
-                slot.status = record["status"] = DONE
-            slot.reported = slot.status != RUNNING
+            record = slot.end_epoch(epoch, last=epoch == epochs) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
             records.append(record)
             if out.grad_histograms:
                 tb.write_gradients(slot.name, epoch, slot.model)
+        self._write_errors(out.run_dir)  # failed in evaluation, or diverged there (end_epoch)
         out.history.write(records)
         tb.write(records)
         self.targets = targets
@@ -129,7 +127,7 @@ class SharedPass:
             if slot.error and slot.name not in self.error_files:
                 folder = run_dir / "errors"
                 folder.mkdir(exist_ok=True)
-                (folder / f"{slot.name}.txt").write_text(f"{slot.status} at {slot.where}\n\n{slot.error}")
+                atomic.write_text(folder / f"{slot.name}.txt", f"{slot.status} at {slot.where}\n\n{slot.error}")
                 self.error_files.add(slot.name)
 
     # ------------------------------------------------------------ checkpoints
