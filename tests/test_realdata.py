@@ -13,7 +13,7 @@ pytestmark = pytest.mark.realdata
 def test_cifar_experiment_trains_on_real_images(cifar_mini, tmp_path):
     out = tmp_path / "cifar"
     proc = compare(
-        "run", "experiments/cifar.toml", "--out", out, "-q",
+        "run", "experiments/cifar.toml", "--out", out, "-q", "--no-plots",
         "--set", f"data.root={cifar_mini}", "--set", "data.download=false",
         "--set", "experiment.epochs=1", "--set", "experiment.device=cpu", "--set", "data.subset=400",
     )

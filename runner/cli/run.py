@@ -78,10 +78,11 @@ def run(
     max_restarts: Annotated[int, typer.Option(help="With --nproc: restart the workers this often after a failure; they resume from the last checkpoint.")] = 0,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
-    from runner.run.experiment import Experiment  # noqa: PLC0415 - keeps `compare --help` fast
-
     try:
         overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
+        # Imported here, after the checks of the options: `--help` and a bad `--seeds` need no torch.
+        from runner.run.experiment import Experiment  # noqa: PLC0415
+
         if dry_run:
             from runner.cli.authoring import print_plan  # noqa: PLC0415
 

@@ -43,7 +43,7 @@ class ExperimentConfig:
     grad_histograms: bool = True  # per-layer gradient histograms in TensorBoard every epoch
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps; unset = per epoch
     early_stopping: EarlyStoppingConfig | None = None  # default for every model; unset = train all epochs
-    # Speed (README "Performance"); the defaults keep plain fp32 numerics.
+    # Speed (docs/performance.md); the defaults keep plain fp32 numerics.
     precision: str | int = "32"  # 32 | bf16-mixed | 16-mixed (autocast; fp16 adds a GradScaler per model)
     channels_last: bool = False  # models and image batches in channels_last memory format
     compile: bool = False  # torch.compile every model (falls back to eager, with a warning, where it fails)

@@ -22,7 +22,7 @@ EXPERIMENT = Template('''\
 # $name: your model against a built-in baseline, on your dataset, in one shared pass.
 #   compare run $toml --dry-run   # builds everything, one batch per model, prints the plan
 #   compare run $toml             # trains; leaderboard + runs/$name/
-# Config reference: README.md; walkthrough: docs/custom-models-and-datasets.md
+# Config reference: docs/configuration.md; walkthrough: docs/custom-models-and-datasets.md
 [experiment]
 name = "$name"          # run directory: runs/$name/
 seed = 0                # data order; each model's seed derives from (seed, model name)

@@ -65,7 +65,7 @@ def test_notebook_model_loads_and_trains_without_running_its_training_cell(tmp_p
     tudui_notebook(tmp_path / "tudui.ipynb")
     config = write_config(tmp_path, [{"name": "tudui", "arch": "tudui.ipynb:Tudui", "optimizer": {"name": "Adam", "lr": 0.01}}])
     out = tmp_path / "run"
-    proc = compare("run", config, "--out", out, "-q")  # from the repo root: the path is relative to exp.toml
+    proc = compare("run", config, "--out", out, "-q", "--no-plots")  # from the repo root: the path is relative to exp.toml
     assert proc.returncode == 0, proc.stderr
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.model) == ["tudui"] and board.arch[0] == "tudui.ipynb:Tudui" and board.params[0] == 64 * 32 + 32 + 32 * 10 + 10
@@ -114,7 +114,7 @@ def test_python_file_class_and_factory_get_shape_only_when_they_ask(run, tmp_pat
     """))
     models = [{"name": "net", "arch": "nets.py:Net", "args": {"width": 12}}, {"name": "small", "arch": "nets.py:small"}, {"name": "lenet", "arch": "models.lenet:LeNet"}]
     config = load_config(write_config(tmp_path, models))
-    result = Experiment(config).run(tmp_path / "run")
+    result = Experiment(config).run(tmp_path / "run", plots=False)
     params = dict(zip(result.leaderboard.model, result.leaderboard.params))
     assert params == {"net": 64 * 12 + 12 + 12 * 10 + 10, "small": 64 * 8 + 8 + 8 * 10 + 10, "lenet": params["lenet"]}
     assert (result.history.groupby("model").size() == 1).all()
@@ -181,7 +181,7 @@ def test_user_dataset_over_an_image_folder_with_a_labels_csv(run, tmp_path, tiny
     models = [mlp("m", dropout=0.0)]
     path = write_config(tmp_path, models, dataset="csv_data.py:CsvImages", root=str(tiny_image_folder), batch_size=8, eval_batch_size=8,
                         train_transforms=[{"name": "RandomCrop", "size": 32, "padding": 2}, {"name": "RandomHorizontalFlip"}])
-    result = Experiment(load_config(path)).run(tmp_path / "run")
+    result = Experiment(load_config(path)).run(tmp_path / "run", plots=False)
     assert result.history.train_samples.item() == 24 and (result.history.test_acc >= 0).all()
     env = (tmp_path / "run" / "env.json").read_text()
     assert '"cat"' in env and '"dog"' in env
@@ -246,8 +246,8 @@ def test_user_loss_function_with_args_and_stateful_loss_is_flagged(tmp_path):
         load_config(_with_loss(tmp_path, "losses.py:smoothed", {"epz": 0.1}))
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompareWarning)  # a stateless loss is not flagged
-        Experiment(load_config(_with_loss(tmp_path, "losses.py:smoothed", {"eps": 0.1}))).run(tmp_path / "ok")
-    flagged = compare("run", _with_loss(tmp_path, "losses.py:Counting", {}), "--out", tmp_path / "flagged", "-q")
+        Experiment(load_config(_with_loss(tmp_path, "losses.py:smoothed", {"eps": 0.1}))).run(tmp_path / "ok", plots=False)
+    flagged = compare("run", _with_loss(tmp_path, "losses.py:Counting", {}), "--out", tmp_path / "flagged", "-q", "--no-plots")
     assert flagged.returncode == 0, flagged.stderr
     assert flagged.stderr.splitlines()[0] == (
         "warning: loss losses.py:Counting is one object shared by every model, but it changes buffer calls when called, "

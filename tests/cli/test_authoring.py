@@ -79,7 +79,7 @@ def test_init_writes_an_experiment_that_runs_as_is_and_never_overwrites(tmp_path
     assert all(f.exists() for f in files)
     assert "compare run experiments/demo.toml --dry-run" in proc.stdout and "compare run experiments/demo.toml " in proc.stdout
 
-    ran = compare("run", "experiments/demo.toml", "--out", "out", "-q", cwd=tmp_path, env=env)
+    ran = compare("run", "experiments/demo.toml", "--out", "out", "-q", "--no-plots", cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert set(board.model) == {"mine", "lenet"} and (board.test_acc_mean > 0.1).all()
@@ -138,7 +138,7 @@ def test_python_api_takes_live_objects_and_returns_the_leaderboard_it_writes(tmp
             {"name": "factory", "arch": linear, "optimizer": {"name": "Adam", "lr": 1e-2}},
             {"name": "instance", "arch": instance},
         ],
-    }).run(tmp_path / "run")
+    }).run(tmp_path / "run", plots=False)
     csv = pd.read_csv(result.run_dir / "leaderboard.csv")
     pd.testing.assert_frame_equal(result.leaderboard, csv, check_dtype=False)
     assert set(csv.model) == {"wide[width=8]", "wide[width=16]", "factory", "instance"}

@@ -68,7 +68,7 @@ def test_two_processes_equal_one_process_within_fp32_tolerance(two_ranks, tmp_pa
     single = config_from_dict(digits_config([PLAIN | {"arch": "mlp"}], epochs=2, batch_size=100, eval_batch_size=100))
     from runner.run.experiment import Experiment  # noqa: PLC0415
 
-    one = Experiment(single).run(tmp_path / "one").history
+    one = Experiment(single).run(tmp_path / "one", plots=False).history
     two = history(run_dir).query("model == 'a'").reset_index(drop=True)
     assert len(two) == 2 and (two["train_samples"] == 1347).all()
     for column in ("train_acc", "test_acc", "train_samples"):  # counts: exact
@@ -119,7 +119,7 @@ def test_a_lost_worker_is_restarted_by_torchrun_and_resumes_bitwise(two_ranks, t
     config, reference = two_ranks
     run_dir = tmp_path / "run"
     # 2 test_mlp models -> 2 forwards per step; forward 37 is epoch 2, step 5 (checkpoint at 4).
-    proc = torchrun("run", config, "--out", run_dir, "-q", env={"KILL_AT_STEP": "37", "KILL_RANK": "1"}, restarts=1)
+    proc = torchrun("run", config, "--out", run_dir, "-q", "--no-plots", env={"KILL_AT_STEP": "37", "KILL_RANK": "1"}, restarts=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "restart" in proc.stderr.lower()  # torchrun's own log of the restart
     pd.testing.assert_frame_equal(history(run_dir), history(reference), check_exact=True)
@@ -138,7 +138,7 @@ def test_compare_run_nproc_starts_torchrun_and_maps_exit_codes(tmp_path):
     config = tmp_path / "exp.toml"
     config.write_text(tomlio.dumps(raw))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "runner", "run", str(config), "--out", str(tmp_path / "run"), "-q", "--nproc", "2"]
+    cmd = [sys.executable, "-m", "runner", "run", str(config), "--out", str(tmp_path / "run"), "-q", "--no-plots", "--nproc", "2"]
     ok = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
