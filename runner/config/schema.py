@@ -16,13 +16,14 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError, Problem, did_you_mean
+from runner.errors import ConfigError, Problem, did_you_mean, shown
 from runner.config.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model names become directory names (tb/<model>/): no separators, no "..", nothing empty.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
+MAX_NAME_CHARS = 120  # file names derived from a model name (checkpoints, predictions) stay under 255 bytes
 
 
 @dataclass
@@ -185,9 +186,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise ConfigError([Problem(source, "-", f"cannot read config: {err.strerror or err}")]) from None
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ConfigError([Problem(source, "-", f"not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} (TOML files are UTF-8)")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -255,7 +259,7 @@ def _type_name(hint: Any) -> str:
 def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem], skip=()) -> dict | None:
     """Check one TOML table against a dataclass: unknown keys, missing keys, value types."""
     if not isinstance(raw, dict):
-        problems.append(Problem(source, where, f"expected a table, got {raw!r}"))
+        problems.append(Problem(source, where, f"expected a table, got {shown(raw)}"))
         return None
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
@@ -275,24 +279,24 @@ def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem]
             out[f.name] = float(value) if hints[f.name] is float else value
         else:
             expected = _type_name(hints[f.name])
-            problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {value!r}"))
+            problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {shown(value)}"))
     return out
 
 
 def _named_spec(raw: Any, cls: type, where: str, source: str, problems: list[Problem]):
     """`{name = "SGD", lr = 0.1, ...}`: a name plus the class's keyword arguments."""
     if not isinstance(raw, dict):
-        problems.append(Problem(source, where, f"expected a table like {{ name = ..., ... }}, got {raw!r}"))
+        problems.append(Problem(source, where, f"expected a table like {{ name = ..., ... }}, got {shown(raw)}"))
         return None
     name = raw.get("name")
     if not isinstance(name, str):
-        problems.append(Problem(source, f"{where}.name", f"expected a string, got {name!r}"))
+        problems.append(Problem(source, f"{where}.name", f"expected a string, got {shown(name)}"))
         return None
     args = {k: v for k, v in raw.items() if k not in ("name", "interval")}
     if cls is SchedulerConfig:
         interval = raw.get("interval", "epoch")
         if interval not in ("epoch", "step"):
-            problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {interval!r}"))
+            problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {shown(interval)}"))
         return SchedulerConfig(name=name, interval=interval, args=args)
     return OptimizerConfig(name=name, args=args)
 
@@ -336,7 +340,9 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
             values["early_stopping"] = _early_stopping(entry["early_stopping"], f"{where}.early_stopping", source, problems)
         name = values["name"]
         if not NAME_PATTERN.match(name) or ".." in name:
-            problems.append(Problem(source, f"{where}.name", f"{name!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+            problems.append(Problem(source, f"{where}.name", f"{shown(name)} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+        elif len(name) > MAX_NAME_CHARS:
+            problems.append(Problem(source, f"{where}.name", f"{len(name)} characters ({shown(name)}); at most {MAX_NAME_CHARS}: names become file names"))
         if name in seen:
             problems.append(Problem(source, f"{where}.name", f"duplicate model name {name!r}"))
         seen.add(name)
@@ -392,29 +398,23 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         if getattr(d, key) is not None and getattr(d, key) < 1:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
     base = cfg.base_dir
-    for message in components.check_dataset(d.dataset, d.args, base):
-        bad(f"data.{message.key}", message.text)
+    problems += components.check_dataset(d.dataset, d.args, src, "data", base)
     for key in ("train_transforms", "eval_transforms"):
-        messages = components.check_transforms(getattr(d, key), key)
-        for message in messages:
-            bad(f"data.{message.key}", message.text)
-        if d.cache != "none" and not messages:  # only what the cached path runs on the device
+        found = components.check_transforms(getattr(d, key), src, f"data.{key}")
+        problems += found
+        if d.cache != "none" and not found:  # only what the cached path runs on the device
             from runner.data.cache import check_specs  # noqa: PLC0415
 
             for index, reason in check_specs(getattr(d, key), train=key == "train_transforms"):
                 bad(f"data.{key}[{index}]", reason)
     if d.augment and d.train_transforms is not None:
         bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
-    for message in components.check_loss(cfg.loss.name, cfg.loss.args, base):
-        bad(f"loss.{message.key}", message.text)
+    problems += components.check_loss(cfg.loss.name, cfg.loss.args, src, "loss", base)
     for m in cfg.models:
         where = f"model.{m.name}"
         if m.device is not None and not DEVICE_PATTERN.match(m.device):
             bad(f"{where}.device", f"expected auto, cpu, cuda, cuda:N or mps, got {m.device!r}")
-        for message in components.check_model(m.arch, m.args, base):
-            bad(f"{where}.{message.key}", message.text)
-        for message in components.check_optimizer(m.optimizer.name, m.optimizer.args):
-            bad(f"{where}.optimizer.{message.key}", message.text)
+        problems += components.check_model(m.arch, m.args, src, where, base)
+        problems += components.check_optimizer(m.optimizer.name, m.optimizer.args, src, f"{where}.optimizer")
         if m.scheduler:
-            for message in components.check_scheduler(m.scheduler.name, m.scheduler.args):
-                bad(f"{where}.scheduler.{message.key}", message.text)
+            problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")

@@ -15,18 +15,25 @@ before validation, so every point is checked like a hand-written model. Each poi
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Any
 
-from runner.errors import Problem
+from runner.errors import Problem, shown
 from runner.config.overrides import plain_copy
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
 _NOT_SWEPT = ("name", "sweep", "sweep_values")
+MAX_MODELS = 10_000  # models one config may make with its sweeps
 
 
 def expand(models: list, source: str, problems: list[Problem]) -> tuple[list, dict[str, list[str]]]:
-    """The model tables with every sweep expanded, and {swept model name: its point names}."""
+    """The model tables with every sweep expanded, and {swept model name: its point names}.
+    The grid is counted before anything is expanded: past MAX_MODELS, nothing is."""
+    count = sum(_size(entry) for entry in models)
+    if count > MAX_MODELS:
+        problems.append(Problem(source, "model", f"the sweeps make {count:,} models; at most {MAX_MODELS:,} per config (split the grid over several configs)"))
+        return [{k: v for k, v in e.items() if k != "sweep"} if isinstance(e, dict) else e for e in models], {}
     out, points = [], {}
     for entry in models:
         if not isinstance(entry, dict) or "sweep" not in entry:
@@ -54,9 +61,17 @@ def expand(models: list, source: str, problems: list[Problem]) -> tuple[list, di
     return out, points
 
 
+def _size(entry: Any) -> int:
+    """How many models one [[model]] table makes (1 when its sweep is malformed)."""
+    spec = entry.get("sweep") if isinstance(entry, dict) else None
+    if not isinstance(spec, dict):
+        return 1
+    return math.prod(len(v) if isinstance(v, list) and v else 1 for v in spec.values())
+
+
 def _grid(spec: Any, where: str, source: str, problems: list[Problem]) -> dict[str, list] | None:
     if not isinstance(spec, dict) or not spec:
-        problems.append(Problem(source, where, f'expected a table like {{ "optimizer.lr" = [0.1, 0.01] }}, got {spec!r}'))
+        problems.append(Problem(source, where, f'expected a table like {{ "optimizer.lr" = [0.1, 0.01] }}, got {shown(spec)}'))
         return None
     ok = True
     for key, values in spec.items():
@@ -64,7 +79,7 @@ def _grid(spec: Any, where: str, source: str, problems: list[Problem]) -> dict[s
             problems.append(Problem(source, f"{where}.{key}", f"{key} cannot be swept"))
             ok = False
         elif not isinstance(values, list) or not values:
-            problems.append(Problem(source, f"{where}.{key}", f"expected a non-empty array of values, got {values!r}"))
+            problems.append(Problem(source, f"{where}.{key}", f"expected a non-empty array of values, got {shown(values)}"))
             ok = False
     return dict(spec) if ok else None
 
