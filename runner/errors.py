@@ -18,8 +18,11 @@ LINE_CHARS = 1000  # and no error line is longer than this
 
 
 def clip(text: str, limit: int = SHOWN_CHARS) -> str:
-    """`text`, cut to `limit` characters, saying how long it was."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    """`text`, cut to at most `limit` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text):,} characters)"
+    return text[: limit - len(tail)] + tail
 
 
 def shown(value) -> str:

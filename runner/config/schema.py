@@ -7,6 +7,7 @@ may also hold live objects (a class, a factory, an instance; see runner/build/co
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import tomllib
@@ -23,6 +24,7 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model names become directory names (tb/<model>/): no separators, no "..", nothing empty.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
+MAX_PATH_PART_BYTES = 255  # NAME_MAX: one folder or file name in a path
 MAX_NAME_CHARS = 120  # file names derived from a model name (checkpoints, predictions) stay under 255 bytes
 
 
@@ -256,12 +258,17 @@ def _type_name(hint: Any) -> str:
     )
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem], skip=()) -> dict | None:
     """Check one TOML table against a dataclass: unknown keys, missing keys, value types."""
     if not isinstance(raw, dict):
         problems.append(Problem(source, where, f"expected a table, got {shown(raw)}"))
         return None
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     names = [f.name for f in fields(cls)]
     out = {}
     for key in raw:
@@ -378,6 +385,10 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
     if not DEVICE_PATTERN.match(e.device):
         bad("experiment.device", f"expected auto, cpu, cuda, cuda:N or mps, got {e.device!r}")
+    for key, folder in (("experiment.output_dir", e.output_dir), ("data.root", d.root)):
+        longest = max(Path(folder).parts or ("",), key=lambda part: len(part.encode()))
+        if len(longest.encode()) > MAX_PATH_PART_BYTES:
+            bad(key, f"a folder name of {len(longest.encode())} bytes ({shown(longest)}); file systems allow {MAX_PATH_PART_BYTES}")
     if e.precision == 32:  # `precision = 32` written as a TOML integer
         e.precision = "32"
     for key, value, allowed in (

@@ -136,17 +136,35 @@ def format_value(value: Any) -> str:
 def collapse(problems: list[Problem], points: dict[str, list[str]]) -> list[Problem]:
     """A problem every point of a sweep shares comes from the table as written: report it
     once, at `model.<name>.<key>`, instead of once per point."""
+    base_of = {n: b for b, names in points.items() for n in names}
+    located = [_point_key(p.key, base_of) for p in problems]
+    reached: dict[tuple, set[str]] = {}  # (base, rest of the key, message) -> the points that have it
+    for p, where in zip(problems, located):
+        if where is not None:
+            reached.setdefault((base_of[where[0]], where[1], p.message), set()).add(where[0])
     out, done = [], set()
-    for p in problems:
-        base = next((b for b, names in points.items() for n in names if p.key.startswith(f"model.{n}.")), None)
-        if base is None:
+    for p, where in zip(problems, located):
+        if where is None:
             out.append(p)
             continue
-        rest = p.key.split("].", 1)[1] if "]." in p.key else p.key
-        same = [q for q in problems if q.message == p.message and any(q.key == f"model.{n}.{rest}" for n in points[base])]
-        if len(same) < len(points[base]):
+        group = (base_of[where[0]], where[1], p.message)
+        if len(reached[group]) < len(points[group[0]]):
             out.append(p)  # only some points: the swept values are the problem
-        elif (base, rest, p.message) not in done:
-            done.add((base, rest, p.message))
-            out.append(Problem(p.file, f"model.{base}.{rest}", p.message))
+        elif group not in done:
+            done.add(group)
+            out.append(Problem(p.file, f"model.{group[0]}.{group[1]}", p.message))
     return out
+
+
+def _point_key(key: str, base_of: dict[str, str]) -> tuple[str, str] | None:
+    """`model.tudui[lr=0.1].optimizer.lr` -> ("tudui[lr=0.1]", "optimizer.lr") when that is a
+    sweep point; point names end in "]" and may hold dots, so each "]." is tried in turn."""
+    if not key.startswith("model."):
+        return None
+    rest = key[len("model."):]
+    at = rest.find("].")
+    while at != -1:
+        if rest[: at + 1] in base_of:
+            return rest[: at + 1], rest[at + 2 :]
+        at = rest.find("].", at + 1)
+    return None

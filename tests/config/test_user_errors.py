@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from runner.errors import LINE_CHARS
+from runner.config.schema import config_from_dict
+from runner.errors import LINE_CHARS, ConfigError
 from tests.helpers import cli, digits_config, mlp, write
 
 
@@ -74,6 +75,13 @@ def test_a_model_name_too_long_for_a_file_name(tmp_path):
     assert message == f"300 characters ('{'m' * 179}... (302 characters)); at most 120: names become file names"
 
 
+def test_an_output_folder_name_too_long_for_the_file_system(tmp_path):
+    raw = digits_config([mlp("m")], epochs=1)
+    raw["experiment"]["output_dir"] = "runs/" + "o" * 300
+    path = write(tmp_path, raw)
+    assert errors_of(path) == [f"{path}: experiment.output_dir: a folder name of 300 bytes ('{'o' * 179}... (302 characters)); file systems allow 255"]
+
+
 def test_echoed_values_are_cut_short(tmp_path):
     path = with_model(tmp_path, optimizer={"name": "SGD", "lr": "x" * 5000})
     [line] = errors_of(path)
@@ -116,3 +124,17 @@ def test_a_symlinked_class_folder_without_a_loop_is_followed(tmp_path, tiny_imag
     result = cli("run", write(tmp_path, image_config(tiny_image_folder)), "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "36 train" in result.stdout  # 12 cats, 12 dogs, and the 12 cats again as cat2
+
+
+def test_a_sweep_one_point_past_the_limit_is_refused():
+    model = mlp("m") | {"sweep": {"optimizer.lr": [0.1, 0.2], "args.hidden": [[n] for n in range(5001)]}}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(digits_config([model, mlp("n")]))
+    assert str(err.value) == "<dict>: model: the sweeps make 10,003 models; at most 10,000 per config (split the grid over several configs)"
+
+
+def test_a_problem_every_point_of_a_large_sweep_shares_is_reported_once(tmp_path):
+    model = mlp("m") | {"sweep": {"optimizer.lr": [0.1 + i / 1e6 for i in range(2000)]}}
+    model["optimizer"]["momentum"] = "x"  # before the collapse was linear, this took minutes
+    path = write(tmp_path, digits_config([model]))
+    assert errors_of(path) == [f"{path}: model.m.optimizer.momentum: expected number, got 'x'"]
