@@ -8,12 +8,11 @@ from __future__ import annotations
 import collections.abc as abc
 import functools
 import inspect
+import sys
 import types
 import typing
 import warnings
 from typing import Any, Callable
-
-import torch
 
 from runner.errors import ConfigError, Problem, clip, did_you_mean, shown
 
@@ -111,6 +110,12 @@ def _default_type(default: Any) -> type | None:
     return None
 
 
+def _tensor_type() -> type | None:
+    """torch.Tensor where torch is imported (the config's own tables are checked without it)."""
+    torch = sys.modules.get("torch")
+    return torch.Tensor if torch is not None else None
+
+
 def matches(value: Any, hint: Any) -> bool:
     """Whether a config value can be what `hint` asks for. Hints it cannot judge (classes, callables,
     unresolved strings) pass: the constructor itself has the last word."""
@@ -133,8 +138,8 @@ def matches(value: Any, hint: Any) -> bool:
         return isinstance(value, str)
     if hint in (dict, abc.Mapping) or origin in (dict, abc.Mapping):
         return isinstance(value, dict)
-    if hint is torch.Tensor:  # a config cannot hold one; from Python, a tensor is one
-        return isinstance(value, torch.Tensor)
+    if hint is _tensor_type():  # a config cannot hold one; from Python, a tensor is one
+        return isinstance(value, hint)
     if hint in _SEQUENCES or origin in _SEQUENCES:
         if not isinstance(value, (list, tuple)):
             return False

@@ -11,12 +11,12 @@ import functools
 import hashlib
 import re
 import tomllib
-import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from runner.build.arguments import describe_type, matches
 from runner.errors import ConfigError, Problem, did_you_mean, shown
 from runner.config.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
@@ -232,32 +232,6 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
 # ---------------------------------------------------------------- validation
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    if hint is Any:  # a name, a reference or a live object: checked by runner.build.components
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_type_ok(value, h) for h in typing.get_args(hint) if h is not type(None))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typing.get_origin(hint) is list:
-        return isinstance(value, list) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
-    return isinstance(value, typing.get_origin(hint) or hint)
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is list:
-        return f"array of {_type_name(typing.get_args(hint)[0])}s"
-    if isinstance(hint, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint) if h is not type(None))
-    return {dict: "table", list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
-
-
 @functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -282,10 +256,10 @@ def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem]
                 problems.append(Problem(source, f"{where}.{f.name}", "missing required key"))
             continue
         value = raw[f.name]
-        if _type_ok(value, hints[f.name]):
+        if matches(value, hints[f.name]):
             out[f.name] = float(value) if hints[f.name] is float else value
         else:
-            expected = _type_name(hints[f.name])
+            expected = describe_type(hints[f.name])
             problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {shown(value)}"))
     return out
 
@@ -379,6 +353,10 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     e, d = cfg.experiment, cfg.data
     if e.seeds is not None and (not e.seeds or len(set(e.seeds)) != len(e.seeds)):
         bad("experiment.seeds", f"expected distinct seeds, got {e.seeds}")
+    seeds = [("experiment.seed", e.seed)] + [("experiment.seeds", s) for s in e.seeds or []] + [(f"model.{m.name}.seed", m.seed) for m in cfg.models if m.seed is not None]
+    for key, seed in seeds:
+        if not -(2**63) <= seed < 2**64:
+            bad(key, f"expected a seed from -2**63 to 2**64 - 1 (what torch.manual_seed takes), got {shown(seed)}")
     if e.checkpoint_every_steps is not None and e.checkpoint_every_steps < 1:
         bad("experiment.checkpoint_every_steps", f"expected >= 1, got {e.checkpoint_every_steps}")
     if e.epochs < 1:

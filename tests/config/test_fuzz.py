@@ -20,7 +20,7 @@ CASES = 320
 
 LONG = "x" * 5000
 VALUES = [  # wrong types, out-of-range numbers, odd names and long strings, for any key
-    -1, 0, 1, 2, 1.5, -0.5, 1e30, -1e-9, 2**63 - 1, -(2**63), float("nan"), float("inf"), True, False,
+    -1, 0, 1, 2, 1.5, -0.5, 1e30, -1e-9, 2**63 - 1, -(2**63), 2**64, -(2**70), float("nan"), float("inf"), True, False,
     "", " ", "..", "a/b", "/abs", "caf\u00e9", "\u00ff" * 10, "1e-3", "yes", "none", "32", LONG, "x" * 300,
     "mlp", "SGD", "digits", "os:path", "math:pi", "no_such.py:Net", "nb.ipynb:Net",
     [], [0], [32, 16], [-1], ["a"], [[1]], [LONG], list(range(200)), {}, {"name": "SGD"}, {"a": 1}, {"name": 3},
@@ -29,7 +29,7 @@ KEYS = [  # dotted paths into the base config; model[i] are the model tables
     "experiment.name", "experiment.seed", "experiment.seeds", "experiment.epochs", "experiment.device", "experiment.output_dir",
     "experiment.grad_histograms", "experiment.checkpoint_every_steps", "experiment.precision", "experiment.fuse", "experiment.compile",
     "experiment.early_stopping", "experiment.early_stopping.patience", "experiment.early_stopping.metric", "experiment.nope",
-    "data.dataset", "data.batch_size", "data.eval_batch_size", "data.subset", "data.test_subset", "data.num_workers", "data.cache",
+    "data.dataset", "data.root", "data.download", "data.batch_size", "data.eval_batch_size", "data.subset", "data.test_subset", "data.num_workers", "data.cache",
     "data.disk_cache", "data.augment", "data.args", "data.args.nope", "data.train_transforms", "data.eval_transforms", "data.nope",
     "loss.name", "loss.args", "loss.args.weight", "loss.args.label_smoothing", "loss.args.reduction", "loss.nope",
     "model[0].name", "model[0].arch", "model[0].args", "model[0].args.hidden", "model[0].args.dropout", "model[0].args.nope",

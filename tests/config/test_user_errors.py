@@ -67,6 +67,14 @@ def test_mlp_arguments_of_the_wrong_type_or_range(tmp_path):
     assert errors_of(path) == [f"{path}: model.m.args: mlp(hidden=[32], dropout=1.5) raised ValueError: dropout probability has to be between 0 and 1, but got 1.5"]
 
 
+def test_seeds_torch_cannot_take(tmp_path):
+    raw = digits_config([mlp("m") | {"seed": 2**64}], epochs=1)
+    raw["experiment"]["seeds"] = [0, -(2**70)]
+    path = write(tmp_path, raw)
+    expected = "expected a seed from -2**63 to 2**64 - 1 (what torch.manual_seed takes), got"
+    assert errors_of(path) == [f"{path}: experiment.seeds: {expected} {-(2**70)}", f"{path}: model.m.seed: {expected} {2**64}"]
+
+
 def test_a_model_name_too_long_for_a_file_name(tmp_path):
     path = with_model(tmp_path, name="m" * 300)
     [line] = errors_of(path)
