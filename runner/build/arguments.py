@@ -72,6 +72,8 @@ def rejection(what: str, build: Callable[[], Any]) -> str | None:
             build()
     except (ValueError, TypeError, ArithmeticError) as err:
         return f"{what} raised {type(err).__name__}: {clip(' '.join(str(err).split()))}"
+    except Exception:  # noqa: BLE001 - not about the arguments (a device, a backend): the build says
+        return None
     return None
 
 

@@ -124,8 +124,8 @@ def check_scheduler(name: str, args: dict, optimizer, file: str, key: str) -> li
         problems = arguments.check_arguments(cls, args, ("self", "optimizer"), file, key, True)
         if check_optimizer(optimizer.name, optimizer.args, file, key):
             return problems  # reported at the optimizer; nothing to drive a trial scheduler
-        trial_optimizer = _trial_optimizer(getattr(torch.optim, optimizer.name), optimizer.args)
-        return _trial(file, key, arguments.call_text(name, args), lambda: cls(trial_optimizer, **args), problems)
+        trial_optimizer = functools.partial(_trial_optimizer, getattr(torch.optim, optimizer.name), optimizer.args)
+        return _trial(file, key, arguments.call_text(name, args), lambda: cls(trial_optimizer(), **args), problems)
 
     return _checked(file, f"{key}.name", lambda: _lookup("scheduler", name, list_schedulers(), sched), then)
 
