@@ -2,6 +2,7 @@
 the ants/bees layout of the torchvision transfer-learning tutorial."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -29,7 +30,23 @@ def load_rgb(path: str) -> Image.Image:
         raise DataError(f"cannot read image {path} ({detail})") from None
 
 
+def refuse_symlink_loops(split_dir: Path) -> None:
+    """torchvision walks class folders following symlinks: a link back to a folder above it
+    makes that walk endless (a loop through two links) or repeats every image below it once
+    per turn. Refuse such a link, naming it, before torchvision walks."""
+    above: dict[str, frozenset[str]] = {str(split_dir): frozenset()}
+    for dirpath, dirnames, _ in os.walk(split_dir, followlinks=True):
+        here = os.path.realpath(dirpath)
+        chain = above.pop(dirpath, frozenset()) | {here}
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            if os.path.islink(child) and os.path.realpath(child) in chain:
+                raise DataError(f"data.root: {child} is a symlink to {os.path.realpath(child)}, a folder that contains it; the image walk would loop (remove the link)")
+            above[child] = chain
+
+
 def image_folder(path: Path, transform) -> tvd.ImageFolder:
+    refuse_symlink_loops(path)
     try:
         return tvd.ImageFolder(str(path), transform=transform, loader=load_rgb)
     except (FileNotFoundError, OSError) as err:

@@ -13,16 +13,33 @@ EXIT_SOME_FAILED = 3  # finished, but some models failed or diverged
 EXIT_INTERRUPTED = 130  # SIGINT (SIGTERM: 143); a checkpoint was written
 
 
-def close_matches(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    choices = list(choices)
-    lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), lowered, n=n, cutoff=0.6)
+SHOWN_CHARS = 200  # an echoed value is cut to about this many characters
+LINE_CHARS = 1000  # and no error line is longer than this
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text`, cut to at most `limit` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text):,} characters)"
+    return text[: limit - len(tail)] + tail
+
+
+def shown(value) -> str:
+    """repr(value) for an error line: a value echoed back, never a whole file of it."""
+    return clip(repr(value))
+
+
+def close_matches(name, choices: Iterable, n: int = 3) -> list[str]:
+    """Close matches among the string choices (a config may hold names of any type)."""
+    lowered = {c.lower(): c for c in choices if isinstance(c, str)}
+    hits = difflib.get_close_matches(str(name).lower(), lowered, n=n, cutoff=0.6)
     return [lowered[h] for h in hits]
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
+def did_you_mean(name, choices: Iterable) -> str:
     hits = close_matches(name, choices)
-    return f"; did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
+    return f"; did you mean {' or '.join(shown(h) for h in hits)}?" if hits else ""
 
 
 class CompareError(Exception):
@@ -41,7 +58,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}"
+        return f"{self.file}: {clip(self.key)}: {self.message}"
 
 
 class ConfigError(CompareError):
@@ -57,7 +74,7 @@ class UnknownNameError(CompareError):
 
     def __init__(self, kind: str, name: str, choices: Iterable[str]):
         self.kind, self.name = kind, name
-        super().__init__(f"unknown {kind} {name!r}{did_you_mean(name, choices)} (see `compare list {kind}s`)")
+        super().__init__(f"unknown {kind} {shown(name)}{did_you_mean(name, choices)} (see `compare list {kind}s`)")
 
 
 class DataError(CompareError):

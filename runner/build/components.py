@@ -12,17 +12,19 @@ import copy
 import functools
 import inspect
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from runner.build import references
+from runner.build import arguments, references
 from runner.build.shared_loss import shared_state
-from runner.errors import CompareError, CompareWarning, ReferenceNotFound, UnknownNameError, did_you_mean
+from runner.errors import CompareError, CompareWarning, Problem, ReferenceNotFound, UnknownNameError, shown
 
+# The file named when a torch constructor refuses a config's arguments at build time, where the
+# Config's source is not at hand; the config check builds the same objects first and names it.
+BUILT_FROM = "config"
 # Schedulers that need Python objects (callables, other schedulers) cannot come from TOML.
 _NOT_FROM_TOML = {"LRScheduler", "_LRScheduler", "SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR"}
 
@@ -72,96 +74,110 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, args: dict):
 
 
 # ---------------------------------------------------------------- checks used by the config
+# Each takes the file and the key of its table and returns Problems (runner/build/arguments.py).
 
 
-@dataclass(frozen=True)
-class Message:
-    key: str  # relative key path, e.g. "arch" or "args.width"
-    text: str
-
-
-def check_arguments(fn: Callable, args: dict, skip: tuple[str, ...], prefix: str, required: bool) -> list[Message]:
-    """Unknown keyword arguments (and, if `required`, missing ones) against fn's signature."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return []
-    names = [n for n, p in params.items() if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    out = []
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        out += [Message(f"{prefix}{k}", f"unknown argument{did_you_mean(k, names)} (accepts: {', '.join(names)})") for k in args if k not in names]
-    if required:
-        missing = [n for n in names if params[n].default is inspect.Parameter.empty and n not in args]
-        out += [Message(f"{prefix}{n}", "missing required argument") for n in missing]
-    return out
-
-
-def _checked(kind_key: str, lookup: Callable[[], Any], then: Callable[[Any], list[Message]]) -> list[Message]:
+def _checked(file: str, key: str, lookup: Callable[[], Any], then: Callable[[Any], list[Problem]]) -> list[Problem]:
     try:
         obj = lookup()
     except CompareError as err:  # unknown name, missing file or attribute, user code that raised
-        return [Message(kind_key, str(err))]
+        return [Problem(file, key, str(err))]
     return then(obj)
 
 
-def check_loss(name: Any, args: dict, base_dir: str | Path = ".") -> list[Message]:
-    return _checked("name", lambda: resolve_loss(name, base_dir), lambda target: _loss_arguments(target, args))
+def _trial(file: str, key: str, what: str, build: Callable[[], Any], problems: list[Problem]) -> list[Problem]:
+    """Where the arguments' types are right, build it once (cheap torch objects only) for the
+    ranges and combinations its constructor refuses (lr = -1, nesterov without momentum)."""
+    if problems:
+        return problems
+    reason = arguments.rejection(what, build)
+    return [Problem(file, key, reason)] if reason else []
 
 
-def check_optimizer(name: str, args: dict) -> list[Message]:
-    return _checked("name", lambda: _lookup("optimizer", name, list_optimizers(), torch.optim), lambda cls: check_arguments(cls, args, ("self", "params"), "", False))
+def check_loss(name: Any, args: dict, file: str, key: str, base_dir: str | Path = ".") -> list[Problem]:
+    def then(target) -> list[Problem]:
+        problems = _loss_arguments(target, args, file, key)
+        if registered(name):
+            return _trial(file, f"{key}.args", arguments.call_text(name, args), lambda: target(**args), problems)
+        return problems
+
+    return _checked(file, f"{key}.name", lambda: resolve_loss(name, base_dir), then)
 
 
-def check_scheduler(name: str, args: dict) -> list[Message]:
+def _trial_optimizer(cls: type, args: dict) -> torch.optim.Optimizer:
+    return cls([nn.Parameter(torch.zeros(1))], **args)
+
+
+def check_optimizer(name: str, args: dict, file: str, key: str) -> list[Problem]:
+    def then(cls) -> list[Problem]:
+        problems = arguments.check_arguments(cls, args, ("self", "params"), file, key, False)
+        return _trial(file, key, arguments.call_text(name, args), lambda: _trial_optimizer(cls, args), problems)
+
+    return _checked(file, f"{key}.name", lambda: _lookup("optimizer", name, list_optimizers(), torch.optim), then)
+
+
+def check_scheduler(name: str, args: dict, optimizer, file: str, key: str) -> list[Problem]:
+    """`optimizer` (its config) is what the trial scheduler drives: some need its momentum."""
     sched = torch.optim.lr_scheduler
-    return _checked("name", lambda: _lookup("scheduler", name, list_schedulers(), sched), lambda cls: check_arguments(cls, args, ("self", "optimizer"), "", True))
+
+    def then(cls) -> list[Problem]:
+        problems = arguments.check_arguments(cls, args, ("self", "optimizer"), file, key, True)
+        if check_optimizer(optimizer.name, optimizer.args, file, key):
+            return problems  # reported at the optimizer; nothing to drive a trial scheduler
+        trial_optimizer = functools.partial(_trial_optimizer, getattr(torch.optim, optimizer.name), optimizer.args)
+        return _trial(file, key, arguments.call_text(name, args), lambda: cls(trial_optimizer(), **args), problems)
+
+    return _checked(file, f"{key}.name", lambda: _lookup("scheduler", name, list_schedulers(), sched), then)
 
 
-def check_model(arch: Any, args: dict, base_dir: str | Path = ".") -> list[Message]:
-    def arguments(target) -> list[Message]:
+def check_model(arch: Any, args: dict, file: str, key: str, base_dir: str | Path = ".") -> list[Problem]:
+    def then(target) -> list[Problem]:
         if isinstance(target, nn.Module):
-            return [Message("args", "an nn.Module instance takes no args (it is copied as it is)")] if args else []
-        return check_arguments(target, args, ("self", "input_shape", "num_classes"), "args.", required=not registered(arch))
+            return [Problem(file, f"{key}.args", "an nn.Module instance takes no args (it is copied as it is)")] if args else []
+        return arguments.check_arguments(target, args, ("self", "input_shape", "num_classes"), file, f"{key}.args", required=not registered(arch))
 
-    return _checked("arch", lambda: resolve_model(arch, base_dir), arguments)
+    return _checked(file, f"{key}.arch", lambda: resolve_model(arch, base_dir), then)
 
 
-def check_dataset(name: Any, args: dict, base_dir: str | Path = ".") -> list[Message]:
-    def arguments(target) -> list[Message]:
+def check_dataset(name: Any, args: dict, file: str, key: str, base_dir: str | Path = ".") -> list[Problem]:
+    def then(target) -> list[Problem]:
         if not isinstance(target, type):
-            return [Message("args", "a DatasetAdapter instance takes no args (it is used as it is)")] if args else []
-        out = check_arguments(target.__init__, args, ("self", "root", "download", "augment"), "args.", False)
-        params = _parameters(target.__init__)
+            return [Problem(file, f"{key}.args", "a DatasetAdapter instance takes no args (it is used as it is)")] if args else []
+        out = arguments.check_arguments(target.__init__, args, ("self", "root", "download", "augment"), file, f"{key}.args", False)
+        params = arguments.parameters(target.__init__)
         if params is not None and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             missing = [n for n in ("root", "download", "augment") if n not in params]
             if missing:
-                out.append(Message("dataset", f"{target.__name__}.__init__ must accept root, download and augment (missing: {', '.join(missing)}); take **kwargs and call super().__init__(**kwargs)"))
+                out.append(Problem(file, f"{key}.dataset", f"{target.__name__}.__init__ must accept root, download and augment (missing: {', '.join(missing)}); take **kwargs and call super().__init__(**kwargs)"))
         return out
 
-    return _checked("dataset", lambda: resolve_dataset(name, base_dir), arguments)
+    return _checked(file, f"{key}.dataset", lambda: resolve_dataset(name, base_dir), then)
 
 
-def check_transforms(specs: list | None, key: str) -> list[Message]:
+def check_transforms(specs: list | None, file: str, key: str) -> list[Problem]:
     """`[{ name = "RandomCrop", size = 32 }, ...]`: names from torchvision.transforms.v2, arguments
     checked against the class; from Python, transform objects are taken as they are."""
     from datasets.transforms import ADDED_BY_PIPELINE, list_transforms  # noqa: PLC0415
     from torchvision.transforms import v2  # noqa: PLC0415
 
-    out: list[Message] = []
+    out: list[Problem] = []
     for i, spec in enumerate(specs or []):
         where = f"{key}[{i}]"
         if not isinstance(spec, dict):
             if not callable(spec):
-                out.append(Message(where, f'expected a table like {{ name = "RandomCrop", size = 32 }}, got {spec!r}'))
+                out.append(Problem(file, where, f'expected a table like {{ name = "RandomCrop", size = 32 }}, got {shown(spec)}'))
             continue
         name, args = spec.get("name"), {k: v for k, v in spec.items() if k != "name"}
         if not isinstance(name, str):
-            out.append(Message(f"{where}.name", f"expected a torchvision.transforms.v2 class name, got {name!r}"))
+            out.append(Problem(file, f"{where}.name", f"expected a torchvision.transforms.v2 class name, got {shown(name)}"))
         elif name in ADDED_BY_PIPELINE:
-            out.append(Message(f"{where}.name", f"compare adds {name} itself: every pipeline is ToImage, your steps, ToDtype(float32, scale=True), Normalize(the dataset's stats)"))
+            out.append(Problem(file, f"{where}.name", f"compare adds {name} itself: every pipeline is ToImage, your steps, ToDtype(float32, scale=True), Normalize(the dataset's stats)"))
         else:
-            # _checked calls both right away, inside this iteration.
-            out += _checked(f"{where}.name", lambda: _lookup("transform", name, list_transforms(), v2), lambda cls: check_arguments(cls, args, ("self",), f"{where}.", True))
+            def then(cls, where=where, name=name, args=args) -> list[Problem]:
+                problems = arguments.check_arguments(cls, args, ("self",), file, where, True)
+                return _trial(file, where, arguments.call_text(name, args), lambda: cls(**args), problems)
+
+            out += _checked(file, f"{where}.name", lambda: _lookup("transform", name, list_transforms(), v2), then)
     return out
 
 
@@ -180,7 +196,7 @@ def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
 
         return MODELS.get(arch)
     if not isinstance(arch, str) and not callable(arch):
-        raise ReferenceNotFound(f"expected a model name (`compare list models`), a reference ({references.FORMS}) or, from Python, an nn.Module class, factory or instance; got {arch!r}")
+        raise ReferenceNotFound(f"expected a model name (`compare list models`), a reference ({references.FORMS}) or, from Python, an nn.Module class, factory or instance; got {shown(arch)}")
     target = references.resolve(arch, base_dir) if isinstance(arch, str) else arch
     what = references.describe(arch)
     if isinstance(target, nn.Module):
@@ -188,7 +204,7 @@ def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
     if isinstance(target, type) and not issubclass(target, nn.Module):
         raise ReferenceNotFound(f"{what} is the class {target.__name__}, which is not a torch.nn.Module")
     if not callable(target):
-        raise ReferenceNotFound(f"{what} is {target!r} ({type(target).__name__}); expected an nn.Module class, a factory returning one, or an nn.Module")
+        raise ReferenceNotFound(f"{what} is {shown(target)} ({type(target).__name__}); expected an nn.Module class, a factory returning one, or an nn.Module")
     return target
 
 
@@ -203,7 +219,7 @@ def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: 
     what = f"model {name} ({references.describe(arch)})" if name else references.describe(arch)
     if isinstance(target, nn.Module):
         return copy.deepcopy(target)  # each run (and each model) starts from the instance's weights
-    params = _parameters(target) or {}
+    params = arguments.parameters(target) or {}
     shape = {k: v for k, v in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)) if k in params}
     model = references.call_user(what, target, **shape, **args)
     if not isinstance(model, nn.Module):
@@ -224,7 +240,7 @@ def resolve_dataset(spec: Any, base_dir: str | Path = "."):
     if registered(spec):
         return package.DATASETS.get(spec)
     if not isinstance(spec, (str, type, package.DatasetAdapter)):
-        raise ReferenceNotFound(f"expected a dataset name (`compare list datasets`), a reference ({references.FORMS}) or, from Python, a DatasetAdapter subclass or instance; got {spec!r}")
+        raise ReferenceNotFound(f"expected a dataset name (`compare list datasets`), a reference ({references.FORMS}) or, from Python, a DatasetAdapter subclass or instance; got {shown(spec)}")
     target = references.resolve(spec, base_dir) if isinstance(spec, str) else spec
     adapter = package.DatasetAdapter
     if isinstance(target, adapter):
@@ -251,9 +267,9 @@ def build_adapter(data, base_dir: str | Path = "."):
     else:
         adapter = target
     if data.train_transforms is not None:
-        adapter.train_transforms = build_transforms(data.train_transforms)
+        adapter.train_transforms = build_transforms(data.train_transforms, "data.train_transforms")
     if data.eval_transforms is not None:
-        adapter.eval_transforms = build_transforms(data.eval_transforms)
+        adapter.eval_transforms = build_transforms(data.eval_transforms, "data.eval_transforms")
     return adapter
 
 
@@ -264,10 +280,17 @@ def prepare_dataset(adapter, data, seed: int = 0):
     return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed)
 
 
-def build_transforms(specs: list) -> list:
+def build_transforms(specs: list, key: str = "data.train_transforms") -> list:
     from datasets.transforms import create_transform  # noqa: PLC0415
 
-    return [create_transform(s["name"], {k: v for k, v in s.items() if k != "name"}) if isinstance(s, dict) else s for s in specs]
+    out = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            out.append(spec)
+            continue
+        name, args = spec["name"], {k: v for k, v in spec.items() if k != "name"}
+        out.append(arguments.constructed(BUILT_FROM, f"{key}[{i}]", name, args, lambda: create_transform(name, args)))
+    return out
 
 
 def resolve_loss(name: Any, base_dir: str | Path = ".") -> Any:
@@ -276,20 +299,20 @@ def resolve_loss(name: Any, base_dir: str | Path = ".") -> Any:
     if registered(name):
         return _lookup("loss", name, list_losses(), nn)
     if not isinstance(name, str) and not callable(name):
-        raise ReferenceNotFound(f"expected a torch.nn loss name (`compare list losses`), a reference ({references.FORMS}) or, from Python, a loss class or callable; got {name!r}")
+        raise ReferenceNotFound(f"expected a torch.nn loss name (`compare list losses`), a reference ({references.FORMS}) or, from Python, a loss class or callable; got {shown(name)}")
     target = references.resolve(name, base_dir) if isinstance(name, str) else name
     if not callable(target):
-        raise ReferenceNotFound(f"{references.describe(name)} is {target!r} ({type(target).__name__}); expected a loss class or a callable loss(logits, targets)")
+        raise ReferenceNotFound(f"{references.describe(name)} is {shown(target)} ({type(target).__name__}); expected a loss class or a callable loss(logits, targets)")
     return target
 
 
-def _loss_arguments(target, args: dict) -> list[Message]:
+def _loss_arguments(target, args: dict, file: str, key: str) -> list[Problem]:
     if isinstance(target, type):
-        return check_arguments(target, args, ("self",), "args.", True)
+        return arguments.check_arguments(target, args, ("self",), file, f"{key}.args", True)
     if inspect.isfunction(target) or inspect.ismethod(target):
-        first_two = tuple(list(_parameters(target) or {})[:2])  # (logits, targets)
-        return check_arguments(target, args, first_two, "args.", True)
-    return [Message("args", "a loss object takes no args (it is used as it is)")] if args else []
+        first_two = tuple(list(arguments.parameters(target) or {})[:2])  # (logits, targets)
+        return arguments.check_arguments(target, args, first_two, file, f"{key}.args", True)
+    return [Problem(file, f"{key}.args", "a loss object takes no args (it is used as it is)")] if args else []
 
 
 def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callable:
@@ -297,19 +320,15 @@ def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callab
     target = resolve_loss(loss.name, base_dir)
     what = references.describe(loss.name)
     if isinstance(target, type):
-        fn = target(**loss.args) if registered(loss.name) else references.call_user(what, target, **loss.args)
+        if registered(loss.name):
+            fn = arguments.constructed(BUILT_FROM, "loss.args", loss.name, loss.args, lambda: target(**loss.args))
+        else:
+            fn = references.call_user(what, target, **loss.args)
     else:
         fn = functools.partial(target, **loss.args) if loss.args else target
     for problem in shared_state(fn, num_classes):
         warnings.warn(f"loss {what} is one object shared by every model, but {problem}", CompareWarning, stacklevel=2)
     return fn
-
-
-def _parameters(fn) -> dict | None:
-    try:
-        return dict(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return None
 
 
 def dataset_package():

@@ -7,6 +7,7 @@ import warnings
 import torch
 
 from runner.build import components
+from runner.build.arguments import constructed
 from runner.build.flops import probe_forward
 from runner.build.fusing import fuse_slots
 from runner.build.references import describe, located, one_line
@@ -51,14 +52,18 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
     numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
+    where = f"model.{m.name}"
     with rng.active():
-        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name).to(device)
+        build = lambda: components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name)  # noqa: E731
+        model = constructed(cfg.source, f"{where}.args", describe(m.arch), m.args, build).to(device)
     numerics = numerics.for_model(model, device, m.name)
     model = numerics.prepare(model)
-    optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
+    make_optimizer = lambda: components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)  # noqa: E731
+    optimizer = constructed(cfg.source, f"{where}.optimizer", m.optimizer.name, m.optimizer.args, make_optimizer)
     scheduler = None
     if m.scheduler is not None:
-        scheduler = components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)
+        make_scheduler = lambda: components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)  # noqa: E731
+        scheduler = constructed(cfg.source, f"{where}.scheduler", m.scheduler.name, m.scheduler.args, make_scheduler)
     try:
         flops, out_shape = probe_forward(model, input_shape, device)
     except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where

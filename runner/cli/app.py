@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, CompareError
+from runner.errors import EXIT_INTERNAL, LINE_CHARS, CompareError, clip
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -33,9 +33,9 @@ def fail(err: Exception, debug: bool) -> None:
         traceback.print_exc()
     if isinstance(err, CompareError):
         for line in str(err).splitlines():
-            sys.stderr.write(f"error: {line}\n")
+            sys.stderr.write(f"error: {clip(line, LINE_CHARS)}\n")
         raise typer.Exit(err.exit_code)
-    sys.stderr.write(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)\n")
+    sys.stderr.write(f"internal error: {type(err).__name__}: {clip(' '.join(str(err).split()), LINE_CHARS)} (rerun with --debug for the traceback)\n")
     raise typer.Exit(EXIT_INTERNAL)
 
 

@@ -9,7 +9,7 @@ import re
 import tomllib
 from typing import Any
 
-from runner.errors import Problem, did_you_mean
+from runner.errors import Problem, did_you_mean, shown
 
 
 def plain_copy(value: Any) -> Any:
@@ -64,7 +64,7 @@ def apply_overrides(raw: dict, overrides, source: str, problems: list[Problem], 
                 continue
             if not hits:
                 guess = re.match(r"(?:\[[^\]]*\]|[^.])*", rest).group(0)  # up to the first dot outside [...]
-                problems.append(Problem("--set", key, f"no model named {guess!r}{did_you_mean(guess, names)}"))
+                problems.append(Problem("--set", key, f"no model named {shown(guess)}{did_you_mean(guess, names)}"))
                 continue
             name = max(hits, key=len)
             target = models[names.index(name)]

@@ -7,22 +7,25 @@ may also hold live objects (a class, a factory, an instance; see runner/build/co
 """
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
-import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from runner.build.arguments import describe_type, matches
 from runner.engine.rng import derive_seed
-from runner.errors import ConfigError, Problem, did_you_mean
+from runner.errors import ConfigError, Problem, did_you_mean, shown
 from runner.config.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model and experiment names become directory names (tb/<model>/, runs/<name>/): no separators, no "..", nothing empty.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
+MAX_PATH_PART_BYTES = 255  # NAME_MAX: one folder or file name in a path
+MAX_NAME_CHARS = 120  # file names derived from a model name (checkpoints, predictions) stay under 255 bytes
 
 
 @dataclass
@@ -179,9 +182,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise ConfigError([Problem(source, "-", f"cannot read config: {err.strerror or err}")]) from None
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ConfigError([Problem(source, "-", f"not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} (TOML files are UTF-8)")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -220,38 +226,17 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
 # ---------------------------------------------------------------- validation
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    if hint is Any:  # a name, a reference or a live object: checked by runner.build.components
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_type_ok(value, h) for h in typing.get_args(hint) if h is not type(None))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typing.get_origin(hint) is list:
-        return isinstance(value, list) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
-    return isinstance(value, typing.get_origin(hint) or hint)
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is list:
-        return f"array of {_type_name(typing.get_args(hint)[0])}s"
-    if isinstance(hint, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint) if h is not type(None))
-    return {dict: "table", list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem], skip=()) -> dict | None:
     """Check one TOML table against a dataclass: unknown keys, missing keys, value types."""
     if not isinstance(raw, dict):
-        problems.append(Problem(source, where, f"expected a table, got {raw!r}"))
+        problems.append(Problem(source, where, f"expected a table, got {shown(raw)}"))
         return None
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     names = [f.name for f in fields(cls)]
     out = {}
     for key in raw:
@@ -265,28 +250,28 @@ def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem]
                 problems.append(Problem(source, f"{where}.{f.name}", "missing required key"))
             continue
         value = raw[f.name]
-        if _type_ok(value, hints[f.name]):
+        if matches(value, hints[f.name]):
             out[f.name] = float(value) if hints[f.name] is float else value
         else:
-            expected = _type_name(hints[f.name])
-            problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {value!r}"))
+            expected = describe_type(hints[f.name])
+            problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {shown(value)}"))
     return out
 
 
 def _named_spec(raw: Any, cls: type, where: str, source: str, problems: list[Problem]):
     """`{name = "SGD", lr = 0.1, ...}`: a name plus the class's keyword arguments."""
     if not isinstance(raw, dict):
-        problems.append(Problem(source, where, f"expected a table like {{ name = ..., ... }}, got {raw!r}"))
+        problems.append(Problem(source, where, f"expected a table like {{ name = ..., ... }}, got {shown(raw)}"))
         return None
     name = raw.get("name")
     if not isinstance(name, str):
-        problems.append(Problem(source, f"{where}.name", f"expected a string, got {name!r}"))
+        problems.append(Problem(source, f"{where}.name", f"expected a string, got {shown(name)}"))
         return None
     args = {k: v for k, v in raw.items() if k not in ("name", "interval")}
     if cls is SchedulerConfig:
         interval = raw.get("interval", "epoch")
         if interval not in ("epoch", "step"):
-            problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {interval!r}"))
+            problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {shown(interval)}"))
         return SchedulerConfig(name=name, interval=interval, args=args)
     return OptimizerConfig(name=name, args=args)
 
@@ -332,7 +317,9 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
             values["early_stopping"] = _early_stopping(entry["early_stopping"], f"{where}.early_stopping", source, problems)
         name = values["name"]
         if not NAME_PATTERN.match(name) or ".." in name:
-            problems.append(Problem(source, f"{where}.name", f"{name!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+            problems.append(Problem(source, f"{where}.name", f"{shown(name)} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+        elif len(name) > MAX_NAME_CHARS:
+            problems.append(Problem(source, f"{where}.name", f"{len(name)} characters ({shown(name)}); at most {MAX_NAME_CHARS}: names become file names"))
         if name in seen:
             problems.append(Problem(source, f"{where}.name", f"duplicate model name {name!r}"))
         seen.add(name)
@@ -362,12 +349,20 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     e, d = cfg.experiment, cfg.data
     if e.seeds is not None and (not e.seeds or len(set(e.seeds)) != len(e.seeds)):
         bad("experiment.seeds", f"expected distinct seeds, got {e.seeds}")
+    seeds = [("experiment.seed", e.seed)] + [("experiment.seeds", s) for s in e.seeds or []] + [(f"model.{m.name}.seed", m.seed) for m in cfg.models if m.seed is not None]
+    for key, seed in seeds:
+        if not -(2**63) <= seed < 2**64:
+            bad(key, f"expected a seed from -2**63 to 2**64 - 1 (what torch.manual_seed takes), got {shown(seed)}")
     if e.checkpoint_every_steps is not None and e.checkpoint_every_steps < 1:
         bad("experiment.checkpoint_every_steps", f"expected >= 1, got {e.checkpoint_every_steps}")
     if e.epochs < 1:
         bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
     if not DEVICE_PATTERN.match(e.device):
         bad("experiment.device", f"expected auto, cpu, cuda, cuda:N or mps, got {e.device!r}")
+    for key, folder in (("experiment.output_dir", e.output_dir), ("data.root", d.root)):
+        longest = max(Path(folder).parts or ("",), key=lambda part: len(part.encode()))
+        if len(longest.encode()) > MAX_PATH_PART_BYTES:
+            bad(key, f"a folder name of {len(longest.encode())} bytes ({shown(longest)}); file systems allow {MAX_PATH_PART_BYTES}")
     if e.precision == 32:  # `precision = 32` written as a TOML integer
         e.precision = "32"
     for key, value, allowed in (
@@ -388,29 +383,23 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         if getattr(d, key) is not None and getattr(d, key) < 1:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
     base = cfg.base_dir
-    for message in components.check_dataset(d.dataset, d.args, base):
-        bad(f"data.{message.key}", message.text)
+    problems += components.check_dataset(d.dataset, d.args, src, "data", base)
     for key in ("train_transforms", "eval_transforms"):
-        messages = components.check_transforms(getattr(d, key), key)
-        for message in messages:
-            bad(f"data.{message.key}", message.text)
-        if d.cache != "none" and not messages:  # only what the cached path runs on the device
+        found = components.check_transforms(getattr(d, key), src, f"data.{key}")
+        problems += found
+        if d.cache != "none" and not found:  # only what the cached path runs on the device
             from runner.data.cache import check_specs  # noqa: PLC0415
 
             for index, reason in check_specs(getattr(d, key), train=key == "train_transforms"):
                 bad(f"data.{key}[{index}]", reason)
     if d.augment and d.train_transforms is not None:
         bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
-    for message in components.check_loss(cfg.loss.name, cfg.loss.args, base):
-        bad(f"loss.{message.key}", message.text)
+    problems += components.check_loss(cfg.loss.name, cfg.loss.args, src, "loss", base)
     for m in cfg.models:
         where = f"model.{m.name}"
         if m.device is not None and not DEVICE_PATTERN.match(m.device):
             bad(f"{where}.device", f"expected auto, cpu, cuda, cuda:N or mps, got {m.device!r}")
-        for message in components.check_model(m.arch, m.args, base):
-            bad(f"{where}.{message.key}", message.text)
-        for message in components.check_optimizer(m.optimizer.name, m.optimizer.args):
-            bad(f"{where}.optimizer.{message.key}", message.text)
+        problems += components.check_model(m.arch, m.args, src, where, base)
+        problems += components.check_optimizer(m.optimizer.name, m.optimizer.args, src, f"{where}.optimizer")
         if m.scheduler:
-            for message in components.check_scheduler(m.scheduler.name, m.scheduler.args):
-                bad(f"{where}.scheduler.{message.key}", message.text)
+            problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")

@@ -15,18 +15,25 @@ before validation, so every point is checked like a hand-written model. Each poi
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Any
 
-from runner.errors import Problem
+from runner.errors import Problem, shown
 from runner.config.overrides import plain_copy
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
 _NOT_SWEPT = ("name", "sweep", "sweep_values")
+MAX_MODELS = 10_000  # models one config may make with its sweeps
 
 
 def expand(models: list, source: str, problems: list[Problem]) -> tuple[list, dict[str, list[str]]]:
-    """The model tables with every sweep expanded, and {swept model name: its point names}."""
+    """The model tables with every sweep expanded, and {swept model name: its point names}.
+    The grid is counted before anything is expanded: past MAX_MODELS, nothing is."""
+    count = sum(_size(entry) for entry in models)
+    if count > MAX_MODELS:
+        problems.append(Problem(source, "model", f"the sweeps make {count:,} models; at most {MAX_MODELS:,} per config (split the grid over several configs)"))
+        return [{k: v for k, v in e.items() if k != "sweep"} if isinstance(e, dict) else e for e in models], {}
     out, points = [], {}
     for entry in models:
         if not isinstance(entry, dict) or "sweep" not in entry:
@@ -54,9 +61,17 @@ def expand(models: list, source: str, problems: list[Problem]) -> tuple[list, di
     return out, points
 
 
+def _size(entry: Any) -> int:
+    """How many models one [[model]] table makes (1 when its sweep is malformed)."""
+    spec = entry.get("sweep") if isinstance(entry, dict) else None
+    if not isinstance(spec, dict):
+        return 1
+    return math.prod(len(v) if isinstance(v, list) and v else 1 for v in spec.values())
+
+
 def _grid(spec: Any, where: str, source: str, problems: list[Problem]) -> dict[str, list] | None:
     if not isinstance(spec, dict) or not spec:
-        problems.append(Problem(source, where, f'expected a table like {{ "optimizer.lr" = [0.1, 0.01] }}, got {spec!r}'))
+        problems.append(Problem(source, where, f'expected a table like {{ "optimizer.lr" = [0.1, 0.01] }}, got {shown(spec)}'))
         return None
     ok = True
     for key, values in spec.items():
@@ -64,7 +79,7 @@ def _grid(spec: Any, where: str, source: str, problems: list[Problem]) -> dict[s
             problems.append(Problem(source, f"{where}.{key}", f"{key} cannot be swept"))
             ok = False
         elif not isinstance(values, list) or not values:
-            problems.append(Problem(source, f"{where}.{key}", f"expected a non-empty array of values, got {values!r}"))
+            problems.append(Problem(source, f"{where}.{key}", f"expected a non-empty array of values, got {shown(values)}"))
             ok = False
     return dict(spec) if ok else None
 
@@ -121,17 +136,35 @@ def format_value(value: Any) -> str:
 def collapse(problems: list[Problem], points: dict[str, list[str]]) -> list[Problem]:
     """A problem every point of a sweep shares comes from the table as written: report it
     once, at `model.<name>.<key>`, instead of once per point."""
+    base_of = {n: b for b, names in points.items() for n in names}
+    located = [_point_key(p.key, base_of) for p in problems]
+    reached: dict[tuple, set[str]] = {}  # (base, rest of the key, message) -> the points that have it
+    for p, where in zip(problems, located):
+        if where is not None:
+            reached.setdefault((base_of[where[0]], where[1], p.message), set()).add(where[0])
     out, done = [], set()
-    for p in problems:
-        base = next((b for b, names in points.items() for n in names if p.key.startswith(f"model.{n}.")), None)
-        if base is None:
+    for p, where in zip(problems, located):
+        if where is None:
             out.append(p)
             continue
-        rest = p.key.split("].", 1)[1] if "]." in p.key else p.key
-        same = [q for q in problems if q.message == p.message and any(q.key == f"model.{n}.{rest}" for n in points[base])]
-        if len(same) < len(points[base]):
+        group = (base_of[where[0]], where[1], p.message)
+        if len(reached[group]) < len(points[group[0]]):
             out.append(p)  # only some points: the swept values are the problem
-        elif (base, rest, p.message) not in done:
-            done.add((base, rest, p.message))
-            out.append(Problem(p.file, f"model.{base}.{rest}", p.message))
+        elif group not in done:
+            done.add(group)
+            out.append(Problem(p.file, f"model.{group[0]}.{group[1]}", p.message))
     return out
+
+
+def _point_key(key: str, base_of: dict[str, str]) -> tuple[str, str] | None:
+    """`model.tudui[lr=0.1].optimizer.lr` -> ("tudui[lr=0.1]", "optimizer.lr") when that is a
+    sweep point; point names end in "]" and may hold dots, so each "]." is tried in turn."""
+    if not key.startswith("model."):
+        return None
+    rest = key[len("model."):]
+    at = rest.find("].")
+    while at != -1:
+        if rest[: at + 1] in base_of:
+            return rest[: at + 1], rest[at + 2 :]
+        at = rest.find("].", at + 1)
+    return None
