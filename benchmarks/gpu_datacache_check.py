@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from runner.build import components
-from runner.config.schema import config_from_dict
+from runner.config.validate import config_from_dict
 from runner.data.cache import load_cached_data
 from runner.engine.loop import seeded_batches
 from runner.run.experiment import Experiment

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from datasets import create_dataset
 from models import create_model, register_model
-from runner.config.schema import config_from_dict
+from runner.config.validate import config_from_dict
 from runner.build.slots import build_slot
 from tests.helpers import digits_config, mlp
 

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from runner.build import components
-from runner.config.schema import Config, load_config
+from runner.config.schema import Config
+from runner.config.validate import load_config
 from runner.engine.loop import train_one_epoch
 from runner.engine.rng import preserved_rng
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean

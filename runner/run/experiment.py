@@ -24,7 +24,8 @@ from runner.build.fusing import fused_labels
 from runner.build.preflight import check_data_and_models, check_sharding
 from runner.build.slots import build_slots, resolve_device
 from runner.config import tomlio
-from runner.config.schema import Config, config_from_dict, load_config
+from runner.config.schema import Config
+from runner.config.validate import config_from_dict, load_config
 from runner.data.loaders import load_data
 from runner.engine.slot import Slot
 from runner.errors import CompareError, RunDirError

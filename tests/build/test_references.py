@@ -13,7 +13,7 @@ import torch
 from runner.build import references
 
 from runner.config import tomlio
-from runner.config.schema import config_from_dict, load_config
+from runner.config.validate import config_from_dict, load_config
 from runner.errors import CompareWarning, ConfigError, UserCodeError
 from runner.run.experiment import Experiment
 from tests.helpers import compare, digits_config, mlp

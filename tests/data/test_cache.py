@@ -17,7 +17,7 @@ from runner.data import cache as datacache
 
 from runner.config import tomlio
 from runner.data.batch_augment import BatchPipeline, Crop, crop_and_flip
-from runner.config.schema import config_from_dict
+from runner.config.validate import config_from_dict
 from runner.data.cache import CachedLoader, load_cached_data
 from runner.engine.loop import seeded_batches
 from runner.errors import CompareWarning, ConfigError

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from runner.build import components
-from runner.config.schema import config_from_dict
+from runner.config.validate import config_from_dict
 from runner.data.batch_augment import BatchPipeline, Crop
 from runner.data.cache import CachedData, CachedSplit
 from runner.data.loaders import config_streams, first_batches, make_streams

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from runner.build import components
 
 from runner.engine import loop as engine
-from runner.config.schema import config_from_dict
+from runner.config.validate import config_from_dict
 from runner.build.slots import build_slots
 from runner.run.experiment import Experiment
 from runner.engine.fused import FusedMember

@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runner.config import tomlio
-from runner.config.schema import load_config
+from runner.config.validate import load_config
 from runner.run.run_dir import claim_run_dir
 from tests.helpers import digits_config, explodes, history, killable, launch, mlp, write_config
 

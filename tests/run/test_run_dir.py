@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.schema import config_from_dict
+from runner.config.validate import config_from_dict
 from runner.errors import ConfigError, RunDirError
 from runner.report.finalize import finalize_run
 from runner.run.experiment import Experiment

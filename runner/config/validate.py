@@ -1,0 +1,259 @@
+"""Loading a config: TOML (or a dict) -> `--set` overrides -> sweeps expanded -> validated,
+typed objects (runner/config/schema.py). Nothing is built before the whole config checks out;
+every problem is reported at once, each with its file and dotted key path."""
+from __future__ import annotations
+
+import functools
+import tomllib
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from runner.build import components
+from runner.build.arguments import describe_type, matches
+from runner.config import sweeps
+from runner.config.overrides import apply_overrides
+from runner.config.schema import (
+    DEVICE_PATTERN,
+    MAX_NAME_CHARS,
+    MAX_PATH_PART_BYTES,
+    NAME_PATTERN,
+    PRECISIONS,
+    Config,
+    DataConfig,
+    EarlyStoppingConfig,
+    ExperimentConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+)
+from runner.data.cache import check_specs
+from runner.errors import ConfigError, Problem, did_you_mean, shown
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError([Problem(source, "-", f"cannot read config: {err.strerror or err}")]) from None
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ConfigError([Problem(source, "-", f"not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} (TOML files are UTF-8)")]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([Problem(source, "-", f"TOML syntax error: {err}")]) from None
+    return config_from_dict(raw, source=source, overrides=overrides)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = ()) -> Config:
+    problems: list[Problem] = []
+    # Overrides address the models as written (`model.tudui.sweep=...`); one that names a model
+    # only a sweep creates (`model.tudui[lr=0.1].seed=3`) is applied after the expansion.
+    raw, overridden, later = apply_overrides(raw, overrides, source, problems, defer_unknown_models=True)
+    if problems:
+        raise ConfigError(problems)
+    points: dict[str, list[str]] = {}
+    if isinstance(raw.get("model"), list):
+        raw["model"], points = sweeps.expand(raw["model"], source, problems)
+        # An override of a swept table as written covers each of its points.
+        overridden |= {
+            key.replace(f"model.{base}.", f"model.{point}.", 1)
+            for base, names in points.items() for point in names for key in overridden if key.startswith(f"model.{base}.")
+        }
+    raw, more, _ = apply_overrides(raw, later, source, problems)
+    overridden |= more
+    config = _validate(raw, source, problems)
+    problems = sweeps.collapse(problems, points)
+    # A problem in a key given with --set (or inside a table given with --set) is reported against --set.
+    problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) for k in overridden) else p for p in problems]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# ---------------------------------------------------------------- validation
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _table(raw: Any, cls: type, where: str, source: str, problems: list[Problem], skip=()) -> dict | None:
+    """Check one TOML table against a dataclass: unknown keys, missing keys, value types."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(source, where, f"expected a table, got {shown(raw)}"))
+        return None
+    hints = _field_types(cls)
+    names = [f.name for f in fields(cls)]
+    out = {}
+    for key in raw:
+        if key not in names and key not in skip:
+            problems.append(Problem(source, f"{where}.{key}", f"unknown key{did_you_mean(key, names)}"))
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        if f.name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                problems.append(Problem(source, f"{where}.{f.name}", "missing required key"))
+            continue
+        value = raw[f.name]
+        if matches(value, hints[f.name]):
+            out[f.name] = float(value) if hints[f.name] is float else value
+        else:
+            expected = describe_type(hints[f.name])
+            problems.append(Problem(source, f"{where}.{f.name}", f"expected {expected}, got {shown(value)}"))
+    return out
+
+
+def _named_spec(raw: Any, cls: type, where: str, source: str, problems: list[Problem]):
+    """`{name = "SGD", lr = 0.1, ...}`: a name plus the class's keyword arguments."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(source, where, f"expected a table like {{ name = ..., ... }}, got {shown(raw)}"))
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str):
+        problems.append(Problem(source, f"{where}.name", f"expected a string, got {shown(name)}"))
+        return None
+    args = {k: v for k, v in raw.items() if k not in ("name", "interval")}
+    if cls is SchedulerConfig:
+        interval = raw.get("interval", "epoch")
+        if interval not in ("epoch", "step"):
+            problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {shown(interval)}"))
+        return SchedulerConfig(name=name, interval=interval, args=args)
+    return OptimizerConfig(name=name, args=args)
+
+
+def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) -> EarlyStoppingConfig | None:
+    values = _table(raw, EarlyStoppingConfig, where, source, problems)
+    if values is None:
+        return None
+    config = EarlyStoppingConfig(**values)
+    if config.metric not in ("test_loss", "test_acc", "train_loss", "train_acc"):
+        problems.append(Problem(source, f"{where}.metric", f"expected test_loss, test_acc, train_loss or train_acc, got {config.metric!r}"))
+    if config.patience < 1:
+        problems.append(Problem(source, f"{where}.patience", f"expected >= 1, got {config.patience}"))
+    if config.min_delta < 0:
+        problems.append(Problem(source, f"{where}.min_delta", f"expected >= 0, got {config.min_delta}"))
+    return config
+
+
+def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
+    for key in raw:
+        if key not in ("experiment", "data", "loss", "model"):
+            problems.append(Problem(source, key, f"unknown table{did_you_mean(key, ['experiment', 'data', 'loss', 'model'])}"))
+    exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems, skip=("early_stopping",))
+    if exp is not None and "early_stopping" in raw.get("experiment", {}):
+        exp["early_stopping"] = _early_stopping(raw["experiment"]["early_stopping"], "experiment.early_stopping", source, problems)
+    if exp is not None and "name" in exp and (not NAME_PATTERN.match(exp["name"]) or ".." in exp["name"]):  # the run directory's name
+        problems.append(Problem(source, "experiment.name", f"{exp['name']!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+    data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
+    loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
+    raw_models = raw.get("model", [])
+    if not isinstance(raw_models, list) or not raw_models:
+        problems.append(Problem(source, "model", "expected at least one [[model]] table"))
+        raw_models = []
+    models: list[ModelConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw_models):
+        label = entry.get("name") if isinstance(entry, dict) else None
+        where = f"model.{label}" if isinstance(label, str) else f"model[{i}]"
+        values = _table(entry, ModelConfig, where, source, problems, skip=("optimizer", "scheduler", "early_stopping"))
+        if values is None or "name" not in values or "arch" not in values:
+            continue
+        if "early_stopping" in entry:
+            values["early_stopping"] = _early_stopping(entry["early_stopping"], f"{where}.early_stopping", source, problems)
+        name = values["name"]
+        if not NAME_PATTERN.match(name) or ".." in name:
+            problems.append(Problem(source, f"{where}.name", f"{shown(name)} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+        elif len(name) > MAX_NAME_CHARS:
+            problems.append(Problem(source, f"{where}.name", f"{len(name)} characters ({shown(name)}); at most {MAX_NAME_CHARS}: names become file names"))
+        if name in seen:
+            problems.append(Problem(source, f"{where}.name", f"duplicate model name {name!r}"))
+        seen.add(name)
+        optimizer = _named_spec(entry.get("optimizer", {"name": "SGD", "lr": 0.01}), OptimizerConfig, f"{where}.optimizer", source, problems)
+        scheduler = None
+        if "scheduler" in entry:
+            scheduler = _named_spec(entry["scheduler"], SchedulerConfig, f"{where}.scheduler", source, problems)
+        models.append(ModelConfig(**values, optimizer=optimizer or OptimizerConfig(), scheduler=scheduler))
+    if exp is None or data is None or loss is None or "dataset" not in data:
+        return None
+    # Keys with bad types were left out (defaults stand in), so names and ranges of the
+    # others are still checked: the user sees every problem in one go.
+    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source)
+    _check_values(config, problems)
+    return config
+
+
+def _check_values(cfg: Config, problems: list[Problem]) -> None:
+    """Ranges and names that must exist in a registry (loaded lazily: they import torch)."""
+
+    src = cfg.source
+
+    def bad(key: str, message: str) -> None:
+        problems.append(Problem(src, key, message))
+
+    e, d = cfg.experiment, cfg.data
+    if e.seeds is not None and (not e.seeds or len(set(e.seeds)) != len(e.seeds)):
+        bad("experiment.seeds", f"expected distinct seeds, got {e.seeds}")
+    seeds = [("experiment.seed", e.seed)] + [("experiment.seeds", s) for s in e.seeds or []] + [(f"model.{m.name}.seed", m.seed) for m in cfg.models if m.seed is not None]
+    for key, seed in seeds:
+        if not -(2**63) <= seed < 2**64:
+            bad(key, f"expected a seed from -2**63 to 2**64 - 1 (what torch.manual_seed takes), got {shown(seed)}")
+    if e.checkpoint_every_steps is not None and e.checkpoint_every_steps < 1:
+        bad("experiment.checkpoint_every_steps", f"expected >= 1, got {e.checkpoint_every_steps}")
+    if e.epochs < 1:
+        bad("experiment.epochs", f"expected >= 1, got {e.epochs}")
+    if not DEVICE_PATTERN.match(e.device):
+        bad("experiment.device", f"expected auto, cpu, cuda, cuda:N or mps, got {e.device!r}")
+    for key, folder in (("experiment.output_dir", e.output_dir), ("data.root", d.root)):
+        longest = max(Path(folder).parts or ("",), key=lambda part: len(part.encode()))
+        if len(longest.encode()) > MAX_PATH_PART_BYTES:
+            bad(key, f"a folder name of {len(longest.encode())} bytes ({shown(longest)}); file systems allow {MAX_PATH_PART_BYTES}")
+    if e.precision == 32:  # `precision = 32` written as a TOML integer
+        e.precision = "32"
+    for key, value, allowed in (
+        ("experiment.precision", e.precision, PRECISIONS),
+        ("experiment.fuse", e.fuse, ("off", "on", "auto")),
+        ("data.cache", d.cache, ("none", "memory", "device")),
+    ):
+        if value not in allowed:
+            bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
+    if d.disk_cache and d.cache == "none":
+        bad("data.disk_cache", 'keeps the decoded tensor of data.cache; set data.cache = "memory" or "device"')
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(d, key) < 1:
+            bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
+    if d.num_workers < 0:
+        bad("data.num_workers", f"expected >= 0, got {d.num_workers}")
+    for key in ("subset", "test_subset"):
+        if getattr(d, key) is not None and getattr(d, key) < 1:
+            bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
+    base = cfg.base_dir
+    problems += components.check_dataset(d.dataset, d.args, src, "data", base)
+    for key in ("train_transforms", "eval_transforms"):
+        found = components.check_transforms(getattr(d, key), src, f"data.{key}")
+        problems += found
+        if d.cache != "none" and not found:  # only what the cached path runs on the device
+
+            for index, reason in check_specs(getattr(d, key), train=key == "train_transforms"):
+                bad(f"data.{key}[{index}]", reason)
+    if d.augment and d.train_transforms is not None:
+        bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
+    problems += components.check_loss(cfg.loss.name, cfg.loss.args, src, "loss", base)
+    for m in cfg.models:
+        where = f"model.{m.name}"
+        if m.device is not None and not DEVICE_PATTERN.match(m.device):
+            bad(f"{where}.device", f"expected auto, cpu, cuda, cuda:N or mps, got {m.device!r}")
+        problems += components.check_model(m.arch, m.args, src, where, base)
+        problems += components.check_optimizer(m.optimizer.name, m.optimizer.args, src, f"{where}.optimizer")
+        if m.scheduler:
+            problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")
