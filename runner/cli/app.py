@@ -25,7 +25,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 def fail(err: Exception, debug: bool) -> None:
     """One line per problem on stderr (no traceback unless --debug), then the exit code. Under
     torchrun the ranks share their errors, so rank 0 alone prints them, unless one rank alone knows."""
-    from runner.run.distributed import env_rank  # noqa: PLC0415
+    from runner.run.launch import env_rank  # noqa: PLC0415 - torch-free: reads torchrun's environment
 
     if isinstance(err, CompareError) and env_rank() > 0 and not err.rank_local:
         raise typer.Exit(err.exit_code)

@@ -25,12 +25,12 @@ def seeds_override(text: str) -> str:
 
 def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
     """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes."""
-    from runner.run import distributed  # noqa: PLC0415
+    from runner.run import launch  # noqa: PLC0415
     from runner.run.interrupts import graceful_interrupts  # noqa: PLC0415
     from runner.run.progress import Progress, RichProgress  # noqa: PLC0415
 
-    main = distributed.env_rank() == 0
-    if distributed.restart_count() > 0:
+    main = launch.env_rank() == 0
+    if launch.restart_count() > 0:
         options["resume"] = True  # torchrun restarted the workers (a node or process was lost)
     try:
         with graceful_interrupts() as stop:
@@ -57,7 +57,7 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
     if result.some_failed:
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
-        if not distributed.launched():  # under torchrun a non-zero exit would restart the run
+        if not launch.launched():  # under torchrun a non-zero exit would restart the run
             raise typer.Exit(EXIT_SOME_FAILED)
 
 
@@ -101,11 +101,10 @@ def run(
 
 def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
     """Check the config once here (one message, not one per worker), then start the workers."""
-    from runner.run import distributed  # noqa: PLC0415
     from runner.run import launch  # noqa: PLC0415
 
     try:
-        if distributed.launched():
+        if launch.launched():
             raise ConfigError([Problem("--nproc", "--nproc", "starts torchrun itself; under torchrun, leave it out")])
         experiment = experiment_factory()  # a bad config fails here, before any worker starts
         run_dir = out or experiment.default_run_dir()

@@ -15,24 +15,7 @@ import torch
 import torch.distributed as dist
 
 from runner.errors import DeviceError, PeerError
-
-# What torchrun (and other env:// launchers) set for every worker.
-LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-def launched() -> bool:
-    """True in a worker started by torchrun (or any launcher that sets the env:// variables)."""
-    return all(key in os.environ for key in LAUNCH_ENV)
-
-
-def restart_count() -> int:
-    """How often torchrun has restarted the workers (0 on the first attempt)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-
-
-def env_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
+from runner.run.launch import launched, restart_count
 
 @dataclass
 class Dist:

@@ -6,11 +6,27 @@ codes are mapped back to compare's: a run that finished with failed or diverged 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pandas as pd
-
 from runner.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, Problem
+
+# What torchrun (and other env:// launchers) set for every worker.
+LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched() -> bool:
+    """True in a worker started by torchrun (or any launcher that sets the env:// variables)."""
+    return all(key in os.environ for key in LAUNCH_ENV)
+
+
+def restart_count() -> int:
+    """How often torchrun has restarted the workers (0 on the first attempt)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def torchrun_args(nproc: int, max_restarts: int, worker_args: list[str]) -> list[str]:
@@ -39,6 +55,8 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path)
     except SignalException as err:  # Ctrl-C / SIGTERM: the agent passed it on; the workers checkpointed
         return 128 + int(err.sigval)
     board = Path(run_dir) / "leaderboard.csv"
+    import pandas as pd  # noqa: PLC0415 - the CLI's error path (fail -> env_rank) stays free of pandas
+
     if board.exists() and pd.read_csv(board)["status"].isin(["failed", "diverged"]).any():
         return EXIT_SOME_FAILED
     return EXIT_OK
