@@ -1,0 +1,95 @@
+"""The slot factory: one model config -> a Slot (its own random stream, model, optimizer,
+scheduler, numerics, probe facts), and one seed's slots (wrapped for DDP, or fused)."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from runner.build import components
+from runner.build.flops import probe_forward
+from runner.build.fusing import fuse_slots
+from runner.build.references import describe, located, one_line
+from runner.config.schema import Config, ModelConfig
+from runner.engine.ddp_slot import DDPSlot
+from runner.engine.early_stopping import EarlyStopping
+from runner.engine.numerics import CompiledForward, Numerics
+from runner.engine.rng import RngStream
+from runner.engine.slot import Slot
+from runner.errors import CompareWarning, ConfigError, DeviceError, Problem, UserCodeError
+from runner.run.distributed import Dist
+
+
+def resolve_device(spec: str, key: str = "experiment.device") -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"{key}: {spec!r} asked for, but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"{key}: {spec!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"{key}: {spec!r} asked for, but MPS is not available")
+    return device
+
+
+def model_device(cfg: Config, m: ModelConfig, default: torch.device, dist: Dist) -> torch.device:
+    """`[[model]] device` puts a model on its own device (one process, several GPUs)."""
+    if m.device is None:
+        return default
+    if dist.enabled:
+        raise ConfigError([Problem(cfg.source, f"model.{m.name}.device", "cannot be used under torchrun: each process drives one device (cuda:LOCAL_RANK)")])
+    return resolve_device(m.device, f"model.{m.name}.device")
+
+
+def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False) -> Slot:
+    """Seed the model's own stream, build the model in it; the stream continues from there."""
+    seed = cfg.model_seed(m, experiment_seed)
+    rng = RngStream(seed, device)
+    numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
+    with rng.active():
+        model = components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name).to(device)
+    numerics = numerics.for_model(model, device, m.name)
+    model = numerics.prepare(model)
+    optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
+    scheduler = None
+    if m.scheduler is not None:
+        scheduler = components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)
+    try:
+        flops, out_shape = probe_forward(model, input_shape, device)
+    except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
+        raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {tuple(input_shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+    info = {
+        "model": m.name,
+        "arch": describe(m.arch),
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops_per_sample": flops,
+        "outputs": out_shape[-1] if out_shape else None,
+        "optimizer": m.optimizer.name,
+        "lr": m.optimizer.args.get("lr"),
+        "scheduler": m.scheduler.name if m.scheduler else None,
+    } | {f"sweep.{key}": value for key, value in m.sweep_values.items()}  # leaderboard columns
+    stopping = cfg.early_stopping(m)
+    early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
+    interval = m.scheduler.interval if m.scheduler else "epoch"
+    forward = CompiledForward(model, m.name) if cfg.experiment.compile else model
+    return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast, numerics, forward)
+
+
+def build_slots(
+    cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False, loss_fn=None, fused: dict[str, str] | None = None
+) -> list[Slot]:
+    """One seed's slots, in config order: one per model (wrapped for DDP under torchrun), or with
+    `experiment.fuse`, members of fused groups (runner/build/fusing.py). `fused` replays an earlier
+    decision (model name -> group label); `loss_fn` is the run's loss, for the fusing trial."""
+    dist = dist or Dist()
+    slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
+    if dist.enabled:
+        if cfg.experiment.fuse != "off":
+            warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)
+        return [DDPSlot(s, dist) for s in slots]
+    return fuse_slots(cfg, seed, data, slots, loss_fn, fused)
