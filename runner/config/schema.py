@@ -109,11 +109,14 @@ class Config:
     loss: LossConfig
     models: list[ModelConfig]
     source: str = "<config>"  # the file it came from, for messages
+    references_from: Path | None = None  # set by `compare resume`: the folder the run resolved references from
 
     @property
     def base_dir(self) -> Path:
         """Where relative file references (`my_model.py:Net`) start: the TOML file's folder,
         else (a dict) the working directory."""
+        if self.references_from is not None:
+            return self.references_from
         return Path(".") if self.source.startswith("<") else Path(self.source).parent
 
     @property
@@ -181,7 +184,9 @@ def derive_seed(experiment_seed: int, name: str) -> int:
 # ---------------------------------------------------------------- loading and overrides
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: list[str] = (), base_dir: Path | None = None) -> Config:
+    """`base_dir`: where relative references start, if not the file's folder (a run
+    directory's config.toml copy: the folder of the config the run started from)."""
     path = Path(path)
     source = str(path)
     try:
@@ -192,10 +197,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([Problem(source, "-", f"TOML syntax error: {err}")]) from None
-    return config_from_dict(raw, source=source, overrides=overrides)
+    return config_from_dict(raw, source=source, overrides=overrides, base_dir=base_dir)
 
 
-def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = ()) -> Config:
+def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (), base_dir: Path | None = None) -> Config:
     from runner.config import sweeps  # noqa: PLC0415
 
     problems: list[Problem] = []
@@ -214,7 +219,7 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
         }
     raw, more, _ = apply_overrides(raw, later, source, problems)
     overridden |= more
-    config = _validate(raw, source, problems)
+    config = _validate(raw, source, problems, base_dir)
     problems = sweeps.collapse(problems, points)
     # A problem in a key given with --set (or inside a table given with --set) is reported against --set.
     problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) for k in overridden) else p for p in problems]
@@ -311,7 +316,7 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
     return config
 
 
-def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
+def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | None = None) -> Config | None:
     for key in raw:
         if key not in ("experiment", "data", "loss", "model"):
             problems.append(Problem(source, key, f"unknown table{did_you_mean(key, ['experiment', 'data', 'loss', 'model'])}"))
@@ -349,7 +354,7 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
         return None
     # Keys with bad types were left out (defaults stand in), so names and ranges of the
     # others are still checked: the user sees every problem in one go.
-    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source)
+    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source, base_dir)
     _check_values(config, problems)
     return config
 
