@@ -13,9 +13,10 @@ variables, a way to die at an exact point (the production code has no such hooks
 
 Run under torchrun as `python -m torch.distributed.run ... tests/launcher.py run CONFIG ...`.
 
-`launcher.py --trials TRIALS.json` runs many commands cheaply: each trial ({"args": [...],
-"env": {...}, "log": path}) in a child forked from this process once its imports are done, one
-after another; it prints the exit statuses as JSON (-9: killed by SIGKILL).
+`launcher.py --trials` runs many commands cheaply: it reads one trial a line on stdin
+({"args": [...], "env": {...}, "log": path}), runs it in a child forked from this process once
+its imports are done, and answers with the child's exit status on a line of stdout (-9: killed
+by SIGKILL).
 """
 from __future__ import annotations
 
@@ -144,17 +145,15 @@ def _trial(trial: dict) -> int:
         os._exit(code)
 
 
-def _trials(path: str) -> None:
+def _trials() -> None:
     import json  # noqa: PLC0415
 
-    statuses = []
-    for trial in json.loads(Path(path).read_text()):
+    for line in sys.stdin:
         pid = os.fork()
         if pid == 0:
-            _trial(trial)
+            _trial(json.loads(line))
         _, status = os.waitpid(pid, 0)
-        statuses.append(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
-    print(json.dumps(statuses))
+        print(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status), flush=True)
 
 
 if __name__ == "__main__":
@@ -162,7 +161,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--trials"]:
         import runner.cli.run, runner.run.experiment, runner.report.tb_views, torch.utils.tensorboard  # noqa: E401,F401 - imported once, before the forks
-        _trials(sys.argv[2])
+        _trials()
     else:
         sys.argv[0] = "compare"
         main()

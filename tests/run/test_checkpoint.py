@@ -21,7 +21,7 @@ from runner.run.checkpoint import sha256
 from runner.run.experiment import Experiment
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
-from tests.helpers import compare, digits_config, history, launch, mlp, write
+from tests.helpers import compare, digits_config, history, mlp, write
 
 RAW = digits_config([mlp("a"), mlp("b", seed=5)], epochs=2, batch_size=100, eval_batch_size=100, subset=600, test_subset=200)
 RAW["experiment"] |= {"checkpoint_every_steps": 4, "grad_histograms": False}
@@ -263,11 +263,11 @@ def test_compare_resume_resolves_a_relative_file_reference_as_the_run_did(tmp_pa
     raw = digits_config([{"name": "net", "arch": "my_model.py:Net"}, mlp("m")], epochs=2, subset=300, test_subset=100)
     config = write(project, raw)
     Experiment.from_toml(config).run(tmp_path / "reference", plots=False)
-    run_dir = tmp_path / "elsewhere" / "run"
-    assert launch("run", config, "--out", run_dir, "-q", "--no-plots", env={"KILL_IN_SAVE": "2"}).returncode == -signal.SIGKILL
-    resumed = launch("resume", run_dir, "-q", "--no-plots")
+    run_dir, flag = tmp_path / "elsewhere" / "run", StopFlag()
+    with pytest.raises(Interrupted):
+        Experiment.from_toml(config).run(run_dir, plots=False, progress=StopAt(flag, 1, 2), stop=flag)
+    assert json.loads((run_dir / "checkpoints" / "manifest.json").read_text())["base_dir"] == str(project.resolve())
+    resumed = compare("resume", run_dir, "-q", "--no-plots")
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(history(run_dir), history(tmp_path / "reference"), check_exact=True)
-    again = compare("resume", run_dir, "-q", "--no-plots")
-    assert again.returncode == 0 and "already finished" in again.stdout, again.stderr
-    assert json.loads((run_dir / "checkpoints" / "manifest.json").read_text())["base_dir"] == str(project.resolve())
+    assert Experiment.from_run_dir(run_dir).run(run_dir, resume=True, plots=False).already_finished

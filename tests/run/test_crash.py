@@ -1,8 +1,8 @@
 """Crash test: kill -9 at random points (fixed seed) and in the two windows after training
 (after the final checkpoint, before leaderboard.csv; during the reports), each resumed and
 compared bitwise with one uninterrupted reference run. Signals in the last evaluation, the
-reports and at startup. Every command runs in a child forked by tests/launcher.py --trials, so
-a trial costs its training, not a Python start."""
+reports and at startup. Commands run in children forked by one tests/launcher.py --trials
+process, so a trial costs its training, not a Python start."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ import pytest
 from runner.config import tomlio
 from tests.helpers import LAUNCHER, ROOT, digits_config, history, killable
 
-KILL_CHAINS, KILLS_PER_CHAIN = 7, 5  # 35 random kill points; each chain ends with a plain resume
+KILLS, KILLS_PER_RUN = 30, 6  # random kill points; a run directory takes at most 6 in a row
 # Per run: 6 steps x 2 models = 12 training forwards per epoch; 2 eval batches x 2 models per
 # epoch after the 2 probing forwards of the build (evaluation forwards 1-2, before the run
 # directory exists); a checkpoint every 4 steps, after epoch 1 and at the end: 2 epochs hold
@@ -27,24 +27,38 @@ KILL_CHAINS, KILLS_PER_CHAIN = 7, 5  # 35 random kill points; each chain ends wi
 POINTS = {"KILL_AT_STEP": (1, 24), "KILL_AT_EVAL": (3, 10), "KILL_IN_SAVE": (1, 4)}
 
 
-def trials(tmp: Path, commands: list[tuple[list, dict]]) -> list[tuple[int, str]]:
-    """(exit status, output) of each command, run one after another."""
-    spec = [{"args": [str(a) for a in args], "env": env, "log": str(tmp / f"trial{i}.log")} for i, (args, env) in enumerate(commands)]
-    (tmp / "trials.json").write_text(json.dumps(spec))
-    proc = subprocess.run([sys.executable, str(LAUNCHER), "--trials", str(tmp / "trials.json")], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    statuses = json.loads(proc.stdout.strip().splitlines()[-1])
-    return [(code, Path(t["log"]).read_text()) for code, t in zip(statuses, spec)]
+class Trials:
+    """One `tests/launcher.py --trials` process: each command runs in a child it forks."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.count = tmp, 0
+        self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), "--trials"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __call__(self, *args, **env) -> tuple[int, str]:
+        """(exit status, output) of `compare ARGS` with ENV."""
+        self.count += 1
+        log = self.tmp / f"trial{self.count}.log"
+        self.proc.stdin.write(json.dumps({"args": [str(a) for a in args], "env": env, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline()), log.read_text()
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def trials(tmp_path_factory):
+    forker = Trials(tmp_path_factory.mktemp("trials"))
+    yield forker
+    forker.proc.stdin.close()
+    forker.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def reference(trials, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("crash")
     raw = digits_config([killable("a"), killable("b", seed=5)], epochs=2, batch_size=100, eval_batch_size=100, subset=600, test_subset=200)
     raw["experiment"] |= {"checkpoint_every_steps": 4, "grad_histograms": False}
     config = tmp / "exp.toml"
     config.write_text(tomlio.dumps(raw))
-    [(code, log)] = trials(tmp, [(["run", config, "--out", tmp / "reference", "-q", "--no-plots"], {})])
+    code, log = trials("run", config, "--out", tmp / "reference", "-q", "--no-plots")
     assert code == 0, log
     return config, history(tmp / "reference")
 
@@ -55,56 +69,49 @@ def assert_finished_like(run_dir: Path, expected: pd.DataFrame) -> None:
     assert not (run_dir / ".lock").exists()
 
 
-def test_kill_9_at_random_points_then_resume_is_bitwise_equal(reference, tmp_path):
+def test_kill_9_at_random_points_then_resume_is_bitwise_equal(trials, reference, tmp_path):
+    """Kill -9 at a random point; resume with another random kill point until a resume runs
+    through (or 6 kills), finish with a plain resume; compare with the reference."""
     config, expected = reference
     rng = random.Random(2026)
-    commands, chains = [], []
-    for chain in range(KILL_CHAINS):
-        run_dir = tmp_path / f"chain{chain}"
-        for kill in range(KILLS_PER_CHAIN):
+    kills = runs = 0
+    while kills < KILLS:
+        run_dir, runs = tmp_path / f"run{runs}", runs + 1
+        for attempt in range(KILLS_PER_RUN):
             switch = rng.choice(sorted(POINTS))
-            args = ["run", config, "--out", run_dir, "-q", "--no-plots"] + (["--resume"] if kill else [])
-            commands.append((args, {switch: str(rng.randint(*POINTS[switch]))}))
-        commands.append((["resume", run_dir, "-q", "--no-plots"], {}))
-        chains.append(run_dir)
-    results = trials(tmp_path, commands)
-    killed = [code for code, _ in results if code == -signal.SIGKILL]
-    assert len(killed) >= 30, f"only {len(killed)} of the kill points were reached"
-    assert all(code in (0, -signal.SIGKILL) for code, _ in results), [log for code, log in results if code not in (0, -signal.SIGKILL)]
-    for run_dir in chains:
+            code, log = trials("run", config, "--out", run_dir, "-q", "--no-plots", *(["--resume"] if attempt else []), **{switch: str(rng.randint(*POINTS[switch]))})
+            assert code in (0, -signal.SIGKILL), log
+            if code == 0:
+                break
+            kills += 1
+        code, log = trials("resume", run_dir, "-q", "--no-plots")
+        assert code == 0, log
         assert_finished_like(run_dir, expected)
 
 
 @pytest.mark.parametrize("window", ["1", "2"], ids=["after-final-checkpoint-before-leaderboard", "during-reports"])
-def test_kill_9_after_training_then_resume_writes_the_reports(reference, tmp_path, window):
+def test_kill_9_after_training_then_resume_writes_the_reports(trials, reference, tmp_path, window):
     config, expected = reference
     run_dir = tmp_path / "run"
-    (killed, _), (resumed, log), (again, _) = trials(tmp_path, [
-        (["run", config, "--out", run_dir, "-q", "--no-plots"], {"KILL_IN_REPORTS": window}),
-        (["resume", run_dir, "-q", "--no-plots"], {}),
-        (["resume", run_dir, "-q", "--no-plots"], {}),
-    ])
-    assert killed == -signal.SIGKILL
-    assert resumed == 0 and "already finished" in log, log
-    assert "warning: taking over a stale lock" in log
-    assert again == 0
+    assert trials("run", config, "--out", run_dir, "-q", "--no-plots", KILL_IN_REPORTS=window)[0] == -signal.SIGKILL
+    code, log = trials("resume", run_dir, "-q", "--no-plots")
+    assert code == 0 and "already finished" in log and "warning: taking over a stale lock" in log, log
+    assert trials("resume", run_dir, "-q", "--no-plots")[0] == 0
     assert_finished_like(run_dir, expected)
 
 
-@pytest.mark.parametrize("where, switch", [("last evaluation", {"KILL_AT_EVAL": "7"}), ("reports", {"KILL_IN_REPORTS": "2"})])
+@pytest.mark.parametrize("where, switch", [("last-evaluation", {"KILL_AT_EVAL": "7"}), ("reports", {"KILL_IN_REPORTS": "2"})])
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
-def test_a_signal_after_training_exits_128_plus_signal_and_resume_finishes(reference, tmp_path, where, switch, sig):
+def test_a_signal_after_training_exits_128_plus_signal_and_resume_finishes(trials, reference, tmp_path, where, switch, sig):
     config, expected = reference
     run_dir = tmp_path / "run"
-    (stopped, log), (resumed, resumed_log) = trials(tmp_path, [
-        (["run", config, "--out", run_dir, "-q", "--no-plots"], switch | {"KILL_SIGNAL": sig}),
-        (["resume", run_dir, "-q", "--no-plots"], {}),
-    ])
-    assert stopped == 128 + getattr(signal, f"SIG{sig}"), log
+    code, log = trials("run", config, "--out", run_dir, "-q", "--no-plots", KILL_SIGNAL=sig, **switch)
+    assert code == 128 + getattr(signal, f"SIG{sig}"), log
     lines = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by SIG{sig}; training finished and checkpointed"), log
     assert not (run_dir / ".lock").exists()
-    assert resumed == 0 and "already finished" in resumed_log, resumed_log
+    code, log = trials("resume", run_dir, "-q", "--no-plots")
+    assert code == 0 and "already finished" in log, log
     assert_finished_like(run_dir, expected)
 
 
