@@ -37,7 +37,7 @@ from runner.config.schema import config_from_dict  # noqa: E402
 from runner.build.slots import build_slot  # noqa: E402
 from runner.engine.fused import FusedGroup  # noqa: E402
 from runner.engine.rng import RngStream  # noqa: E402
-from runner.engine.slot import Slot  # noqa: E402
+from runner.engine.slot import Slot, SlotParts  # noqa: E402
 from runner.engine.timing import wall_seconds  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10
@@ -68,7 +68,7 @@ def clone(slots: list[Slot]) -> list[Slot]:
     for s in slots:
         model = copy.deepcopy(s.model)
         optimizer = type(s.optimizer)(model.parameters(), **s.optimizer.defaults)
-        out.append(Slot(s.name, model, optimizer, None, "epoch", RngStream(0, s.device), s.device, {}))
+        out.append(Slot(SlotParts(s.name, model, optimizer, RngStream(0, s.device), s.device)))
     return out
 
 

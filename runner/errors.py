@@ -30,6 +30,9 @@ class CompareError(Exception):
     """Base of every error the user can fix; carries the CLI exit code."""
 
     exit_code = EXIT_BAD_INPUT
+    # Under torchrun every rank raises the same error and rank 0 alone prints it; an error only
+    # this rank knows (e.g. its own backward failed) is printed by this rank.
+    rank_local = False
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,22 @@ class DeviceError(CompareError):
 
 
 class ModelFailedError(CompareError):
-    """With --fail-fast: the first model that failed stops the whole run."""
+    """With --fail-fast (or a DDP backward failure): the first model that failed stops the whole run."""
 
     exit_code = EXIT_SOME_FAILED
+
+    def __init__(self, message: str, rank_local: bool = False):
+        super().__init__(message)
+        self.rank_local = rank_local
+
+
+class PeerError(CompareError):
+    """Rank 0 hit an error in a step only it performs (run directory, checkpoint); the other
+    ranks stop with the same exit code instead of waiting for it forever."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class StopNow(BaseException):

@@ -37,13 +37,6 @@ class Registry(Generic[F]):
                 return fn
         raise UnknownNameError(self.kind, name, self.names())
 
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.get(name)
-        except UnknownNameError:
-            return False
-        return True
-
     def names(self) -> list[str]:
         extra = [n for _, names in self._resolvers for n in names()]
         return sorted(self._entries) + sorted(extra)

@@ -70,9 +70,15 @@ class Killable(nn.Module):
         return self.net(x)
 
 
+class ModelsOwnBaseException(BaseException):
+    """Not an Exception: what a model's code might raise that `except Exception` misses."""
+
+
 class ExplodesAfter(nn.Module):
-    """Healthy for `steps` training steps, then NaN outputs (or an exception, or an OOM);
-    with `on_rank`, only in the torchrun worker of that RANK (the others stay healthy)."""
+    """Healthy for `steps` training steps, then NaN outputs (or an exception, an OOM, a
+    sys.exit, a KeyboardInterrupt or a bare BaseException from the model's own code); mode
+    "nan_eval": healthy in training, NaN in every evaluation. With `on_rank`, only in the
+    torchrun worker of that RANK (the others stay healthy)."""
 
     def __init__(self, input_shape, num_classes, steps: int = 3, mode: str = "nan", on_rank: int | None = None):
         super().__init__()
@@ -88,7 +94,16 @@ class ExplodesAfter(nn.Module):
                     raise RuntimeError("boom from ExplodesAfter")
                 if self.mode == "oom":
                     raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-                return self.net(x) * float("nan")
+                if self.mode.startswith("exit"):
+                    sys.exit(int(self.mode[4:]))
+                if self.mode == "keyboard":
+                    raise KeyboardInterrupt("raised by the model")
+                if self.mode == "base":
+                    raise ModelsOwnBaseException("raised by the model")
+                if self.mode == "nan":
+                    return self.net(x) * float("nan")
+        elif self.mode == "nan_eval" and self.armed:
+            return self.net(x) * float("nan")
         return self.net(x)
 
 

@@ -29,6 +29,7 @@ import torch
 from runner.build import components
 from runner.config.schema import Config, load_config
 from runner.engine.loop import train_one_epoch
+from runner.engine.rng import preserved_rng
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
 from runner.build.slots import build_slots, resolve_device
 from runner.data.loaders import load_data
@@ -56,7 +57,6 @@ MODES: dict[str, Mode] = {
         Mode("loop", "hand-written shared loop, plain PyTorch"),
     )
 }
-BASELINES = ("separate", "loop")  # the modes every other one is compared with
 
 
 def parse_modes(text: str) -> list[str]:
@@ -270,8 +270,8 @@ def run_bench(
     base = load_config(config, list(overrides))
     configs = {m: load_config(config, [*overrides, *MODES[m].overrides]) if MODES[m].overrides else base for m in modes}
     device = resolve_device(base.experiment.device)
-    forked = list(range(torch.cuda.device_count())) if device.type == "cuda" else []  # loop mode seeds them all
-    with torch.random.fork_rng(devices=forked):
+    every_gpu = [torch.device("cuda", i) for i in range(torch.cuda.device_count())] if device.type == "cuda" else []  # loop mode seeds them all
+    with preserved_rng(every_gpu):
         datasets: dict[str, object] = {}
 
         def data_of(cfg: Config):

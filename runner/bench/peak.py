@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from runner.engine.numerics import DTYPES as AUTOCAST_DTYPES
 from runner.engine.timing import wall_seconds
 
 # Dense tensor-core/FP32 TFLOP/s from NVIDIA datasheets. First match on
@@ -43,10 +44,9 @@ class Peak:
 def precision_dtype(precision: str, device: torch.device) -> str:
     """The dtype an `experiment.precision` computes in. fp32 on CUDA: cuDNN runs convolutions
     on TF32 tensor cores unless told not to (torch's default), so CNNs are held to that peak."""
-    if precision == "bf16-mixed":
-        return "bf16"
-    if precision == "16-mixed":
-        return "fp16"
+    reduced = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(AUTOCAST_DTYPES[precision])
+    if reduced:
+        return reduced
     return "tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"
 
 

@@ -24,12 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from runner.build import components
-from runner.config.schema import Config, derive_seed
+from runner.config.schema import Config
 from runner.errors import CompareWarning
 from runner.engine.fused import FusedGroup
 from runner.build.references import describe, one_line
-from runner.engine.rng import RngStream
-from runner.engine.slot import Slot
+from runner.engine.rng import RngStream, derive_seed, preserved_rng
+from runner.engine.slot import Slot, SlotParts
 from runner.engine.timing import wall_seconds
 
 TIMED_STEPS = 3  # per contender, interleaved, after one warm-up step each
@@ -83,11 +83,10 @@ def candidate_groups(cfg: Config, slots: list[Slot]) -> tuple[list[list[Slot]], 
         return [], ['experiment.precision = "16-mixed" needs a GradScaler per model; fused groups run "32" and "bf16-mixed"']
     if e.compile:
         return [], ["experiment.compile = true: compiled models train one by one (a fused group is one vmapped function)"]
-    configs = {m.name: m for m in cfg.models}
     keyed: dict[tuple, list[Slot]] = {}
     reasons = []
     for s in slots:
-        m = configs[s.name]
+        m = s.config
         if m.device is not None:
             reasons.append(f"model {s.name}: model.{s.name}.device is set (models on their own devices train one by one)")
             continue
@@ -125,7 +124,7 @@ def decide(cfg: Config, seed: int, data, slots: list[Slot], loss_fn) -> dict[str
     chosen = {}
     batches = first_batches(cfg, seed, data, candidates[0][0].device)  # one device: per-model devices are not fused
     for k, members in enumerate(candidates, start=1):
-        label = f"{arch_label(cfg_arch(cfg, members[0]))}#{k}"
+        label = f"{arch_label(members[0].config.arch)}#{k}"
         names = ", ".join(s.name for s in members)
         error, fused_s, loop_s = trial(cfg, label, members, batches, loss_fn, timed=mode == "auto")
         if error is not None:
@@ -141,10 +140,6 @@ def decide(cfg: Config, seed: int, data, slots: list[Slot], loss_fn) -> dict[str
     return chosen
 
 
-def cfg_arch(cfg: Config, slot: Slot):
-    return next(m.arch for m in cfg.models if m.name == slot.name)
-
-
 def arch_label(arch) -> str:
     """`mlp`, `my_model.py:Net`; a live object by its class or function name."""
     text = describe(arch)
@@ -155,25 +150,17 @@ def first_batches(cfg: Config, seed: int, data, device: torch.device, n: int = 2
     """The pass's first batches (same seeded order, num_workers = 0), drawn under a forked
     random state: augmentation here moves no stream."""
     loader = DataLoader(data.train, batch_size=cfg.data.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    with torch.random.fork_rng(devices=cuda_indices(device)):
+    with preserved_rng([device]):
         return [(x.to(device), y.to(device)) for x, y in itertools.islice(loader, n)]
 
 
-def cuda_indices(device: torch.device) -> list[int]:
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
-
-
-def copies(cfg: Config, slots: list[Slot]) -> list[Slot]:
+def copies(slots: list[Slot]) -> list[Slot]:
     """Plain slots over deep copies of the models, with fresh optimizers of the same config."""
-    configs = {m.name: m for m in cfg.models}
     out = []
     for s in slots:
         model = copy.deepcopy(s.model)
-        m = configs[s.name]
-        optimizer = components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)
-        out.append(Slot(s.name, model, optimizer, None, "epoch", RngStream(0, s.device), s.device, {}, numerics=s.numerics))
+        optimizer = components.create_optimizer(s.config.optimizer.name, model.parameters(), s.config.optimizer.args)
+        out.append(Slot(SlotParts(s.name, model, optimizer, RngStream(0, s.device), s.device, s.config, numerics=s.numerics)))
     return out
 
 
@@ -181,8 +168,8 @@ def trial(cfg: Config, label: str, members: list[Slot], batches, loss_fn, timed:
     """One fused step on copies (does it run?); with `timed`, median seconds of a step fused
     and of the same step one by one. Returns (error or None, fused_s, loop_s)."""
     device = members[0].device
-    with torch.random.fork_rng(devices=cuda_indices(device)):
-        group = FusedGroup(label, copies(cfg, members), RngStream(0, device))
+    with preserved_rng([device]):
+        group = FusedGroup(label, copies(members), RngStream(0, device))
         x, y = batches[0]
         try:
             group.step_all(x, y, loss_fn, 0, 0, group.stacked)
@@ -190,7 +177,7 @@ def trial(cfg: Config, label: str, members: list[Slot], batches, loss_fn, timed:
             return f"{type(err).__name__}: {one_line(err)}", float("nan"), float("nan")
         if not timed:
             return None, float("nan"), float("nan")
-        loop = copies(cfg, members)
+        loop = copies(members)
         for s in loop:  # warm-up
             s.train_step(x, y, loss_fn, 0, 0)
         fused_times, loop_times = [], []

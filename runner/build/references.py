@@ -30,10 +30,10 @@ import sys
 import traceback
 import types
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
+from runner.engine.rng import preserved_rng
 from runner.errors import CompareError, ReferenceNotFound, UserCodeError, did_you_mean
 
 SKIP_TAG = "skip-compare"
@@ -252,25 +252,6 @@ def _is_main_guard(test: ast.expr) -> bool:
     return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
         isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
     )
-
-
-@contextmanager
-def preserved_rng():
-    """Run user code without moving the torch, `random` or numpy global generators."""
-    import random  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
-
-    state = random.getstate()
-    numpy = sys.modules.get("numpy")
-    np_state = numpy.random.get_state() if numpy is not None else None
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        random.setstate(state)
-        if np_state is not None:
-            numpy.random.set_state(np_state)
 
 
 # ---------------------------------------------------------------- calling the user's code

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from runner.build.references import preserved_rng
+from runner.engine.rng import preserved_rng
 
 
 def shared_state(loss: Callable, num_classes: int) -> list[str]:

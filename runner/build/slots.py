@@ -15,7 +15,7 @@ from runner.engine.ddp_slot import DDPSlot
 from runner.engine.early_stopping import EarlyStopping
 from runner.engine.numerics import CompiledForward, Numerics
 from runner.engine.rng import RngStream
-from runner.engine.slot import Slot
+from runner.engine.slot import Slot, SlotParts
 from runner.errors import CompareWarning, ConfigError, DeviceError, Problem, UserCodeError
 from runner.run.distributed import Dist
 
@@ -76,8 +76,8 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     stopping = cfg.early_stopping(m)
     early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
     interval = m.scheduler.interval if m.scheduler else "epoch"
-    forward = CompiledForward(model, m.name) if cfg.experiment.compile else model
-    return Slot(m.name, model, optimizer, scheduler, interval, rng, device, info, early, fail_fast, numerics, forward)
+    forward = CompiledForward(model, m.name) if cfg.experiment.compile else None
+    return Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward))
 
 
 def build_slots(
@@ -91,5 +91,5 @@ def build_slots(
     if dist.enabled:
         if cfg.experiment.fuse != "off":
             warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)
-        return [DDPSlot(s, dist) for s in slots]
+        return [DDPSlot(s.parts, dist) for s in slots]
     return fuse_slots(cfg, seed, data, slots, loss_fn, fused)

@@ -12,6 +12,8 @@ import traceback
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from runner.errors import EXIT_INTERNAL, CompareError
 
@@ -25,7 +27,7 @@ def fail(err: Exception, debug: bool) -> None:
     torchrun the ranks share their errors, so rank 0 alone prints them, unless one rank alone knows."""
     from runner.run.distributed import env_rank  # noqa: PLC0415
 
-    if isinstance(err, CompareError) and env_rank() > 0 and not getattr(err, "rank_local", False):
+    if isinstance(err, CompareError) and env_rank() > 0 and not err.rank_local:
         raise typer.Exit(err.exit_code)
     if debug:
         traceback.print_exc()
@@ -35,3 +37,15 @@ def fail(err: Exception, debug: bool) -> None:
         raise typer.Exit(err.exit_code)
     sys.stderr.write(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)\n")
     raise typer.Exit(EXIT_INTERNAL)
+
+
+def frame_table(frame, title: str, left: set[str], wrap: set[str]) -> Table:
+    """A DataFrame of display cells as a rich table: `left` columns left-aligned (the others
+    right), only `wrap` columns wrap, and every cell escaped (sweep names like tudui[lr=0.1]
+    are not rich markup)."""
+    table = Table(title=escape(title))
+    for column in frame.columns:
+        table.add_column(column, justify="left" if column in left else "right", no_wrap=column not in wrap)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(escape(str(v)) for v in row))
+    return table

@@ -9,10 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from runner.cli.app import app, console, fail
+from runner.cli.app import app, console, fail, frame_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,20 +68,13 @@ def notes(result) -> list[str]:
 
 def markdown(result) -> str:
     """The table and its notes as Markdown (the README's performance table)."""
-    frame = display(result.table())
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "|".join("---" if c in LEFT else "---:" for c in frame.columns) + "|"]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {line}" for line in notes(result)) + "\n"
+    from runner.report.formats import markdown_table  # noqa: PLC0415 - `compare --help` stays free of pandas
+
+    return markdown_table(display(result.table()), left=LEFT) + "\n\n" + "\n".join(f"- {line}" for line in notes(result)) + "\n"
 
 
 def print_bench(result) -> None:
-    frame = display(result.table())
-    table = Table(title="compare bench: the same training work in each mode")
-    for column in frame.columns:
-        table.add_column(column, justify="left" if column in LEFT else "right", no_wrap=column != "what it is")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(escape(str(v)) for v in row))
-    console.print(table)
+    console.print(frame_table(display(result.table()), "compare bench: the same training work in each mode", left=set(LEFT), wrap={"what it is"}))
     for line in notes(result):
         console.print(line, markup=False, highlight=False)
 

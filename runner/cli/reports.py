@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from runner.cli.app import app, console, fail
+from runner.cli.app import app, console, fail, frame_table
 from runner.errors import ReportError, RunDirError
 
 LEFT = {"run", "model", "arch", "status"}
@@ -29,13 +28,7 @@ class Format(str, Enum):
 def rich_table(board, title: str) -> Table:
     from runner.report.formats import display  # noqa: PLC0415
 
-    frame = display(board, compact=True)
-    table = Table(title=escape(title))
-    for column in frame.columns:
-        table.add_column(column, justify="left" if column in LEFT else "right", no_wrap=column not in LEFT)
-    for row in frame.itertuples(index=False):
-        table.add_row(*(escape(str(v)) for v in row))  # sweep names like tudui[lr=0.1] are not rich markup
-    return table
+    return frame_table(display(board, compact=True), title, left=LEFT, wrap=LEFT)
 
 
 def print_board(board, title: str) -> None:

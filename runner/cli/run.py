@@ -103,7 +103,7 @@ def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args:
 
     try:
         if distributed.launched():
-            raise launch.RunDirError("--nproc starts torchrun itself; under torchrun, leave it out")
+            raise ConfigError([Problem("--nproc", "--nproc", "starts torchrun itself; under torchrun, leave it out")])
         experiment = experiment_factory()  # a bad config fails here, before any worker starts
         run_dir = out or experiment.default_run_dir()
         code = launch.launch(nproc, max_restarts, worker_args, run_dir)

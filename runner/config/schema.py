@@ -7,7 +7,6 @@ may also hold live objects (a class, a factory, an instance; see runner/build/co
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 import types
@@ -16,6 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from runner.engine.rng import derive_seed
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.config.overrides import apply_overrides, parse_override_value, plain_copy, split_override  # noqa: F401 - re-exported
 
@@ -173,12 +173,6 @@ class Config:
             "loss": plain(self.loss),
             "model": models,
         }
-
-
-def derive_seed(experiment_seed: int, name: str) -> int:
-    """A stable seed per (experiment seed, name): independent of which other models exist."""
-    digest = hashlib.sha256(f"{experiment_seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 # ---------------------------------------------------------------- loading and overrides

@@ -21,7 +21,6 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 DECODE_STEPS = (v2.Resize, v2.CenterCrop)  # deterministic: applied once, before caching
-BATCH_STEPS = (v2.RandomCrop, v2.RandomHorizontalFlip)  # random: applied per batch, on the device
 
 
 class UnsupportedStep(ValueError):

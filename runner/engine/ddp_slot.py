@@ -23,25 +23,25 @@ import traceback
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from runner.config.schema import derive_seed
 from runner.run.distributed import Dist
 from runner.errors import ModelFailedError
 from runner.engine.numerics import CompiledForward
-from runner.engine.rng import RngStream
-from runner.engine.slot import FAILED, RAISED, Meter, Slot
+from runner.engine.rng import RngStream, derive_seed
+from runner.engine.slot import FAILED, RAISED, Meter, Slot, SlotParts, is_signal
 
 
 class DDPSlot(Slot):
-    def __init__(self, slot: Slot, dist: Dist):
-        self.__dict__.update(slot.__dict__)  # the plain slot's state; `model` stays the bare module
+    def __init__(self, parts: SlotParts, dist: Dist):
+        super().__init__(parts)  # `model` stays the bare module
         self.dist = dist
         self.failure_shared = False  # every rank knows this model failed, and where
-        device_ids = [slot.device.index] if slot.device.type == "cuda" else None
-        self.ddp: DistributedDataParallel | None = DistributedDataParallel(slot.model, device_ids=device_ids)
-        self.ddp_forward = CompiledForward(self.ddp, slot.name) if isinstance(slot.forward, CompiledForward) else self.ddp
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.ddp: DistributedDataParallel | None = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.ddp_forward = CompiledForward(self.ddp, self.name) if isinstance(self.forward, CompiledForward) else self.ddp
         if dist.rank > 0:
-            self.rng = RngStream(derive_seed(slot.rng.seed, f"rank{dist.rank}"), slot.device)
-            self.rng.seed = slot.rng.seed  # history's model_seed names the model's seed, not the rank's
+            seed = self.rng.seed
+            self.rng = RngStream(derive_seed(seed, f"rank{dist.rank}"), self.device)
+            self.rng.seed = seed  # history's model_seed names the model's seed, not the rank's
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int, step: int) -> None:
         where = f"epoch {epoch} step {step}"
@@ -52,7 +52,9 @@ class DDPSlot(Slot):
             try:
                 with self.rng.active():
                     logits, loss = self.forward_loss(self.ddp_forward, x, y, loss_fn)
-            except Exception as err:  # noqa: BLE001 - agreed on below, before anyone enters backward
+            except BaseException as err:  # noqa: BLE001 - agreed on below, before anyone enters backward
+                if is_signal(err):
+                    raise
                 error = err
             failed, n_global = self.dist.host_sum([error is not None, len(y)])
             if failed:
@@ -67,17 +69,16 @@ class DDPSlot(Slot):
                 except Exception as err:
                     # Part of DDP's gradient all-reduce may have run; the ranks cannot be brought
                     # back in step, so this process stops (torchrun then stops the others).
-                    stop = ModelFailedError(
+                    raise ModelFailedError(
                         f"model {self.name} raised in backward at {where} on rank {self.dist.rank}: {type(err).__name__}: {err}; "
-                        "under DDP a backward failure stops the run (resume it from the last checkpoint once the model is fixed or removed)"
-                    )
-                    stop.rank_local = True  # only this rank knows: it prints the message
-                    raise stop from err
+                        "under DDP a backward failure stops the run (resume it from the last checkpoint once the model is fixed or removed)",
+                        rank_local=True,  # only this rank knows: it prints the message
+                    ) from err
                 norm = self._optimizer_step()  # of the averaged gradient: equal on every rank
             self._record_step(loss, logits, y, loss_fn, norm)
         except ModelFailedError:
             raise
-        except Exception as err:  # noqa: BLE001 - an optimizer step that raised: settled by the engine's agreement
+        except BaseException as err:  # noqa: BLE001 - an optimizer step that raised: settled by the engine's agreement
             self._fail(err, where)
         finally:
             self.timer.stop()
@@ -85,9 +86,11 @@ class DDPSlot(Slot):
     # Evaluation runs the bare module (`Slot.eval_step`): no gradient sync, so a failure there
     # stays local until the engine's agreement after the evaluation pass.
 
-    def _fail(self, err: Exception, where: str) -> None:
+    def _fail(self, err: BaseException, where: str) -> None:
         """Recorded on this rank only; the engine's agreement (`settle`) then fails the model on
         every rank, and applies --fail-fast on every rank together."""
+        if is_signal(err) or isinstance(err, ModelFailedError):
+            raise err
         self.status, self.where = FAILED, where
         self.error = "".join(traceback.format_exception(err))
         self._release()
@@ -119,13 +122,13 @@ class DDPSlot(Slot):
         super()._release()
         self.ddp = None  # frees DDP's gradient buckets; a stopped model never steps again
 
-    def end_epoch(self, epoch: int) -> dict:
+    def end_epoch(self, epoch: int, last: bool = False) -> dict:
         self._reduce(self.train_meter)
         self._reduce(self.test_meter)
         local = torch.cat(self._test_preds).cpu() if self._test_preds else torch.zeros(0, dtype=torch.long)
         gathered = self.dist.gather_cat(local)
         self._test_preds = [gathered] if len(gathered) else []
-        return super().end_epoch(epoch)
+        return super().end_epoch(epoch, last)
 
     def _reduce(self, meter: Meter) -> None:
         """The epoch's sums over every rank (loss sum, top-1 hits, samples): exact counts."""

@@ -32,7 +32,7 @@ from torch.func import functional_call, vmap
 from runner.errors import CompareWarning
 from runner.build.references import one_line
 from runner.engine.rng import RngStream
-from runner.engine.slot import Slot, batch_loss_sum
+from runner.engine.slot import Slot, SlotParts, batch_loss_sum, is_signal
 from runner.engine.timing import clock
 
 
@@ -46,8 +46,8 @@ class FusedMember(Slot):
     """One model of a fused group; Slot-like for everything downstream (name, status, meters,
     end_epoch records, predictions, state_dict keyed by its name)."""
 
-    def __init__(self, slot: Slot, group: "FusedGroup"):
-        self.__dict__.update(slot.__dict__)
+    def __init__(self, parts: SlotParts, group: "FusedGroup"):
+        super().__init__(parts)
         self.group = group
 
     @property
@@ -83,7 +83,7 @@ class FusedGroup:
         self.template = copy.deepcopy(slots[0].model).to("meta")  # structure only; functional_call supplies tensors
         self.param_names = [n for n, _ in slots[0].model.named_parameters()]
         self.buffer_names = [n for n, _ in slots[0].model.named_buffers()]
-        self.members = [FusedMember(s, self) for s in slots]
+        self.members = [FusedMember(s.parts, self) for s in slots]
         self.dissolved: str | None = None  # why the group stopped fusing
         self.stacked: list[FusedMember] = []  # members whose tensors are views into the stack, in stack order
         self.params: dict[str, torch.Tensor] = {}
@@ -163,7 +163,7 @@ class FusedGroup:
                 m.optimizer.step()
                 if m.scheduler is not None and m.scheduler_interval == "step":
                     m.scheduler.step()
-            except Exception as err:  # noqa: BLE001 - one member's failure must not end the pass
+            except BaseException as err:  # noqa: BLE001 - one member's failure must not end the pass
                 m._fail(err, where)
         self._record(live, losses, logits, y, loss_fn, norms)
 
@@ -191,7 +191,9 @@ class FusedGroup:
         start = clock(self.device)
         try:
             self.step_all(x, y, loss_fn, epoch, step, live)
-        except Exception as err:  # noqa: BLE001 - the vmapped step itself: fall back to one by one
+        except BaseException as err:  # noqa: BLE001 - the vmapped step itself: fall back to one by one
+            if is_signal(err):
+                raise
             self.dissolve(f"its vmapped step raised {type(err).__name__}: {one_line(err)}")
             for m in live:
                 m.train_step(x, y, loss_fn, epoch, step)
@@ -206,7 +208,9 @@ class FusedGroup:
             self.template.eval()
             with self.rng.active(), self.numerics.autocast(self.device):
                 losses, logits = self._vmapped(loss_fn)(self.params, self.buffers, x, y)
-        except Exception as err:  # noqa: BLE001
+        except BaseException as err:  # noqa: BLE001
+            if is_signal(err):
+                raise
             self.dissolve(f"its vmapped evaluation raised {type(err).__name__}: {one_line(err)}")
             for m in live:
                 m.eval_step(x, y, loss_fn, epoch)

@@ -8,17 +8,46 @@ Read it as the plain loop with slots in it:
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from runner.engine.rng import RngStream
-from runner.engine.slot import Slot
 
 
-def seeded_batches(loader: DataLoader, data_rng: RngStream) -> Iterator:
+class Unit(Protocol):
+    """What the loop steps once per batch: a slot, or a fused group once for all its live members."""
+
+    device: torch.device
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, step: int) -> None: ...
+
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int) -> None: ...
+
+
+class LoopSlot(Protocol):
+    """What the loop uses of a slot (runner/engine/slot.py; a fused member, a DDP slot)."""
+
+    device: torch.device
+    model: nn.Module
+    rng: RngStream
+
+    @property
+    def live(self) -> bool: ...
+
+    @property
+    def unit(self) -> Unit: ...
+
+    def health_code(self) -> torch.Tensor: ...
+
+    def settle(self, code: int, where: str) -> None: ...
+
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader, or the cached path's loader
+
+
+def seeded_batches(loader: Batches, data_rng: RngStream) -> Iterator:
     """Iterate `loader` with the data pipeline's own random stream active (augmentations in
     the main process draw from torch's global generator), never a model's stream."""
     with data_rng.active():
@@ -34,7 +63,7 @@ def seeded_batches(loader: DataLoader, data_rng: RngStream) -> Iterator:
 Agree = Callable[[torch.Tensor], torch.Tensor]  # under DDP: the codes reduced over ranks (max)
 
 
-def check_health(slots: list[Slot], where: str, agree: Agree | None = None) -> None:
+def check_health(slots: list[LoopSlot], where: str, agree: Agree | None = None) -> None:
     """Quarantine the models (those that trained this step) whose loss or gradient norm went
     non-finite: one host sync for all models together, instead of one per model. Under DDP
     `agree` makes it one all-reduce too, so a model unhealthy on any rank leaves every rank."""
@@ -56,7 +85,7 @@ def canonical(device: torch.device) -> torch.device:
     return device
 
 
-def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[Slot]) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor]]:
+def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[LoopSlot]) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor]]:
     """The batch on every device a live model uses: copied once per device, not once per model."""
     out: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
     for slot in slots:
@@ -66,20 +95,20 @@ def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[Slot]) -> dict[torc
     return out
 
 
-def step_units(slots: list[Slot]) -> list:
-    """What the pass steps, in slot order: a plain slot, or once for all its live members, the
-    fused group a slot belongs to (runner/engine/fused.py; its `unit`)."""
-    return list(dict.fromkeys(getattr(s, "unit", s) for s in slots if s.live))
+def step_units(slots: list[LoopSlot]) -> list[Unit]:
+    """What the pass steps, in slot order: a plain slot itself, or once for all its live
+    members, the fused group a slot belongs to (runner/engine/fused.py)."""
+    return list(dict.fromkeys(s.unit for s in slots if s.live))
 
 
 def train_one_epoch(
-    slots: list[Slot],
-    loader: DataLoader,
+    slots: list[LoopSlot],
+    loader: Batches,
     loss_fn: nn.Module,
     data_rng: RngStream,
     epoch: int,
     start_step: int = 0,
-    on_step: Callable[[int, list[Slot]], None] | None = None,
+    on_step: Callable[[int, list[LoopSlot]], None] | None = None,
     agree: Agree | None = None,
 ) -> float:
     """One pass over the train split (from `start_step` when resuming); returns the seconds
@@ -101,7 +130,7 @@ def train_one_epoch(
     return data_seconds
 
 
-def evaluate(slots: list[Slot], loader: DataLoader, loss_fn: nn.Module, epoch: int, agree: Agree | None = None) -> torch.Tensor:
+def evaluate(slots: list[LoopSlot], loader: Batches, loss_fn: nn.Module, epoch: int, agree: Agree | None = None) -> torch.Tensor:
     """Every live model on the test split, in order, under eval() and no_grad().
     Returns the test targets in that order (on the CPU; under DDP: this rank's shard)."""
     live = [s for s in slots if s.live]

@@ -1,27 +1,43 @@
 """A slot: everything that belongs to one model and nothing else (DESIGN.md).
 
-The engine only calls `train_step`, `eval_step`, `health_code`/`settle` and `end_epoch`, so other
-kinds of slot (a fused group, a DDP-wrapped model) can stand behind the same interface.
-A slot that fails or diverges leaves the pass; the others never notice.
+The loop uses what `runner.engine.loop.LoopSlot` lists (`train_step`, `eval_step`,
+`health_code`/`settle`, `unit`, ...), and the pass calls `end_epoch`, so other kinds of slot (a
+fused member, a DDP-wrapped model) stand behind the same interface. Each is built from the same
+`SlotParts` (runner/build/slots.py). A slot that fails or diverges leaves the pass; the others
+never notice.
 """
 from __future__ import annotations
 
 import gc
 import math
+import signal
 import traceback
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from runner.engine.early_stopping import EarlyStopping
-from runner.errors import ModelFailedError
+from runner.errors import ModelFailedError, StopNow
 from runner.engine.numerics import Numerics
 from runner.engine.rng import RngStream
 from runner.engine.timing import WorkTimer
 
+if TYPE_CHECKING:
+    from runner.config.schema import ModelConfig
+
 RUNNING, DONE, EARLY_STOPPED, DIVERGED, FAILED = "running", "done", "early_stopped", "diverged", "failed"
 HEALTHY, NONFINITE, RAISED = 0, 1, 2  # a step's health code; the worst wins when ranks agree (max)
+
+
+def is_signal(err: BaseException) -> bool:
+    """A real signal, not the model's doing: the second Ctrl-C under compare's handler
+    (StopNow), or Ctrl-C where Python's default handler turns SIGINT into KeyboardInterrupt.
+    Under compare's handler a bare KeyboardInterrupt, like SystemExit, comes from the model's code."""
+    if isinstance(err, StopNow):
+        return True
+    return type(err) is KeyboardInterrupt and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def batch_loss_sum(loss: torch.Tensor, n: int, loss_fn: nn.Module) -> torch.Tensor:
@@ -68,25 +84,39 @@ class Meter:
         return cls(state["loss_sum"].to(device), correct, state["seen"], list(state["grad_norms"].to(device).unbind()))
 
 
+@dataclass
+class SlotParts:
+    """What a slot is built from; a plain slot, a fused member and a DDP slot take the same parts."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    rng: RngStream  # the model's own stream, already past the model's construction
+    device: torch.device
+    config: "ModelConfig | None" = None  # the model's own config (None for throwaway copies)
+    scheduler: Any = None
+    scheduler_interval: str = "epoch"  # when the scheduler steps: "epoch" or "step"
+    info: dict = field(default_factory=dict)  # arch, params, optimizer, ...: static facts for the leaderboard
+    early_stopping: EarlyStopping | None = None
+    fail_fast: bool = False  # re-raise a model's exception instead of quarantining it
+    numerics: Numerics = Numerics()
+    forward: Callable | None = None  # the model's torch.compile'd forward, or None: the model
+
+
 class Slot:
-    def __init__(self, name: str, model: nn.Module, optimizer, scheduler, scheduler_interval: str, rng: RngStream, device: torch.device, info: dict,
-                 early_stopping: EarlyStopping | None = None, fail_fast: bool = False, numerics: Numerics = Numerics(), forward=None):
-        self.name = name
-        self.model = model
-        self.forward = forward or model  # the model, or its torch.compile'd forward
-        self.numerics = numerics
-        self.scaler = numerics.grad_scaler(device)  # fp16 only
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.scheduler_interval = scheduler_interval
-        self.rng = rng
-        self.device = device
-        self.info = info  # arch, params, optimizer, ...: static facts for the leaderboard
-        self.early_stopping = early_stopping
-        self.fail_fast = fail_fast  # re-raise a model's exception instead of quarantining it
+    def __init__(self, parts: SlotParts):
+        self.parts = parts
+        self.name, self.config, self.info = parts.name, parts.config, parts.info
+        self.model = parts.model
+        self.forward = parts.forward or parts.model
+        self.numerics = parts.numerics
+        self.scaler = parts.numerics.grad_scaler(parts.device)  # fp16 only
+        self.optimizer, self.scheduler, self.scheduler_interval = parts.optimizer, parts.scheduler, parts.scheduler_interval
+        self.rng, self.device = parts.rng, parts.device
+        self.early_stopping, self.fail_fast = parts.early_stopping, parts.fail_fast
         self.status, self.where, self.error = RUNNING, "", ""
         self.reported = False  # its last history row (with the final status) is written
-        self.timer, self.eval_timer = WorkTimer(device), WorkTimer(device)
+        self.timer, self.eval_timer = WorkTimer(self.device), WorkTimer(self.device)
         self.train_meter, self.test_meter = Meter(), Meter()
         self.last_loss: torch.Tensor | None = None  # for the progress display
         self.step_ok: torch.Tensor | None = None  # finite loss and gradients at the last step
@@ -98,6 +128,11 @@ class Slot:
     def live(self) -> bool:
         return self.status == RUNNING
 
+    @property
+    def unit(self) -> "Slot":
+        """What the loop steps for this slot: itself (a fused member: its group)."""
+        return self
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, step: int) -> None:
         self.timer.start()
         self.step_ok = None
@@ -108,7 +143,7 @@ class Slot:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 norm = self._optimizer_step()
             self._record_step(loss, logits, y, loss_fn, norm)
-        except Exception as err:  # noqa: BLE001 - one model's failure must not end the pass
+        except BaseException as err:  # noqa: BLE001 - one model's failure (even sys.exit) must not end the pass
             self._fail(err, f"epoch {epoch} step {step}")
         finally:
             self.timer.stop()
@@ -155,7 +190,7 @@ class Slot:
             self.test_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
             if logits.ndim == 2:
                 self._test_preds.append(logits.argmax(dim=1))
-        except Exception as err:  # noqa: BLE001
+        except BaseException as err:  # noqa: BLE001
             self._fail(err, f"epoch {epoch} evaluation")
         finally:
             self.eval_timer.stop()
@@ -172,12 +207,14 @@ class Slot:
         if code == NONFINITE and self.live:
             self.diverge(where)
 
-    def diverge(self, where: str) -> None:
+    def diverge(self, where: str, what: str = "loss or gradient norm") -> None:
         self.status, self.where = DIVERGED, where
-        self.error = f"non-finite loss or gradient norm at {where}"
+        self.error = f"non-finite {what} at {where}"
         self._release()
 
-    def _fail(self, err: Exception, where: str) -> None:
+    def _fail(self, err: BaseException, where: str) -> None:
+        if is_signal(err) or isinstance(err, ModelFailedError):
+            raise err
         if self.fail_fast:
             raise ModelFailedError(f"model {self.name} failed at {where}: {type(err).__name__}: {err} (--fail-fast)") from err
         self.status, self.where = FAILED, where
@@ -194,9 +231,10 @@ class Slot:
             gc.collect()
             torch.cuda.empty_cache()
 
-    def end_epoch(self, epoch: int) -> dict:
+    def end_epoch(self, epoch: int, last: bool = False) -> dict:
         """This epoch's record (one history row); applies early stopping, steps an epoch
-        scheduler, resets the meters."""
+        scheduler, resets the meters. After the `last` epoch a live model is DONE; a model
+        whose evaluation went non-finite has diverged."""
         train, test = self.train_meter, self.test_meter
         norms = torch.stack(train.grad_norms).double().cpu() if train.grad_norms else torch.tensor([math.nan])
         finite = norms[torch.isfinite(norms)]
@@ -218,6 +256,8 @@ class Slot:
             "samples_per_s": train.seen / seconds if seconds > 0 else math.nan,
             "train_samples": train.seen,
         }
+        if self.live and test.seen and not math.isfinite(record["test_loss"]):
+            self.diverge(f"epoch {epoch} evaluation", "test loss")
         self.predictions = torch.cat(self._test_preds).cpu() if self._test_preds and self.live else None
         if self.predictions is not None and (self.best is None or record["test_acc"] > self.best[0]):
             self.best = (record["test_acc"], epoch, self.predictions)
@@ -228,6 +268,9 @@ class Slot:
                 self.scheduler.step(record["test_loss"])
             else:
                 self.scheduler.step()
+        if last and self.live:
+            self.status = DONE
+        self.reported = self.status != RUNNING  # its final row is this one
         record |= {"status": self.status, "stopped_at": self.where}
         self._test_preds = []
         self.train_meter, self.test_meter = Meter(), Meter()

@@ -103,12 +103,14 @@ def sort(board: Leaderboard, column: str | None) -> Leaderboard:
     return Leaderboard(table, board.evidence)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame, left: tuple[str, ...] = ("model", "run", "arch", "status")) -> str:
+    """A DataFrame of display cells as a Markdown table; `left` columns left-aligned."""
+
     def cell(v) -> str:
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |"]
-    lines.append("|" + "|".join("---:" if c not in ("model", "run", "arch", "status") else "---" for c in frame.columns) + "|")
+    lines.append("|" + "|".join("---" if c in left else "---:" for c in frame.columns) + "|")
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 

@@ -24,7 +24,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
 
 from runner.report import stats  # noqa: E402
 from runner.report.leaderboard import Leaderboard  # noqa: E402

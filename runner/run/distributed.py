@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from runner.errors import CompareError, RunDirError
+from runner.errors import DeviceError, PeerError
 
 # What torchrun (and other env:// launchers) set for every worker.
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -32,15 +32,6 @@ def restart_count() -> int:
 
 def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-class PeerError(CompareError):
-    """Rank 0 hit an error in a step only it performs (run directory, checkpoint); the other
-    ranks stop with the same exit code instead of waiting for it forever."""
-
-    def __init__(self, message: str, exit_code: int):
-        self.exit_code = exit_code
-        super().__init__(message)
 
 
 @dataclass
@@ -119,11 +110,11 @@ def resolve_rank_device(spec: str, local_rank: int) -> torch.device:
         return torch.device("cpu")
     if spec in ("auto", "cuda"):
         if not torch.cuda.is_available():
-            raise RunDirError(f"experiment.device: {spec!r} asked for, but torch sees no CUDA device")
+            raise DeviceError(f"experiment.device: {spec!r} asked for, but torch sees no CUDA device")
         if local_rank >= torch.cuda.device_count():
-            raise RunDirError(f"LOCAL_RANK {local_rank} needs cuda:{local_rank}, but this node has {torch.cuda.device_count()} GPU(s); lower --nproc_per_node")
+            raise DeviceError(f"LOCAL_RANK {local_rank} needs cuda:{local_rank}, but this node has {torch.cuda.device_count()} GPU(s); lower --nproc_per_node")
         return torch.device("cuda", local_rank)
-    raise RunDirError(f"experiment.device: {spec!r} cannot be used under torchrun: each process uses cuda:LOCAL_RANK (\"cuda\" or \"auto\") or \"cpu\"")
+    raise DeviceError(f"experiment.device: {spec!r} cannot be used under torchrun: each process uses cuda:LOCAL_RANK (\"cuda\" or \"auto\") or \"cpu\"")
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 model, and say what the run will cost before spending it.
 
 Per model (after sweep expansion): parameters, forward FLOPs per sample (counted by
-torch.utils.flop_counter.FlopCounterMode), the optimizer, and an estimate of training memory:
+torch.utils.flop_counter.FlopCounterMode in the slot factory's probe), the optimizer, and an estimate of training memory:
 weights + gradients + optimizer state + the activations autograd saves for one batch. Each model
 is built exactly as the run builds it (in its own random stream), goes through one forward and
 backward pass on the first training batch (so shape and loss mistakes surface now), and is
@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
 
 from runner.build import components
 from runner.config.schema import Config, ModelConfig
 from runner.errors import CompareError, UserCodeError
 from runner.build.slots import build_slot, resolve_device
-from runner.build.references import describe, located, one_line, preserved_rng
+from runner.build.references import describe, located, one_line
+from runner.engine.rng import preserved_rng
 
 
 @dataclass
@@ -95,7 +95,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     model.train()
     with slot.rng.active():
         try:
-            with FlopCounterMode(display=False) as flops, torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
                 logits = model(x)
         except CompareError:
             raise
@@ -116,7 +116,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
         optimizer += f" + {m.scheduler.name}"
-    return ModelPlan(m.name, describe(m.arch), sum(p.numel() for p in params), flops.get_total_flops() / len(x), optimizer, tuple(logits.shape), memory)
+    return ModelPlan(m.name, describe(m.arch), sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, tuple(logits.shape), memory)
 
 
 class SavedTensorBytes:

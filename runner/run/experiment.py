@@ -130,7 +130,7 @@ class Experiment:
             return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots)
 
     def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots) -> RunResult:
-        cfg, d = self.config, self.config.data
+        cfg = self.config
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
         device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
         checkpointer = Checkpointer(run_dir, cfg, dist)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, RunDirError
+from runner.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, Problem
 
 
 def torchrun_args(nproc: int, max_restarts: int, worker_args: list[str]) -> list[str]:
@@ -31,7 +31,7 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path)
     from torch.distributed.run import get_args_parser, run  # noqa: PLC0415
 
     if nproc < 1:
-        raise RunDirError(f"--nproc: expected >= 1, got {nproc}")
+        raise ConfigError([Problem("--nproc", "--nproc", f"expected >= 1, got {nproc}")])
     try:
         run(get_args_parser().parse_args(torchrun_args(nproc, max_restarts, worker_args)))
     except ChildFailedError as err:

@@ -11,17 +11,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from runner.config.schema import Config, derive_seed
+from runner.config.schema import Config
 from runner.data.cache import CachedData, cached_loaders
 from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, train_one_epoch
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
-from runner.engine.rng import RngStream
+from runner.engine.rng import RngStream, derive_seed
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
-from runner.engine.slot import DONE, RUNNING, Slot
+from runner.engine.slot import Slot
 
 DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
 
@@ -113,17 +113,14 @@ class SharedPass:
             agreement = agree if self.dist.enabled else None
             data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement)
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
-        self._write_errors(out.run_dir)
 
         records = []
         for slot in (s for s in self.slots if not s.reported):
-            record = slot.end_epoch(epoch) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
-            if epoch == epochs and slot.live:
-                slot.status = record["status"] = DONE
-            slot.reported = slot.status != RUNNING
+            record = slot.end_epoch(epoch, last=epoch == epochs) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
             records.append(record)
             if out.grad_histograms:
                 tb.write_gradients(slot.name, epoch, slot.model)
+        self._write_errors(out.run_dir)  # failed in evaluation, or diverged there (end_epoch)
         out.history.write(records)
         tb.write(records)
         self.targets = targets

@@ -267,7 +267,7 @@ def test_cached_path_trains_like_the_pil_path_on_real_images(cifar_mini, run):
 
 def test_two_processes_cached_equal_two_processes_dataloader(tmp_path):
     """Under torchrun each rank indexes its slice of every global batch from the cache."""
-    from tests.test_distributed import PLAIN, torchrun, write_config  # noqa: PLC0415
+    from tests.run.test_distributed import PLAIN, torchrun, write_config  # noqa: PLC0415
 
     runs = {}
     for cache in ("none", "memory"):

@@ -97,26 +97,6 @@ def test_signal_checkpoints_and_resume_completes(reference, tmp_path, sig, code)
     pd.testing.assert_frame_equal(history(run_dir), expected, check_exact=True)
 
 
-@pytest.mark.parametrize("mode, status", [("nan", "diverged"), ("raise", "failed"), ("oom", "failed")])
-def test_a_bad_model_is_quarantined_and_the_others_are_untouched(tmp_path, mode, status):
-    healthy = [killable("a"), killable("c", seed=9)]
-    alone = launch("run", write_config(tmp_path, healthy, epochs=2), "--out", tmp_path / "alone", "-q")
-    assert alone.returncode == 0, alone.stderr
-    config = write_config(tmp_path, [healthy[0], explodes("bad", mode), healthy[1]], epochs=2)
-    proc = launch("run", config, "--out", tmp_path / "mixed", "-q")
-    assert proc.returncode == 3, proc.stderr
-    mixed = history(tmp_path / "mixed")
-    for name in ("a", "c"):
-        pd.testing.assert_frame_equal(mixed.query("model == @name").reset_index(drop=True), history(tmp_path / "alone").query("model == @name").reset_index(drop=True), check_exact=True)
-    board = pd.read_csv(tmp_path / "mixed" / "leaderboard.csv").set_index("model")
-    assert board.loc["bad", "status"] == status and board.loc["bad", "stopped_at"] == "epoch 1 step 3"
-    assert board.loc["a", "status"] == "done"
-    error = (tmp_path / "mixed" / "errors" / "bad.txt").read_text()
-    assert error.startswith(f"{status} at epoch 1 step 3")
-    if mode != "nan":
-        assert ("boom from ExplodesAfter" if mode == "raise" else "OutOfMemoryError") in error
-
-
 def test_fail_fast_stops_at_the_first_failure(tmp_path):
     config = write_config(tmp_path, [killable("a"), explodes("bad", "raise")], epochs=2)
     proc = launch("run", config, "--out", tmp_path / "run", "-q", "--fail-fast")
