@@ -109,15 +109,13 @@ class Config:
     loss: LossConfig
     models: list[ModelConfig]
     source: str = "<config>"  # the file it came from, for messages
-    references_from: Path | None = None  # set by `compare resume`: the folder the run resolved references from
+    references_from: Path | None = None  # `base_dir` of load_config: a run directory's copy resolves as its run did
 
     @property
     def base_dir(self) -> Path:
         """Where relative file references (`my_model.py:Net`) start: the TOML file's folder,
         else (a dict) the working directory."""
-        if self.references_from is not None:
-            return self.references_from
-        return Path(".") if self.source.startswith("<") else Path(self.source).parent
+        return self.references_from or (Path(".") if self.source.startswith("<") else Path(self.source).parent)
 
     @property
     def seeds(self) -> list[int]:
@@ -179,8 +177,6 @@ class Config:
 
 
 def load_config(path: str | Path, overrides: list[str] = (), base_dir: Path | None = None) -> Config:
-    """`base_dir`: where relative references start, if not the file's folder (a run
-    directory's config.toml copy: the folder of the config the run started from)."""
     path = Path(path)
     source = str(path)
     try:
