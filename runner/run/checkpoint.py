@@ -150,7 +150,7 @@ class Checkpointer:
             raise self._damaged(f"{self.folder} lost the checkpoint files manifest.json lists")
         progress = [name for name in PROGRESS if (self.run_dir / name).exists()]
         if progress:
-            raise self._damaged(f"{self.folder} is missing, yet {', '.join(progress)} show it trained")
+            raise self._damaged(f"{self.folder} is missing, yet the run wrote {', '.join(progress)}")
         return None
 
     def settle(self) -> None:
