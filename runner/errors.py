@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -108,9 +109,15 @@ class PeerError(CompareError):
         self.exit_code = exit_code
 
 
-class StopNow(KeyboardInterrupt):
-    """The second SIGINT/SIGTERM: stop at once (raised by compare's signal handler, so it is
-    never mistaken for a KeyboardInterrupt raised by a model's code)."""
+class StopNow(BaseException):
+    """A signal that stops at once: the second SIGINT/SIGTERM, or one where there is nothing to
+    checkpoint. Raised by compare's signal handler, so it is never mistaken for an exception of a
+    model's code; not an Exception, so no `except Exception` (user code, a report, the CLI
+    framework) swallows it. runner/cli/main.py prints it and exits 128 + the signal."""
+
+    def __init__(self, signum: int = signal.SIGINT, where: str = "stopped at once (checkpoints already written are kept)"):
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; {where}")
 
 
 class ReferenceNotFound(CompareError):

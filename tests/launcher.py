@@ -4,11 +4,19 @@ variables, a way to die at an exact point (the production code has no such hooks
   KILL_AT_STEP=n       SIGKILL on the n-th training forward of any `test_mlp` model
   KILL_AT_EVAL=n       SIGKILL on the n-th evaluation forward
   KILL_IN_SAVE=n       SIGKILL half-way through writing the n-th checkpoint
+  KILL_IN_REPORTS=n    SIGKILL in the reports: 1 before leaderboard.csv (right after the final
+                       checkpoint), 2 after leaderboard.csv, before leaderboard.md
+  KILL_SIGNAL=NAME     send this signal instead of SIGKILL (TERM, INT): a signal at an exact point
   SLOW_STEP_S=x        sleep x seconds in each training forward (to send signals mid-run)
   KILL_RANK=r          under torchrun: only rank r kills itself, and only on the first attempt
                        (TORCHELASTIC_RESTART_COUNT=0), so the restarted workers run through
 
 Run under torchrun as `python -m torch.distributed.run ... tests/launcher.py run CONFIG ...`.
+
+`launcher.py --trials` runs many commands cheaply: it reads one trial a line on stdin
+({"args": [...], "env": {...}, "log": path}), runs it in a child forked from this process once
+its imports are done, and answers with the child's exit status on a line of stdout (-9: killed
+by SIGKILL).
 """
 from __future__ import annotations
 
@@ -29,6 +37,11 @@ from models.mlp import mlp  # noqa: E402
 COUNTS = {"train": 0, "eval": 0, "save": 0}
 
 
+
+def _signal() -> int:
+    return getattr(signal, "SIG" + os.environ.get("KILL_SIGNAL", "KILL"))
+
+
 def _armed() -> bool:
     if "KILL_RANK" not in os.environ:
         return True
@@ -38,7 +51,7 @@ def _armed() -> bool:
 def _tick(kind: str, env: str) -> None:
     COUNTS[kind] += 1
     if os.environ.get(env) and COUNTS[kind] == int(os.environ[env]) and _armed():
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal())
 
 
 class Killable(nn.Module):
@@ -110,11 +123,60 @@ def _dying_save(obj, f, *args, **kwargs):
 
 
 import runner.run.checkpoint  # noqa: E402
+import runner.report.finalize as finalize  # noqa: E402
 
 runner.run.checkpoint.torch.save = _dying_save
+
+
+def _in_reports(point: int, real):
+    def wrapper(*args, **kwargs):
+        if os.environ.get("KILL_IN_REPORTS") == str(point):
+            os.kill(os.getpid(), _signal())
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+finalize.load_run = _in_reports(1, finalize.load_run)  # finalize_run's first step
+finalize.to_markdown = _in_reports(2, finalize.to_markdown)  # leaderboard.csv is written by then
+
+
+def _trial(trial: dict) -> int:
+    """In a forked child: the command with its environment and its own log; never returns."""
+    os.environ.update(trial.get("env", {}))
+    log = os.open(trial["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.argv = ["compare", *trial["args"]]
+    code = 1
+    try:
+        main()
+        code = 0
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _trials() -> None:
+    import json  # noqa: PLC0415
+
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            _trial(json.loads(line))
+        _, status = os.waitpid(pid, 0)
+        print(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status), flush=True)
+
 
 if __name__ == "__main__":
     from runner.cli.main import main
 
-    sys.argv[0] = "compare"
-    main()
+    if sys.argv[1:2] == ["--trials"]:
+        import runner.cli.run, runner.run.experiment, runner.report.tb_views, torch.utils.tensorboard  # noqa: E401,F401 - imported once, before the forks
+        _trials()
+    else:
+        sys.argv[0] = "compare"
+        main()

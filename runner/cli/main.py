@@ -4,9 +4,8 @@ from __future__ import annotations
 import sys
 import warnings
 
-from runner.cli import run, authoring, reports, bench  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
-from runner.cli.app import app
-from runner.errors import CompareWarning
+from runner.errors import CompareWarning, StopNow
+from runner.run.interrupts import stop_at_once_on_signals
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -21,5 +20,15 @@ _python_showwarning = warnings.showwarning
 
 
 def main() -> None:
-    warnings.showwarning = _show_warning
-    app()
+    # First: a signal during the imports below (typer, rich, torch) is one line and 130/143,
+    # not a bare death by signal; `compare run` handles signals its own way while it trains.
+    stop_at_once_on_signals()
+    try:
+        from runner.cli import run, authoring, reports, bench  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
+        from runner.cli.app import app
+
+        warnings.showwarning = _show_warning
+        app()
+    except StopNow as err:
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(err.exit_code)

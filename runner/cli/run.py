@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from runner.cli.app import app, console, fail
-from runner.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, ConfigError, Problem
+from runner.errors import EXIT_SOME_FAILED, ConfigError, Problem
 
 
 def seeds_override(text: str) -> str:
@@ -24,27 +24,25 @@ def seeds_override(text: str) -> str:
 
 
 def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
-    """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes."""
+    """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes. A signal
+    that stops at once (StopNow) goes up to runner/cli/main.py, which prints it."""
     from runner.run import launch  # noqa: PLC0415
     from runner.run.interrupts import graceful_interrupts  # noqa: PLC0415
     from runner.run.progress import Progress, RichProgress  # noqa: PLC0415
 
     main = launch.env_rank() == 0
-    if launch.restart_count() > 0:
-        options["resume"] = True  # torchrun restarted the workers (a node or process was lost)
     try:
         with graceful_interrupts() as stop:
             experiment = experiment_factory()
+            if launch.restart_count() > 0:  # torchrun restarted the workers (a node or process was lost)
+                options["resume"] = (Path(run_dir or experiment.default_run_dir()) / "config.toml").exists()
             result = experiment.run(run_dir, progress=RichProgress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
-    except KeyboardInterrupt:  # the second Ctrl-C: stop at once
-        sys.stderr.write("error: interrupted; stopped at once (checkpoints already written are kept)\n")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
     if not main:
         return
     if result.already_finished:
-        console.print(f"{result.run_dir} already finished; nothing to resume")
+        console.print(f"{result.run_dir} already finished; nothing to resume (its reports were written again)")
         return
     from runner.cli.reports import print_board  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415

@@ -106,12 +106,13 @@ class Config:
     loss: LossConfig
     models: list[ModelConfig]
     source: str = "<config>"  # the file it came from, for messages
+    references_from: Path | None = None  # `base_dir` of load_config: a run directory's copy resolves as its run did
 
     @property
     def base_dir(self) -> Path:
         """Where relative file references (`my_model.py:Net`) start: the TOML file's folder,
         else (a dict) the working directory."""
-        return Path(".") if self.source.startswith("<") else Path(self.source).parent
+        return self.references_from or (Path(".") if self.source.startswith("<") else Path(self.source).parent)
 
     @property
     def seeds(self) -> list[int]:

@@ -36,7 +36,7 @@ from runner.errors import ConfigError, Problem, did_you_mean, shown
 # ---------------------------------------------------------------- loading and overrides
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: list[str] = (), base_dir: Path | None = None) -> Config:
     path = Path(path)
     source = str(path)
     try:
@@ -50,10 +50,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([Problem(source, "-", f"TOML syntax error: {err}")]) from None
-    return config_from_dict(raw, source=source, overrides=overrides)
+    return config_from_dict(raw, source=source, overrides=overrides, base_dir=base_dir)
 
 
-def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = ()) -> Config:
+def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (), base_dir: Path | None = None) -> Config:
+    """`base_dir`: where relative references resolve (a run directory's config copy: where its run resolved them)."""
     problems: list[Problem] = []
     # Overrides address the models as written (`model.tudui.sweep=...`); one that names a model
     # only a sweep creates (`model.tudui[lr=0.1].seed=3`) is applied after the expansion.
@@ -70,7 +71,7 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
         }
     raw, more, _ = apply_overrides(raw, later, source, problems)
     overridden |= more
-    config = _validate(raw, source, problems)
+    config = _validate(raw, source, problems, base_dir)
     problems = sweeps.collapse(problems, points)
     # A problem in a key given with --set (or inside a table given with --set) is reported against --set.
     problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) for k in overridden) else p for p in problems]
@@ -146,7 +147,7 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
     return config
 
 
-def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
+def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | None = None) -> Config | None:
     for key in raw:
         if key not in ("experiment", "data", "loss", "model"):
             problems.append(Problem(source, key, f"unknown table{did_you_mean(key, ['experiment', 'data', 'loss', 'model'])}"))
@@ -188,7 +189,7 @@ def _validate(raw: dict, source: str, problems: list[Problem]) -> Config | None:
         return None
     # Keys with bad types were left out (defaults stand in), so names and ranges of the
     # others are still checked: the user sees every problem in one go.
-    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source)
+    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source, base_dir)
     _check_values(config, problems)
     return config
 

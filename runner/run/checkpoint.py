@@ -1,51 +1,224 @@
-"""Atomic checkpoints: temp file in the same directory, fsync, os.replace; the previous one kept.
+"""Checkpoints: what one holds, how it is written, and which one a resume may trust.
 
-Only tensors and plain containers are saved, so they load with `torch.load(weights_only=True)`.
+    RUN_DIR/checkpoints/
+      checkpoint.pt        the newest checkpoint
+      checkpoint.prev.pt   the one before it (a damaged newest one costs one interval, not the run)
+      manifest.json        the sha256 and position of each checkpoint a resume may trust, and the
+                           folder relative references (`my_model.py:Net`) resolve from
+
+A checkpoint is `torch.save` of plain containers and tensors only, so it loads with
+`torch.load(weights_only=True)`. Every file goes through runner.atomic (temp file, fsync,
+os.replace, fsync of the directory). The manifest is written at the start of a fresh run (no
+checkpoint yet) and after each new checkpoint is on disk, before it takes the newest name, so a
+crash at any point leaves a manifest that vouches for the files a resume finds. See
+docs/checkpoints.md.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from runner.errors import CompareWarning
+from runner import atomic
+from runner.errors import CompareWarning, RunDirError
 
-LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+if TYPE_CHECKING:
+    from runner.config.schema import Config
+    from runner.run.distributed import Dist
+    from runner.run.sinks import HistorySink
 
-
-def save_checkpoint(state: dict, folder: Path) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{LATEST}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if (folder / LATEST).exists():
-        os.replace(folder / LATEST, folder / PREVIOUS)
-    os.replace(tmp, folder / LATEST)
-    _fsync_dir(folder)
-    return folder / LATEST
+FORMAT = 2  # the layout of the state below; another value is another compare's checkpoint
+FOLDER, MANIFEST = "checkpoints", "manifest.json"
+LATEST, NEXT, PREVIOUS = "checkpoint.pt", "checkpoint.next.pt", "checkpoint.prev.pt"
+PROGRESS = ("history.csv", "tb", "errors", "predictions")  # written only once the manifest exists
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class Checkpointer:
+    """One per run. Rank 0 alone reads and writes; under DDP `save` is collective (every rank
+    hands rank 0 its own random streams and partial sums)."""
 
+    def __init__(self, run_dir: Path, cfg: Config, dist: Dist):
+        self.run_dir, self.folder = Path(run_dir), Path(run_dir) / FOLDER
+        self.seeds = cfg.seeds
+        self.models = sorted(m.name for m in cfg.models)
+        self.dist = dist
+        self.history: HistorySink | None = None  # set once the run's history sink exists
+        self.fused: dict | None = None  # model name -> fused group label ("" = unfused); None when fuse is off
+        self.manifest: dict = {"format": FORMAT, "checkpoints": []}
+        self.last_good: str | None = None  # where the newest trusted checkpoint stands, for messages
+        self.loaded: Path | None = None  # the file a resume continues from
 
-def load_checkpoint(folder: Path) -> dict | None:
-    """The newest readable checkpoint; a corrupt newest one is named in a warning and skipped."""
-    for name in (LATEST, PREVIOUS):
-        path = Path(folder) / name
-        if not path.exists():
-            continue
+    # ------------------------------------------------------------ writing
+
+    def start(self, base_dir: Path) -> None:
+        """A fresh run: an empty manifest (a resume then knows nothing was checkpointed yet) and
+        the absolute folder this run resolves relative references from."""
+        self.folder.mkdir(exist_ok=True)
+        self.manifest = {"format": FORMAT, "base_dir": str(Path(base_dir).resolve()), "checkpoints": []}
+        self._write_manifest()
+
+    def save(self, shared) -> None:
+        """Mid-seed: called by the pass (a SharedPass) whenever its state is safe to save."""
+        ranks = self.dist.gather_objects(shared.rank_state()) if self.dist.enabled else None
+        self._commit(self._state(self.seeds.index(shared.seed), shared.state_dict(), ranks))
+
+    def end_seed(self, index: int) -> None:
+        """Seed `index` is done: the next one starts fresh; after the last, the run is finished."""
+        ranks = self.dist.gather_objects(None) if self.dist.enabled else None
+        self._commit(self._state(index + 1, None, ranks, finished=index + 1 == len(self.seeds)))
+
+    def _state(self, seed_index: int, pass_state: dict | None, ranks, finished: bool = False) -> dict:
+        return {
+            "version": FORMAT,
+            "models": self.models,
+            "seed_index": seed_index,
+            "finished": finished,
+            "history": self.history.rows,
+            "pass": pass_state,
+            "global_rng": torch.get_rng_state(),
+            "world_size": self.dist.world,
+            "ranks": ranks,
+            "fused": self.fused,
+        }
+
+    def _commit(self, state: dict) -> None:
+        self.dist.from_main(lambda: self._write(state))
+
+    def _write(self, state: dict) -> None:
+        entry = {"where": self.where(state)}
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with atomic.atomic_write(self.folder / NEXT) as f:
+                torch.save(state, f)
+            entry["sha256"] = sha256(self.folder / NEXT)
+            self.manifest["checkpoints"] = [entry] + self.manifest["checkpoints"][:1]
+            self._write_manifest()
+        except (OSError, RuntimeError) as err:
+            if not atomic.is_disk_full(err):
+                raise
+            last = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was written yet"
+            raise RunDirError(f"no space left on device writing {self.folder / LATEST}; {last}; free some space, then `compare resume {self.run_dir}`") from None
+        if (self.folder / LATEST).exists():
+            os.replace(self.folder / LATEST, self.folder / PREVIOUS)
+        os.replace(self.folder / NEXT, self.folder / LATEST)
+        atomic.fsync_dir(self.folder)
+        self.last_good = entry["where"]
+
+    def _write_manifest(self) -> None:
+        atomic.write_text(self.folder / MANIFEST, json.dumps(self.manifest, indent=1) + "\n")
+
+    def where(self, state: dict) -> str:
+        """A checkpoint's position in words: "epoch 3 step 40", "the end of epoch 2", "the end of seed 1"."""
+        p, index = state["pass"], state["seed_index"]
+        if p is not None:
+            at = f"epoch {p['epoch']} step {p['step']}" if p["step"] else f"the end of epoch {p['epoch'] - 1}"
+            return at + (f" of seed {p['seed']}" if len(self.seeds) > 1 else "")
+        return "the end of the run" if state["finished"] else f"the end of seed {self.seeds[index - 1]}"
+
+    # ------------------------------------------------------------ reading
+
+    def load(self) -> dict | None:
+        """The newest checkpoint that is intact, in this format and of this run's models; each
+        one passed over is named in a warning. None when the run never reached its first
+        checkpoint. A run that made progress but has no trustworthy checkpoint is a RunDirError
+        (nothing is deleted: starting over is the user's choice). Reads only: `settle` tidies
+        up once the run directory's lock is held."""
+        trusted = self._trusted_hashes()
+        rejected: list[str] = []
+        for name in (LATEST, NEXT, PREVIOUS):
+            path = self.folder / name
+            if not path.is_file():
+                continue
+            if trusted is not None and sha256(path) not in trusted:
+                if name != NEXT:  # an unvouched NEXT is a write a crash cut short: not damage
+                    rejected.append(self._pass_over(path, "its sha256 differs from the one manifest.json records: the file is damaged"))
+                continue
+            problem, state = self._read(path)
+            if problem is None:
+                self.last_good, self.loaded = self.where(state), path
+                return state
+            rejected.append(self._pass_over(path, problem))
+        if rejected:
+            raise self._damaged("no checkpoint in it can be trusted (" + "; ".join(rejected) + ")")
+        if trusted == set():
+            return None  # a fresh run killed before its first checkpoint: nothing to lose
+        if trusted:
+            raise self._damaged(f"{self.folder} lost the checkpoint files manifest.json lists")
+        progress = [name for name in PROGRESS if (self.run_dir / name).exists()]
+        if progress:
+            raise self._damaged(f"{self.folder} is missing, yet the run wrote {', '.join(progress)}")
+        return None
+
+    def settle(self) -> None:
+        """Under the lock, after `load` found a checkpoint: the one resumed from becomes the newest
+        file and the manifest's only entry (a damaged one it skipped is replaced, so the next save
+        keeps a good previous one), and temp files of writes a crash cut short go."""
+        for stale in self.folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        if self.loaded.name != LATEST:
+            os.replace(self.loaded, self.folder / LATEST)
+        self.manifest["checkpoints"] = [{"where": self.last_good, "sha256": sha256(self.folder / LATEST)}]
+        self._write_manifest()
+
+    def _trusted_hashes(self) -> set[str] | None:
+        """The sha256s manifest.json vouches for; None when there is no readable manifest (the
+        files are then checked for format and models only)."""
+        path = self.folder / MANIFEST
+        if not path.exists():
+            if any(self.folder.glob("checkpoint*.pt")):
+                warnings.warn(f"{path} is missing: the checkpoints cannot be verified", CompareWarning, stacklevel=3)
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+            hashes = {entry["sha256"] for entry in manifest["checkpoints"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"{path} is unreadable ({type(err).__name__}: {err}): the checkpoints cannot be verified", CompareWarning, stacklevel=3)
+            return None
+        self.manifest = manifest
+        return hashes
+
+    def _read(self, path: Path) -> tuple[str | None, dict | None]:
+        """(None, state) for this run's checkpoint, else (why not, None)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file means: fall back
-            warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying the previous one", CompareWarning, stacklevel=2)
-    return None
+            return f"{type(err).__name__}: {err}", None
+        if not isinstance(state, dict) or "version" not in state:
+            return "not a compare checkpoint", None
+        if state["version"] != FORMAT:
+            return f"checkpoint format {state['version']!r}, this compare reads format {FORMAT}", None
+        if state.get("models") != self.models:
+            return f"it holds the models {', '.join(map(str, state.get('models') or []))}, this run has {', '.join(self.models)}", None
+        return None, state
+
+    def _pass_over(self, path: Path, problem: str) -> str:
+        warnings.warn(f"checkpoint {path} is unreadable ({problem}); trying the previous one", CompareWarning, stacklevel=4)
+        return f"{path.name}: {problem}"
+
+    def _damaged(self, what: str) -> RunDirError:
+        return RunDirError(
+            f"cannot resume {self.run_dir}: {what}. Nothing was deleted; to start over, "
+            "run its config with --overwrite (or another --out)"
+        )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_base_dir(run_dir: Path) -> Path | None:
+    """The absolute folder a run resolved relative references from (None for a run that
+    predates the record, or whose manifest is unreadable)."""
+    try:
+        base = json.loads((Path(run_dir) / FOLDER / MANIFEST).read_text()).get("base_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(base) if isinstance(base, str) else None

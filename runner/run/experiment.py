@@ -30,18 +30,16 @@ from runner.data.loaders import load_data
 from runner.engine.slot import Slot
 from runner.errors import CompareError, RunDirError
 from runner.report.finalize import finalize_run
-from runner.run.checkpoint import load_checkpoint, save_checkpoint
+from runner.atomic import is_disk_full
+from runner.run.checkpoint import Checkpointer, recorded_base_dir
 from runner.run.distributed import Dist, session
 from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
-from runner.run.run_dir import claim_run_dir, default_run_dir
+from runner.run.run_dir import claim_run_dir, default_run_dir, run_dir_lock
 from runner.run.shared_pass import Outputs, SharedPass
 from runner.run.sinks import HistorySink, write_csv_atomic
-
-CHECKPOINTS = "checkpoints"
-
 
 @dataclass
 class RunResult:
@@ -91,7 +89,8 @@ class Experiment:
         path = Path(run_dir) / "config.toml"
         if not path.exists():
             raise RunDirError(f"{run_dir} is not a run directory (no config.toml)")
-        return cls.from_toml(path)
+        # Relative references resolve from the folder of the config the run started from.
+        return cls(load_config(path, base_dir=recorded_base_dir(Path(run_dir))))
 
     def default_run_dir(self) -> Path:
         return default_run_dir(self.config.experiment.output_dir, self.config.experiment.name)
@@ -123,13 +122,14 @@ class Experiment:
         cfg = self.config
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
         device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
+        checkpointer = Checkpointer(run_dir, cfg, dist)
         # Rank 0 reads the checkpoint and hands it to the others: only its node needs the run dir.
-        checkpoint = dist.from_main(lambda: self._resume_point(run_dir)) if resume else None
+        checkpoint = dist.from_main(lambda: self._resume_point(run_dir, checkpointer)) if resume else None
         if checkpoint is not None and checkpoint.get("world_size", 1) != dist.world:
             raise RunDirError(f"{run_dir} was checkpointed by {checkpoint.get('world_size', 1)} process(es); resume it with as many (now {dist.world})")
         if checkpoint is not None and checkpoint["finished"]:
-            board, history = dist.from_main(lambda: (pd.read_csv(run_dir / "leaderboard.csv"), pd.read_csv(run_dir / "history.csv")))
-            return RunResult(run_dir, board, history, already_finished=True)
+            board = dist.from_main(lambda: self._finish_again(run_dir, checkpoint, plots, stop))
+            return RunResult(run_dir, board, HistorySink(run_dir, checkpoint["history"], write_file=False).frame(), already_finished=True)
 
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
         data = load_data(cfg, device)
@@ -164,8 +164,11 @@ class Experiment:
 
         dist.from_main(claim)
         with lock:
+            dist.from_main(lambda: checkpointer.settle() if checkpoint is not None else checkpointer.start(cfg.base_dir))
             history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None, write_file=dist.main)
-            out = Outputs(run_dir, history, checkpoint=None, progress=progress or Progress(), stop=stop if stop is not None else StopFlag(),
+            checkpointer.history, checkpointer.fused = history, fused
+            stop = stop if stop is not None else StopFlag()
+            out = Outputs(run_dir, history, checkpointer, progress=progress or Progress(), stop=stop,
                           checkpoint_every_steps=cfg.experiment.checkpoint_every_steps, grad_histograms=cfg.experiment.grad_histograms)
             try:
                 for index in range(first_seed, len(cfg.seeds)):
@@ -176,45 +179,54 @@ class Experiment:
                         torch.set_rng_state(checkpoint["global_rng"])
                         if dist.enabled:  # every rank takes back its own streams and partial sums
                             shared.load_rank_state(checkpoint["ranks"][dist.rank])
-                    out.checkpoint = lambda p, i=index: self._save(run_dir, i, p, history, dist, fused=fused)
                     shared.run(out)
-                    # Seed done: the next one starts fresh (pass None); after the last, finished.
-                    self._save(run_dir, index + 1, None, history, dist, finished=index + 1 == len(cfg.seeds), fused=fused)
+                    checkpointer.end_seed(index)
+                    if stop:  # a signal during the seed's last evaluation or its predictions
+                        done = "training finished" if index + 1 == len(cfg.seeds) else f"seed {seed} finished"
+                        raise Interrupted(stop.signum, f"{done} and checkpointed; `compare resume {run_dir}` goes on from there")
             except Interrupted:
                 if dist.main and not history.frame().empty:
                     finalize_run(run_dir, plots=False)  # the partial leaderboard
                 raise
             # Reports read the run directory back, as `compare leaderboard` / `compare plot` do;
             # only rank 0 writes (and reads) them.
-            board = finalize_run(run_dir, plots=plots).table if dist.main else pd.DataFrame()
+            board = self._reports(run_dir, plots, stop).table if dist.main else pd.DataFrame()
         return RunResult(run_dir, board, history.frame())
 
-    def _resume_point(self, run_dir: Path) -> dict | None:
+    def _finish_again(self, run_dir: Path, checkpoint: dict, plots: bool, stop: StopFlag | None) -> pd.DataFrame:
+        """A finished run resumed: its reports again, from the checkpoint's history (it is the
+        copy a kill or a full disk cannot have cut short) and the predictions."""
+        with run_dir_lock(run_dir):
+            HistorySink(run_dir, checkpoint["history"]).write([])
+            return self._reports(run_dir, plots, stop).table
+
+    def _reports(self, run_dir: Path, plots: bool, stop: StopFlag | None):
+        """finalize_run; a signal now stops it at once (the finished checkpoint is written, and a
+        resume writes the reports again), a full disk is the user's to fix."""
+        if stop is not None:
+            stop.at_once = f"training finished and checkpointed; `compare resume {run_dir}` writes the reports"
+        try:
+            return finalize_run(run_dir, plots=plots)
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            raise RunDirError(f"no space left on device writing the reports of {run_dir}; training finished and is checkpointed: free some space, then `compare resume {run_dir}`") from None
+        finally:
+            if stop is not None:
+                stop.at_once = None
+
+    def _resume_point(self, run_dir: Path, checkpointer: Checkpointer) -> dict | None:
         """The checkpoint to continue from; None when the run never reached its first one."""
+        if not run_dir.is_dir() or not any(run_dir.iterdir()):
+            raise RunDirError(f"nothing to resume in {run_dir}: it holds no run; leave out --resume to start one there")
         saved_config = run_dir / "config.toml"
         if not saved_config.exists():
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise RunDirError(f"{run_dir} is not a run directory (no config.toml); nothing to resume")
-            return None
-        differences = config_differences(tomllib.loads(saved_config.read_text()), self.config.to_dict())
+            raise RunDirError(f"{run_dir} is not a run directory (no config.toml); nothing to resume")
+        try:
+            saved = tomllib.loads(saved_config.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise RunDirError(f"{saved_config} is damaged ({err}); nothing was deleted; to start over, run the config with --overwrite") from None
+        differences = config_differences(saved, self.config.to_dict())
         if differences:
             raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
-        return load_checkpoint(run_dir / CHECKPOINTS)
-
-    def _save(self, run_dir: Path, seed_index: int, shared: SharedPass | None, history: HistorySink, dist: Dist, finished: bool = False, fused: dict | None = None) -> None:
-        """Collective under DDP: every rank hands rank 0 its own random streams and partial
-        sums (`ranks`); rank 0 writes the one checkpoint (weights are equal on every rank)."""
-        ranks = dist.gather_objects(shared.rank_state() if shared is not None else None) if dist.enabled else None
-        state = {
-            "version": 1,
-            "seed_index": seed_index,
-            "finished": finished,
-            "history": history.rows,
-            "pass": shared.state_dict() if shared is not None else None,
-            "global_rng": torch.get_rng_state(),
-            "world_size": dist.world,
-            "ranks": ranks,
-            "fused": fused,  # model name -> fused group label ("" = unfused); None when fuse is off
-        }
-        dist.from_main(lambda: save_checkpoint(state, run_dir / CHECKPOINTS))
-
+        return checkpointer.load()

@@ -1,11 +1,15 @@
-"""SIGINT/SIGTERM: the first asks the run to stop after the current step (checkpoint written);
-the second stops at once."""
+"""SIGINT/SIGTERM. During training the first asks the run to stop after the current step
+(checkpoint written, `Interrupted`); the second stops at once. Where there is nothing to save
+(startup, the reports of a run whose finished checkpoint is written) a signal stops at once.
+Either way the CLI prints one line and exits 128 + the signal: 130 (SIGINT), 143 (SIGTERM)."""
 from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
 
 from runner.errors import CompareError, StopNow
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(CompareError):
@@ -15,13 +19,25 @@ class Interrupted(CompareError):
 
 
 class StopFlag:
-    """Set by a signal; the run checks it between steps."""
+    """Set by a signal; the run checks it between steps. While `at_once` holds a message, a
+    signal raises StopNow with it instead."""
 
     def __init__(self):
         self.signum: int | None = None
+        self.at_once: str | None = None
 
     def __bool__(self) -> bool:
         return self.signum is not None
+
+
+def _stop_now(signum, frame):
+    raise StopNow(signum, "stopped at once, outside training (nothing to checkpoint)")
+
+
+def stop_at_once_on_signals() -> None:
+    """For the process's start (imports, config) and end (printing): nothing to save there."""
+    for s in SIGNALS:
+        signal.signal(s, _stop_now)
 
 
 @contextmanager
@@ -29,11 +45,13 @@ def graceful_interrupts():
     flag = StopFlag()
 
     def handler(signum, frame):
+        if flag.at_once:
+            raise StopNow(signum, flag.at_once)
         if flag:  # second signal: stop now
-            raise StopNow
+            raise StopNow(signum, "stopped at once (checkpoints already written are kept)")
         flag.signum = signum
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield flag
     finally:

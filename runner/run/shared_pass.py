@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from runner import atomic
 from runner.config.schema import Config
 from runner.data.loaders import config_streams
+from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, train_one_epoch
 from runner.run.interrupts import Interrupted, StopFlag
@@ -24,11 +24,11 @@ from runner.engine.slot import Slot
 
 @dataclass
 class Outputs:
-    """Where a pass reports to; `checkpoint()` is called with the pass whenever state is safe to save."""
+    """Where a pass reports to; `checkpointer.save(pass)` whenever its state is safe to save."""
 
     run_dir: Path
     history: HistorySink
-    checkpoint: Callable[["SharedPass"], None]
+    checkpointer: Checkpointer
     progress: Progress
     stop: StopFlag
     checkpoint_every_steps: int | None = None
@@ -81,7 +81,7 @@ class SharedPass:
                 stop = self.stop_agreed if self.dist.enabled else out.stop.signum
                 every = out.checkpoint_every_steps
                 if stop or (every and self.step % every == 0):
-                    out.checkpoint(self)
+                    out.checkpointer.save(self)
                 if stop:
                     raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}")
 
@@ -109,7 +109,7 @@ class SharedPass:
         self.epoch, self.step = epoch + 1, 0
         self.epoch_start_gen = self.train_gen.get_state()
         if not self.finished and any(s.live for s in self.slots):
-            out.checkpoint(self)
+            out.checkpointer.save(self)
             stop = self.stop_agreed if self.dist.enabled else out.stop.signum
             if stop:
                 raise Interrupted(stop, f"checkpoint written after epoch {epoch}")
