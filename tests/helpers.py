@@ -35,8 +35,13 @@ def compare(*args, cwd=ROOT, env=None) -> subprocess.CompletedProcess:
 
 
 def launch(*args, env=None, wait=True):
+    """`compare ARGS` through tests/launcher.py. A run or resume writes no PNGs unless the test
+    passes --plots (plotting costs seconds per run; tests/report/test_plots.py covers it)."""
     full_env = os.environ | (env or {})
-    cmd = [sys.executable, str(LAUNCHER), *map(str, args)]
+    args = [str(a) for a in args]
+    if args and args[0] in ("run", "resume") and not {"--plots", "--no-plots", "--dry-run"} & set(args):
+        args.append("--no-plots")
+    cmd = [sys.executable, str(LAUNCHER), *args]
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
