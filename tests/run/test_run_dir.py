@@ -250,10 +250,13 @@ DIES_HOLDING = r"""
 import os, signal, sys
 from runner.run.run_dir import run_dir_lock
 with run_dir_lock(sys.argv[1]):
+    ready, tell = os.pipe()
     child = os.fork()
     if child == 0:  # like a DataLoader worker: outlives its parent for a moment
+        os.write(tell, b"1")  # fork's hooks have run
         os.read(0, 1)
         os._exit(0)
+    os.read(ready, 1)
     print(child, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
