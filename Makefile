@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(BIN)/compare run experiments/digits.toml --out runs/demo --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 clean:
 	rm -rf runs .pytest_cache

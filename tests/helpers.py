@@ -77,6 +77,6 @@ def cli(*args):
     """The `compare` CLI in this process (typer's test runner): what `compare ARGS` prints and
     exits with, at a fraction of a subprocess's cost. Result has exit_code, stdout, stderr."""
     from typer.testing import CliRunner  # noqa: PLC0415
-    from runner.cli.main import app  # noqa: PLC0415
+    from runner.cli.main import application  # noqa: PLC0415
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return CliRunner().invoke(application(), [str(a) for a in args])

@@ -73,7 +73,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_importing_runner_and_the_cli_imports_no_heavy_module():
-    probe = "import sys, runner, runner.cli.main; print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
+    probe = "import sys, runner, runner.cli.main; runner.cli.main.application(); print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 

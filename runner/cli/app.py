@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner.errors import EXIT_INTERNAL, LINE_CHARS, CompareError, clip
+from runner.atomic import is_disk_full
+from runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, LINE_CHARS, CompareError, clip
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
@@ -35,6 +36,10 @@ def fail(err: Exception, debug: bool) -> None:
         for line in str(err).splitlines():
             sys.stderr.write(f"error: {clip(line, LINE_CHARS)}\n")
         raise typer.Exit(err.exit_code)
+    if is_disk_full(err):  # anywhere (history.csv, predictions, TensorBoard): the user's to fix
+        where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+        sys.stderr.write(f"error: no space left on device{where}; free some space, then `compare resume RUN_DIR` goes on from the last checkpoint\n")
+        raise typer.Exit(EXIT_BAD_INPUT)
     sys.stderr.write(f"internal error: {type(err).__name__}: {clip(' '.join(str(err).split()), LINE_CHARS)} (rerun with --debug for the traceback)\n")
     raise typer.Exit(EXIT_INTERNAL)
 

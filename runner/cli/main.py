@@ -19,14 +19,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_showwarning = warnings.showwarning
 
 
+def application():
+    """The typer app with every command registered (imported here, not at module level, so
+    that `main` has its signal handling in place first)."""
+    from runner.cli import run, authoring, reports, bench  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
+    from runner.cli.app import app
+
+    return app
+
+
 def main() -> None:
     # First: a signal during the imports below (typer, rich, torch) is one line and 130/143,
     # not a bare death by signal; `compare run` handles signals its own way while it trains.
     stop_at_once_on_signals()
     try:
-        from runner.cli import run, authoring, reports, bench  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
-        from runner.cli.app import app
-
+        app = application()
         warnings.showwarning = _show_warning
         app()
     except StopNow as err:

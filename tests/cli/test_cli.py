@@ -1,6 +1,7 @@
 """`compare run` from the command line: files written, TensorBoard readable, bad input."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import compare, digits_config, mlp, write
+from tests.helpers import cli, compare, digits_config, mlp, write
 
 TAGS = {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "grad_norm/mean", "grad_norm/max", "lr"}
 
@@ -174,3 +175,19 @@ def test_leaderboard_bad_options_are_one_line_exit_2(demo_run, args, expected):
 def test_leaderboard_of_a_missing_run_dir(tmp_path):
     proc = compare("leaderboard", tmp_path / "nope")
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory"
+
+
+def test_a_full_disk_mid_run_is_exit_2_naming_the_file(tmp_path, monkeypatch):
+    """Checkpoints and reports say which checkpoint is good (tests/run/test_checkpoint.py);
+    any other write that finds the disk full (history.csv here) is the user's to fix too."""
+    from runner.run import sinks  # noqa: PLC0415
+
+    def full(frame, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(sinks, "write_csv_atomic", full)
+    result = cli("run", write(tmp_path, digits_config([mlp("a")], epochs=1, subset=200)), "--out", tmp_path / "run", "-q", "--no-plots")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: no space left on device writing {tmp_path / 'run' / 'history.csv'}; free some space, then `compare resume RUN_DIR` goes on from the last checkpoint"
+    ]
