@@ -198,9 +198,8 @@ def test_a_finished_run_without_its_reports_or_with_a_garbled_history_gets_them_
     (run_dir / "leaderboard.csv").unlink()
     (run_dir / "leaderboard.md").unlink()
     (run_dir / "history.csv").write_text("garbled,\n\x00")
-    (run_dir / ".lock").write_text("999999999")  # a stale lock
-    with pytest.warns(CompareWarning, match="taking over a stale lock"):
-        result = resume_finished(run_dir)
+    (run_dir / ".lock").write_text("999999999")  # left by a killed run (its flock died with it)
+    result = resume_finished(run_dir)
     assert result.already_finished
     assert (run_dir / "history.csv").read_bytes() == expected and (run_dir / "leaderboard.csv").read_bytes() == board
     assert (run_dir / "leaderboard.md").exists() and not (run_dir / ".lock").exists()

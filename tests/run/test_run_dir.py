@@ -79,7 +79,7 @@ def test_overwrite_refuses_a_folder_compare_did_not_write(tmp_path):
 
 def test_overwrite_removes_what_compare_wrote_and_nothing_else(tmp_path):
     out = tmp_path / "run"
-    first = launch("run", write_config(tmp_path, [killable("a"), explodes("bad", "raise")], epochs=1), "--out", out, "-q")
+    first = launch("run", write_config(tmp_path, [killable("a"), explodes("bad", "raise")], epochs=1), "--out", out, "-q", "--plots")
     assert first.returncode == 3, first.stderr
     # Every entry a run writes (plots and errors/ included) is one --overwrite knows, and back.
     assert {p.name for p in out.iterdir()} == RUN_FILES | RUN_FOLDERS | {MARKER}
