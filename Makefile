@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(BIN)/compare run experiments/digits.toml --out runs/demo --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
 	rm -rf runs .pytest_cache
