@@ -30,16 +30,16 @@ from runner.data.loaders import load_data
 from runner.engine.slot import Slot
 from runner.errors import CompareError, RunDirError
 from runner.report.finalize import finalize_run
-from runner.atomic import is_disk_full
 from runner.run.checkpoint import Checkpointer, recorded_base_dir
 from runner.run.distributed import Dist, session
 from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
-from runner.run.run_dir import claim_run_dir, default_run_dir, run_dir_lock
+from runner.run.run_dir import claim_run_dir, default_run_dir
 from runner.run.shared_pass import Outputs, SharedPass
 from runner.run.sinks import HistorySink, write_csv_atomic
+
 
 @dataclass
 class RunResult:
@@ -195,8 +195,9 @@ class Experiment:
 
     def _finish_again(self, run_dir: Path, checkpoint: dict, plots: bool, stop: StopFlag | None) -> pd.DataFrame:
         """A finished run resumed: its reports again, from the checkpoint's history (it is the
-        copy a kill or a full disk cannot have cut short) and the predictions."""
-        with run_dir_lock(run_dir):
+        copy a kill or a full disk cannot have cut short) and the predictions. The directory is
+        claimed as for any resume (checked, locked)."""
+        with claim_run_dir(run_dir, fresh=False):
             HistorySink(run_dir, checkpoint["history"]).write([])
             return self._reports(run_dir, plots, stop).table
 
@@ -208,7 +209,7 @@ class Experiment:
         try:
             return finalize_run(run_dir, plots=plots)
         except OSError as err:
-            if not is_disk_full(err):
+            if not atomic.is_disk_full(err):
                 raise
             raise RunDirError(f"no space left on device writing the reports of {run_dir}; training finished and is checkpointed: free some space, then `compare resume {run_dir}`") from None
         finally:
