@@ -26,7 +26,7 @@ FACTORS: dict[str, tuple] = {
     "fuse": ("off", "on"),
     "precision": ("32", "bf16-mixed"),
     "seeds": (1, 2),
-    "early_stopping": (False, True),
+    "early_stopping": (False, True),  # True: on val_loss, so with a val split (data.val_fraction)
     "sweep": (False, True),
     "resume": (False, True),  # killed mid-run, then `compare resume`
     "torchrun": (False, True),  # 2 CPU processes (gloo)
@@ -79,18 +79,21 @@ def model(name: str, lr: float, arch: str = "test_mlp", **extra) -> dict:
 
 
 def raw_config(row: dict, arch: str = "test_mlp") -> dict:
-    """Digits, 200 train samples in batches of 50, two or three same-architecture models."""
+    """Digits, 200 train samples in batches of 50 (with a val split: 250 less the 50 held out),
+    two or three same-architecture models."""
     a = model("a", 0.1, arch) | ({"sweep": {"optimizer.lr": [0.1, 0.05]}} if row["sweep"] else {})
     # b never stops early: the others leave the pass after epoch 2, b trains epoch 3 alone.
-    b = model("b", 0.05, arch) | ({"early_stopping": {"metric": "train_loss", "patience": 9}} if row["early_stopping"] else {})
+    b = model("b", 0.05, arch) | ({"early_stopping": {"metric": "val_loss", "patience": 9}} if row["early_stopping"] else {})
     experiment = {
         "name": "combo", "seed": 0, "epochs": EPOCHS, "device": "cpu", "grad_histograms": False,
         "fuse": row["fuse"], "precision": row["precision"], "seeds": [0, 1][: row["seeds"]],
         "checkpoint_every_steps": 1,
     }
     if row["early_stopping"]:  # min_delta no loss can beat: no improvement after epoch 1
-        experiment["early_stopping"] = {"metric": "train_loss", "patience": 1, "min_delta": 10.0}
+        experiment["early_stopping"] = {"metric": "val_loss", "patience": 1, "min_delta": 10.0}
     data = {"dataset": "digits", "batch_size": 50, "eval_batch_size": 100, "subset": 200, "test_subset": 100, "cache": row["cache"]}
+    if row["early_stopping"]:  # 50 of 250 held out: 200 train samples either way
+        data |= {"subset": 250, "val_fraction": 0.2}
     return {"experiment": experiment, "data": data, "loss": {"name": "CrossEntropyLoss"}, "model": [a, b]}
 
 

@@ -2,8 +2,6 @@
 is one clear line, not a crash in the middle of epoch 1."""
 from __future__ import annotations
 
-import torch
-
 from runner.data.splits import known_targets
 from runner.errors import DataError
 

@@ -44,7 +44,8 @@ def leaderboard_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories; several merge into one table (models keyed by run + name).")],
     sort: Annotated[Optional[str], typer.Option(help="Order rows by this leaderboard.csv column (accuracies high first, others low first).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (terminal), csv, md (with the evidence) or latex.")] = Format.table,
-    metric: Annotated[str, typer.Option(help="history.csv column to rank by (final epoch, mean over seeds).")] = "test_acc",
+    metric: Annotated[str, typer.Option(help="history.csv column to rank by (at the selected epoch, mean over seeds).")] = "test_acc",
+    select: Annotated[Optional[str], typer.Option(help="Which epoch to report: final, or best_val (each model's best epoch on val); default: the run's report.select.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write csv/md/latex to this file instead of stdout.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
@@ -57,7 +58,7 @@ def leaderboard_cmd(
         if out is not None and fmt is Format.table:
             raise ReportError("--out writes csv, md or latex: add --format csv|md|latex")
         runs = [load_run(p) for p in run_dirs]
-        board = formats.sort(build(runs, metric), sort)
+        board = formats.sort(build(runs, metric, select), sort)
         name = formats.title(runs[0]) if len(runs) == 1 else f"{len(runs)} runs: leaderboard"
         text = {Format.csv: formats.to_csv, Format.md: lambda b: formats.to_markdown(b, name), Format.latex: formats.to_latex}.get(fmt, lambda b: "")(board)
         if out is not None:

@@ -84,7 +84,7 @@ def make_streams(data, seed: int, batch_size: int, eval_batch_size: int, device:
         return DataLoader(split, batch_sampler=batches, generator=generator, **workers)
 
     val, val_gen = None, None
-    if data.val is not None:  # its own generator: the val pass moves neither test's nor a model's stream
+    if getattr(data, "val", None) is not None:  # its own generator: the val pass moves neither test's nor a model's stream
         val_gen = torch.Generator().manual_seed(seed)
         val = stream(data.val, eval_batches(len(data.val), eval_batch_size, rank, world), val_gen)
     # Augmentation draws are per rank (each rank augments its own slice); rank 0 keeps the

@@ -184,7 +184,9 @@ def paired_t_power(seeds: int, effect: float, alpha: float = ALPHA) -> float:
     df = seeds - 1
     nc = abs(effect) * math.sqrt(seeds)
     crit = float(stats.t.ppf(1 - alpha / 2, df))
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    # Far in the tail scipy's noncentral t returns NaN; the power there is 1 to machine precision.
+    return power if math.isfinite(power) else 1.0
 
 
 def mde_over_seeds(sd: float, seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -194,7 +196,7 @@ def mde_over_seeds(sd: float, seeds: int, alpha: float = ALPHA, power: float = P
         return math.nan
     if sd == 0:
         return 0.0
-    effect = optimize.brentq(lambda e: paired_t_power(seeds, e, alpha) - power, 1e-9, 1e4)
+    effect = optimize.brentq(lambda e: paired_t_power(seeds, e, alpha) - power, 1e-9, 1e3)
     return float(effect * sd)
 
 

@@ -32,7 +32,7 @@ def test_dry_run_prints_the_plan_and_trains_and_writes_nothing(tmp_path):
     proc = compare("run", write(tmp_path, raw), "--dry-run", "--out", out)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    for expected in ("dry run (nothing trained, nothing written)", "device: cpu", "data: digits: 1,347 train / 450 test samples, input 1x8x8, 10 classes",
+    for expected in ("dry run (nothing trained, nothing written)", "device: cpu", "data: digits: 1,347 train / 0 val / 450 test samples, input 1x8x8, 10 classes", "val: none",
                      "batches per epoch: 22 of 64 (+ 4 eval batches); 3 epochs = 66 steps per model", "3 models, one shared pass",
                      "m[lr=0.1]", "m[lr=0.03]", "SGD lr=0.03", "Adam lr=0.001", "4.7k", "64x10", f"run directory: {out}"):
         assert expected in text, f"{expected!r} not in\n{text}"

@@ -18,7 +18,7 @@ from tests.helpers import digits_config, mlp
 
 REQUIRED = [
     "rank", "model", "arch", "params", "flops_per_sample", "test_acc_mean", "test_acc_std", "test_acc_ci95_low",
-    "test_acc_ci95_high", "test_loss_mean", "best_epoch", "train_time_s", "samples_per_s", "status", "p_vs_best",
+    "test_acc_ci95_high", "test_loss_mean", "selected_epoch", "selected_on", "train_time_s", "samples_per_s", "status", "p_vs_best",
     "tied_with_best", "grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite",
 ]
 
