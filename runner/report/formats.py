@@ -198,6 +198,10 @@ def evidence_summary(board: Leaderboard) -> list[str]:
 
 # ---- across datasets (runner/report/across.py): the same three renderings of an Across ----
 
+def _groups(a: Across) -> str:
+    return "; ".join("{" + ", ".join(g) + "}" for g in a.groups) or "none: every pair differs by at least CD"
+
+
 def across_display(a: Across) -> pd.DataFrame:
     """model, one "score (rank)" cell per dataset (blank: no score there), average rank, p vs best."""
     t = a.table
@@ -232,6 +236,7 @@ def across_evidence(a: Across) -> list[str]:
             f"- **Nemenyi critical difference:** CD = q_alpha * sqrt(k(k+1)/(6N)) = {a.q:.3f} * sqrt({k}*{k + 1}/(6*{n})) = {a.cd:.3f} at alpha = {a.alpha:g}: "
             "two models whose average ranks differ by at least CD differ significantly (all pairs compared, so it is conservative)."
         )
+        lines.append(f"- **Not significantly different (Nemenyi):** {_groups(a)}.")
         lines.append(
             "- **p vs best:** two-sided Wilcoxon signed-rank test of each model's scores against the best model's over the datasets "
             f"(zero differences split between the signs), Holm-corrected over {k - 1} comparison(s)."
@@ -263,4 +268,5 @@ def across_summary(a: Across) -> list[str]:
         lines.append(f"Friedman over {n} datasets, {k} models: chi2_F = {f.chi2:.3f}, p = {_p(f.p)}; Iman-Davenport F_F = {f.f:.3f}, p = {_p(f.f_p)}")
     if a.cd is not None:
         lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}")
+        lines.append(f"not significantly different (Nemenyi): {_groups(a)}")
     return lines + [f"note: {note}" for note in a.notes]
