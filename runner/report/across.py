@@ -154,8 +154,8 @@ def _describe(runs: list[RunData]) -> list[str]:
     def words(shown: list[str]) -> list[str]:
         return [", ".join([str(d.get("dataset", "?")), *(f"{k}={d[k]}" for k in shown if k in d)]) for d in datas]
 
-    out = words([k for k in varying if k != "root"])
-    return out if len(set(out)) == len(out) else words(varying)
+    short, full = words([k for k in varying if k != "root"]), words(varying)
+    return [f if short.count(s) > 1 else s for s, f in zip(short, full)]
 
 
 def build(runs: list[RunData], metric: str = "test_acc", alpha: float = ALPHA) -> Across:
@@ -207,8 +207,9 @@ def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str =
             result["friedman"] = friedman(matrix)
         else:
             notes.append(f"no Friedman test: it needs at least 3 datasets and 3 models (here {n} and {k})")
-        if n < 6:
-            notes.append(f"with {n} datasets the two-sided Wilcoxon test cannot reach p < 0.05 (its smallest p is {2 / 2 ** n:.3g}): more datasets are needed to show a difference")
+        smallest = 2 / 2**n  # the exact two-sided Wilcoxon p when every dataset favours one side
+        if k >= 2 and smallest * (k - 1) >= alpha:
+            notes.append(f"with {n} datasets the two-sided Wilcoxon p is at least {smallest:.3g}, so Holm over {k - 1} comparison(s) cannot bring p vs best below {alpha:g}: more datasets are needed to show a difference that way")
     else:
         notes.append(f"{k} model(s) with {metric} on every dataset: nothing to rank")
     table["avg_rank"] = avg.to_numpy()

@@ -26,7 +26,7 @@ FONT = 10  # points
 CHAR_IN = 0.085  # average width of one character at FONT points, inches (DejaVu Sans, with slack)
 AXIS_IN = 6.0  # length of the rank axis
 ROW_IN = 0.26  # one label row
-BAR_IN = 0.12  # one group bar
+BAR_IN = 0.15  # one group bar
 MIN_MARGIN_IN = 1.7  # keeps the figure wide enough for the two subtitle lines
 
 

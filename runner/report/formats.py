@@ -198,6 +198,12 @@ def evidence_summary(board: Leaderboard) -> list[str]:
 
 # ---- across datasets (runner/report/across.py): the same three renderings of an Across ----
 
+def _p_is(v) -> str:
+    """"p = 0.012" or "p < 0.001"."""
+    text = _p(v)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
 def _groups(a: Across) -> str:
     return "; ".join("{" + ", ".join(g) + "}" for g in a.groups) or "none: every pair differs by at least CD"
 
@@ -227,8 +233,8 @@ def across_evidence(a: Across) -> list[str]:
     if a.friedman is not None:
         f = a.friedman
         lines.append(
-            f"- **Friedman test** over {n} datasets and {k} models: chi2_F = {f.chi2:.3f} (tie-corrected), p = {_p(f.p)}; "
-            f"Iman-Davenport F_F = {f.f:.3f} with ({k - 1}, {(k - 1) * (n - 1)}) df, p = {_p(f.f_p)}. "
+            f"- **Friedman test** over {n} datasets and {k} models: chi2_F = {f.chi2:.3f} (tie-corrected), {_p_is(f.p)}; "
+            f"Iman-Davenport F_F = {f.f:.3f} with ({k - 1}, {(k - 1) * (n - 1)}) df, {_p_is(f.f_p)}. "
             f"The verdict reads F_F (Demšar 2006: chi2_F is too conservative); p >= {a.alpha:g} means the ranks do not show a difference."
         )
     if a.cd is not None:
@@ -265,7 +271,7 @@ def across_summary(a: Across) -> list[str]:
     lines = [f"verdict: {a.verdict}", "datasets: " + "; ".join(f"{label} = {what}" for label, what in a.datasets.items())]
     if a.friedman is not None:
         f = a.friedman
-        lines.append(f"Friedman over {n} datasets, {k} models: chi2_F = {f.chi2:.3f}, p = {_p(f.p)}; Iman-Davenport F_F = {f.f:.3f}, p = {_p(f.f_p)}")
+        lines.append(f"Friedman over {n} datasets, {k} models: chi2_F = {f.chi2:.3f}, {_p_is(f.p)}; Iman-Davenport F_F = {f.f:.3f}, {_p_is(f.f_p)}")
     if a.cd is not None:
         lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}")
         lines.append(f"not significantly different (Nemenyi): {_groups(a)}")
