@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from runner.config.validate import config_from_dict
+from runner.config.validate import config_from_dict, load_config
 from runner.report import across
 from runner.run.experiment import Experiment
-from tests.helpers import cli, digits_config, mlp
+from tests.helpers import ROOT, cli, digits_config, mlp
 
 # Demšar 2006, Table 6: AUC of C4.5 with pruning variants on 14 UCI data sets.
 MODELS = ["C4.5", "C4.5+m", "C4.5+cf", "C4.5+m+cf"]
@@ -199,6 +199,11 @@ def test_cd_diagram_fits_names_of_30_characters():
     for text in texts:
         box = text.get_window_extent(renderer)
         assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, text.get_text()
+
+
+def test_the_recipe_of_the_documented_diagram_is_a_valid_config_with_a_30_character_name():
+    config = load_config(ROOT / "docs" / "examples" / "across.toml", overrides=["data.subset=300"])
+    assert config.data.subset == 300 and max(len(m.name) for m in config.models) == 30
 
 
 @pytest.mark.realdata
