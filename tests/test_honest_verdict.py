@@ -131,7 +131,7 @@ def test_the_best_val_epoch_is_reported_and_its_predictions_feed_the_paired_test
     ("report.select=best_val", "report.select"),
 ])
 def test_a_decision_that_would_read_test_is_refused_with_the_key_and_the_fix(tmp_path, setting, key):
-    proc = compare("run", "experiments/digits.toml", "--set", setting, "--out", tmp_path / "r", "--no-plots")
+    proc = compare("run", "experiments/digits.toml", "--set", "data.val_fraction=0", "--set", setting, "--out", tmp_path / "r", "--no-plots")
     assert proc.returncode == 2, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert f"{key}:" in line and "set data.val_fraction = 0.1" in line
@@ -145,7 +145,8 @@ def test_the_issue_command_gives_val_columns_and_the_verdict_columns(tmp_path):
     history, board = pd.read_csv(tmp_path / "r" / "history.csv"), pd.read_csv(tmp_path / "r" / "leaderboard.csv")
     assert {"val_loss", "val_acc"} <= set(history.columns) and history["val_loss"].notna().all()
     assert {"selected_epoch", "selected_on", "mde_vs_best", "seeds_needed"} <= set(board.columns)
-    assert "selected: the final epoch (val: 80 samples held out of train" in proc.stdout.replace("\n", " ")
+    assert "**Protocol:** selected: the final epoch (val: 80 samples held out of train" in (tmp_path / "r" / "leaderboard.md").read_text()
+    assert "selected: the final epoch" in proc.stdout
 
 
 def test_datasets_may_bring_their_own_val_split(tmp_path, run, tiny_image_folder):

@@ -32,16 +32,22 @@ def rich_table(board, title: str) -> Table:
 
 
 def print_board(board, title: str) -> None:
-    from runner.report.formats import evidence_summary  # noqa: PLC0415
+    from runner.report import formats  # noqa: PLC0415
+    from runner.report.across import Across  # noqa: PLC0415
 
-    console.print(rich_table(board, title))
-    for line in evidence_summary(board):
+    if isinstance(board, Across):
+        console.print(frame_table(formats.across_display(board), title, left={"model"}, wrap={"model"}))
+        lines = formats.across_summary(board)
+    else:
+        console.print(rich_table(board, title))
+        lines = formats.evidence_summary(board)
+    for line in lines:
         console.print(line, markup=False, highlight=False)
 
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories; several merge into one table (models keyed by run + name).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories; several merge into one table (models keyed by run + name), or, on different datasets with shared model names, compare the models across the datasets.")],
     sort: Annotated[Optional[str], typer.Option(help="Order rows by this leaderboard.csv column (accuracies high first, others low first).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (terminal), csv, md (with the evidence) or latex.")] = Format.table,
     metric: Annotated[str, typer.Option(help="history.csv column to rank by (at the selected epoch, mean over seeds).")] = "test_acc",
@@ -50,7 +56,8 @@ def leaderboard_cmd(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Print or export the leaderboard of one or more finished runs."""
-    from runner.report import formats  # noqa: PLC0415 - keeps `compare --help` fast (and torch unimported)
+    from runner import atomic  # noqa: PLC0415
+    from runner.report import across, formats  # noqa: PLC0415 - keeps `compare --help` fast (and torch unimported)
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
@@ -58,11 +65,19 @@ def leaderboard_cmd(
         if out is not None and fmt is Format.table:
             raise ReportError("--out writes csv, md or latex: add --format csv|md|latex")
         runs = [load_run(p) for p in run_dirs]
-        board = formats.sort(build(runs, metric, select), sort)
-        name = formats.title(runs[0]) if len(runs) == 1 else f"{len(runs)} runs: leaderboard"
-        text = {Format.csv: formats.to_csv, Format.md: lambda b: formats.to_markdown(b, name), Format.latex: formats.to_latex}.get(fmt, lambda b: "")(board)
+        if across.applies(runs):
+            if sort is not None:
+                raise ReportError("--sort: runs on different datasets are ordered by average rank (drop --sort, or sort the csv)")
+            board = across.build(runs, metric, select)
+            name = f"{len(runs)} datasets: {board.metric} across datasets"
+            render = {Format.csv: formats.across_csv, Format.md: lambda b: formats.across_markdown(b, name), Format.latex: formats.across_latex}
+        else:
+            board = formats.sort(build(runs, metric, select), sort)
+            name = formats.title(runs[0]) if len(runs) == 1 else f"{len(runs)} runs: leaderboard"
+            render = {Format.csv: formats.to_csv, Format.md: lambda b: formats.to_markdown(b, name), Format.latex: formats.to_latex}
+        text = render.get(fmt, lambda b: "")(board)
         if out is not None:
-            out.write_text(text)
+            atomic.write_text(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
     if fmt is Format.table:
@@ -75,18 +90,31 @@ def leaderboard_cmd(
 
 @app.command("plot")
 def plot_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default: RUN_DIR/plots).")] = None,
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run directory; or several on different datasets: their critical-difference diagram.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default: RUN_DIR/plots; needed with several runs).")] = None,
+    metric: Annotated[str, typer.Option(help="Several runs: the history.csv column the models are ranked by.")] = "test_acc",
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
-    """Write the PNG plots of a run: learning curves, leaderboard, Pareto fronts, confusion matrices, gradient norms."""
-    from runner.report.plots import write_plots  # noqa: PLC0415
+    """Write the PNG plots of a run: learning curves, leaderboard, Pareto fronts, confusion matrices, gradient norms.
+    Several runs on different datasets: critical_difference.png (Demšar's diagram of average ranks)."""
+    from runner.report import across  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
     try:
-        run = load_run(run_dir)
-        files = write_plots(run, build([run]), out if out is not None else run.path / "plots")
+        runs = [load_run(p) for p in run_dirs]
+        if len(runs) == 1:
+            from runner.report.plots import write_plots  # noqa: PLC0415
+
+            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots")
+        else:
+            from runner.report.cd_plot import write_cd_plot  # noqa: PLC0415
+
+            if not across.applies(runs):
+                raise ReportError("several runs plot their critical-difference diagram: they must be on different datasets ([data] settings) and share model names; plot one run at a time otherwise")
+            if out is None:
+                raise ReportError("several runs: give --out FOLDER for critical_difference.png")
+            files = [write_cd_plot(across.build(runs, metric), out)]
     except Exception as err:  # noqa: BLE001
         fail(err, debug)
     for path in files:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from runner.report import stats
 from runner.errors import ReportError, did_you_mean
+from runner.report.across import Across
 from runner.report.leaderboard import Leaderboard
 from runner.report.run_data import RunData
 
@@ -205,3 +206,85 @@ def evidence_summary(board: Leaderboard) -> list[str]:
         lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {stats.ALPHA}")
         lines.append(f"MDE: smallest difference from the best this evidence resolves (alpha {stats.ALPHA}, power {stats.POWER:.0%}); seeds needed: for the observed difference")
     return lines + [f"note: {n}" for n in e.notes]
+
+
+# ---- across datasets (runner/report/across.py): the same three renderings of an Across ----
+
+def _p_is(v) -> str:
+    """"p = 0.012" or "p < 0.001"."""
+    text = _p(v)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _groups(a: Across) -> str:
+    return "; ".join("{" + ", ".join(g) + "}" for g in a.groups) or "none: every pair differs by at least CD"
+
+
+def across_display(a: Across) -> pd.DataFrame:
+    """model, one "score (rank)" cell per dataset (blank: no score there), average rank, p vs best."""
+    t = a.table
+    fmt = ".4f" if "acc" in a.metric or "loss" in a.metric else ".4g"
+    out = pd.DataFrame({"model": t["model"]})
+    for label in a.datasets:
+        ranks = t.get(f"rank_{label}", pd.Series(math.nan, index=t.index))
+        out[label] = ["" if pd.isna(v) else _num(v, fmt) if pd.isna(r) else f"{_num(v, fmt)} ({r:g})" for v, r in zip(t[label], ranks)]
+    out["avg rank"] = [_num(v, ".2f") for v in t["avg_rank"]]
+    out["p vs best (Wilcoxon, Holm)"] = ["best" if i == 0 and a.tested else "" if not tested else _p(p) for i, (p, tested) in enumerate(zip(t["p_vs_best"], t["in_test"]))]
+    return out
+
+
+def across_evidence(a: Across) -> list[str]:
+    """What backs the across-datasets verdict, one bullet per claim."""
+    n, k = len(a.datasets), len(a.tested)
+    direction = "higher is better" if a.higher_is_better else "lower is better"
+    lines = [
+        f"- **Verdict:** {a.verdict}.",
+        "- **Datasets:** " + "; ".join(f"`{label}` = {what}" for label, what in a.datasets.items()) + ".",
+        f"- **Scores:** each run's leaderboard `{a.metric}_mean` (mean over its seeds, {direction}); in brackets the rank on that dataset (1 = best, ties share the average rank).",
+    ]
+    if a.friedman is not None:
+        f = a.friedman
+        lines.append(
+            f"- **Friedman test** over {n} datasets and {k} models: chi2_F = {f.chi2:.3f} (tie-corrected), {_p_is(f.p)}; "
+            f"Iman-Davenport F_F = {f.f:.3f} with ({k - 1}, {(k - 1) * (n - 1)}) df, {_p_is(f.f_p)}. "
+            f"The verdict reads F_F (Demšar 2006: chi2_F is too conservative); p >= {a.alpha:g} means the ranks do not show a difference."
+        )
+    if a.cd is not None:
+        lines.append(
+            f"- **Nemenyi critical difference:** CD = q_alpha * sqrt(k(k+1)/(6N)) = {a.q:.3f} * sqrt({k}*{k + 1}/(6*{n})) = {a.cd:.3f} at alpha = {a.alpha:g}: "
+            "two models whose average ranks differ by at least CD differ significantly (all pairs compared, so it is conservative)."
+        )
+        lines.append(f"- **Not significantly different (Nemenyi):** {_groups(a)}.")
+        lines.append(
+            "- **p vs best:** two-sided Wilcoxon signed-rank test of each model's scores against the best model's over the datasets "
+            f"(zero differences split between the signs), Holm-corrected over {k - 1} comparison(s)."
+        )
+    lines.append("- **Assumptions:** the datasets are independent draws of the problems you care about; ranks, not score differences, carry the evidence (see docs/across-datasets.md).")
+    return lines + [f"- **Note:** {note}." for note in a.notes]
+
+
+def across_markdown(a: Across, title: str) -> str:
+    return "\n".join([f"# {title}", "", "What backs each claim:", "", *across_evidence(a), "", markdown_table(across_display(a)), ""])
+
+
+def across_latex(a: Across) -> str:
+    frame = across_display(a)
+    text = frame.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1).to_latex(hrules=True, column_format="l" + "r" * (len(frame.columns) - 1))
+    return text.replace("<0.001", "$<$0.001")
+
+
+def across_csv(a: Across) -> str:
+    return a.table.to_csv(index=False)
+
+
+def across_summary(a: Across) -> list[str]:
+    """The evidence in a few plain lines, for the terminal."""
+    n, k = len(a.datasets), len(a.tested)
+    lines = [f"verdict: {a.verdict}", "datasets: " + "; ".join(f"{label} = {what}" for label, what in a.datasets.items())]
+    if a.friedman is not None:
+        f = a.friedman
+        lines.append(f"Friedman over {n} datasets, {k} models: chi2_F = {f.chi2:.3f}, {_p_is(f.p)}; Iman-Davenport F_F = {f.f:.3f}, {_p_is(f.f_p)}")
+    if a.cd is not None:
+        lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}")
+        lines.append(f"not significantly different (Nemenyi): {_groups(a)}")
+    return lines + [f"note: {note}" for note in a.notes]
