@@ -16,14 +16,21 @@ from runner import atomic
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
     "train_loss": "loss/train",
+    "val_loss": "loss/val",
     "test_loss": "loss/test",
     "train_acc": "accuracy/train",
+    "val_acc": "accuracy/val",
     "test_acc": "accuracy/test",
     "grad_norm_mean": "grad_norm/mean",
     "grad_norm_max": "grad_norm/max",
     "lr": "lr",
     "samples_per_s": "throughput/samples_per_s",
 }
+OPTIONAL = {"val_loss", "val_acc"}  # only written where the run has a val split (not NaN)
+# TensorBoard's time-series view groups tags by their first path part, groups in sorted order,
+# and opens the first two: this prefix sorts after every scalar group (accuracy ... throughput),
+# so the curves come first and the per-parameter histograms last.
+GRADIENT_HISTOGRAMS = "weight_grad"
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -63,7 +70,10 @@ class TensorBoardSink:
         for record in records:
             writer = self.writers[record["model"]]
             for column, tag in TB_TAGS.items():
-                writer.add_scalar(tag, record[column], global_step=record["epoch"])
+                value = record.get(column) if column in OPTIONAL else record[column]
+                if column in OPTIONAL and (value is None or not np.isfinite(value)):
+                    continue
+                writer.add_scalar(tag, value, global_step=record["epoch"])
             writer.flush()
 
     def write_gradients(self, name: str, epoch: int, model: nn.Module) -> None:
@@ -71,7 +81,7 @@ class TensorBoardSink:
         writer = self.writers[name]
         for param_name, param in model.named_parameters():
             if param.grad is not None and torch.isfinite(param.grad).all():
-                writer.add_histogram(f"grad/{param_name}", param.grad.detach().float().cpu(), global_step=epoch)
+                writer.add_histogram(f"{GRADIENT_HISTOGRAMS}/{param_name}", param.grad.detach().float().cpu(), global_step=epoch)
         writer.flush()
 
     def close(self) -> None:
