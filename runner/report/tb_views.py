@@ -98,13 +98,14 @@ def session_hparams(run: RunData, model: str, seed: int) -> dict:
     entry = next((m for m in run.config.get("model", []) if m.get("name") == model), {})
     h = run.history[(run.history["model"] == model) & (run.history["seed"] == seed)].sort_values("epoch")
     exp, data = run.config.get("experiment", {}), run.config.get("data", {})
-    raw = {"model": model} | _flatten({k: v for k, v in entry.items() if k != "name"})
+    # A sweep point's values are already its args.* / optimizer.* (sweep_values, models.csv's sweep.*).
+    raw = {"model": model} | _flatten({k: v for k, v in entry.items() if k not in ("name", "sweep_values")})
     raw |= {"seed": seed, "epochs": exp.get("epochs"), "dataset": data.get("dataset"), "batch_size": data.get("batch_size"),
             "loss": run.config.get("loss", {}).get("name")}
     static = run.models[run.models["model"] == model]
     if len(static):
         skip = {"model"} | ({"optimizer", "lr", "scheduler"} | set(raw) if entry else set())  # the config says it richer
-        raw |= {k: v for k, v in static.iloc[0].items() if k not in skip}
+        raw |= {k: v for k, v in static.iloc[0].items() if k not in skip and not (entry and k.startswith("sweep."))}
     if len(h):
         raw |= {"model_seed": h["model_seed"].iloc[-1] if "model_seed" in h else None, "status": h["status"].iloc[-1] if "status" in h else None}
     if raw.get("model_seed") is not None:
@@ -120,6 +121,24 @@ def _unify(sessions: dict) -> dict:
             kinds.setdefault(k, set()).add(str if isinstance(v, str) else float)
     mixed = {k for k, t in kinds.items() if len(t) > 1}
     return {key: {k: str(v) if k in mixed else v for k, v in hp.items()} for key, hp in sessions.items()}
+
+
+def trial_id(run: RunData, model: str, seed: int) -> str:
+    """The HParams table's Trial ID: short, so TensorBoard's narrow column cannot cut sweep
+    points ("mlp[lr=0.01,dropo...") into look-alikes; #k is the k-th model of config.toml and
+    the `model` column holds the full name."""
+    return f"#{run.model_names.index(model) + 1} seed {seed}"
+
+
+def _name_trial(start, name: str) -> None:
+    """Set the session's group name (TensorBoard's Trial ID) in torch's SessionStartInfo
+    summary, which has no argument for it."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData  # noqa: PLC0415
+
+    plugin = start.value[0].metadata.plugin_data
+    content = HParamsPluginData.FromString(plugin.content)
+    content.session_start_info.group_name = name
+    plugin.content = content.SerializeToString()
 
 
 def split_hparams(sessions: dict) -> tuple[dict, dict]:
@@ -174,6 +193,7 @@ def write_tb_views(run: RunData) -> list[Path]:
         for old in folder.glob(f"*{SUFFIX}"):
             old.unlink()
         _, start, end = hparams(sessions[(model, seed)], metrics)
+        _name_trial(start, trial_id(run, model, seed))
         writer = SummaryWriter(log_dir=str(folder), filename_suffix=SUFFIX)
         try:
             for summary in (experiment, start, end):  # the same experiment in every run: any one is read
