@@ -8,14 +8,10 @@ axes labelled with units, laid out for 2 to 20+ models with names of 30+ charact
     confusion_matrices.png  one confusion matrix per model (final epoch, seeds summed)
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
 
-Layout rules (tests/report/test_plot_layout.py checks them on every figure): legends sit
-outside the axes (constrained layout makes room), titles are wrapped to the figure's width,
-point labels are replaced by the legend, log axes carry major ticks only. A model has the
-same colour in every plot of every run that holds it (`model_colours`). Bands: min-max over
-seeds with 2 seeds (t(0.975, 1) = 12.7 would fill the axes), a 95% t-interval from 3 on.
-
-Figures are built with matplotlib's Figure API (no pyplot state, nothing shown on screen),
-so plotting works headless and never touches a caller's open figures.
+Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
+one colour per model name, min-max bands with 2 seeds: docs/reading-results.md (checked by
+tests/report/test_plot_layout.py). The Figure API (no pyplot state) keeps plotting headless
+and away from a caller's open figures.
 """
 from __future__ import annotations
 

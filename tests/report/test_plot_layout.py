@@ -22,10 +22,11 @@ NAMES = [f"m{i}-a-long-descriptive-model-name"[:30] for i in range(9)]
 
 @pytest.fixture(scope="module")
 def long_run(tmp_path_factory) -> RunData:
-    """9 tiny models with 30-character names, 2 seeds, 2 epochs, predictions saved."""
+    """9 tiny models with 30-character names, 2 seeds, 2 epochs, predictions saved; a long
+    experiment name (titles must wrap, not lose their first letters)."""
     models = [mlp(name, lr=0.02 * (i + 1), dropout=0.0) | {"args": {"hidden": [8], "dropout": 0.0}} for i, name in enumerate(NAMES)]
     raw = digits_config(models, epochs=2, subset=300)
-    raw["experiment"] |= {"seeds": [0, 1], "grad_histograms": False}
+    raw["experiment"] |= {"name": "digits-demo-with-a-rather-long-experiment-name", "seeds": [0, 1], "grad_histograms": False}
     out = tmp_path_factory.mktemp("long") / "run"
     Experiment(config_from_dict(raw)).run(out, plots=False)
     return load_run(out)
