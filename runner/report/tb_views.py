@@ -170,7 +170,7 @@ def _confusion_image(run: RunData, model: str, seed: int):
         return None
     classes = class_names(run, model)
     counts = stats.confusion_matrix(pred["target"], pred["final"], len(classes))
-    title = f"{model}, seed {seed}: epoch {int(pred.get('final_epoch', 0))}, accuracy {counts.trace() / max(counts.sum(), 1):.4f}"
+    title = f"{model}, seed {seed}\nepoch {int(pred.get('final_epoch', 0))}, accuracy {counts.trace() / max(counts.sum(), 1):.4f}"
     return figure_to_image(confusion_figure(counts, classes, title), close=False)
 
 
