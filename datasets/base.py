@@ -3,9 +3,13 @@
     class MyData(DatasetAdapter):
         def load_data(self):
             return train_dataset, test_dataset   # any torch Datasets of (image_tensor, label)
+            # or: return train_dataset, val_dataset, test_dataset
 
 The runner calls `prepare()`, which loads, reports the input shape and class names, and
-applies the seeded `subset` / `test_subset` the config asks for. Inside `load_data()`,
+applies the seeded `subset` / `test_subset` the config asks for, then `val_fraction`: a
+seeded, stratified share of train held out as the val split (when load_data gives none). The
+held-out samples go through the eval pipeline: prepare() calls load_data() a second time with
+`transform(train=True)` returning the eval steps, where the two pipelines differ. Inside `load_data()`,
 `self.transform(train=True/False)` is the split's image pipeline: ToImage -> the `[data]
 train_transforms` / `eval_transforms` steps (else `default_transforms()`) -> float32 in [0, 1]
 -> Normalize(`stats`). With `[data] cache`, the runner sets `decode_steps`: the pipeline then
@@ -14,7 +18,7 @@ stops at uint8 images (ToImage + deterministic resizes) and the rest runs on who
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +26,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from datasets.transforms import image_pipeline
+from runner.data.splits import root_indices, stratified_holdout, targets_of
 from runner.errors import DataError
 
 
@@ -31,6 +36,9 @@ class PreparedData:
     test: Dataset
     input_shape: tuple[int, ...]  # (C, H, W) of one sample as the model receives it
     classes: list[str]
+    val: Dataset | None = None  # what training-time decisions read; None: no val split
+    val_indices: list[int] | None = None  # held-out indices into the adapter's train split
+    sources: dict[str, str] = field(default_factory=dict)  # split -> where its samples came from
 
     @property
     def num_classes(self) -> int:
@@ -48,6 +56,10 @@ class DatasetAdapter(abc.ABC):
     eval_transforms: list | None = None
     # `[data] cache`: {train: deterministic steps}; transform() is then ToImage + these alone.
     decode_steps: dict[bool, list] | None = None
+    # Where a split's samples come from when it is not the obvious place (e.g. the test split
+    # is a val/ folder); set in load_data(), shown in env.json and the dry-run plan.
+    split_sources: dict[str, str] = {}
+    _eval_view = False  # prepare(): transform(train=True) gives the eval pipeline (the val split)
 
     def __init__(self, root: str | Path = "data", download: bool = False, augment: bool = False):
         self.root = Path(root).expanduser()
@@ -65,6 +77,7 @@ class DatasetAdapter(abc.ABC):
 
     def transform(self, train: bool):
         """The split's whole pipeline, for the datasets load_data() returns."""
+        train = train and not self._eval_view
         if self.decode_steps is not None:
             self.decoded_splits.add(train)  # its items need the batch half of the pipeline
             return v2.Compose([v2.ToImage(), *self.decode_steps[train]])
@@ -81,23 +94,51 @@ class DatasetAdapter(abc.ABC):
         return self.train_transforms is not None or self.eval_transforms is not None
 
     @abc.abstractmethod
-    def load_data(self) -> tuple[Dataset, Dataset]:
-        """Return (train, test) datasets yielding (image tensor, integer label)."""
+    def load_data(self) -> tuple[Dataset, Dataset] | tuple[Dataset, Dataset, Dataset]:
+        """Return (train, test), or (train, val, test), datasets yielding (image tensor, integer label)."""
 
-    def prepare(self, subset: int | None = None, test_subset: int | None = None, seed: int = 0) -> PreparedData:
-        train, test = self.load_data()
+    def prepare(self, subset: int | None = None, test_subset: int | None = None, seed: int = 0, val_fraction: float = 0.0) -> PreparedData:
+        loaded = self._load()
+        train, val, test = loaded if len(loaded) == 3 else (loaded[0], None, loaded[1])
         classes = self._classes(train)
-        for name, ds in (("train", train), ("test", test)):
-            if len(ds) == 0:
+        for name, ds in (("train", train), ("val", val), ("test", test)):
+            if ds is not None and len(ds) == 0:
                 raise DataError(f"{type(self).__name__}: the {name} split under {self.root} has 0 samples")
         first = train[0]
         if not (isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor)):
             kinds = ", ".join(type(v).__name__ for v in first) if isinstance(first, (tuple, list)) else type(first).__name__
             raise DataError(f"{type(self).__name__}: train[0] is ({kinds}); items must be (image tensor, label): pass self.transform(train=...) to the dataset")
         input_shape = tuple(first[0].shape)
+        sources = {"train": "the dataset's train split", "val": "the dataset's val split" if val is not None else "none", "test": "the dataset's test split"} | dict(self.split_sources)
         train = _seeded_subset(train, subset, seed)
         test = _seeded_subset(test, test_subset, seed + 1)
-        return PreparedData(train, test, input_shape, classes)
+        val_indices = None
+        if val is None and val_fraction > 0:
+            kept, held = stratified_holdout(targets_of(train), val_fraction, seed)
+            val = Subset(self._eval_view_of(train, subset, seed), held)
+            val_indices = root_indices(train, held)
+            train = Subset(train, kept)
+            sources["val"] = f"{len(held)} samples held out of train (val_fraction {val_fraction:g}, stratified, seed {seed})"
+        return PreparedData(train, test, input_shape, classes, val, val_indices, sources)
+
+    def _load(self) -> tuple:
+        loaded = self.load_data()
+        if not isinstance(loaded, (tuple, list)) or len(loaded) not in (2, 3):
+            raise DataError(f"{type(self).__name__}.load_data() must return (train, test) or (train, val, test); got {type(loaded).__name__}")
+        return tuple(loaded)
+
+    def _eval_view_of(self, train: Dataset, subset: int | None, seed: int) -> Dataset:
+        """`train` as the eval pipeline sees it: the same samples (the same seeded subset),
+        loaded again with transform(train=True) giving the eval steps, where those differ."""
+        steps = self.decode_steps if self.decode_steps is not None else {t: self.steps(t) for t in (True, False)}
+        if [repr(s) for s in steps[True]] == [repr(s) for s in steps[False]]:
+            return train
+        self._eval_view = True
+        try:
+            again = self._load()[0]
+        finally:
+            self._eval_view = False
+        return _seeded_subset(again, subset, seed)
 
     def _classes(self, train: Dataset) -> list[str]:
         if self.classes is not None:

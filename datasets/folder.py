@@ -1,5 +1,7 @@
 """Class-folder datasets: `root/train/<class>/*` + `root/val/<class>/*` (or `test/`),
-the ants/bees layout of the torchvision transfer-learning tutorial."""
+the ants/bees layout of the torchvision transfer-learning tutorial. With all three of
+train/, val/ and test/, val/ is the val split; with only train/ and val/, val/ is the test
+split (the tutorial's meaning), and env.json and the dry-run plan say so."""
 from __future__ import annotations
 
 import os
@@ -62,10 +64,16 @@ class ImageFolderData(DatasetAdapter):
         self.image_size, self.stats = image_size, (tuple(mean), tuple(std))
 
     def load_data(self):
-        test_split = next((s for s in ("val", "test") if has_class_folders(self.root, s)), None)
-        if not has_class_folders(self.root, "train") or test_split is None:
+        found = [s for s in ("train", "val", "test") if has_class_folders(self.root, s)]
+        if "train" not in found or len(found) < 2:
             raise DataError(f"data.root: {self.root} needs train/<class>/ and val/<class>/ (or test/<class>/) folders of images")
-        return image_folder(self.root / "train", self.transform(train=True)), image_folder(self.root / test_split, self.transform(train=False))
+        train = image_folder(self.root / "train", self.transform(train=True))
+        if len(found) == 3:
+            self.split_sources = {"train": f"{self.root}/train", "val": f"{self.root}/val", "test": f"{self.root}/test"}
+            return train, image_folder(self.root / "val", self.transform(train=False)), image_folder(self.root / "test", self.transform(train=False))
+        test_split = found[1]
+        self.split_sources = {"train": f"{self.root}/train", "test": f"{self.root}/{test_split}" + (" (the val/ folder is the test split: no test/ folder)" if test_split == "val" else "")}
+        return train, image_folder(self.root / test_split, self.transform(train=False))
 
     def default_transforms(self, train: bool) -> list:
         size = self.image_size

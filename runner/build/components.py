@@ -277,7 +277,7 @@ def prepare_dataset(adapter, data, seed: int = 0):
     what = references.describe(data.dataset)
     # Loading reads files and runs the transforms on the first sample: what fails there is the
     # data or the config (a missing file, a crop larger than the image), reported as such.
-    return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed)
+    return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed, val_fraction=data.val_fraction)
 
 
 def build_transforms(specs: list, key: str = "data.train_transforms") -> list:

@@ -3,27 +3,16 @@ is one clear line, not a crash in the middle of epoch 1."""
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset, Subset
 
+from runner.data.splits import known_targets
 from runner.errors import DataError
-
-
-def known_targets(ds: Dataset) -> torch.Tensor | None:
-    """The labels, where the dataset exposes them without decoding images."""
-    if isinstance(ds, Subset):
-        parent = known_targets(ds.dataset)
-        return None if parent is None else parent[torch.as_tensor(ds.indices, dtype=torch.long)]
-    if hasattr(ds, "tensors") and len(ds.tensors) > 1:
-        return ds.tensors[1]
-    targets = getattr(ds, "targets", None)
-    return None if targets is None else torch.as_tensor(targets)
 
 
 def check_data_and_models(cfg, data, slots) -> None:
     n = len(data.train)
     if cfg.data.batch_size > n:
         raise DataError(f"{cfg.source}: data.batch_size: {cfg.data.batch_size} is larger than the {n} train samples")
-    labels = [t for t in (known_targets(data.train), known_targets(data.test)) if t is not None and t.numel()]
+    labels = [t for t in (known_targets(data.train), known_targets(data.test), known_targets(data.val) if getattr(data, "val", None) is not None else None) if t is not None and t.numel()]
     if not labels or any(t.is_floating_point() for t in labels):
         return
     low, high = min(int(t.min()) for t in labels), max(int(t.max()) for t in labels)

@@ -79,7 +79,7 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         "scheduler": m.scheduler.name if m.scheduler else None,
     } | {f"sweep.{key}": value for key, value in m.sweep_values.items()}  # leaderboard columns
     stopping = cfg.early_stopping(m)
-    early = EarlyStopping(stopping.metric, stopping.patience, stopping.min_delta) if stopping else None
+    early = EarlyStopping(metric=stopping.metric, patience=stopping.patience, min_delta=stopping.min_delta) if stopping else None
     interval = m.scheduler.interval if m.scheduler else "epoch"
     forward = CompiledForward(model, m.name) if cfg.experiment.compile else None
     return Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward))

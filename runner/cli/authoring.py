@@ -49,7 +49,9 @@ def print_plan(console: Console, plan) -> None:
     shape = "x".join(str(s) for s in plan.input_shape)
     console.print(f"[bold]{escape(plan.experiment)}[/bold]: dry run (nothing trained, nothing written)")
     console.print(f"device: {plan.device}")
-    console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.test_samples:,} test samples, input {shape}, {plan.num_classes} classes")
+    console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.val_samples:,} val / {plan.test_samples:,} test samples, input {shape}, {plan.num_classes} classes")
+    for split in ("val", "test"):
+        console.print(f"  {split}: {escape(plan.sources.get(split, 'none'))}")
     steps = plan.batches_per_epoch * plan.epochs
     console.print(f"batches per epoch: {plan.batches_per_epoch:,} of {plan.batch_size} (+ {plan.eval_batches:,} eval batches); {plan.epochs} epochs = {steps:,} steps per model")
     table = Table(title=f"{len(plan.models)} models, one shared pass")

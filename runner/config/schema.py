@@ -22,9 +22,14 @@ MAX_PATH_PART_BYTES = 255  # NAME_MAX: one folder or file name in a path
 MAX_NAME_CHARS = 120  # file names derived from a model name (checkpoints, predictions) stay under 255 bytes
 
 
+EARLY_STOPPING_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc")  # never test_*: decisions read val
+SELECT = ("final", "best_val")  # which epoch's test numbers the leaderboard reports
+VAL_FIX = "set data.val_fraction = 0.1 (or give the dataset a val split)"
+
+
 @dataclass
 class EarlyStoppingConfig:
-    metric: str = "test_loss"  # test_loss | test_acc | train_loss | train_acc (acc: higher is better)
+    metric: str = "val_loss"  # val_loss | val_acc | train_loss | train_acc (acc: higher is better)
     patience: int = 3  # epochs without improvement before the model leaves the pass
     min_delta: float = 0.0  # smallest change that counts as an improvement
 
@@ -56,6 +61,7 @@ class DataConfig:
     eval_batch_size: int = 256  # samples per evaluation batch
     num_workers: int = 0  # DataLoader worker processes (0 = load in the main process)
     subset: int | None = None  # keep this many train samples (seeded choice); unset = all
+    val_fraction: float = 0.0  # hold out this share of train (after `subset`) as the val split: stratified, seeded by experiment.seed; 0 = none
     test_subset: int | None = None  # keep this many test samples (seeded choice); unset = all
     augment: bool = False  # the dataset's train-time augmentation (e.g. crop + flip for CIFAR)
     cache: str = "none"  # none | memory | device: decode once into a tensor, batch and augment it on the device
@@ -100,6 +106,11 @@ class ModelConfig:
 
 
 @dataclass
+class ReportConfig:
+    select: str = "final"  # final | best_val: the epoch whose test numbers the leaderboard reports
+
+
+@dataclass
 class Config:
     experiment: ExperimentConfig
     data: DataConfig
@@ -107,6 +118,7 @@ class Config:
     models: list[ModelConfig]
     source: str = "<config>"  # the file it came from, for messages
     references_from: Path | None = None  # `base_dir` of load_config: a run directory's copy resolves as its run did
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -120,6 +132,20 @@ class Config:
 
     def early_stopping(self, model: ModelConfig) -> EarlyStoppingConfig | None:
         return model.early_stopping or self.experiment.early_stopping
+
+    def needs_val(self) -> list[tuple[str, str]]:
+        """(key, what) for each training-time decision that reads the val split."""
+        out = []
+        if self.report.select == "best_val":
+            out.append(("report.select", "'best_val' picks each model's epoch on val"))
+        for m in self.models:
+            stop = self.early_stopping(m)
+            if stop is not None and stop.metric.startswith("val_"):
+                key = f"model.{m.name}.early_stopping" if m.early_stopping is not None else "experiment.early_stopping"
+                out.append((key, f"early stopping on {stop.metric}"))
+            if m.scheduler is not None and m.scheduler.name == "ReduceLROnPlateau":
+                out.append((f"model.{m.name}.scheduler", "ReduceLROnPlateau steps on the val loss"))
+        return list(dict.fromkeys(out))
 
     def model_seed(self, model: ModelConfig, experiment_seed: int | None = None) -> int:
         """A model's `seed` pins its stream in every repeat; else one per (experiment seed, name)."""
@@ -166,5 +192,6 @@ class Config:
             "experiment": plain(self.experiment),
             "data": plain(self.data),
             "loss": plain(self.loss),
+            "report": plain(self.report),
             "model": models,
         }

@@ -16,10 +16,13 @@ from runner.config import sweeps
 from runner.config.overrides import apply_overrides
 from runner.config.schema import (
     DEVICE_PATTERN,
+    EARLY_STOPPING_METRICS,
     MAX_NAME_CHARS,
     MAX_PATH_PART_BYTES,
     NAME_PATTERN,
     PRECISIONS,
+    SELECT,
+    VAL_FIX,
     Config,
     DataConfig,
     EarlyStoppingConfig,
@@ -27,6 +30,7 @@ from runner.config.schema import (
     LossConfig,
     ModelConfig,
     OptimizerConfig,
+    ReportConfig,
     SchedulerConfig,
 )
 from runner.data.cache import check_specs
@@ -138,8 +142,11 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
     if values is None:
         return None
     config = EarlyStoppingConfig(**values)
-    if config.metric not in ("test_loss", "test_acc", "train_loss", "train_acc"):
-        problems.append(Problem(source, f"{where}.metric", f"expected test_loss, test_acc, train_loss or train_acc, got {config.metric!r}"))
+    if isinstance(config.metric, str) and config.metric.startswith("test_"):
+        fix = config.metric.replace("test_", "val_", 1)
+        problems.append(Problem(source, f"{where}.metric", f"{config.metric!r} would let the test split steer training (the verdict must read test only once); use {fix!r} and {VAL_FIX}"))
+    elif config.metric not in EARLY_STOPPING_METRICS:
+        problems.append(Problem(source, f"{where}.metric", f"expected one of {', '.join(EARLY_STOPPING_METRICS)}, got {shown(config.metric)}{did_you_mean(str(config.metric), list(EARLY_STOPPING_METRICS))}"))
     if config.patience < 1:
         problems.append(Problem(source, f"{where}.patience", f"expected >= 1, got {config.patience}"))
     if config.min_delta < 0:
@@ -148,9 +155,10 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
 
 
 def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | None = None) -> Config | None:
+    tables = ["experiment", "data", "loss", "report", "model"]
     for key in raw:
-        if key not in ("experiment", "data", "loss", "model"):
-            problems.append(Problem(source, key, f"unknown table{did_you_mean(key, ['experiment', 'data', 'loss', 'model'])}"))
+        if key not in tables:
+            problems.append(Problem(source, key, f"unknown table{did_you_mean(key, tables)}"))
     exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems, skip=("early_stopping",))
     if exp is not None and "early_stopping" in raw.get("experiment", {}):
         exp["early_stopping"] = _early_stopping(raw["experiment"]["early_stopping"], "experiment.early_stopping", source, problems)
@@ -158,6 +166,7 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
         problems.append(Problem(source, "experiment.name", f"{exp['name']!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
     data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
     loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
+    report = _table(raw.get("report", {}), ReportConfig, "report", source, problems)
     raw_models = raw.get("model", [])
     if not isinstance(raw_models, list) or not raw_models:
         problems.append(Problem(source, "model", "expected at least one [[model]] table"))
@@ -185,11 +194,11 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
         if "scheduler" in entry:
             scheduler = _named_spec(entry["scheduler"], SchedulerConfig, f"{where}.scheduler", source, problems)
         models.append(ModelConfig(**values, optimizer=optimizer or OptimizerConfig(), scheduler=scheduler))
-    if exp is None or data is None or loss is None or "dataset" not in data:
+    if exp is None or data is None or loss is None or report is None or "dataset" not in data:
         return None
     # Keys with bad types were left out (defaults stand in), so names and ranges of the
     # others are still checked: the user sees every problem in one go.
-    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source, base_dir)
+    config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source, base_dir, ReportConfig(**report))
     _check_values(config, problems)
     return config
 
@@ -225,6 +234,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         ("experiment.precision", e.precision, PRECISIONS),
         ("experiment.fuse", e.fuse, ("off", "on", "auto")),
         ("data.cache", d.cache, ("none", "memory", "device")),
+        ("report.select", cfg.report.select, SELECT),
     ):
         if value not in allowed:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
@@ -235,6 +245,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
     if d.num_workers < 0:
         bad("data.num_workers", f"expected >= 0, got {d.num_workers}")
+    if not 0 <= d.val_fraction < 1:
+        bad("data.val_fraction", f"expected a share of train from 0 (no val split) to below 1, got {shown(d.val_fraction)}")
     for key in ("subset", "test_subset"):
         if getattr(d, key) is not None and getattr(d, key) < 1:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
@@ -258,3 +270,12 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         problems += components.check_optimizer(m.optimizer.name, m.optimizer.args, src, f"{where}.optimizer")
         if m.scheduler:
             problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")
+
+
+def check_val_split(cfg: Config, has_val: bool) -> None:
+    """Once the data is loaded: every decision that reads val needs a val split."""
+    if has_val:
+        return
+    problems = [Problem(cfg.source, key, f"{what}, but the run has no val split; {VAL_FIX}") for key, what in cfg.needs_val()]
+    if problems:
+        raise ConfigError(problems)

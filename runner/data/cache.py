@@ -18,7 +18,7 @@ import inspect
 import json
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,8 +32,8 @@ from runner.data.batch_augment import BatchPipeline, UnsupportedStep, split_step
 from runner.errors import CompareWarning, ConfigError, DataError, Problem
 
 CACHE_DIR = ".compare-cache"
-FORMAT = 1  # version of the cache file's layout
-KEYS = {"format", "classes", "transformed", "train_images", "train_labels", "test_images", "test_labels"}
+FORMAT = 2  # version of the cache file's layout (2: the val split, its indices, the split sources)
+KEYS = {"format", "classes", "transformed", "train_images", "train_labels", "test_images", "test_labels", "val_indices", "sources"}
 DECODE_BATCH = 256  # images decoded (and stacked) per DataLoader batch
 
 
@@ -59,6 +59,9 @@ class CachedData:
     test: CachedSplit
     input_shape: tuple[int, ...]
     classes: list[str]
+    val: CachedSplit | None = None
+    val_indices: list[int] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -112,27 +115,31 @@ def load_cached_data(d, base_dir: str | Path, seed: int, device: torch.device, s
         if path is not None:
             write_cache(path, state)
     home = device if d.cache == "device" else torch.device("cpu")
-    splits = []
-    for train, name in ((True, "train"), (False, "test")):
-        pipeline = plans[train][1]
+    splits = {}
+    for train, name in ((True, "train"), (False, "val"), (False, "test")):
+        if f"{name}_images" not in state:
+            continue
+        pipeline = plans[train][1]  # val: the eval pipeline
         if not state["transformed"][name]:  # the adapter ignored self.transform: items are final
             pipeline = BatchPipeline(finish=False)
-        splits.append(CachedSplit(state[f"{name}_images"].to(home), state[f"{name}_labels"], pipeline))
-    input_shape = splits[0].pipeline.output_shape(tuple(state["train_images"].shape[1:]))
-    return CachedData(splits[0], splits[1], input_shape, list(state["classes"]))
+        splits[name] = CachedSplit(state[f"{name}_images"].to(home), state[f"{name}_labels"], pipeline)
+    input_shape = splits["train"].pipeline.output_shape(tuple(state["train_images"].shape[1:]))
+    return CachedData(splits["train"], splits["test"], input_shape, list(state["classes"]), splits.get("val"), state["val_indices"], dict(state["sources"]))
 
 
 def decode(prepared, adapter, num_workers: int = 0) -> dict:
-    """Every train and test item of the prepared (subset) datasets, once, stacked."""
-    state = {"format": FORMAT, "classes": list(prepared.classes)}
-    for name, ds in (("train", prepared.train), ("test", prepared.test)):
+    """Every train, val and test item of the prepared (subset) datasets, once, stacked."""
+    state = {"format": FORMAT, "classes": list(prepared.classes), "val_indices": prepared.val_indices, "sources": dict(prepared.sources)}
+    for name, ds in (("train", prepared.train), ("val", prepared.val), ("test", prepared.test)):
+        if ds is None:
+            continue
         # Own generator: decoding must not draw from the global stream (workers' base seed).
         loader = DataLoader(ds, batch_size=DECODE_BATCH, num_workers=num_workers, collate_fn=stack_items, generator=torch.Generator())
         chunks = list(references.call_user(f"decoding {type(adapter).__name__}'s {name} split", list, loader))
         state[f"{name}_images"] = torch.cat([c[0] for c in chunks])
         state[f"{name}_labels"] = torch.cat([c[1] for c in chunks])
     # Splits whose dataset called self.transform: their items still need the batch pipeline.
-    state["transformed"] = {"train": True in adapter.decoded_splits, "test": False in adapter.decoded_splits}
+    state["transformed"] = {"train": True in adapter.decoded_splits, "val": False in adapter.decoded_splits, "test": False in adapter.decoded_splits}
     return state
 
 
@@ -168,7 +175,7 @@ def cache_key(adapter, d, seed: int, plans) -> str:
         "code": hashlib.sha256(code.encode()).hexdigest(),
         "args": d.args,
         "attributes": {k: v for k, v in vars(adapter).items() if k not in ("train_transforms", "eval_transforms", "decode_steps", "decoded_splits")},
-        "subset": [d.subset, d.test_subset, seed],
+        "subset": [d.subset, d.test_subset, seed, d.val_fraction],
         "decode": [repr(plans[train][0]) for train in (True, False)],
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode())

@@ -124,10 +124,11 @@ class DDPSlot(Slot):
 
     def end_epoch(self, epoch: int, last: bool = False) -> dict:
         self._reduce(self.train_meter)
-        self._reduce(self.test_meter)
-        local = torch.cat(self._test_preds).cpu() if self._test_preds else torch.zeros(0, dtype=torch.long)
-        gathered = self.dist.gather_cat(local)
-        self._test_preds = [gathered] if len(gathered) else []
+        for split, meter in self.eval_meters.items():
+            self._reduce(meter)
+            local = torch.cat(self.eval_preds[split]).cpu() if self.eval_preds[split] else torch.zeros(0, dtype=torch.long)
+            gathered = self.dist.gather_cat(local)
+            self.eval_preds[split] = [gathered] if len(gathered) else []
         return super().end_epoch(epoch, last)
 
     def _reduce(self, meter: Meter) -> None:

@@ -1,37 +1,43 @@
-"""Per-model early stopping on one epoch metric."""
+"""Per-model decisions on one epoch metric: the best epoch so far, and early stopping.
+
+Both read val (or train), never test: the test split is read only for the reported numbers.
+The report (runner/report/leaderboard.py) picks the same best epoch from history.csv with
+`selection_metric` and the same rule: the first epoch with the best value; NaN never improves.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
 
 
+def maximize(metric: str) -> bool:
+    return metric.endswith("_acc")
+
+
+def selection_metric(stop_metric: str | None, val_acc: float) -> str:
+    """The val metric a model's best epoch is chosen on: its early-stopping metric when that
+    reads val, else val_acc (val_loss where accuracy has no meaning: NaN, e.g. regression)."""
+    if stop_metric is not None and stop_metric.startswith("val_"):
+        return stop_metric
+    return "val_loss" if math.isnan(val_acc) else "val_acc"
+
+
 @dataclass
-class EarlyStopping:
-    metric: str = "test_loss"
-    patience: int = 3  # epochs without improvement before stopping
+class BestEpoch:
+    metric: str
     min_delta: float = 0.0
     best: float | None = None
     best_epoch: int | None = None
-    bad_epochs: int = 0
 
-    @property
-    def maximize(self) -> bool:
-        return self.metric.endswith("_acc")
-
-    def update(self, record: dict) -> bool:
-        """Feed one epoch's record; True when the model should stop."""
+    def improved(self, record: dict) -> bool:
+        """Feed one epoch's record; True when it is the best so far (by more than min_delta)."""
         value = record[self.metric]
         if math.isnan(value):
-            improved = False
-        elif self.best is None:
-            improved = True
-        else:
-            improved = value > self.best + self.min_delta if self.maximize else value < self.best - self.min_delta
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, record["epoch"], 0
-        else:
-            self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
+            return False
+        if self.best is not None and not (value > self.best + self.min_delta if maximize(self.metric) else value < self.best - self.min_delta):
+            return False
+        self.best, self.best_epoch = value, record["epoch"]
+        return True
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -39,3 +45,15 @@ class EarlyStopping:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+@dataclass
+class EarlyStopping(BestEpoch):
+    metric: str = "val_loss"
+    patience: int = 3  # epochs without improvement before stopping
+    bad_epochs: int = 0
+
+    def update(self, record: dict) -> bool:
+        """Feed one epoch's record; True when the model should stop."""
+        self.bad_epochs = 0 if self.improved(record) else self.bad_epochs + 1
+        return self.bad_epochs >= self.patience

@@ -200,8 +200,8 @@ class FusedGroup:
             return
         self._share(start, live, "timer")
 
-    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int) -> None:
-        """One test batch for every live member; the caller holds `torch.no_grad()`."""
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int, split: str = "test") -> None:
+        """One val or test batch for every live member; the caller holds `torch.no_grad()`."""
         live = self._live_stack()
         start = clock(self.device)
         try:
@@ -213,15 +213,15 @@ class FusedGroup:
                 raise
             self.dissolve(f"its vmapped evaluation raised {type(err).__name__}: {one_line(err)}")
             for m in live:
-                m.eval_step(x, y, loss_fn, epoch)
+                m.eval_step(x, y, loss_fn, epoch, split)
             return
         sums = batch_loss_sum(losses, len(y), loss_fn)
         preds = logits.argmax(dim=2) if logits.ndim == 3 else None
         hits = (preds == y).sum(dim=1) if preds is not None and y.ndim == 1 and not y.is_floating_point() else None
         for i, m in enumerate(live):
-            m.test_meter.add(sums[i], None if hits is None else hits[i], len(y))
+            m.eval_meters[split].add(sums[i], None if hits is None else hits[i], len(y))
             if preds is not None:
-                m._test_preds.append(preds[i])
+                m.eval_preds[split].append(preds[i])
         self._share(start, live, "eval_timer")
 
     def _share(self, start, live: list[FusedMember], which: str) -> None:

@@ -23,7 +23,7 @@ class Unit(Protocol):
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, step: int) -> None: ...
 
-    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int) -> None: ...
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, split: str = "test") -> None: ...
 
 
 class LoopSlot(Protocol):
@@ -130,9 +130,9 @@ def train_one_epoch(
     return data_seconds
 
 
-def evaluate(slots: list[LoopSlot], loader: Batches, loss_fn: nn.Module, epoch: int, agree: Agree | None = None) -> torch.Tensor:
-    """Every live model on the test split, in order, under eval() and no_grad().
-    Returns the test targets in that order (on the CPU; under DDP: this rank's shard)."""
+def evaluate(slots: list[LoopSlot], loader: Batches, loss_fn: nn.Module, epoch: int, agree: Agree | None = None, split: str = "test") -> torch.Tensor:
+    """Every live model on one evaluation split ("val" or "test"), in order, under eval() and
+    no_grad(). Returns its targets in that order (on the CPU; under DDP: this rank's shard)."""
     live = [s for s in slots if s.live]
     for slot in live:
         slot.model.eval()
@@ -147,9 +147,9 @@ def evaluate(slots: list[LoopSlot], loader: Batches, loss_fn: nn.Module, epoch: 
             targets.append(y)
             batch = to_devices(x, y, live)
             for unit in step_units(live):
-                unit.eval_step(*batch[canonical(unit.device)], loss_fn, epoch)
+                unit.eval_step(*batch[canonical(unit.device)], loss_fn, epoch, split)
     for slot in live:
         slot.model.train()
     if agree is not None:  # a model that raised in evaluation on one rank fails on all
-        check_health(live, f"epoch {epoch} evaluation", agree)
+        check_health(live, f"epoch {epoch} {split} evaluation", agree)
     return torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from runner.engine.early_stopping import EarlyStopping
+from runner.engine.early_stopping import BestEpoch, EarlyStopping, selection_metric
 from runner.errors import ModelFailedError, StopNow
 from runner.engine.numerics import Numerics
 from runner.engine.rng import RngStream
@@ -117,12 +117,16 @@ class Slot:
         self.status, self.where, self.error = RUNNING, "", ""
         self.reported = False  # its last history row (with the final status) is written
         self.timer, self.eval_timer = WorkTimer(self.device), WorkTimer(self.device)
-        self.train_meter, self.test_meter = Meter(), Meter()
+        self.train_meter = Meter()
+        self.eval_meters = {"val": Meter(), "test": Meter()}  # evaluation sums, per split
         self.last_loss: torch.Tensor | None = None  # for the progress display
         self.step_ok: torch.Tensor | None = None  # finite loss and gradients at the last step
-        self._test_preds: list[torch.Tensor] = []
-        self.predictions: torch.Tensor | None = None  # last evaluation's top-1 classes, on the CPU
-        self.best: tuple[float, int, torch.Tensor] | None = None  # (test_acc, epoch, predictions)
+        self.eval_preds: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        self.predictions: torch.Tensor | None = None  # last evaluation's top-1 test classes, on the CPU
+        self.val_predictions: torch.Tensor | None = None  # the same on val
+        self.selection: BestEpoch | None = None  # the best epoch on val so far (set at the first val epoch)
+        self.best: tuple[int, torch.Tensor] | None = None  # (that epoch, its test predictions)
+        self.final: tuple[int, torch.Tensor] | None = None  # (the last epoch with test predictions, those)
 
     @property
     def live(self) -> bool:
@@ -181,17 +185,17 @@ class Slot:
         # lowered), not divergence; a non-finite loss still is.
         self.step_ok = torch.isfinite(self.last_loss) & (torch.isfinite(norm) | (self.scaler is not None))
 
-    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int) -> None:
-        """One test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, split: str = "test") -> None:
+        """One val or test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
         self.eval_timer.start()
         try:
             with self.rng.active():
                 logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
-            self.test_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
+            self.eval_meters[split].add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
             if logits.ndim == 2:
-                self._test_preds.append(logits.argmax(dim=1))
+                self.eval_preds[split].append(logits.argmax(dim=1))
         except BaseException as err:  # noqa: BLE001
-            self._fail(err, f"epoch {epoch} evaluation")
+            self._fail(err, f"epoch {epoch} {split} evaluation")
         finally:
             self.eval_timer.stop()
 
@@ -232,10 +236,11 @@ class Slot:
             torch.cuda.empty_cache()
 
     def end_epoch(self, epoch: int, last: bool = False) -> dict:
-        """This epoch's record (one history row); applies early stopping, steps an epoch
-        scheduler, resets the meters. After the `last` epoch a live model is DONE; a model
-        whose evaluation went non-finite has diverged."""
-        train, test = self.train_meter, self.test_meter
+        """This epoch's record (one history row); keeps the test predictions of the best epoch
+        on val, applies early stopping, steps an epoch scheduler, resets the meters. Every
+        decision reads val (or train), never test. After the `last` epoch a live model is DONE;
+        a model whose val loss (test loss, without a val split) went non-finite has diverged."""
+        train, val, test = self.train_meter, self.eval_meters["val"], self.eval_meters["test"]
         norms = torch.stack(train.grad_norms).double().cpu() if train.grad_norms else torch.tensor([math.nan])
         finite = norms[torch.isfinite(norms)]
         seconds = self.timer.seconds()
@@ -244,6 +249,8 @@ class Slot:
             "epoch": epoch,
             "train_loss": train.loss(),
             "train_acc": train.accuracy(),
+            "val_loss": val.loss(),
+            "val_acc": val.accuracy(),
             "test_loss": test.loss(),
             "test_acc": test.accuracy(),
             "grad_norm_mean": float(finite.mean()) if len(finite) else math.nan,
@@ -256,24 +263,32 @@ class Slot:
             "samples_per_s": train.seen / seconds if seconds > 0 else math.nan,
             "train_samples": train.seen,
         }
-        if self.live and test.seen and not math.isfinite(record["test_loss"]):
-            self.diverge(f"epoch {epoch} evaluation", "test loss")
-        self.predictions = torch.cat(self._test_preds).cpu() if self._test_preds and self.live else None
-        if self.predictions is not None and (self.best is None or record["test_acc"] > self.best[0]):
-            self.best = (record["test_acc"], epoch, self.predictions)
+        health = "val" if val.seen else "test"
+        if self.live and (val.seen or test.seen) and not math.isfinite(record[f"{health}_loss"]):
+            self.diverge(f"epoch {epoch} evaluation", f"{health} loss")
+        preds = {split: torch.cat(p).cpu() if p and self.live else None for split, p in self.eval_preds.items()}
+        self.predictions, self.val_predictions = preds["test"], preds["val"]
+        if self.predictions is not None:
+            self.final = (epoch, self.predictions)
+        if self.predictions is not None and val.seen:
+            if self.selection is None:
+                stop = self.early_stopping
+                self.selection = BestEpoch(selection_metric(stop.metric if stop else None, record["val_acc"]))
+            if self.selection.improved(record):
+                self.best = (epoch, self.predictions)
         if self.live and self.early_stopping is not None and self.early_stopping.update(record):
             self.status, self.where = EARLY_STOPPED, f"epoch {epoch} (best epoch {self.early_stopping.best_epoch})"
         if self.live and self.scheduler is not None and self.scheduler_interval == "epoch":
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(record["test_loss"])
+                self.scheduler.step(record["val_loss"])  # config validation: a val split exists
             else:
                 self.scheduler.step()
         if last and self.live:
             self.status = DONE
         self.reported = self.status != RUNNING  # its final row is this one
         record |= {"status": self.status, "stopped_at": self.where}
-        self._test_preds = []
-        self.train_meter, self.test_meter = Meter(), Meter()
+        self.eval_preds = {"val": [], "test": []}
+        self.train_meter, self.eval_meters = Meter(), {"val": Meter(), "test": Meter()}
         self.timer.reset()
         self.eval_timer.reset()
         return record
@@ -292,7 +307,9 @@ class Slot:
             "reported": self.reported,
             "train_meter": self.train_meter.state_dict(),
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
-            "best": None if self.best is None else {"acc": self.best[0], "epoch": self.best[1], "predictions": self.best[2]},
+            "selection": self.selection.state_dict() if self.selection else None,
+            "best": None if self.best is None else {"epoch": self.best[0], "predictions": self.best[1]},
+            "final": None if self.final is None else {"epoch": self.final[0], "predictions": self.final[1]},
             "scaler": self.scaler.state_dict() if self.scaler else None,
         }
 
@@ -308,7 +325,12 @@ class Slot:
             self.early_stopping.load_state_dict(state["early_stopping"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if state["selection"] is not None:
+            self.selection = BestEpoch(state["selection"]["metric"])
+            self.selection.load_state_dict(state["selection"])
         best = state["best"]
-        self.best = None if best is None else (best["acc"], best["epoch"], best["predictions"])
+        self.best = None if best is None else (best["epoch"], best["predictions"])
+        final = state["final"]
+        self.final = None if final is None else (final["epoch"], final["predictions"])
         if not self.live:
             self._release()

@@ -67,19 +67,22 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
         out[f"{name} 95% CI"] = [f"[{_num(lo, fmt)}, {_num(hi, fmt)}]" for lo, hi in zip(t[f"{name}_ci95_low"], t[f"{name}_ci95_high"])]
     if not (compact and metric == "test_loss"):
         out["test_loss"] = [_num(v, ".4f") for v in t["test_loss_mean"]]
-    out["best_epoch"] = [_num(v, "d") for v in t["best_epoch"]]
+    out["epoch"] = [f"{e} ({on})" for e, on in zip(t["selected_epoch"], t["selected_on"])]
     out["train_time_s"] = [_num(v, ".1f") for v in t["train_time_s"]]
     out["samples/s"] = [_num(v, ",.0f") for v in t["samples_per_s"]]
     out["status"] = t["status"]
     out["p_vs_best (Holm)"] = [_p(v) for v in t["p_vs_best"]]
     out["tied_with_best"] = [_tied(row) for _, row in t.iterrows()]
+    out["mde_vs_best"] = [_num(v, ".3f") for v in t["mde_vs_best"]]
+    if not compact or t["seeds_needed"].notna().any():
+        out["seeds_needed"] = [_num(v, ".0f") for v in t["seeds_needed"]]
     if not compact:  # the counts behind p: test samples won / lost against the best
         out["wins/losses vs best"] = ["-" if pd.isna(w) else f"{w}/{l}" for w, l in zip(t["wins_vs_best"], t["losses_vs_best"])]
     grads = ["grad_norm_final", "grad_nonfinite"] if compact else ["grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite"]
     for col in grads:
         out[col] = [_num(v, "d" if col == "grad_nonfinite" else ".3g") for v in t[col]]
     if compact:  # the terminal: the claims and their evidence first; the rest is in the files
-        keep = [c for c in out.columns if c not in ("arch", "params", "flops/sample", "best_epoch", "samples/s")]
+        keep = [c for c in out.columns if c not in ("arch", "params", "flops/sample", "samples/s")]
         return out[keep].rename(columns=SHORT)
     return out
 
@@ -87,7 +90,7 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
 SHORT = {  # terminal headers; leaderboard.csv has the full column names
     "test_acc 95% CI": "95% CI", "test_loss": "loss",
     "train_time_s": "time s", "p_vs_best (Holm)": "p (Holm)", "tied_with_best": "tied", "grad_norm_final": "grad final",
-    "grad_nonfinite": "nonfinite",
+    "grad_nonfinite": "nonfinite", "mde_vs_best": "MDE", "seeds_needed": "seeds needed",
 }
 
 
@@ -121,7 +124,8 @@ def evidence_lines(board: Leaderboard) -> list[str]:
     seeds = f"{len(e.seeds)} ({', '.join(map(str, e.seeds))})" if e.seeds else "unknown"
     direction = "higher is better" if e.higher_is_better else "lower is better"
     lines = [
-        f"- **Ranking:** final-epoch `{e.metric}`, mean over seeds ({direction}); ties broken by test loss.",
+        f"- **Protocol:** {e.protocol}.",
+        f"- **Ranking:** `{e.metric}` at the selected epoch, mean over seeds ({direction}); ties broken by test loss.",
         f"- **Seeds:** {seeds}; the whole shared pass is repeated per seed (data order and model initialisation).",
         f"- **Test samples:** {e.test_samples if e.test_samples else 'unknown'}, the same samples in the same order for every model and seed.",
         f"- **95% CI:** {e.interval}.",
@@ -141,8 +145,14 @@ def evidence_lines(board: Leaderboard) -> list[str]:
             "leaderboard.csv count the test samples each side wins."
         )
         lines.append(
-            "- **Caveats:** the best model is picked on the same test set, which favours it slightly; "
-            "intervals over seeds hold the test set fixed; top-1 predictions of the final epoch are tested."
+            f"- **mde_vs_best:** the smallest accuracy difference from the best this evidence resolves at alpha = {stats.ALPHA} "
+            f"with {stats.POWER:.0%} power: one seed, the exact McNemar test at the pair's observed discordance rate on test; "
+            "several seeds, the paired t-test over the per-seed accuracy differences. **seeds_needed:** the seeds that t-test "
+            "needs to resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
+        )
+        lines.append(
+            "- **Caveats:** the rank-1 model is picked on the same test set, which favours it slightly; "
+            "intervals over seeds hold the test set fixed; the top-1 test predictions of the selected epoch are tested."
         )
     lines += [f"- **Note:** {n}." for n in e.notes]
     return lines
@@ -186,10 +196,12 @@ def to_csv(board: Leaderboard) -> str:
 def evidence_summary(board: Leaderboard) -> list[str]:
     """The evidence in a few plain lines, for the terminal."""
     e = board.evidence
-    lines = [f"{len(e.seeds)} seed(s) ({', '.join(map(str, e.seeds))}); {e.test_samples or 'unknown'} test samples, the same for every model; ranked by final {e.metric} ({'higher' if e.higher_is_better else 'lower'} is better)"]
+    lines = [e.protocol]
+    lines.append(f"{len(e.seeds)} seed(s) ({', '.join(map(str, e.seeds))}); {e.test_samples or 'unknown'} test samples, the same for every model; ranked by {e.metric} at the selected epoch ({'higher' if e.higher_is_better else 'lower'} is better)")
     lines.append(f"95% CI: {e.interval}")
     if e.reference is not None and e.comparisons:
         one = len(e.seeds) == 1
         test = "exact McNemar test" if one else "exact sign test over test samples, seeds combined per sample (McNemar per seed in leaderboard.md)"
         lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {stats.ALPHA}")
+        lines.append(f"MDE: smallest difference from the best this evidence resolves (alpha {stats.ALPHA}, power {stats.POWER:.0%}); seeds needed: for the observed difference")
     return lines + [f"note: {n}" for n in e.notes]

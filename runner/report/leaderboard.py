@@ -1,8 +1,9 @@
 """The leaderboard: one row per model, best first, built with pandas from run directories.
 
-Numbers come from history.csv (the final epoch of every seed), the paired test from the saved
-test predictions (predictions/<model>/seed_<s>.npz), static facts (arch, params, FLOPs,
-optimizer, sweep values, ...) from models.csv. No file is written here (see outputs.py).
+Numbers come from history.csv at each seed's selected epoch (`report.select`: the final epoch,
+or the best epoch on val; never one chosen on test), the paired tests from the test
+predictions saved for that epoch (predictions/<model>/seed_<s>.npz), static facts (arch,
+params, FLOPs, optimizer, sweep values, ...) from models.csv. No file is written here.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from runner.engine.early_stopping import maximize, selection_metric
 from runner.report import stats
 from runner.errors import ReportError, did_you_mean
 from runner.report.run_data import RunData
@@ -20,11 +22,14 @@ from runner.report.run_data import RunData
 CORE = [
     "rank", "run", "model", "arch", "params", "flops_per_sample",
     "test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "test_loss_mean",
-    "best_epoch", "train_time_s", "samples_per_s", "status", "stopped_at", "p_vs_best", "tied_with_best",
-    "p_vs_best_raw", "wins_vs_best", "losses_vs_best",
+    "selected_epoch", "selected_on", "val_acc_mean", "val_loss_mean",
+    "train_time_s", "samples_per_s", "status", "stopped_at", "p_vs_best", "tied_with_best",
+    "mde_vs_best", "seeds_needed", "p_vs_best_raw", "wins_vs_best", "losses_vs_best",
     "grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite",
-    "train_loss_mean", "best_test_acc", "epochs", "seeds", "test_samples",
+    "train_loss_mean", "epochs", "seeds", "test_samples",
 ]
+SELECTED_ON = {"final": "final", "best_val": "val"}
+NOT_SELECTABLE = ("diverged", "failed")  # an epoch whose evaluation no longer counted (engine/slot.py)
 NOT_METRICS = {"seed", "epoch", "model_seed", "train_samples"}
 
 
@@ -41,6 +46,7 @@ class Evidence:
     comparisons: int  # size of the Holm family
     runs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    protocol: str = ""  # one line: how the reported epoch was selected, and what test read
     per_seed: pd.DataFrame | None = None  # exact McNemar per seed against the reference
 
 
@@ -54,13 +60,14 @@ def higher_is_better(metric: str) -> bool:
     return "acc" in metric or metric == "samples_per_s"
 
 
-def build(runs: list[RunData], metric: str = "test_acc") -> Leaderboard:
+def build(runs: list[RunData], metric: str = "test_acc", select: str | None = None) -> Leaderboard:
     """One run: its leaderboard. Several: one table, models keyed by (run, model); the paired
-    test spans runs only where they scored the same test samples."""
+    test spans runs only where they scored the same test samples. `select` overrides the
+    runs' `report.select`."""
     if len(runs) == 1:
-        return leaderboard(runs[0], metric)
-    merged, keys, notes = _merge(runs)
-    board = leaderboard(merged, metric)
+        return leaderboard(runs[0], metric, select)
+    merged, keys, notes = _merge(runs, select)
+    board = leaderboard(merged, metric, select)
     table = board.table
     table.insert(1, "run", [keys[k][0] for k in table["model"]])
     table["model"] = [keys[k][1] for k in table["model"]]
@@ -74,14 +81,17 @@ def build(runs: list[RunData], metric: str = "test_acc") -> Leaderboard:
     return board
 
 
-def leaderboard(run: RunData, metric: str = "test_acc") -> Leaderboard:
+def leaderboard(run: RunData, metric: str = "test_acc", select: str | None = None) -> Leaderboard:
+    select = _select(run, select)
+    if "_selected" not in run.history:  # merged runs come marked, each by its own config
+        _mark_selected(run, select)
     history = run.history
-    candidates = [c for c in history.columns if c not in NOT_METRICS and pd.api.types.is_numeric_dtype(history[c])]
+    candidates = [c for c in history.columns if c not in NOT_METRICS and not c.startswith("_") and pd.api.types.is_numeric_dtype(history[c])]
     if metric not in candidates:
         raise ReportError(f"--metric {metric!r}: not a numeric history.csv column{did_you_mean(metric, candidates)} (one of {', '.join(candidates)})")
     hib = higher_is_better(metric)
     n_test = run.test_samples
-    rows = [_summarise(run, name, metric, n_test) for name in run.model_names if (history["model"] == name).any()]
+    rows = [_summarise(run, name, metric, n_test, select) for name in run.model_names if (history["model"] == name).any()]
     table = pd.DataFrame(rows)
     table = table.sort_values([f"{metric}_mean", "test_loss_mean"], ascending=[not hib, True], na_position="last", kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
@@ -89,30 +99,90 @@ def leaderboard(run: RunData, metric: str = "test_acc") -> Leaderboard:
 
     reference = table["model"].iloc[0] if len(table) else None
     evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval")), 0)
-    _paired_tests(run, table, evidence)
+    evidence.protocol = _protocol(run, select, table)
+    _paired_tests(run, table, evidence, "final" if select == "final" else "best_val")
+    if (note := stats.t_quantile_note(len(run.seeds))) is not None:
+        evidence.notes.append(note)
 
     # models.csv: arch, params, FLOPs, optimizer, lr, scheduler and whatever columns it grows (sweeps).
     table = table.merge(run.models.drop(columns=[c for c in run.models.columns if c in table.columns and c != "model"]), on="model", how="left")
-    table["best_epoch"] = table["best_epoch"].astype("Int64")
     metric_cols = [f"{metric}_{part}" for part in ("mean", "std", "ci95_low", "ci95_high")] if metric != "test_acc" else []
     first = [c for c in CORE if c in table.columns and c not in metric_cols]
     first = first[: first.index("test_acc_mean")] + metric_cols + first[first.index("test_acc_mean") :]
     return Leaderboard(table[first + [c for c in table.columns if c not in first]], evidence)
 
 
-def _summarise(run: RunData, name: str, metric: str, n_test: int | None) -> dict:
+def _select(run: RunData, select: str | None) -> str:
+    """`select` (the CLI's --select), else the run's own `report.select`."""
+    select = select or run.config.get("report", {}).get("select", "final")
+    if select not in SELECTED_ON:
+        raise ReportError(f"--select {select!r}: expected one of {', '.join(SELECTED_ON)}{did_you_mean(select, list(SELECTED_ON))}")
+    return select
+
+
+def _mark_selected(run: RunData, select: str) -> None:
+    has_val = "val_loss" in run.history and run.history["val_loss"].notna().any()
+    if select == "best_val" and not has_val:
+        raise ReportError(f"{run.path}: --select best_val: the run has no val split (history.csv has no val_loss); run it with data.val_fraction > 0")
+    run.history = run.history.assign(_selected=_selected_rows(run, select))
+
+
+def _selected_rows(run: RunData, select: str) -> pd.Series:
+    """True on each (model, seed)'s selected epoch: its last, or its best on val by
+    engine.early_stopping.selection_metric, with the slot's rule (the first best epoch; an epoch
+    in which the model diverged or failed never counts). The same epochs whose test
+    predictions the run saved (runner/run/shared_pass.py)."""
+    h = run.history
+    chosen = pd.Series(False, index=h.index)
+    for (model, _), rows in h.groupby(["model", "seed"], sort=False):
+        rows = rows.sort_values("epoch")
+        pick = rows.index[-1]
+        if select == "best_val":
+            ok = rows[~rows.get("status", pd.Series("", index=rows.index)).isin(NOT_SELECTABLE)]
+            metric = selection_metric(stop_metric(run.config, model), float(ok["val_acc"].iloc[0]) if len(ok) else math.nan)
+            values = ok[metric].dropna()
+            if len(values):
+                pick = values.idxmax() if maximize(metric) else values.idxmin()
+        chosen[pick] = True
+    return chosen
+
+
+def stop_metric(config: dict, model: str) -> str | None:
+    """The model's early-stopping metric in the run's config.toml (its own, else the experiment's)."""
+    entry = next((m for m in config.get("model", []) if m.get("name") == model), {})
+    stopping = entry.get("early_stopping") or config.get("experiment", {}).get("early_stopping") or {}
+    return stopping.get("metric", "val_loss") if stopping else None
+
+
+def _protocol(run: RunData, select: str, table: pd.DataFrame) -> str:
+    """One line: which epoch is reported, what val is, and when test was read."""
+    splits = run.env.get("splits", {})
+    n_val = run.env.get("val_samples") or 0
+    val = f"val: {splits.get('val', f'{n_val} samples')}" if n_val else "no val split"
+    epochs = sorted({int(e) for cell in table["selected_epoch"] for e in str(cell).split("/") if e.isdigit()})
+    when = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]} (per model and seed)" if epochs else "no epoch"
+    test = f"test ({run.test_samples:,} samples)" if run.test_samples else "test"
+    if select == "best_val":
+        return f"selected on val (each model's best epoch by val_acc, or its val early-stopping metric; {val}); {test} read at {when}"
+    return f"selected: the final epoch ({val}); {test} read at {when}"
+
+
+def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select: str) -> dict:
     h = run.history[run.history["model"] == name]
     final = h.loc[h.groupby("seed")["epoch"].idxmax()].sort_values("seed")  # last epoch of every seed
+    chosen = h[h["_selected"]].sort_values("seed")  # the reported epoch of every seed
     col = lambda frame, c: frame[c] if c in frame else pd.Series(math.nan, index=frame.index)  # noqa: E731
-    acc = stats.accuracy_interval(col(final, "test_acc"), n_test)
-    curve = h.groupby("epoch")["test_acc"].mean() if "test_acc" in h else pd.Series(dtype=float)  # mean over seeds
+    acc = stats.accuracy_interval(col(chosen, "test_acc"), n_test)
     seconds = col(h, "time_s")
+    epochs = [str(int(e)) for e in chosen["epoch"]]
     row = {
         "model": name,
         "test_acc_mean": acc.mean, "test_acc_std": acc.std, "test_acc_ci95_low": acc.low, "test_acc_ci95_high": acc.high,
-        "test_loss_mean": col(final, "test_loss").mean(),
-        "best_epoch": curve.idxmax() if curve.notna().any() else math.nan,
-        "best_test_acc": curve.max(),
+        "test_loss_mean": col(chosen, "test_loss").mean(),
+        "selected_epoch": epochs[0] if len(set(epochs)) == 1 else "/".join(epochs),
+        "selected_on": SELECTED_ON[select],
+        "val_acc_mean": col(chosen, "val_acc").mean(),
+        "val_loss_mean": col(chosen, "val_loss").mean(),
         "train_time_s": seconds.groupby(h["seed"]).sum().mean(),
         "samples_per_s": col(h, "train_samples").sum() / seconds.sum() if seconds.sum() > 0 else math.nan,
         "status": _status(col(final, "status")),
@@ -129,7 +199,7 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None) -> dict
     }
     if metric != "test_acc":
         n = n_test if metric.startswith("test_") else int(final["train_samples"].iloc[-1]) if "train_samples" in final else None
-        iv = stats.accuracy_interval(final[metric], n) if "acc" in metric else stats.t_interval(final[metric])
+        iv = stats.accuracy_interval(chosen[metric], n) if "acc" in metric else stats.t_interval(chosen[metric])
         row |= {f"{metric}_mean": iv.mean, f"{metric}_std": iv.std, f"{metric}_ci95_low": iv.low, f"{metric}_ci95_high": iv.high}
     return row
 
@@ -160,11 +230,14 @@ def _pair_seeds(a: dict[int, dict], b: dict[int, dict]) -> list[tuple[int, int]]
     return list(zip(sorted(a), sorted(b)))
 
 
-def _paired_tests(run: RunData, table: pd.DataFrame, evidence: Evidence) -> None:
-    """p_vs_best / tied_with_best: each model vs the rank-1 model (stats.paired_over_seeds),
-    Holm-corrected over the models compared."""
+def _paired_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, key: str) -> None:
+    """p_vs_best / tied_with_best: each model vs the rank-1 model (stats.paired_over_seeds) on
+    the test predictions of the selected epoch (`key`: "final" or "best_val"), Holm-corrected
+    over the models compared; mde_vs_best / seeds_needed: how much difference that evidence
+    can resolve (stats.mde_mcnemar, stats.mde_over_seeds, stats.seeds_needed)."""
     n = len(table)
-    raw, wins, losses = np.full(n, math.nan), pd.array([pd.NA] * n, dtype="Int64"), pd.array([pd.NA] * n, dtype="Int64")
+    raw, mde, needed = np.full(n, math.nan), np.full(n, math.nan), np.full(n, math.nan)
+    wins, losses = pd.array([pd.NA] * n, dtype="Int64"), pd.array([pd.NA] * n, dtype="Int64")
     ref = evidence.reference
     per_seed = []
     ref_preds = run.predictions.get(ref, {}) if ref is not None else {}
@@ -178,10 +251,14 @@ def _paired_tests(run: RunData, table: pd.DataFrame, evidence: Evidence) -> None
         if not all(np.array_equal(preds[s]["target"], ref_preds[r]["target"]) for s, r in pairs):
             evidence.notes.append(f"{name}: test targets differ from {ref}'s: not paired")
             continue
-        correct = np.stack([preds[s]["final"] == preds[s]["target"] for s, _ in pairs])
-        correct_ref = np.stack([ref_preds[r]["final"] == ref_preds[r]["target"] for _, r in pairs])
+        if not all(key in preds[s] and key in ref_preds[r] for s, r in pairs):
+            evidence.notes.append(f"{name}: no saved test predictions at the {key} epoch: not paired")
+            continue
+        correct = np.stack([preds[s][key] == preds[s]["target"] for s, _ in pairs])
+        correct_ref = np.stack([ref_preds[r][key] == ref_preds[r]["target"] for _, r in pairs])
         result = stats.paired_over_seeds(correct, correct_ref)
         raw[i], wins[i], losses[i] = result.p, result.wins, result.losses
+        mde[i], needed[i] = _resolution(correct, correct_ref)
         for (s, _), c, r in zip(pairs, correct, correct_ref):
             b, c_ = stats.discordant(c, r)
             per_seed.append({"model": name, "seed": s, "only_model_right": b, "only_best_right": c_, "p_mcnemar": stats.mcnemar_exact(b, c_)})
@@ -190,9 +267,22 @@ def _paired_tests(run: RunData, table: pd.DataFrame, evidence: Evidence) -> None
     if ref is not None and len(table):
         tied[0] = True  # the reference is trivially tied with itself; its p stays empty
     table["p_vs_best"], table["tied_with_best"], table["p_vs_best_raw"] = adjusted, tied, raw
+    table["mde_vs_best"], table["seeds_needed"] = mde, needed
     table["wins_vs_best"], table["losses_vs_best"] = wins, losses
     evidence.comparisons = int(np.isfinite(raw).sum())
     evidence.per_seed = pd.DataFrame(per_seed) if per_seed else None
+
+
+def _resolution(correct: np.ndarray, correct_ref: np.ndarray) -> tuple[float, float]:
+    """(mde_vs_best, seeds_needed) from (seeds, samples) correctness. One seed: the exact
+    McNemar MDE at the observed discordance rate, no seed estimate. Several: the paired t-test
+    over the per-seed accuracy differences, with their observed spread."""
+    seeds, samples = correct.shape
+    if seeds == 1:
+        return stats.mde_mcnemar(samples, float(np.mean(correct[0] != correct_ref[0]))), math.nan
+    diffs = correct.mean(axis=1) - correct_ref.mean(axis=1)
+    sd = float(np.std(diffs, ddof=1))
+    return stats.mde_over_seeds(sd, seeds), stats.seeds_needed(float(diffs.mean()), sd)
 
 
 def _data_signature(run: RunData) -> tuple:
@@ -202,8 +292,15 @@ def _data_signature(run: RunData) -> tuple:
     return (data.get("dataset"), repr(data.get("args")), subset, experiment.get("seed") if subset else None)
 
 
-def _merge(runs: list[RunData]) -> tuple[RunData, dict[str, tuple[str, str]], list[str]]:
-    """One RunData whose model names are "<run>/<model>" keys (model names cannot hold "/")."""
+def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, tuple[str, str]], list[str]]:
+    """One RunData whose model names are "<run>/<model>" keys (model names cannot hold "/"),
+    each run's epochs selected with its own config (or `select`)."""
+    chosen = {_select(r, select) for r in runs}
+    if len(chosen) > 1:
+        raise ReportError(f"the runs report differently selected epochs ({', '.join(sorted(chosen))}): pass --select final or --select best_val")
+    select = chosen.pop()
+    for r in runs:
+        _mark_selected(r, select)
     paths = [r.path.resolve() for r in runs]
     twice = next((r.path for r, p in zip(runs, paths) if paths.count(p) > 1), None)
     if twice is not None:
@@ -229,5 +326,8 @@ def _merge(runs: list[RunData]) -> tuple[RunData, dict[str, tuple[str, str]], li
         notes.append("the runs did not score the same test samples (dataset, test subset or targets differ): no paired test across runs")
     n_test = {r.test_samples for r in runs}
     env = {"test_samples": n_test.pop() if len(n_test) == 1 else None, "classes": runs[0].env.get("classes")}
-    merged = RunData(runs[0].path, pd.concat(histories, ignore_index=True), pd.concat(models, ignore_index=True), env, {}, predictions)
+    if len({(r.env.get("val_samples"), repr(r.env.get("splits", {}).get("val"))) for r in runs}) == 1:
+        env |= {"val_samples": runs[0].env.get("val_samples"), "splits": runs[0].env.get("splits", {})}
+    config = {"report": {"select": select}}
+    merged = RunData(runs[0].path, pd.concat(histories, ignore_index=True), pd.concat(models, ignore_index=True), env, config, predictions)
     return merged, keys, notes

@@ -15,7 +15,7 @@ import pandas as pd
 
 from runner.errors import RunDirError
 
-PREDICTION_KEYS = ("target", "final", "final_epoch", "best", "best_epoch")
+PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")
 
 
 @dataclass
@@ -25,7 +25,7 @@ class RunData:
     models: pd.DataFrame  # one row per model: arch, params, flops_per_sample, optimizer, ...
     env: dict  # env.json: test_samples, classes, versions
     config: dict  # config.toml as plain data ({} when absent)
-    # model -> seed -> {"target", "final", "best": int arrays, "final_epoch", "best_epoch": int}
+    # model -> seed -> {"target", "final", "best_val": int arrays, "final_epoch", "best_val_epoch": int}
     predictions: dict[str, dict[int, dict]] = field(default_factory=dict)
 
     @property

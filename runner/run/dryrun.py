@@ -18,6 +18,7 @@ import torch
 
 from runner.build import components
 from runner.config.schema import Config, ModelConfig
+from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.run.run_dir import holds_a_run
@@ -47,7 +48,9 @@ class Plan:
     device: str
     dataset: str
     train_samples: int
+    val_samples: int  # 0: no val split
     test_samples: int
+    sources: dict[str, str]  # split -> where its samples come from
     input_shape: tuple[int, ...]
     num_classes: int
     batch_size: int
@@ -75,12 +78,14 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         plan_pipelines(components.build_adapter(d, cfg.base_dir), d, cfg.source)
     with preserved_rng():  # user code (adapter, loss, augmentation) may draw from any global generator
         data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        check_val_split(cfg, data.val is not None)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         [(x, y)] = first_batches(cfg, cfg.seeds[0], data, device)  # the run's first batch
     models = [measure(cfg, m, data, x, y, loss_fn, device) for m in cfg.models]
     return Plan(
         experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),
-        train_samples=len(data.train), test_samples=len(data.test), input_shape=tuple(data.input_shape),
+        train_samples=len(data.train), val_samples=len(data.val) if data.val is not None else 0, test_samples=len(data.test),
+        sources=dict(data.sources), input_shape=tuple(data.input_shape),
         num_classes=data.num_classes, batch_size=d.batch_size,
         batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
         epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),

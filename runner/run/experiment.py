@@ -27,6 +27,7 @@ from runner.config import tomlio
 from runner.config.schema import Config
 from runner.config.validate import config_from_dict, load_config
 from runner.data.loaders import load_data
+from runner.data.splits import VAL_INDICES, split_facts
 from runner.engine.slot import Slot
 from runner.errors import CompareError, RunDirError
 from runner.report.finalize import finalize_run
@@ -155,8 +156,9 @@ class Experiment:
                 lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
                 if checkpoint is None:
                     atomic.write_text(run_dir / "config.toml", tomlio.dumps(cfg.to_dict()))
-                    env = environment(device, argv) | {"world_size": dist.world, "train_samples": len(data.train), "test_samples": len(data.test), "classes": data.classes}
-                    atomic.write_text(run_dir / "env.json", json.dumps(env, indent=2) + "\n")
+                    atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data), indent=2) + "\n")
+                    if data.val_indices is not None:
+                        write_csv_atomic(pd.DataFrame({"train_index": data.val_indices}), run_dir / VAL_INDICES)
                     write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
             except BaseException:
                 lock.close()

@@ -44,6 +44,7 @@ class SharedPass:
         streams = config_streams(cfg, seed, data, device, dist.rank, dist.world if dist.enabled else 1)
         self.train_loader, self.test_loader, self.sampler = streams.train, streams.test, streams.sampler
         self.train_gen, self.test_gen, self.data_rng = streams.train_gen, streams.test_gen, streams.data_rng
+        self.val_loader, self.val_gen = streams.val, streams.val_gen  # None: no val split
         self.epoch, self.step = 1, 0  # the epoch in progress (or next) and its steps already done
         self.epoch_start_gen = self.train_gen.get_state()  # replayed to resume mid-epoch
         self.error_files: set[str] = set()
@@ -94,6 +95,8 @@ class SharedPass:
 
             agreement = agree if self.dist.enabled else None
             data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement)
+        if self.val_loader is not None:  # what this epoch's decisions read (Slot.end_epoch)
+            evaluate(self.slots, self.val_loader, self.loss_fn, epoch, agreement, split="val")
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
 
         records = []
@@ -115,12 +118,11 @@ class SharedPass:
                 raise Interrupted(stop, f"checkpoint written after epoch {epoch}")
 
     def _finish(self, out: Outputs, tb: TensorBoardSink) -> None:
-        """Predictions of every model that was evaluated, at its last and its best epoch."""
+        """Test predictions of every model that was evaluated: at its last epoch, and at its
+        best epoch on val (the paired tests of `report.select = "best_val"` read those)."""
         for slot in self.slots if self.dist.main else ():
-            if slot.best is not None:
-                last = slot.predictions if slot.predictions is not None else slot.best[2]
-                last_epoch = self.epoch - 1 if slot.predictions is not None else slot.best[1]
-                write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=(last_epoch, last), best=slot.best[1:])
+            if slot.final is not None:
+                write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=slot.final, best=slot.best)
 
     def _write_errors(self, run_dir: Path) -> None:
         for slot in self.slots if self.dist.main else ():
@@ -139,6 +141,7 @@ class SharedPass:
             "step": self.step,
             "epoch_start_gen": self.epoch_start_gen,
             "test_gen": self.test_gen.get_state(),
+            "val_gen": self.val_gen.get_state() if self.val_gen is not None else None,
             "data_rng": self.data_rng.state_dict(),
             "targets": getattr(self, "targets", None),
             "slots": {s.name: s.state_dict() for s in self.slots},
@@ -149,6 +152,8 @@ class SharedPass:
         self.epoch, self.step = state["epoch"], state["step"]
         self.epoch_start_gen = state["epoch_start_gen"]
         self.test_gen.set_state(state["test_gen"])
+        if self.val_gen is not None:
+            self.val_gen.set_state(state["val_gen"])
         self.data_rng.load_state_dict(state["data_rng"])
         if state["targets"] is not None:
             self.targets = state["targets"]

@@ -4,6 +4,7 @@ Both flush every epoch, so a crash loses at most the epoch in progress.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from runner import atomic
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
     "train_loss": "loss/train",
-    "val_loss": "loss/val",
     "test_loss": "loss/test",
     "train_acc": "accuracy/train",
+    "val_loss": "loss/val",
     "val_acc": "accuracy/val",
     "test_acc": "accuracy/test",
     "grad_norm_mean": "grad_norm/mean",
@@ -26,7 +27,6 @@ TB_TAGS = {
     "lr": "lr",
     "samples_per_s": "throughput/samples_per_s",
 }
-OPTIONAL = {"val_loss", "val_acc"}  # only written where the run has a val split (not NaN)
 # TensorBoard's time-series view groups tags by their first path part, groups in sorted order,
 # and opens the first two: this prefix sorts after every scalar group (accuracy ... throughput),
 # so the curves come first and the per-parameter histograms last.
@@ -70,10 +70,8 @@ class TensorBoardSink:
         for record in records:
             writer = self.writers[record["model"]]
             for column, tag in TB_TAGS.items():
-                value = record.get(column) if column in OPTIONAL else record[column]
-                if column in OPTIONAL and (value is None or not np.isfinite(value)):
-                    continue
-                writer.add_scalar(tag, value, global_step=record["epoch"])
+                if not (column.startswith("val_") and math.isnan(record[column])):  # no val split: no val curve
+                    writer.add_scalar(tag, record[column], global_step=record["epoch"])
             writer.flush()
 
     def write_gradients(self, name: str, epoch: int, model: nn.Module) -> None:
@@ -102,19 +100,16 @@ class NullTensorBoardSink:
         pass
 
 
-def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple) -> Path:
-    """predictions/<model>/seed_<seed>.npz: test targets and top-1 predictions at the final and
-    the best epoch, as plain integer arrays (read with np.load(..., allow_pickle=False))."""
+def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple | None) -> Path:
+    """predictions/<model>/seed_<seed>.npz: test targets and top-1 test predictions at the final
+    epoch and (with a val split) at the best epoch on val, as plain integer arrays (read with
+    np.load(..., allow_pickle=False)). Nothing here is chosen on test."""
     folder = Path(run_dir) / "predictions" / model
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"seed_{seed}.npz"
+    arrays = {"target": targets.numpy(), "final": final[1].numpy(), "final_epoch": np.int64(final[0])}
+    if best is not None:
+        arrays |= {"best_val": best[1].numpy(), "best_val_epoch": np.int64(best[0])}
     with atomic.atomic_write(path) as f:
-        np.savez_compressed(
-            f,
-            target=targets.numpy(),
-            final=final[1].numpy(),
-            final_epoch=np.int64(final[0]),
-            best=best[1].numpy(),
-            best_epoch=np.int64(best[0]),
-        )
+        np.savez_compressed(f, **arrays)
     return path
