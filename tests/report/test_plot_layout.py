@@ -22,11 +22,11 @@ NAMES = [f"m{i}-a-long-descriptive-model-name"[:30] for i in range(9)]
 
 @pytest.fixture(scope="module")
 def long_run(tmp_path_factory) -> RunData:
-    """9 tiny models with 30-character names, 2 seeds, 2 epochs, predictions saved; a long
+    """9 tiny models with 30-character names, 3 seeds, 2 epochs, predictions saved; a long
     experiment name (titles must wrap, not lose their first letters)."""
     models = [mlp(name, lr=0.02 * (i + 1), dropout=0.0) | {"args": {"hidden": [8], "dropout": 0.0}} for i, name in enumerate(NAMES)]
     raw = digits_config(models, epochs=2, subset=300)
-    raw["experiment"] |= {"name": "digits-demo-with-a-rather-long-experiment-name", "seeds": [0, 1], "grad_histograms": False}
+    raw["experiment"] |= {"name": "digits-demo-with-a-rather-long-experiment-name", "seeds": [0, 1, 2], "grad_histograms": False}
     out = tmp_path_factory.mktemp("long") / "run"
     Experiment(config_from_dict(raw)).run(out, plots=False)
     return load_run(out)
@@ -37,6 +37,10 @@ def subset(run: RunData, k: int) -> RunData:
     return dataclasses.replace(run, history=run.history[run.history["model"].isin(keep)].reset_index(drop=True),
                                models=run.models[run.models["model"].isin(keep)].reset_index(drop=True),
                                predictions={m: p for m, p in run.predictions.items() if m in keep})
+
+
+def two_seeds(run: RunData) -> RunData:
+    return dataclasses.replace(run, history=run.history[run.history["seed"] < 2].reset_index(drop=True))
 
 
 def with_val(run: RunData) -> RunData:
@@ -91,6 +95,7 @@ def test_every_plot_fits_its_texts(long_run, k):
     assert all(fig is not None for fig in made.values()), [n for n, f in made.items() if f is None]
     for name, fig in made.items():
         check_layout(fig, f"{name} ({k} models)")
+    check_layout(curves(two_seeds(run)), f"learning_curves.png ({k} models, 2 seeds: the note)")
 
 
 def test_a_model_has_one_colour_in_every_plot_whatever_its_rank(long_run):
@@ -109,16 +114,25 @@ def test_a_model_has_one_colour_in_every_plot_whatever_its_rank(long_run):
 
 
 def test_two_seeds_draw_a_min_max_range_with_a_note_and_a_zoomed_accuracy_axis(long_run):
-    fig = curves(long_run)
+    run = two_seeds(long_run)
+    fig = curves(run)
     assert "2 seeds: t(0.975,1) = 12.7; intervals are very wide; use ≥ 3 seeds" in fig._suptitle.get_text()
     accuracy, loss, train_loss = [ax for ax in fig.axes if ax.axison]
-    values = long_run.history["test_acc"]
+    values = run.history["test_acc"]
     bands = [path.vertices[:, 1] for coll in accuracy.collections for path in coll.get_paths()]
     assert bands and all(b.min() >= values.min() - 1e-9 and b.max() <= values.max() + 1e-9 for b in bands)
     low, high = accuracy.get_ylim()
     assert low > 0.0 or high < 1.0  # zoomed to where the models are, not the whole [0, 1]
     assert len(loss.get_lines()) == len(NAMES) and "loss" in loss.get_title()  # test loss is plotted
     assert len(train_loss.get_lines()) == len(NAMES)
+
+
+def test_three_seeds_draw_the_t_interval(long_run):
+    fig = curves(long_run)
+    assert "3 seeds: band = 95% t-interval over seeds" in fig._suptitle.get_text()
+    values = long_run.history["test_acc"]
+    bands = [path.vertices[:, 1] for coll in fig.axes[0].collections for path in coll.get_paths()]
+    assert any(b.min() < values.min() or b.max() > values.max() for b in bands)  # wider than the seeds' range
 
 
 def test_val_curves_are_dashed_next_to_test_when_history_has_them(long_run):
