@@ -5,7 +5,7 @@ axes labelled with units, laid out for 2 to 20+ models with names of 30+ charact
     leaderboard.png         final test accuracy with 95% CI whiskers; tied-with-best marked
     pareto_params.png       accuracy vs parameter count, Pareto front drawn
     pareto_train_time.png   accuracy vs training time, Pareto front drawn
-    confusion_matrices.png  one confusion matrix per model (final epoch, seeds summed)
+    confusion_matrices.png  one confusion matrix per model (reported epoch, seeds summed)
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
 
 Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
@@ -154,10 +154,6 @@ def _legend(key, handles: list, title: str) -> None:
                fontsize=8, title_fontsize=9, alignment="left")
 
 
-def _model_handles(models, colours, **kw) -> list:
-    return [Line2D([], [], color=colours[m], label=m, **kw) for m in models]
-
-
 def _draw(ax, history: pd.DataFrame, column: str, models, colours, log: bool, dashed: bool = False) -> list[tuple]:
     """One line (+ band) per model; returns each line's (epochs, values), for zooming."""
     if column not in history or not history[column].notna().any():
@@ -194,7 +190,7 @@ def _curves(history: pd.DataFrame, panels, order, colours, n_seeds: int, title: 
     """One panel per (title, [(column, dashed)], y label, log); a model legend, plus the line
     styles where a panel draws val dashed."""
     models = [m for m in order if m in set(history["model"])]
-    handles = _model_handles(models, colours, marker="o", markersize=4)
+    handles = [Line2D([], [], color=colours[m], label=m, marker="o", markersize=4) for m in models]
     if any(dashed and c in history and history[c].notna().any() for _, columns, _, _ in panels for c, dashed in columns):
         handles += [Line2D([], [], color="#444444", label="test", linestyle="-"), Line2D([], [], color="#444444", label="val", linestyle="--")]
     fig, axes, key = _figure(len(panels), width=4.6, height=4.2, legend=[h.get_label() for h in handles])
@@ -388,12 +384,13 @@ def confusion_grid(run: RunData, order: list[str], run_name: str) -> Figure | No
     fig, axes, _ = _figure(ncols, width=side, height=side + 0.4, nrows=nrows, style="white")
     seeds = set()
     for ax, model in zip(axes.flat, models):
-        counts = sum(stats.confusion_matrix(p["target"], p["final"], k) for p in run.predictions[model].values())
+        counts = sum(stats.confusion_matrix(p["target"], run.selected_predictions(model, seed)[0], k) for seed, p in run.predictions[model].items())
         seeds |= set(run.predictions[model])
         confusion_heatmap(ax, counts, classes)
         ax.set_title(wrap(model, side - 0.6, 9) + f"\nacc {np.trace(counts) / max(counts.sum(), 1):.3f}", fontsize=9)
     for ax in axes.flat[len(models):]:
         ax.set_axis_off()
     fig.colorbar(axes.flat[0].collections[0], ax=axes, shrink=0.6, label="fraction of the true class")
-    fig.suptitle(wrap(f"{run_name}: confusion matrices (final epoch, {len(seeds)} seed(s) summed, rows normalised)", side * ncols), fontsize=11)
+    epoch = "best epoch on val" if run.config.get("report", {}).get("select") == "best_val" else "final epoch"
+    fig.suptitle(wrap(f"{run_name}: confusion matrices (test, {epoch}, {len(seeds)} seed(s) summed, rows normalised)", side * ncols), fontsize=11)
     return fig

@@ -9,7 +9,7 @@
   (an extra "run" per model); the three hparams summaries go through the run's own writer.
 - Custom scalars: one chart per metric showing every run (models and seeds) together; val
   charts where the run has a val split.
-- The run's own confusion matrix (its seed, final epoch) as an image (`IMAGE_TAG`).
+- The run's own confusion matrix (its seed, the reported epoch) as an image (`IMAGE_TAG`).
 
 All of it lands in one extra event file per run, `*.compare-views`, replaced when rewritten.
 """
@@ -159,19 +159,19 @@ def settings_text(settings: dict) -> str:
 
 
 def _confusion_image(run: RunData, model: str, seed: int):
-    """The run's confusion matrix (this seed, final epoch) as a CHW image, or None without
-    saved predictions."""
+    """(CHW image, epoch): the run's confusion matrix (this seed, at the epoch the leaderboard
+    reports), or None without saved predictions."""
     from torch.utils.tensorboard._utils import figure_to_image  # noqa: PLC0415 - what add_figure uses
 
     from runner.report.plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
 
-    pred = run.predictions.get(model, {}).get(seed)
-    if pred is None:
+    selected = run.selected_predictions(model, seed)
+    if selected is None:
         return None
     classes = class_names(run, model)
-    counts = stats.confusion_matrix(pred["target"], pred["final"], len(classes))
-    title = f"{model}, seed {seed}\nepoch {int(pred.get('final_epoch', 0))}, accuracy {counts.trace() / max(counts.sum(), 1):.4f}"
-    return figure_to_image(confusion_figure(counts, classes, title), close=False)
+    counts = stats.confusion_matrix(run.predictions[model][seed]["target"], selected[0], len(classes))
+    title = f"{model}, seed {seed}\ntest at epoch {selected[1]}, accuracy {counts.trace() / max(counts.sum(), 1):.4f}"
+    return figure_to_image(confusion_figure(counts, classes, title), close=False), selected[1]
 
 
 def write_tb_views(run: RunData) -> list[Path]:
@@ -202,7 +202,7 @@ def write_tb_views(run: RunData) -> list[Path]:
             writer.add_text(TEXT_TAG, settings_text(settings[(model, seed)]))
             image = _confusion_image(run, model, seed)
             if image is not None:
-                writer.add_image(IMAGE_TAG, image, global_step=int(run.predictions[model][seed]["final_epoch"]))
+                writer.add_image(IMAGE_TAG, image[0], global_step=image[1])
             writer.flush()
             written += list(folder.glob(f"*{SUFFIX}"))
         finally:

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from runner.config.validate import config_from_dict
 from runner.report.leaderboard import build
-from runner.report.plots import figures, grad_norms, learning_curves, model_colours, pareto
+from runner.report.plots import confusion_grid, figures, grad_norms, learning_curves, model_colours, pareto
 from runner.report.run_data import RunData, load_run
 from runner.run.experiment import Experiment
 from tests.helpers import digits_config, mlp
@@ -145,3 +145,20 @@ def test_val_curves_are_dashed_next_to_test_when_history_has_them(long_run):
         assert styles.count("-") == len(NAMES) and styles.count("--") == len(NAMES)
     legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
     assert {"test", "val"} <= {t.get_text() for t in legend.get_texts()}
+
+
+def test_confusion_matrices_read_the_epoch_the_leaderboard_reports(long_run):
+    """With report.select = "best_val" the matrices are the val-best epoch's test predictions."""
+    target = np.arange(40) % 4
+    final, best = target.copy(), target.copy()
+    final[:20] = 0  # the final epoch is worse than the val-best one
+    pred = {"target": target, "final": final, "final_epoch": np.int64(5), "best_val": best, "best_val_epoch": np.int64(3)}
+    for select, expected in (("final", final), ("best_val", best)):
+        run = dataclasses.replace(long_run, config={"report": {"select": select}}, env={}, predictions={NAMES[0]: {0: pred}})
+        chosen, epoch = run.selected_predictions(NAMES[0], 0)
+        assert (chosen == expected).all() and epoch == (3 if select == "best_val" else 5)
+        fig = confusion_grid(run, [NAMES[0]], "run")
+        rates = np.asarray(fig.axes[0].collections[0].get_array()).reshape(4, 4)
+        assert np.trace(rates) == pytest.approx(4.0 if select == "best_val" else np.trace(
+            np.bincount(target * 4 + final, minlength=16).reshape(4, 4) / 10))
+        assert ("best epoch on val" in " ".join(fig._suptitle.get_text().split())) == (select == "best_val")
