@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 from enum import Enum
 from pathlib import Path
@@ -121,22 +122,40 @@ def plot_cmd(
         typer.echo(str(path))
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (TensorBoard would fail to start there)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free for TensorBoard too
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 @app.command("tensorboard")
 def tensorboard_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (its tb/ folder is opened).")],
     port: Annotated[int, typer.Option(help="Port TensorBoard listens on.")] = 6006,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: localhost, this machine only).")] = None,
+    bind_all: Annotated[bool, typer.Option("--bind-all", help="Listen on every network interface (reachable from other machines).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the command instead of starting TensorBoard.")] = False,
 ):
     """Start TensorBoard on RUN_DIR/tb: curves, HParams, custom scalars, confusion matrices."""
     tb = run_dir / "tb"
+    shown_host = "0.0.0.0" if bind_all else host or "localhost"
     try:
+        if host is not None and bind_all:
+            raise ReportError("--host and --bind-all both choose the address: give one of them")
         if not run_dir.is_dir():
             raise RunDirError(f"{run_dir}: no such run directory")
         if not tb.is_dir():
             raise RunDirError(f"{tb}: no TensorBoard logs in this run directory")
+        if port_in_use("" if bind_all else host or "localhost", port):
+            raise ReportError(f"port {port} on {shown_host} is already in use (another TensorBoard?): pick a free one with --port {port + 1}")
     except Exception as err:  # noqa: BLE001
         fail(err, debug=False)
-    args = ["--logdir", str(tb), "--port", str(port)]
+    args = ["--logdir", str(tb), "--port", str(port)] + (["--bind_all"] if bind_all else ["--host", host] if host else [])
     try:
         import tensorboard.main  # noqa: F401, PLC0415 - only to know whether it is installed
     except ImportError:
@@ -146,7 +165,7 @@ def tensorboard_cmd(
     if dry_run:
         typer.echo(shlex.join(command))
         return
-    typer.echo(f"TensorBoard on {tb}: http://localhost:{port}/ (Ctrl-C stops it)")
+    typer.echo(f"TensorBoard on {tb}: http://{'localhost' if bind_all else shown_host}:{port}/ (Ctrl-C stops it)")
     sys.stdout.flush()
     # Become TensorBoard (no child process): Ctrl-C and kill reach it directly.
     os.execv(sys.executable, command)

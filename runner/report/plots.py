@@ -1,18 +1,23 @@
-"""PNG plots of a run (seaborn): one file per question, titled, axes labelled with units.
+"""PNG plots of a run (seaborn style, matplotlib Figure API): one file per question, titled,
+axes labelled with units, laid out for 2 to 20+ models with names of 30+ characters.
 
-    learning_curves.png     test accuracy and train loss vs epoch, band = 95% t-interval over seeds
+    learning_curves.png     accuracy, loss (test solid, val dashed) and train loss per epoch
     leaderboard.png         final test accuracy with 95% CI whiskers; tied-with-best marked
     pareto_params.png       accuracy vs parameter count, Pareto front drawn
     pareto_train_time.png   accuracy vs training time, Pareto front drawn
-    confusion_matrices.png  one confusion matrix per model (final epoch, seeds summed)
+    confusion_matrices.png  one confusion matrix per model (reported epoch, seeds summed)
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
 
-Figures are built with matplotlib's Figure API (no pyplot state, nothing shown on screen),
-so plotting works headless and never touches a caller's open figures.
+Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
+one colour per model name, min-max bands with 2 seeds: docs/reading-results.md (checked by
+tests/report/test_plot_layout.py). The Figure API (no pyplot state) keeps plotting headless
+and away from a caller's open figures.
 """
 from __future__ import annotations
 
 import sys
+import textwrap
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +29,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
 
 from runner import atomic  # noqa: E402
 from runner.report import stats  # noqa: E402
@@ -32,29 +40,54 @@ from runner.report.run_data import RunData  # noqa: E402
 
 DPI = 120
 EPOCH_LABEL = "epoch (passes over the train split)"
+# 20 distinguishable colours: tab10, then tab20's light partner of each.
+PALETTE = [tuple(c) for c in sns.color_palette("tab10", 10) + sns.color_palette("tab20", 20)[1::2]]
+
+
+def model_colours(names) -> dict[str, tuple]:
+    """Each name's colour from its CRC32 (the same in every run, whatever the rank). Names are
+    placed in sorted order; a taken colour moves a name to the next free one, tab10's strong
+    colours before their light partners, so colours stay distinct. Past 20 models the rest get
+    evenly spaced husl hues."""
+    names = sorted(set(names))
+    free = list(range(len(PALETTE)))
+    extra = iter(sns.color_palette("husl", max(0, len(names) - len(PALETTE))))
+    out = {}
+    for name in names:
+        if not free:
+            out[name] = tuple(next(extra))
+            continue
+        want = zlib.crc32(name.encode()) % 10
+        slot = min(free, key=lambda i: (i >= 10, (i - want) % 10))
+        free.remove(slot)
+        out[name] = PALETTE[slot]
+    return out
+
+
+def figures(run: RunData, board: Leaderboard) -> dict[str, Figure | None]:
+    """Every plot by file name; None where the run has no data for it."""
+    order = list(board.table["model"])  # rank order: legends read best first
+    colours = model_colours(run.model_names + order)
+    history = run.history.replace([np.inf, -np.inf], np.nan)
+    n_seeds = len(run.seeds)
+    title = run.config.get("experiment", {}).get("name") or run.label
+    title = title if title == run.label else f"{title} ({run.label})"  # experiment and run directory
+    return {
+        "learning_curves.png": learning_curves(history, order, colours, n_seeds, title),
+        "leaderboard.png": leaderboard_chart(board, title),
+        "pareto_params.png": pareto(board, colours, "params", "parameters (count)", "parameter count", title),
+        "pareto_train_time.png": pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
+        "confusion_matrices.png": confusion_grid(run, order, title),
+        "grad_norms.png": grad_norms(history, order, colours, n_seeds, title),
+    }
 
 
 def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path) -> list[Path]:
     """Every plot this run has data for; returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    order = list(board.table["model"])  # rank order: legends read best first
-    colours = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))))
-    history = run.history.replace([np.inf, -np.inf], np.nan)
-    n_seeds = len(run.seeds)
-    title = run.config.get("experiment", {}).get("name") or run.label
-    title = title if title == run.label else f"{title} ({run.label})"  # experiment and run directory
-    makers = {
-        "learning_curves.png": lambda: learning_curves(history, order, colours, n_seeds, title),
-        "leaderboard.png": lambda: leaderboard_chart(board, title),
-        "pareto_params.png": lambda: pareto(board, "params", "parameters (count, log scale)", "parameter count", title),
-        "pareto_train_time.png": lambda: pareto(board, "train_time_s", "training time per seed (s, log scale)", "training time", title),
-        "confusion_matrices.png": lambda: confusion_grid(run, order, title),
-        "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, title),
-    }
     written = []
-    for filename, make in makers.items():
-        fig = make()
+    for filename, fig in figures(run, board).items():
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
             continue
         with atomic.atomic_write(out / filename) as f:
@@ -63,79 +96,148 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path) -> list[P
     return written
 
 
-def _band(values) -> tuple[float, float]:
-    """seaborn errorbar callable: the 95% t-interval over seeds (a point with one seed)."""
-    iv = stats.t_interval(values)
-    return (iv.low, iv.high) if iv.method == "t" else (iv.mean, iv.mean)
+def wrap(text: str, width_in: float, fontsize: float = 11) -> str:
+    """Wrap each line of `text` to what fits `width_in` inches (a character ~0.55 em wide)."""
+    chars = max(20, int(width_in * 72 / (fontsize * 0.55)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.splitlines())
 
 
-def _accuracy_band(values) -> tuple[float, float]:
-    low, high = _band(values)
-    return max(0.0, low), min(1.0, high)  # an accuracy cannot leave [0, 1]
+def seeds_note(n_seeds: int, band: bool = True) -> str:
+    """What the spread over seeds is, in plain words; with 2 seeds, why it is not a t-band."""
+    if n_seeds <= 1:
+        return "one seed: no spread over seeds"
+    if n_seeds < 3:
+        t = float(scipy_stats.t.ppf(0.975, n_seeds - 1))
+        note = f"{n_seeds} seeds: t(0.975,{n_seeds - 1}) = {t:.1f}; intervals are very wide; use ≥ 3 seeds"
+        return note + (f" (band = min–max over the {n_seeds} seeds)" if band else "")
+    return f"{n_seeds} seeds: band = 95% t-interval over seeds"
 
 
-def _geometric_mean(values) -> float:
-    return float(np.exp(np.mean(np.log(values))))
+def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
+    """(centre, low, high) over seeds: mean (geometric for log axes), min-max for 2 seeds,
+    the 95% t-interval (of the log for log axes) from 3; no band (NaN) for one seed."""
+    x = values[np.isfinite(values)]
+    if log:
+        x = np.log(x[x > 0])
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan
+    centre, low, high = float(x.mean()), np.nan, np.nan
+    if len(x) == 2:
+        low, high = float(x.min()), float(x.max())
+    elif len(x) >= 3:
+        iv = stats.t_interval(x)
+        low, high = iv.low, iv.high
+    return tuple(float(np.exp(v)) for v in (centre, low, high)) if log else (centre, low, high)
 
 
-def _log_band(values) -> tuple[float, float]:
-    """Losses and norms are positive and skewed: the t-interval is taken on their logarithm
-    (around the geometric mean), so the band stays positive on a log axis."""
-    low, high = _band(np.log(np.asarray(values, dtype=float)))
-    return float(np.exp(low)), float(np.exp(high))
+def _figure(ncols: int = 1, width: float = 6.5, height: float = 4.5, nrows: int = 1, style: str = "whitegrid",
+            legend: list[str] | None = None):
+    """(figure, grid of axes, legend panel or None). `legend`: the labels the panel will hold;
+    it is its own column, as wide as the longest label, so the title spans it too."""
+    key_width = 0.9 + 0.075 * max(map(len, legend)) if legend else 0.0  # inches: 8 pt text
+    ratios = [width] * ncols + ([key_width] if legend else [])
+    with sns.axes_style(style), sns.plotting_context("notebook", font_scale=0.9):
+        fig = Figure(figsize=(width * ncols + key_width, height * nrows), layout="constrained")
+        grid = fig.subplots(nrows, len(ratios), squeeze=False, width_ratios=ratios)
+    if not legend:
+        return fig, grid, None
+    key = grid[0, -1]
+    for ax in grid[1:, -1]:
+        ax.remove()
+    key.set_axis_off()
+    return fig, grid[:, :-1], key
 
 
-def _figure(ncols: int = 1, width: float = 6.5, height: float = 4.5, **kw) -> tuple[Figure, np.ndarray]:
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
-        fig = Figure(figsize=(width * ncols, height), layout="constrained")
-        axes = fig.subplots(1, ncols, squeeze=False, **kw)[0]
-    return fig, axes
+def _legend(key, handles: list, title: str) -> None:
+    """The figure's one legend, in its own panel (long names never cover data or the title)."""
+    key.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1), borderaxespad=0, title=title, frameon=False,
+               fontsize=8, title_fontsize=9, alignment="left")
 
 
-def _curves(fig: Figure, axes, history: pd.DataFrame, panels, order, colours, n_seeds: int, title: str) -> Figure:
-    for ax, (column, label, log) in zip(axes, panels):
-        data = history[history[column].notna()] if column in history else history.iloc[:0]
-        log = log and len(data) and (data[column] > 0).all()
-        if len(data):
-            band = _log_band if log else _accuracy_band if "acc" in column else _band
-            sns.lineplot(data=data, x="epoch", y=column, hue="model", hue_order=[m for m in order if m in set(data["model"])],
-                         palette=colours, estimator=_geometric_mean if log else "mean", errorbar=band if n_seeds > 1 else None,
-                         marker="o", markersize=4, ax=ax, legend=ax is axes[0])
-        ax.set_xlabel(EPOCH_LABEL)
-        ax.set_ylabel(label + (", log scale" if log else ""))
+def _draw(ax, history: pd.DataFrame, column: str, models, colours, log: bool, dashed: bool = False) -> list[tuple]:
+    """One line (+ band) per model; returns each line's (epochs, values), for zooming."""
+    if column not in history or not history[column].notna().any():
+        return []
+    per_model: dict[str, list] = {}
+    for (model, epoch), values in history[history[column].notna()].groupby(["model", "epoch"])[column]:
+        per_model.setdefault(model, []).append((epoch, *_spread(values.to_numpy(float), log)))
+    lines = []
+    for model in (m for m in models if m in per_model):
+        epoch, centre, low, high = map(np.asarray, zip(*sorted(per_model[model])))
+        ax.plot(epoch, centre, color=colours[model], linestyle="--" if dashed else "-", marker="o", markersize=3.5, linewidth=1.6)
+        if np.isfinite(low).any():
+            ax.fill_between(epoch, low, high, color=colours[model], alpha=0.12, linewidth=0)
+        lines.append((epoch, centre))
+    return lines
+
+
+def _zoom(ax, lines: list[tuple]) -> None:
+    """Accuracy axis: the range the models' mean lines span over the later half of the epochs
+    (where they differ), padded, inside [0, 1]; bands may run off it."""
+    if not lines:
+        return
+    last = max(float(epoch.max()) for epoch, _ in lines)
+    values = np.concatenate([centre[epoch >= np.ceil(last / 2)] for epoch, centre in lines])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    low, high = float(values.min()), float(values.max())
+    pad = max(0.02, 0.15 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+
+
+def _curves(history: pd.DataFrame, panels, order, colours, n_seeds: int, title: str, heading: str) -> Figure:
+    """One panel per (title, [(column, dashed)], y label, log); a model legend, plus the line
+    styles where a panel draws val dashed."""
+    models = [m for m in order if m in set(history["model"])]
+    handles = [Line2D([], [], color=colours[m], label=m, marker="o", markersize=4) for m in models]
+    if any(dashed and c in history and history[c].notna().any() for _, columns, _, _ in panels for c, dashed in columns):
+        handles += [Line2D([], [], color="#444444", label="test", linestyle="-"), Line2D([], [], color="#444444", label="val", linestyle="--")]
+    fig, axes, key = _figure(len(panels), width=4.6, height=4.2, legend=[h.get_label() for h in handles])
+    for ax, (panel_title, columns, ylabel, log) in zip(axes[0], panels):
+        present = [c for c, _ in columns if c in history and history[c].notna().any()]
+        log = log and bool(present) and all((history[c].dropna() > 0).all() for c in present)
+        lines = []
+        for column, dashed in columns:
+            lines += _draw(ax, history, column, models, colours, log, dashed)
         if log:
-            ax.set_yscale("log")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    if axes[0].get_legend() is not None:
-        sns.move_legend(axes[0], "upper left", bbox_to_anchor=(0, -0.18), ncol=min(4, len(order)), title="model", frameon=False)
-    fig.suptitle(title)
+            _log_axis(ax, ax.yaxis)
+        if "acc" in columns[0][0]:
+            _zoom(ax, lines)
+            ylabel += ", zoomed"
+        ax.set_title(wrap(panel_title, 4.4, 10))
+        ax.set_xlabel(EPOCH_LABEL)
+        ax.set_ylabel(ylabel + (", log scale" if log else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(key, handles, "model")
+    width = fig.get_figwidth()
+    fig.suptitle(wrap(f"{title}: {heading}", width - 1) + "\n" + wrap(seeds_note(n_seeds), width - 1, 9), fontsize=11)
     return fig
 
 
 def learning_curves(history, order, colours, n_seeds: int, run_name: str) -> Figure:
-    fig, axes = _figure(2)
-    panels = [("test_acc", "test accuracy (fraction correct)", False), ("train_loss", "train loss (mean per sample)", True)]
-    spread = f"{n_seeds} seeds: mean (geometric on log axes), band = 95% t-interval" if n_seeds > 1 else "one seed"
-    fig = _curves(fig, axes, history, panels, order, colours, n_seeds, f"{run_name}: learning curves ({spread})")
-    axes[0].set_title("test accuracy per epoch")
-    axes[1].set_title("train loss per epoch")
-    return fig
+    val = [c for c in ("val_acc", "val_loss") if c in history and history[c].notna().any()]
+    splits = "test solid, val dashed" if val else "test"
+    panels = [
+        (f"accuracy per epoch ({splits})", [("test_acc", False), ("val_acc", True)], "accuracy (fraction correct)", False),
+        (f"loss per epoch ({splits})", [("test_loss", False), ("val_loss", True)], "loss (mean per sample)", True),
+        ("train loss per epoch", [("train_loss", False)], "train loss (mean per sample)", True),
+    ]
+    return _curves(history, panels, order, colours, n_seeds, run_name, "learning curves (mean over seeds; geometric on log axes)")
 
 
 def grad_norms(history, order, colours, n_seeds: int, run_name: str) -> Figure | None:
     if "grad_norm_mean" not in history:
         return None
-    fig, axes = _figure(2)
-    panels = [("grad_norm_mean", "total gradient L2 norm", True), ("grad_norm_max", "total gradient L2 norm", True)]
-    spread = f"{n_seeds} seeds: geometric mean, band = 95% t-interval of the log" if n_seeds > 1 else "one seed"
-    title = f"{run_name}: gradient norms ({spread})"
+    heading = "gradient norms (total L2 norm; geometric mean over seeds)"
     if "grad_nonfinite" in history and history["grad_nonfinite"].fillna(0).sum() > 0:
         bad = history[history["grad_nonfinite"] > 0].groupby("model")["grad_nonfinite"].sum()
-        title += "\nsteps with a non-finite gradient (left out of the norms): " + ", ".join(f"{m} {int(n)}" for m, n in bad.items())
-    fig = _curves(fig, axes, history, panels, order, colours, n_seeds, title)
-    axes[0].set_title("mean over the epoch's steps")
-    axes[1].set_title("max over the epoch's steps")
-    return fig
+        heading += "; steps with a non-finite gradient (left out of the norms): " + ", ".join(f"{m} {int(n)}" for m, n in bad.items())
+    panels = [
+        ("mean over the epoch's steps", [("grad_norm_mean", False)], "total gradient L2 norm", True),
+        ("max over the epoch's steps", [("grad_norm_max", False)], "total gradient L2 norm", True),
+    ]
+    return _curves(history, panels, order, colours, n_seeds, run_name, heading)
 
 
 def _ci_errors(table: pd.DataFrame) -> np.ndarray:
@@ -167,15 +269,17 @@ def _verdicts(table: pd.DataFrame) -> list[str]:
 
 def leaderboard_chart(board: Leaderboard, run_name: str) -> Figure:
     table = board.table
-    fig, (ax,) = _figure(1, width=8, height=1.2 + 0.45 * len(table))
+    verdicts = _verdicts(table)
+    fig, ((ax,),), key = _figure(1, width=6.5 + 0.075 * max(map(len, table["model"])), height=1.6 + 0.45 * len(table),
+                                 legend=[GROUPS[v][0] for v in verdicts])
     y = np.arange(len(table))
     errors = _ci_errors(table)
-    verdicts = _verdicts(table)
+    handles = []
     for group, (label, colour, marker) in GROUPS.items():
         idx = [i for i, v in enumerate(verdicts) if v == group]
         if idx:
-            ax.errorbar(table["test_acc_mean"].to_numpy(float)[idx], y[idx], xerr=errors[:, idx], fmt=marker, color=colour,
-                        markersize=11 if marker == "*" else 8, capsize=4, label=label)
+            handles.append(ax.errorbar(table["test_acc_mean"].to_numpy(float)[idx], y[idx], xerr=errors[:, idx], fmt=marker,
+                                       color=colour, markersize=11 if marker == "*" else 8, capsize=4, label=label))
     for yi, m in zip(y, table["test_acc_mean"]):
         if np.isfinite(m):
             ax.annotate(f"{m:.4f}", (m, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
@@ -183,35 +287,59 @@ def leaderboard_chart(board: Leaderboard, run_name: str) -> Figure:
     ax.set_ylim(len(table) - 0.5, -0.9)  # best on top, room for its value label under the title
     n_test = board.evidence.test_samples
     ax.set_xlabel(f"final test accuracy (fraction of {n_test:,} test samples)" if n_test else "final test accuracy (fraction correct)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _legend(key, handles, "verdict")
     seeds = len(board.evidence.seeds)
     how = f"mean over {seeds} seeds, whiskers = 95% t-interval" if seeds > 1 else "one seed, whiskers = 95% Wilson interval"
-    ax.set_title(f"{run_name}: leaderboard ({how})")
+    note = f"\n{seeds_note(seeds, band=False)}" if 1 < seeds < 3 else ""
+    fig.suptitle(wrap(f"{run_name}: leaderboard ({how})", fig.get_figwidth() - 0.5) + wrap(note, fig.get_figwidth() - 0.5, 9), fontsize=11)
     return fig
 
 
-def pareto(board: Leaderboard, cost: str, xlabel: str, what: str, run_name: str) -> Figure | None:
+def _log_axis(ax, axis) -> None:
+    """A log axis labelled in plain numbers at 1, 2, 5 x 10^k (minor labels such as 3×10¹ 4×10¹
+    collide)."""
+    (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _cost_axis(ax, x: np.ndarray, label: str) -> None:
+    """Log scale where the costs span a decade or more; a linear axis with at most 6 ticks otherwise."""
+    finite = x[np.isfinite(x)]
+    if len(finite) and (finite > 0).all() and finite.max() >= 10 * finite.min():
+        _log_axis(ax, ax.xaxis)
+        label += ", log scale"
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.set_xlabel(label)
+
+
+def pareto(board: Leaderboard, colours: dict, cost: str, xlabel: str, what: str, run_name: str) -> Figure | None:
+    """Points in the models' colours, named in the legend (labels next to points collide when
+    models are close); the front's points are ringed and joined by a step line."""
     table = board.table
     if cost not in table or not np.isfinite(table[cost].to_numpy(float)).any():
         return None
-    fig, (ax,) = _figure(1, width=7.5, height=5)
+    front = stats.pareto_front(table[cost].to_numpy(float), table["test_acc_mean"].to_numpy(float))
+    models = list(table["model"])
+    handles = [Line2D([], [], color=colours[m], marker="o", linestyle="", markeredgecolor="black" if f else "none",
+                      label=f"{r}. {m}" + (" (front)" if f else "")) for r, m, f in zip(table["rank"], models, front)]
+    handles.append(Line2D([], [], color="black", linewidth=1.2, label="Pareto front"))
+    fig, ((ax,),), key = _figure(1, width=6.5, height=5, legend=[h.get_label() for h in handles])
     x, acc = table[cost].to_numpy(float), table["test_acc_mean"].to_numpy(float)
-    front = stats.pareto_front(x, acc)
-    ax.errorbar(x, acc, yerr=_ci_errors(table), fmt="none", ecolor="#999999", capsize=3, zorder=1)
-    ax.scatter(x[~front], acc[~front], s=45, color="#7f7f7f", label="dominated", zorder=2)
-    ax.scatter(x[front], acc[front], s=60, color="#d7191c", label="Pareto front", zorder=3)
+    ax.errorbar(x, acc, yerr=_ci_errors(table), fmt="none", ecolor="#bbbbbb", capsize=3, zorder=1)
+    ax.scatter(x, acc, s=[80 if f else 45 for f in front], c=[colours[m] for m in models],
+               edgecolors=["black" if f else "none" for f in front], linewidths=1.5, zorder=3)
     order = np.argsort(x[front])
-    ax.step(x[front][order], acc[front][order], where="post", color="#d7191c", linewidth=1.5, zorder=2)
-    for xi, yi, name in zip(x, acc, table["model"]):
-        if np.isfinite(xi) and np.isfinite(yi):
-            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if (x[np.isfinite(x)] > 0).all():
-        ax.set_xscale("log")
-    ax.margins(x=0.12)  # room for the labels of the outermost points
-    ax.set_xlabel(xlabel)
+    ax.step(x[front][order], acc[front][order], where="post", color="black", linewidth=1.2, zorder=2)
+    _cost_axis(ax, x, xlabel)
+    ax.margins(x=0.08)
     ax.set_ylabel("final test accuracy (fraction correct)")
-    ax.legend(loc="lower right", frameon=False)
-    ax.set_title(f"{run_name}: accuracy vs {what}\n(front: no other model is both cheaper and more accurate; bars = 95% CI)")
+    _legend(key, handles, "model (rank)")
+    width = fig.get_figwidth() - 0.5
+    fig.suptitle(wrap(f"{run_name}: accuracy vs {what}", width) + "\n"
+                 + wrap("front: no other model is both cheaper and more accurate; bars = 95% CI", width, 9), fontsize=11)
     return fig
 
 
@@ -229,7 +357,7 @@ def confusion_heatmap(ax, counts: np.ndarray, classes: list[str]) -> None:
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     ticks = classes if k <= 20 else False
     sns.heatmap(rates, ax=ax, vmin=0, vmax=1, cmap="Blues", square=True, cbar=False, annot=k <= 12, fmt=".2f",
-                annot_kws={"fontsize": 6}, xticklabels=ticks, yticklabels=ticks)
+                annot_kws={"fontsize": 5}, xticklabels=ticks, yticklabels=ticks)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
 
@@ -237,12 +365,10 @@ def confusion_heatmap(ax, counts: np.ndarray, classes: list[str]) -> None:
 def confusion_figure(counts: np.ndarray, classes: list[str], title: str) -> Figure:
     """One model's matrix (TensorBoard's per-run image)."""
     side = 4.2 if len(classes) <= 12 else 6
-    with sns.axes_style("white"), sns.plotting_context("notebook", font_scale=0.8):
-        fig = Figure(figsize=(side + 1, side), layout="constrained")
-        ax = fig.subplots()
+    fig, ((ax,),), _ = _figure(1, width=side + 1, height=side, style="white")
     confusion_heatmap(ax, counts, classes)
     fig.colorbar(ax.collections[0], ax=ax, shrink=0.8, label="fraction of the true class")
-    ax.set_title(title)
+    ax.set_title(wrap(title, side, 10), fontsize=10)
     return fig
 
 
@@ -254,18 +380,17 @@ def confusion_grid(run: RunData, order: list[str], run_name: str) -> Figure | No
     k = len(classes)
     ncols = min(4, len(models))
     nrows = -(-len(models) // ncols)
-    side = 3.2 if k <= 12 else 4.5
-    with sns.axes_style("white"), sns.plotting_context("notebook", font_scale=0.8):
-        fig = Figure(figsize=(side * ncols + 1, side * nrows + 0.8), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False)
+    side = 3.4 if k <= 12 else 4.5
+    fig, axes, _ = _figure(ncols, width=side, height=side + 0.4, nrows=nrows, style="white")
     seeds = set()
     for ax, model in zip(axes.flat, models):
-        counts = sum(stats.confusion_matrix(p["target"], p["final"], k) for p in run.predictions[model].values())
+        counts = sum(stats.confusion_matrix(p["target"], run.selected_predictions(model, seed)[0], k) for seed, p in run.predictions[model].items())
         seeds |= set(run.predictions[model])
         confusion_heatmap(ax, counts, classes)
-        ax.set_title(f"{model} (acc {np.trace(counts) / max(counts.sum(), 1):.3f})")
+        ax.set_title(wrap(model, side - 0.6, 9) + f"\nacc {np.trace(counts) / max(counts.sum(), 1):.3f}", fontsize=9)
     for ax in axes.flat[len(models):]:
         ax.set_axis_off()
     fig.colorbar(axes.flat[0].collections[0], ax=axes, shrink=0.6, label="fraction of the true class")
-    fig.suptitle(f"{run_name}: confusion matrices (final epoch, {len(seeds)} seed(s) summed, rows normalised)")
+    epoch = "best epoch on val" if run.config.get("report", {}).get("select") == "best_val" else "final epoch"
+    fig.suptitle(wrap(f"{run_name}: confusion matrices (test, {epoch}, {len(seeds)} seed(s) summed, rows normalised)", side * ncols), fontsize=11)
     return fig

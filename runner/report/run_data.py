@@ -46,6 +46,15 @@ class RunData:
     def classes(self) -> list[str]:
         return [str(c) for c in self.env.get("classes") or []]
 
+    def selected_predictions(self, model: str, seed: int) -> tuple[np.ndarray, int] | None:
+        """(test predictions, epoch) at the epoch the leaderboard reports: the final one, or
+        the best on val with `report.select = "best_val"`; None without saved predictions."""
+        pred = self.predictions.get(model, {}).get(seed)
+        if pred is None:
+            return None
+        key = "best_val" if self.config.get("report", {}).get("select") == "best_val" and "best_val" in pred else "final"
+        return pred[key], int(pred.get(f"{key}_epoch", 0))
+
     @property
     def test_samples(self) -> int | None:
         n = self.env.get("test_samples")

@@ -1,11 +1,15 @@
 """TensorBoard comparison views, written into each model's own run (tb/<model>[/seed_<s>]/):
 
-- HParams: the model's config flattened (arch, args.*, optimizer, optimizer.lr, ...) as one
-  session per run, with the final metrics read from the run's own scalar tags.
+- HParams: one session per run holding only what tells the runs apart: `model`, `params`
+  and every hyperparameter whose value differs between runs (arch, args.*, optimizer.lr,
+  seed, ...), with the final metrics read from the run's own scalar tags. What every run
+  shares (batch_size, epochs, dataset, ...) and the per-run model_seed go into the run's text
+  summary (`TEXT_TAG`) instead, so the table has no constant columns.
   `SummaryWriter.add_hparams` would put every session in a new timestamped subfolder
   (an extra "run" per model); the three hparams summaries go through the run's own writer.
-- Custom scalars: one chart per metric showing every run (models and seeds) together.
-- The model's confusion matrix (final epoch, seeds summed) as an image in each of its runs.
+- Custom scalars: one chart per metric showing every run (models and seeds) together; val
+  charts where the run has a val split.
+- The run's own confusion matrix (its seed, the reported epoch) as an image (`IMAGE_TAG`).
 
 All of it lands in one extra event file per run, `*.compare-views`, replaced when rewritten.
 """
@@ -20,10 +24,16 @@ from runner.report.run_data import RunData
 
 SUFFIX = ".compare-views"
 METRICS = ["accuracy/test", "loss/test", "accuracy/train", "loss/train"]  # last value = final metric
+VAL_METRICS = ["accuracy/val", "loss/val"]  # with a val split
+IMAGE_TAG = "view/confusion_matrix_test"  # "view" sorts after the scalar groups in the time-series view (see run/sinks.py)
+TEXT_TAG = "run_settings"
+ALWAYS_SHOWN = ("model", "params")
 LAYOUT = {
     "compare: every model": {
         "test accuracy": ["Multiline", [r"^accuracy/test$"]],
+        "val accuracy": ["Multiline", [r"^accuracy/val$"]],
         "test loss": ["Multiline", [r"^loss/test$"]],
+        "val loss": ["Multiline", [r"^loss/val$"]],
         "train accuracy": ["Multiline", [r"^accuracy/train$"]],
         "train loss": ["Multiline", [r"^loss/train$"]],
         "gradient norm (mean per epoch)": ["Multiline", [r"^grad_norm/mean$"]],
@@ -32,6 +42,16 @@ LAYOUT = {
         "throughput (samples/s)": ["Multiline", [r"^throughput/samples_per_s$"]],
     }
 }
+
+
+def has_val(run: RunData) -> bool:
+    return any(c in run.history and run.history[c].notna().any() for c in ("val_acc", "val_loss"))
+
+
+def layout(run: RunData) -> dict:
+    """The custom-scalars layout; the val charts only where the run has a val split."""
+    charts = {k: v for k, v in LAYOUT["compare: every model"].items() if has_val(run) or not k.startswith("val ")}
+    return {"compare: every model": charts}
 
 
 def run_dirs(run: RunData) -> dict[tuple[str, int], Path]:
@@ -78,13 +98,14 @@ def session_hparams(run: RunData, model: str, seed: int) -> dict:
     entry = next((m for m in run.config.get("model", []) if m.get("name") == model), {})
     h = run.history[(run.history["model"] == model) & (run.history["seed"] == seed)].sort_values("epoch")
     exp, data = run.config.get("experiment", {}), run.config.get("data", {})
-    raw = {"model": model} | _flatten({k: v for k, v in entry.items() if k != "name"})
+    # A sweep point's values are already its args.* / optimizer.* (sweep_values, models.csv's sweep.*).
+    raw = {"model": model} | _flatten({k: v for k, v in entry.items() if k not in ("name", "sweep_values")})
     raw |= {"seed": seed, "epochs": exp.get("epochs"), "dataset": data.get("dataset"), "batch_size": data.get("batch_size"),
             "loss": run.config.get("loss", {}).get("name")}
     static = run.models[run.models["model"] == model]
     if len(static):
         skip = {"model"} | ({"optimizer", "lr", "scheduler"} | set(raw) if entry else set())  # the config says it richer
-        raw |= {k: v for k, v in static.iloc[0].items() if k not in skip}
+        raw |= {k: v for k, v in static.iloc[0].items() if k not in skip and not (entry and k.startswith("sweep."))}
     if len(h):
         raw |= {"model_seed": h["model_seed"].iloc[-1] if "model_seed" in h else None, "status": h["status"].iloc[-1] if "status" in h else None}
     if raw.get("model_seed") is not None:
@@ -102,21 +123,55 @@ def _unify(sessions: dict) -> dict:
     return {key: {k: str(v) if k in mixed else v for k, v in hp.items()} for key, hp in sessions.items()}
 
 
-def _confusion_image(run: RunData, model: str):
-    """The model's confusion matrix at its final epoch, seeds summed, as a CHW image (rendered
-    once per model, then added to each of its runs), or None without saved predictions."""
+def trial_id(run: RunData, model: str, seed: int) -> str:
+    """The HParams table's Trial ID: short, so TensorBoard's narrow column cannot cut sweep
+    points ("mlp[lr=0.01,dropo...") into look-alikes; #k is the k-th model of config.toml and
+    the `model` column holds the full name."""
+    return f"#{run.model_names.index(model) + 1} seed {seed}"
+
+
+def _name_trial(start, name: str) -> None:
+    """Set the session's group name (TensorBoard's Trial ID) in torch's SessionStartInfo
+    summary, which has no argument for it."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData  # noqa: PLC0415
+
+    plugin = start.value[0].metadata.plugin_data
+    content = HParamsPluginData.FromString(plugin.content)
+    content.session_start_info.group_name = name
+    plugin.content = content.SerializeToString()
+
+
+def split_hparams(sessions: dict) -> tuple[dict, dict]:
+    """(shown, settings): per session, the keys whose values differ between sessions (and
+    `model`, `params`) for HParams; the rest, shared by every run or per-run bookkeeping, for
+    the text summary."""
+    keys = dict.fromkeys(k for hp in sessions.values() for k in hp)
+    differ = {k for k in keys if len({repr(hp.get(k)) for hp in sessions.values()}) > 1 and k != "model_seed"}
+    shown = set(ALWAYS_SHOWN) | differ
+    return ({s: {k: v for k, v in hp.items() if k in shown} for s, hp in sessions.items()},
+            {s: {k: v for k, v in hp.items() if k not in shown} for s, hp in sessions.items()})
+
+
+def settings_text(settings: dict) -> str:
+    """The run's text summary: a Markdown table of what HParams leaves out."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in settings.items())
+    return "Settings of this run that HParams leaves out (the same for every run, or bookkeeping):\n\n| key | value |\n|---|---|\n" + rows
+
+
+def _confusion_image(run: RunData, model: str, seed: int):
+    """(CHW image, epoch): the run's confusion matrix (this seed, at the epoch the leaderboard
+    reports), or None without saved predictions."""
     from torch.utils.tensorboard._utils import figure_to_image  # noqa: PLC0415 - what add_figure uses
 
     from runner.report.plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
 
-    preds = run.predictions.get(model)
-    if not preds:
+    selected = run.selected_predictions(model, seed)
+    if selected is None:
         return None
     classes = class_names(run, model)
-    counts = sum(stats.confusion_matrix(p["target"], p["final"], len(classes)) for p in preds.values())
-    seeds = ", ".join(map(str, sorted(preds)))
-    title = f"{model}: final epoch, seed{'s' if len(preds) > 1 else ''} {seeds}{' summed' if len(preds) > 1 else ''}\naccuracy {counts.trace() / max(counts.sum(), 1):.4f}"
-    return figure_to_image(confusion_figure(counts, classes, title), close=False)
+    counts = stats.confusion_matrix(run.predictions[model][seed]["target"], selected[0], len(classes))
+    title = f"{model}, seed {seed}\ntest at epoch {selected[1]}, accuracy {counts.trace() / max(counts.sum(), 1):.4f}"
+    return figure_to_image(confusion_figure(counts, classes, title), close=False), selected[1]
 
 
 def write_tb_views(run: RunData) -> list[Path]:
@@ -125,27 +180,29 @@ def write_tb_views(run: RunData) -> list[Path]:
     from torch.utils.tensorboard.summary import hparams  # noqa: PLC0415
 
     dirs = run_dirs(run)
-    sessions = _unify({key: session_hparams(run, *key) for key in dirs})
+    sessions, settings = split_hparams(_unify({key: session_hparams(run, *key) for key in dirs}))
     union: dict = {}
     for hp in sessions.values():
         union |= {k: v for k, v in hp.items() if k not in union}
     values = {k: sorted({hp[k] for hp in sessions.values() if k in hp}) for k, v in union.items() if isinstance(v, str)}
-    discrete = {k: v for k, v in values.items() if len(v) <= 50 and k != "model_seed"}  # filter lists, not seed dumps
-    experiment, _, _ = hparams(union, dict.fromkeys(METRICS, 0.0), discrete)
-    images = {model: _confusion_image(run, model) for model in dict.fromkeys(model for model, _ in dirs)}
+    discrete = {k: v for k, v in values.items() if len(v) <= 50}  # filter lists, not long dumps
+    metrics = dict.fromkeys(METRICS + (VAL_METRICS if has_val(run) else []), 0.0)
+    experiment, _, _ = hparams(union, metrics, discrete)
     written = []
     for (model, seed), folder in dirs.items():
         for old in folder.glob(f"*{SUFFIX}"):
             old.unlink()
-        _, start, end = hparams(sessions[(model, seed)], dict.fromkeys(METRICS, 0.0))
+        _, start, end = hparams(sessions[(model, seed)], metrics)
+        _name_trial(start, trial_id(run, model, seed))
         writer = SummaryWriter(log_dir=str(folder), filename_suffix=SUFFIX)
         try:
             for summary in (experiment, start, end):  # the same experiment in every run: any one is read
                 writer.file_writer.add_summary(summary)
-            writer.add_custom_scalars(LAYOUT)
-            if images[model] is not None:
-                epoch = int(run.predictions[model][seed]["final_epoch"]) if seed in run.predictions[model] else 0
-                writer.add_image("confusion_matrix/test", images[model], global_step=epoch)
+            writer.add_custom_scalars(layout(run))
+            writer.add_text(TEXT_TAG, settings_text(settings[(model, seed)]))
+            image = _confusion_image(run, model, seed)
+            if image is not None:
+                writer.add_image(IMAGE_TAG, image[0], global_step=image[1])
             writer.flush()
             written += list(folder.glob(f"*{SUFFIX}"))
         finally:

@@ -27,6 +27,10 @@ TB_TAGS = {
     "lr": "lr",
     "samples_per_s": "throughput/samples_per_s",
 }
+# TensorBoard's time-series view groups tags by their first path part, groups in sorted order,
+# and opens the first two: this prefix sorts after every scalar group (accuracy ... throughput),
+# so the curves come first and the per-parameter histograms last.
+GRADIENT_HISTOGRAMS = "weight_grad"
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -75,7 +79,7 @@ class TensorBoardSink:
         writer = self.writers[name]
         for param_name, param in model.named_parameters():
             if param.grad is not None and torch.isfinite(param.grad).all():
-                writer.add_histogram(f"grad/{param_name}", param.grad.detach().float().cpu(), global_step=epoch)
+                writer.add_histogram(f"{GRADIENT_HISTOGRAMS}/{param_name}", param.grad.detach().float().cpu(), global_step=epoch)
         writer.flush()
 
     def close(self) -> None:
