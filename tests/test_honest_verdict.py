@@ -145,7 +145,9 @@ def test_the_issue_command_gives_val_columns_and_the_verdict_columns(tmp_path):
     history, board = pd.read_csv(tmp_path / "r" / "history.csv"), pd.read_csv(tmp_path / "r" / "leaderboard.csv")
     assert {"val_loss", "val_acc"} <= set(history.columns) and history["val_loss"].notna().all()
     assert {"selected_epoch", "selected_on", "mde_vs_best", "seeds_needed"} <= set(board.columns)
-    assert "**Protocol:** selected: the final epoch (val: 80 samples held out of train" in (tmp_path / "r" / "leaderboard.md").read_text()
+    held = len(pd.read_csv(tmp_path / "r" / "val_indices.csv"))  # 20% of each class of the 400, rounded
+    assert 70 <= held <= 90
+    assert f"**Protocol:** selected: the final epoch (val: {held} samples held out of train" in (tmp_path / "r" / "leaderboard.md").read_text()
     assert "selected: the final epoch" in proc.stdout
 
 

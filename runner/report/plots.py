@@ -280,13 +280,13 @@ def leaderboard_chart(board: Leaderboard, run_name: str) -> Figure:
         if idx:
             handles.append(ax.errorbar(table["test_acc_mean"].to_numpy(float)[idx], y[idx], xerr=errors[:, idx], fmt=marker,
                                        color=colour, markersize=11 if marker == "*" else 8, capsize=4, label=label))
-    for yi, m in zip(y, table["test_acc_mean"]):
-        if np.isfinite(m):
-            ax.annotate(f"{m:.4f}", (m, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    for yi, m, mde in zip(y, table["test_acc_mean"], table.get("mde_vs_best", pd.Series(np.nan, index=table.index))):
+        if np.isfinite(m):  # with the smallest difference from the best this evidence resolves
+            ax.annotate(f"{m:.4f}" + (f" (MDE {mde:.3f})" if np.isfinite(mde) else ""), (m, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.set_yticks(y, [f"{r}. {m}" for r, m in zip(table["rank"], table["model"])])
     ax.set_ylim(len(table) - 0.5, -0.9)  # best on top, room for its value label under the title
     n_test = board.evidence.test_samples
-    ax.set_xlabel(f"final test accuracy (fraction of {n_test:,} test samples)" if n_test else "final test accuracy (fraction correct)")
+    ax.set_xlabel(f"test accuracy at the selected epoch (fraction of {n_test:,} test samples)" if n_test else "test accuracy at the selected epoch (fraction correct)")
     _legend(key, handles, "verdict")
     seeds = len(board.evidence.seeds)
     how = f"mean over {seeds} seeds, whiskers = 95% t-interval" if seeds > 1 else "one seed, whiskers = 95% Wilson interval"
