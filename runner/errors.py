@@ -136,3 +136,16 @@ class CompareWarning(UserWarning):
 
 class ReportError(CompareError):
     """A report was asked for something the run does not hold (unknown column or metric)."""
+
+
+class MixedSizesError(DataError):
+    """The images of one batch have different sizes (no resize step in the transforms). Raised
+    in a DataLoader worker too: torch re-raises it in the main process as
+    `MixedSizesError(message=<the worker's traceback>)`, whose last line is this error's own."""
+
+    message = "images have different sizes"  # truthy: torch's worker re-raise passes message=
+
+    def __init__(self, message: str = message):
+        lines = [line for line in str(message).splitlines() if line.strip()]
+        last = lines[-1] if lines else self.message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])

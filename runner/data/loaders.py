@@ -19,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 from runner.build import components
 from runner.config.schema import Config
 from runner.data.cache import CachedData, CachedLoader, load_cached_data
+from runner.data.collate import collate
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from runner.engine.rng import RngStream, derive_seed, preserved_rng
 
@@ -66,7 +67,7 @@ def make_streams(data, seed: int, batch_size: int, eval_batch_size: int, device:
         train = CachedLoader(data.train, train_batches, device, train_gen)
         test = CachedLoader(data.test, test_batches, device, test_gen)
     else:
-        workers = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0}
+        workers = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0, "collate_fn": collate}
         train = DataLoader(data.train, batch_sampler=train_batches, generator=train_gen, **workers)
         test = DataLoader(data.test, batch_sampler=test_batches, generator=test_gen, **workers)
     # Augmentation draws are per rank (each rank augments its own slice); rank 0 keeps the
