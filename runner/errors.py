@@ -134,6 +134,10 @@ class CompareWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints one line)."""
 
 
+class CompareNote(CompareWarning):
+    """Something compare did on the user's behalf, worth one `note:` line (not a problem)."""
+
+
 class ReportError(CompareError):
     """A report was asked for something the run does not hold (unknown column or metric)."""
 
