@@ -32,10 +32,13 @@ def shown(value) -> str:
 
 
 def close_matches(name, choices: Iterable, n: int = 3) -> list[str]:
-    """Close matches among the string choices (a config may hold names of any type)."""
+    """Close matches among the string choices (a config may hold names of any type); a name
+    that only lacks its namespace (resnet50 for torchvision.resnet50) first."""
     lowered = {c.lower(): c for c in choices if isinstance(c, str)}
-    hits = difflib.get_close_matches(str(name).lower(), lowered, n=n, cutoff=0.6)
-    return [lowered[h] for h in hits]
+    key = str(name).lower()
+    namespaced = [c for low, c in lowered.items() if low.rpartition(".")[2] == key and low != key]
+    hits = difflib.get_close_matches(key, lowered, n=n, cutoff=0.6)
+    return list(dict.fromkeys(namespaced + [lowered[h] for h in hits]))[:n]
 
 
 def did_you_mean(name, choices: Iterable) -> str:

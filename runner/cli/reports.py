@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from runner.cli.app import app, console, fail, frame_table
+from runner.cli.app import app, console, fail, fit_columns, frame_table
 from runner.errors import ReportError, RunDirError
 
 LEFT = {"run", "model", "arch", "status"}
@@ -25,16 +25,28 @@ class Format(str, Enum):
     latex = "latex"
 
 
-def rich_table(board, title: str) -> Table:
+# At a narrow terminal these go first (all of them are in leaderboard.csv / leaderboard.md);
+# the rank, the names, the ranking metric and the status never go, and never shrink.
+DROP_FIRST = ["nonfinite", "grad final", "time s", "loss", "95% CI", "tied"]
+
+
+def rich_table(board, title: str, width: int | None = None) -> tuple[Table, list[str]]:
+    """The terminal leaderboard at `width` columns (the console's), and the columns left out."""
     from runner.report.formats import display  # noqa: PLC0415
 
-    return frame_table(display(board, compact=True), title, left=LEFT, wrap=LEFT)
+    frame = display(board, compact=True)
+    keep = {"rank", "run", "model", "status", frame.columns[list(frame.columns).index("model") + 1]}
+    frame, dropped = fit_columns(frame, width or console.width, DROP_FIRST, keep)
+    return frame_table(frame, title, left=LEFT, wrap={"arch"}, whole=keep), dropped
 
 
 def print_board(board, title: str) -> None:
     from runner.report.formats import evidence_summary  # noqa: PLC0415
 
-    console.print(rich_table(board, title))
+    table, dropped = rich_table(board, title)
+    console.print(table)
+    if dropped:
+        console.print(f"left out at {console.width} columns: {', '.join(dropped)} (`compare leaderboard RUN_DIR --format md` shows them all)", markup=False, highlight=False)
     for line in evidence_summary(board):
         console.print(line, markup=False, highlight=False)
 

@@ -28,7 +28,7 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     that stops at once (StopNow) goes up to runner/cli/main.py, which prints it."""
     from runner.run import launch  # noqa: PLC0415
     from runner.run.interrupts import graceful_interrupts  # noqa: PLC0415
-    from runner.run.progress import Progress, RichProgress  # noqa: PLC0415
+    from runner.run.progress import Progress, terminal_progress  # noqa: PLC0415
 
     main = launch.env_rank() == 0
     try:
@@ -36,7 +36,7 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
             experiment = experiment_factory()
             if launch.restart_count() > 0:  # torchrun restarted the workers (a node or process was lost)
                 options["resume"] = (Path(run_dir or experiment.default_run_dir()) / "config.toml").exists()
-            result = experiment.run(run_dir, progress=RichProgress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
+            result = experiment.run(run_dir, progress=terminal_progress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
     if not main:

@@ -61,7 +61,7 @@ class SharedPass:
         tb = TensorBoardSink(out.run_dir / "tb", runs, purge_step=self.epoch if self.resumed else None) if self.dist.main else NullTensorBoardSink()
         try:
             while not self.finished and any(s.live for s in self.slots):
-                self._epoch(out, tb, seed_label=self.seed if multi else None)
+                self._epoch(out, tb, seed_label=(cfg.seeds.index(self.seed) + 1, len(cfg.seeds)) if multi else None)
             self._finish(out, tb)
         finally:
             tb.close()
@@ -104,6 +104,7 @@ class SharedPass:
                 tb.write_gradients(slot.name, epoch, slot.model)
         self._write_errors(out.run_dir)  # failed in evaluation, or diverged there (end_epoch)
         out.history.write(records)
+        out.progress.epoch_done(records)
         tb.write(records)
         self.targets = targets
         self.epoch, self.step = epoch + 1, 0
