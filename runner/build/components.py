@@ -29,8 +29,22 @@ BUILT_FROM = "config"
 _NOT_FROM_TOML = {"LRScheduler", "_LRScheduler", "SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR"}
 
 
+# torch.nn losses one `loss(logits, targets)` call cannot drive: left out of the list, and named
+# with the reason when a config asks for one.
+NOT_A_LOGITS_LOSS = {
+    "AdaptiveLogSoftmaxWithLoss": "is a model head with parameters, not a loss",
+    "CTCLoss": "takes input and target lengths as well (sequence models)",
+    "CosineEmbeddingLoss": "takes two inputs and a target",
+    "MarginRankingLoss": "takes two inputs and a target",
+    "TripletMarginLoss": "takes an anchor, a positive and a negative",
+    "TripletMarginWithDistanceLoss": "takes an anchor, a positive and a negative",
+    "GaussianNLLLoss": "takes a variance as well",
+    "LinearCrossEntropyLoss": "takes hidden states and a weight, not logits",
+}
+
+
 def list_losses() -> list[str]:
-    return sorted(n for n in dir(nn) if n.endswith("Loss") and isinstance(getattr(nn, n), type))
+    return sorted(n for n in dir(nn) if n.endswith("Loss") and isinstance(getattr(nn, n), type) and n not in NOT_A_LOGITS_LOSS)
 
 
 def list_optimizers() -> list[str]:
@@ -56,6 +70,8 @@ def list_schedulers() -> list[str]:
 
 
 def _lookup(kind: str, name: str, names: list[str], namespace) -> type:
+    if kind == "loss" and name in NOT_A_LOGITS_LOSS:
+        raise CompareError(f"loss {name!r} cannot be compare's shared loss(logits, targets): it {NOT_A_LOGITS_LOSS[name]}")
     if name not in names:
         raise UnknownNameError(kind, name, names)
     return getattr(namespace, name)
