@@ -16,7 +16,7 @@ from runner.data.loaders import config_streams
 from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, train_one_epoch
-from runner.run.interrupts import Interrupted, StopFlag
+from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
 from runner.engine.slot import Slot
@@ -83,7 +83,7 @@ class SharedPass:
                 if stop or (every and self.step % every == 0):
                     out.checkpointer.save(self)
                 if stop:
-                    raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}")
+                    raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}; {resume_command(out.run_dir)} goes on from there")
 
             def agree(codes: torch.Tensor) -> torch.Tensor:
                 """One all-reduce per batch for every model's health and the stop request: a
@@ -113,7 +113,7 @@ class SharedPass:
             out.checkpointer.save(self)
             stop = self.stop_agreed if self.dist.enabled else out.stop.signum
             if stop:
-                raise Interrupted(stop, f"checkpoint written after epoch {epoch}")
+                raise Interrupted(stop, f"checkpoint written after epoch {epoch}; {resume_command(out.run_dir)} goes on from there")
 
     def _finish(self, out: Outputs, tb: TensorBoardSink) -> None:
         """Predictions of every model that was evaluated, at its last and its best epoch."""
