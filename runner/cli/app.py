@@ -7,7 +7,6 @@ failed or diverged, 130/143 interrupted by SIGINT/SIGTERM (checkpoint written).
 """
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -25,9 +24,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Train several PyTorch models in one shared dataloader pass and compare them.",
 )
-# Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns,
-# unless COLUMNS says how wide.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+# Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _print_version(value: bool) -> None:
