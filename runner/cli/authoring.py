@@ -96,11 +96,11 @@ def entries(kind: str) -> list[tuple[str, str]]:
         from torchvision.transforms import v2  # noqa: PLC0415
         from datasets.transforms import list_transforms  # noqa: PLC0415
 
-        return [(n, summary(getattr(v2, n))) for n in list_transforms()]
+        return [(n, summary(getattr(v2, n)) or f"torchvision.transforms.v2.{n}") for n in list_transforms()]
     import torch  # noqa: PLC0415
 
     namespace = {"losses": torch.nn, "optimizers": torch.optim, "schedulers": torch.optim.lr_scheduler}[kind]
-    return [(n, summary(getattr(namespace, n))) for n in getattr(components, f"list_{kind}")()]
+    return [(n, summary(getattr(namespace, n)) or f"{namespace.__name__}.{n}") for n in getattr(components, f"list_{kind}")()]
 
 
 @app.command("list")

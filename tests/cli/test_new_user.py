@@ -2,10 +2,12 @@
 num_classes in args, and the small slips (typos, --set, --version); each as the CLI shows it."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
 
-from tests.helpers import cli, digits_config, mlp, write
+from tests.helpers import cli, compare, digits_config, mlp, write
 
 FACTORY = '''
 from torch import nn
@@ -76,3 +78,56 @@ def test_num_classes_in_args_is_accepted_when_it_is_the_datasets(tmp_path):
 def test_num_classes_in_args_that_is_not_the_datasets_says_how_many_it_has(tmp_path):
     path = factory_config(tmp_path, {"name": "n", "arch": "factory.py:Net", "args": {"num_classes": 5}})
     assert errors(cli("run", path, "--dry-run")) == [f"{path}: model.n.args.num_classes: 5, but the dataset has 10 classes (compare passes the dataset's own; leave it out)"]
+
+
+def test_help_prints_brackets_as_written_and_flags_without_types():
+    for flag in ("--help", "-h"):
+        result = cli(flag)
+        assert result.exit_code == 0 and "Train every [[model]] of CONFIG" in result.stdout
+    run_help = cli("run", "-h").stdout
+    assert "--overwrite / --no-overwrite" in run_help and "<bool>" not in run_help
+    version = cli("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"compare {__import__('runner').__version__}"
+
+
+def test_list_suggests_the_kind_and_describes_each_entry_it_can_use():
+    assert errors(cli("list", "losss")) == ["compare list losss: nothing of that kind; did you mean 'losses'? (choose from models, datasets, losses, optimizers, schedulers, transforms)"]
+    losses = dict(line.split(None, 1) for line in cli("list", "losses").stdout.splitlines())
+    assert losses["CrossEntropyLoss"].startswith("This criterion computes the cross entropy loss") and "CTCLoss" not in losses
+    transforms = dict(line.split(None, 1) for line in cli("list", "transforms").stdout.splitlines())
+    assert "RandomResizedCrop" in transforms and not {"SanitizeBoundingBoxes", "ConvertBoundingBoxFormat", "FiveCrop"} & set(transforms)
+    models = dict(line.split(None, 1) for line in cli("list", "models").stdout.splitlines())
+    assert models["mlp"] == "A multilayer perceptron over flattened pixels"
+
+
+def test_a_loss_that_cannot_take_logits_and_targets_says_why(tmp_path):
+    raw = digits_config([mlp("m")], epochs=1)
+    raw["loss"] = {"name": "CTCLoss"}
+    [line] = errors(cli("run", write(tmp_path, raw), "--dry-run"))
+    assert line.endswith("loss 'CTCLoss' cannot be compare's shared loss(logits, targets): it takes input and target lengths as well (sequence models)")
+
+
+def test_names_without_their_namespace_and_scheduler_typos_get_a_suggestion(tmp_path):
+    raw = digits_config([mlp("m") | {"arch": "resnet50"}, mlp("s") | {"scheduler": {"name": "StepLr", "step_size": 1}}], epochs=1)
+    path = write(tmp_path, raw)
+    assert errors(cli("run", path, "--dry-run")) == [
+        f"{path}: model.m.arch: unknown model 'resnet50'; did you mean 'torchvision.resnet50' or 'resnet18' or 'lenet'? (see `compare list models`)",
+        f"{path}: model.s.scheduler.name: unknown scheduler 'StepLr'; did you mean 'StepLR' or 'MultiStepLR'? (see `compare list schedulers`)",
+    ]
+
+
+def test_set_errors_name_set_and_unreadable_model_names_show_their_index(tmp_path):
+    path = write(tmp_path, digits_config([mlp("m")], epochs=1))
+    assert errors(cli("run", path, "--dry-run", "--set", "model.m.optimizer.lr=-1")) == ["--set: model.m.optimizer: SGD(lr=-1) raised ValueError: Invalid learning rate: -1"]
+    dots = write(tmp_path, digits_config([mlp("...")], epochs=1))
+    assert errors(cli("run", dots, "--dry-run")) == [f"{dots}: model[0].name: '...' is not a safe name: use letters, digits, _ . , = + - [ ]"]
+
+
+def test_a_failed_download_leaves_no_empty_data_folder_behind(tmp_path):
+    raw = digits_config([mlp("m")], epochs=1)
+    raw["data"] |= {"dataset": "cifar10", "root": str(tmp_path / "data" / "cifar"), "download": True}
+    (tmp_path / "mine").mkdir()  # the user's: must stay
+    offline = os.environ | {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    proc = compare("run", write(tmp_path, raw), "--dry-run", env=offline)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: data.root: downloading CIFAR10 into {tmp_path / 'data' / 'cifar'} failed (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml", "mine"]
