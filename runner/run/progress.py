@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 
@@ -105,8 +106,14 @@ class RichProgress(_Shown):
     @contextmanager
     def epoch(self, epoch: int, epochs: int, batches: int, seed: tuple[int, int] | None = None, start: int = 0):
         self.label = self._label(epoch, epochs, seed)
-        columns = (TextColumn(escape(self.label)), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[losses]}"))
-        with RichBar(*columns, console=self.console, transient=True) as bar:
+        # Everything but the losses keeps its width; the losses give way (cut with "...") first.
+        whole = lambda: Column(no_wrap=True)  # noqa: E731
+        columns = (
+            TextColumn(escape(self.label), table_column=whole()), BarColumn(bar_width=12, table_column=whole()), MofNCompleteColumn(table_column=whole()),
+            TimeElapsedColumn(table_column=whole()), TextColumn("{task.fields[eta]}", table_column=whole()),
+            TextColumn("{task.fields[losses]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+        )
+        with RichBar(*columns, console=self.console, transient=True, expand=True) as bar:
             task = bar.add_task("train", total=batches, completed=start, losses="", eta="")
             last = 0.0
 
