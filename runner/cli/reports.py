@@ -46,7 +46,7 @@ def print_board(board, title: str) -> None:
     table, dropped = rich_table(board, title)
     console.print(table)
     if dropped:
-        console.print(f"left out at {console.width} columns: {', '.join(dropped)} (`compare leaderboard RUN_DIR --format md` shows them all)", markup=False, highlight=False)
+        console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
     for line in evidence_summary(board):
         console.print(line, markup=False, highlight=False)
 
@@ -79,7 +79,7 @@ def leaderboard_cmd(
     if fmt is Format.table:
         print_board(board, name)
     elif out is not None:
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

@@ -44,17 +44,17 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     if not main:
         return
     if result.already_finished:
-        console.print(f"{result.run_dir} already finished; nothing to resume (its reports were written again)")
+        console.print(f"{result.run_dir} already finished; nothing to resume (its reports were written again)", markup=False)
         return
     from runner.cli.reports import print_board  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
     print_board(build([load_run(result.run_dir)]), f"{experiment.config.experiment.name}: leaderboard (final epoch)")  # with its evidence lines
-    console.print(f"run directory: {result.run_dir}")
+    console.print(f"run directory: {result.run_dir}", markup=False)
     plots = result.run_dir / "plots"
-    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""))
-    console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
+    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)
+    console.print(f"TensorBoard: compare tensorboard {result.run_dir}", markup=False)
     if result.some_failed:
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
         if not launch.launched():  # under torchrun a non-zero exit would restart the run

@@ -59,13 +59,14 @@ def piped_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("piped")
     long = mlp("a-fairly-long-model-name", sweep={"optimizer.lr": [0.1, 0.05]})
     path = write(tmp, digits_config([long, mlp("m")], epochs=2, subset=256))
-    proc = compare("run", path, "--out", tmp / "run", "--no-plots")
+    proc = compare("run", path, "--out", tmp / "run[2]", "--no-plots")  # brackets: not rich markup
     assert proc.returncode == 0, proc.stderr
-    return tmp / "run", proc
+    return tmp / "run[2]", proc
 
 
 def test_piped_progress_is_plain_lines_one_per_model_per_epoch(piped_run):
-    _, proc = piped_run
+    run_dir, proc = piped_run
+    assert f"run directory: {run_dir}\n" in proc.stdout and f"TensorBoard: compare tensorboard {run_dir}\n" in proc.stdout
     assert not ESCAPE.search(proc.stderr) and "━" not in proc.stderr
     lines = proc.stderr.splitlines()
     for epoch in (1, 2):
