@@ -16,6 +16,12 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # transforms that take other transforms or Python callables (not expressible in TOML).
 ADDED_BY_PIPELINE = {"ToImage", "ToDtype", "ToPureTensor", "Normalize", "ToTensor", "PILToTensor"}
 _NOT_FROM_TOML = {"Transform", "Compose", "RandomApply", "RandomChoice", "RandomOrder", "Lambda", "LinearTransformation"}
+# For boxes, key points or video, or returning a tuple of crops / a PIL image: nothing an image
+# classification pipeline (ToImage, your steps, ToDtype, Normalize) can use.
+NOT_FOR_CLASSIFICATION = {
+    "ClampBoundingBoxes", "ConvertBoundingBoxFormat", "SanitizeBoundingBoxes", "ClampKeyPoints", "SanitizeKeyPoints",
+    "SetClampingMode", "RandomIoUCrop", "UniformTemporalSubsample", "FiveCrop", "TenCrop", "ToPILImage",
+}
 
 
 def image_pipeline(stats, augment: list | None = None, resize: list | None = None) -> v2.Compose:
@@ -34,7 +40,7 @@ def list_transforms() -> list[str]:
         for n in dir(v2)
         if isinstance(getattr(v2, n), type)
         and issubclass(getattr(v2, n), v2.Transform)
-        and n not in _NOT_FROM_TOML | ADDED_BY_PIPELINE
+        and n not in _NOT_FROM_TOML | ADDED_BY_PIPELINE | NOT_FOR_CLASSIFICATION
     )
 
 

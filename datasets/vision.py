@@ -5,6 +5,8 @@ CIFAR also reads an ImageFolder copy, `root/train/<class>/*` + `root/test/<class
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from torchvision import datasets as tvd
 
 from datasets.base import DatasetAdapter
@@ -35,13 +37,36 @@ class TorchvisionAdapter(DatasetAdapter):
         train_tf, test_tf = self.transform(train=True), self.transform(train=False)
         if has_class_folders(self.root, "train") and has_class_folders(self.root, "test"):
             return image_folder(self.root / "train", train_tf), image_folder(self.root / "test", test_tf)
+        made = missing_folders(self.root)  # what a failed download must not leave behind
         try:
             train = self.dataset_class(str(self.root), train=True, transform=train_tf, download=self.download)
             test = self.dataset_class(str(self.root), train=False, transform=test_tf, download=self.download)
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+            remove_empty(made)
             hint = "" if self.download else "; set data.download = true to fetch it"
             raise DataError(f"data.root: no {self.dataset_class.__name__} at {self.root} (expected {self.expected}){hint}") from err
+        except OSError as err:  # offline, a refused connection, a full disk
+            remove_empty(made)
+            raise DataError(f"data.root: downloading {self.dataset_class.__name__} into {self.root} failed ({type(err).__name__}: {' '.join(str(err).split())}); where offline, point data.root at a copy and set data.download = false") from err
         return train, test
+
+
+def missing_folders(root) -> list[Path]:
+    """`root` and the folders above it that do not exist yet, deepest first."""
+    path, out = Path(root).absolute(), []
+    while not path.exists():
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders that compare created and left empty (deepest first); never anything else."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            return
 
 
 @register_dataset("cifar10")

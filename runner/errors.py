@@ -32,10 +32,13 @@ def shown(value) -> str:
 
 
 def close_matches(name, choices: Iterable, n: int = 3) -> list[str]:
-    """Close matches among the string choices (a config may hold names of any type)."""
+    """Close matches among the string choices (a config may hold names of any type); a name
+    that only lacks its namespace (resnet50 for torchvision.resnet50) first."""
     lowered = {c.lower(): c for c in choices if isinstance(c, str)}
-    hits = difflib.get_close_matches(str(name).lower(), lowered, n=n, cutoff=0.6)
-    return [lowered[h] for h in hits]
+    key = str(name).lower()
+    namespaced = [c for low, c in lowered.items() if low.rpartition(".")[2] == key and low != key]
+    hits = difflib.get_close_matches(key, lowered, n=n, cutoff=0.6)
+    return list(dict.fromkeys(namespaced + [lowered[h] for h in hits]))[:n]
 
 
 def did_you_mean(name, choices: Iterable) -> str:
@@ -134,5 +137,22 @@ class CompareWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints one line)."""
 
 
+class CompareNote(CompareWarning):
+    """Something compare did on the user's behalf, worth one `note:` line (not a problem)."""
+
+
 class ReportError(CompareError):
     """A report was asked for something the run does not hold (unknown column or metric)."""
+
+
+class MixedSizesError(DataError):
+    """The images of one batch have different sizes (no resize step in the transforms). Raised
+    in a DataLoader worker too: torch re-raises it in the main process as
+    `MixedSizesError(message=<the worker's traceback>)`, whose last line is this error's own."""
+
+    message = "images have different sizes"  # truthy: torch's worker re-raise passes message=
+
+    def __init__(self, message: str = message):
+        lines = [line for line in str(message).splitlines() if line.strip()]
+        last = lines[-1] if lines else self.message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])

@@ -20,7 +20,7 @@ from torch import nn
 
 from runner.build import arguments, references
 from runner.build.shared_loss import shared_state
-from runner.errors import CompareError, CompareWarning, Problem, ReferenceNotFound, UnknownNameError, shown
+from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, shown
 
 # The file named when a torch constructor refuses a config's arguments at build time, where the
 # Config's source is not at hand; the config check builds the same objects first and names it.
@@ -29,8 +29,22 @@ BUILT_FROM = "config"
 _NOT_FROM_TOML = {"LRScheduler", "_LRScheduler", "SequentialLR", "ChainedScheduler", "LambdaLR", "MultiplicativeLR"}
 
 
+# torch.nn losses one `loss(logits, targets)` call cannot drive: left out of the list, and named
+# with the reason when a config asks for one.
+NOT_A_LOGITS_LOSS = {
+    "AdaptiveLogSoftmaxWithLoss": "is a model head with parameters, not a loss",
+    "CTCLoss": "takes input and target lengths as well (sequence models)",
+    "CosineEmbeddingLoss": "takes two inputs and a target",
+    "MarginRankingLoss": "takes two inputs and a target",
+    "TripletMarginLoss": "takes an anchor, a positive and a negative",
+    "TripletMarginWithDistanceLoss": "takes an anchor, a positive and a negative",
+    "GaussianNLLLoss": "takes a variance as well",
+    "LinearCrossEntropyLoss": "takes hidden states and a weight, not logits",
+}
+
+
 def list_losses() -> list[str]:
-    return sorted(n for n in dir(nn) if n.endswith("Loss") and isinstance(getattr(nn, n), type))
+    return sorted(n for n in dir(nn) if n.endswith("Loss") and isinstance(getattr(nn, n), type) and n not in NOT_A_LOGITS_LOSS)
 
 
 def list_optimizers() -> list[str]:
@@ -56,6 +70,8 @@ def list_schedulers() -> list[str]:
 
 
 def _lookup(kind: str, name: str, names: list[str], namespace) -> type:
+    if kind == "loss" and name in NOT_A_LOGITS_LOSS:
+        raise CompareError(f"loss {name!r} cannot be compare's shared loss(logits, targets): it {NOT_A_LOGITS_LOSS[name]}")
     if name not in names:
         raise UnknownNameError(kind, name, names)
     return getattr(namespace, name)
@@ -134,7 +150,9 @@ def check_model(arch: Any, args: dict, file: str, key: str, base_dir: str | Path
     def then(target) -> list[Problem]:
         if isinstance(target, nn.Module):
             return [Problem(file, f"{key}.args", "an nn.Module instance takes no args (it is copied as it is)")] if args else []
-        return arguments.check_arguments(target, args, ("self", "input_shape", "num_classes"), file, f"{key}.args", required=not registered(arch))
+        # num_classes / input_shape in args are checked against the dataset when the model is built.
+        own = {k: v for k, v in args.items() if k not in DATASET_ARGS or not _takes(target, k, registered(arch))}
+        return arguments.check_arguments(target, own, ("self", *DATASET_ARGS), file, f"{key}.args", required=not registered(arch))
 
     return _checked(file, f"{key}.arch", lambda: resolve_model(arch, base_dir), then)
 
@@ -208,6 +226,30 @@ def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
     return target
 
 
+DATASET_ARGS = ("input_shape", "num_classes")  # given by the dataset, not by the config
+
+
+def _takes(target: Any, name: str, registry: bool) -> bool:
+    """Whether the model builder receives `name` from the dataset: registry builders take both;
+    a user's callable where its signature names it, and num_classes where it takes **kwargs."""
+    if registry:
+        return True
+    params = arguments.parameters(target) or {}
+    return name in params or (name == "num_classes" and any(p.kind == p.VAR_KEYWORD for p in params.values()))
+
+
+def dataset_args(args: dict, input_shape, num_classes: int, file: str, key: str) -> dict:
+    """`args` without num_classes / input_shape, which may be written only as the dataset's own."""
+    given = {"num_classes": num_classes, "input_shape": list(input_shape)}
+    wrong = [
+        Problem(file, f"{key}.{k}", f"{shown(args[k])}, but the dataset has {num_classes} classes" if k == "num_classes" else f"{shown(args[k])}, but the dataset's samples have shape {list(input_shape)}")
+        for k in DATASET_ARGS if k in args and (list(args[k]) if k == "input_shape" and isinstance(args[k], (list, tuple)) else args[k]) != given[k]
+    ]
+    if wrong:
+        raise ConfigError([Problem(p.file, p.key, p.message + " (compare passes the dataset's own; leave it out)") for p in wrong])
+    return {k: v for k, v in args.items() if k not in DATASET_ARGS}
+
+
 def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: str | Path = ".", name: str | None = None) -> nn.Module:
     """Registry builders get input_shape and num_classes; a user's class or factory gets them
     only where its signature names them (`class Net(nn.Module): def __init__(self)` just works)."""
@@ -219,8 +261,8 @@ def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: 
     what = f"model {name} ({references.describe(arch)})" if name else references.describe(arch)
     if isinstance(target, nn.Module):
         return copy.deepcopy(target)  # each run (and each model) starts from the instance's weights
-    params = arguments.parameters(target) or {}
-    shape = {k: v for k, v in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)) if k in params}
+    # input_shape where the signature names it; num_classes also to a `**kwargs` factory (timm:create_model).
+    shape = {k: v for k, v in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)) if _takes(target, k, False)}
     model = references.call_user(what, target, **shape, **args)
     if not isinstance(model, nn.Module):
         raise references.UserCodeError(f"{what} returned {type(model).__name__}; expected a torch.nn.Module")

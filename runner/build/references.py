@@ -9,9 +9,11 @@ Files and notebooks run as modules whose __name__ is not "__main__". In a notebo
   - cells tagged `skip-compare` are dropped (tag the cells that load data, train, plot, save);
   - a cell that starts with a cell magic (`%%time`, `%%bash`, ...) is dropped;
   - IPython line magics and shell lines (`%matplotlib inline`, `!pip install x`, `x = !ls`)
-    become no-ops, and so does any `get_ipython()` call.
-Loading a model must never train one: a file or notebook whose top level still holds a
-`for`/`while` loop outside `if __name__ == "__main__":` is refused, naming the cell or line.
+    become no-ops, and so does any `get_ipython()` call;
+  - of the rest, only imports, definitions (def, class) and assignments of constants run:
+    loading a model never trains one (a top-level `train(model)`, `torch.save(...)` or loop is
+    left out), and one `note:` line names the cells that had code left out.
+A `.py` file runs whole, as `import` would run it (guard scripts with `if __name__ == "__main__":`).
 
 Each file runs once per process (cached by path, size and modification time), so the config
 check and the builders see the same classes. Its top level runs with the torch, random and
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runner.engine.rng import preserved_rng
-from runner.errors import CompareError, ReferenceNotFound, UserCodeError, did_you_mean
+from runner.errors import CompareError, CompareNote, ReferenceNotFound, UserCodeError, did_you_mean
 
 SKIP_TAG = "skip-compare"
 FORMS = "package.module:attr, path/to/file.py:Attr or path/to/notebook.ipynb:Attr"
@@ -126,9 +128,10 @@ def _run_file(path: Path, shown: str) -> types.ModuleType:
     return _execute(path, shown, path.read_text(encoding="utf-8"), lambda line: f"{shown}:{line}", notebook=False)
 
 
-def notebook_script(path: Path, shown: str) -> str:
-    """The notebook as nbconvert's PythonExporter writes it, after the convention above;
-    each kept code cell starts with a `# [compare] code cell N` marker line."""
+def notebook_script(path: Path, shown: str) -> tuple[str, set[int]]:
+    """The notebook as nbconvert's PythonExporter writes it, after the convention above (each
+    kept code cell starts with a `# [compare] code cell N` marker line), and the numbers of the
+    cells dropped for their cell magic."""
     import nbformat  # noqa: PLC0415 - only when a notebook is referenced
     from nbconvert import PythonExporter  # noqa: PLC0415
 
@@ -136,12 +139,14 @@ def notebook_script(path: Path, shown: str) -> str:
         nb = nbformat.read(str(path), as_version=4)
     except Exception as err:  # noqa: BLE001 - any unreadable notebook is bad input
         raise ReferenceNotFound(f"{shown}: not a readable notebook ({one_line(err)})") from None
-    cells, number = [], 0
+    cells, number, magic = [], 0, set()
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         number += 1
         source = cell.source
+        if source.lstrip().startswith("%%") and SKIP_TAG not in cell.metadata.get("tags", []):
+            magic.add(number)
         if SKIP_TAG in cell.metadata.get("tags", []) or source.lstrip().startswith("%%"):
             continue
         cell = copy.deepcopy(cell)
@@ -151,7 +156,7 @@ def notebook_script(path: Path, shown: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "IPython is needed to transform IPython syntax": done above
         script, _ = PythonExporter().from_notebook_node(nb)
-    return script
+    return script, magic
 
 
 def neutralise(source: str) -> str:
@@ -169,7 +174,7 @@ def neutralise(source: str) -> str:
 
 
 def _run_notebook(path: Path, shown: str) -> types.ModuleType:
-    script = notebook_script(path, shown)
+    script, cut = notebook_script(path, shown)
     marks = [(i, int(line[len(_CELL_MARK):])) for i, line in enumerate(script.splitlines(), 1) if line.startswith(_CELL_MARK)]
 
     def locate(line: int) -> str:
@@ -179,7 +184,19 @@ def _run_notebook(path: Path, shown: str) -> types.ModuleType:
         start, cell = starts[-1]
         return f"{shown} code cell {cell}, line {line - start}"
 
-    return _execute(path, shown, script, locate, notebook=True)
+    def cell(line: int) -> int:
+        return max((c for start, c in marks if start <= line), default=0)
+
+    def keep(tree: ast.Module) -> None:
+        tree.body, left_out = definitions_only(tree.body)
+        cells = sorted({cell(stmt.lineno) for stmt in left_out} | cut)
+        if cells:
+            warnings.warn(
+                f"{shown}: ran only its imports, definitions and constant assignments; left out the other code of "
+                f"code cell{'s' if len(cells) > 1 else ''} {', '.join(map(str, cells))} (calls and loops do not run: nothing is trained or saved)",
+                CompareNote, stacklevel=2)
+
+    return _execute(path, shown, script, locate, notebook=True, keep=keep)
 
 
 class _NoIPython:
@@ -189,17 +206,15 @@ class _NoIPython:
         return lambda *args, **kwargs: None
 
 
-def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], notebook: bool) -> types.ModuleType:
+def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], notebook: bool, keep: Callable[[ast.Module], None] | None = None) -> types.ModuleType:
+    """Run `source` as a module; `keep` filters its parsed statements first (the notebook filter)."""
     filename = str(path)
-    fix = "tag its cell skip-compare" if notebook else 'move it under `if __name__ == "__main__":`'
     try:
         tree = ast.parse(source, filename)
     except SyntaxError as err:
         raise UserCodeError(f"{locate(err.lineno or 0)}: SyntaxError: {err.msg}") from None
-    loops = top_level_loops(tree)
-    if loops:
-        kind = "while" if isinstance(loops[0], ast.While) else "for"
-        raise UserCodeError(f"{locate(loops[0].lineno)}: a top-level `{kind}` loop would run when compare loads {shown} (a training loop?); {fix}")
+    if keep is not None:
+        keep(tree)
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
     # A flat, importable-looking name: pickle (DataLoader workers, torch.save) finds the module in sys.modules.
     name = f"compare_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
@@ -214,44 +229,64 @@ def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], 
             exec(compile(tree, filename, "exec"), module.__dict__)  # noqa: S102 - running the user's file is the point
     except (Exception, SystemExit) as err:  # noqa: BLE001
         del sys.modules[name]
-        hint = "; if that cell loads data or trains, tag it skip-compare" if notebook else ""
+        hint = "; if that cell loads data, tag it skip-compare" if notebook else ""
         raise UserCodeError(f"running {shown} failed: {type(err).__name__}: {one_line(err)}{located(err)}{hint}") from err
     return module
 
 
-def top_level_loops(tree: ast.Module) -> list[ast.stmt]:
-    """`for`/`while` statements that run at import: not inside a def or class, not under
-    `if __name__ == "__main__":`."""
-    found: list[ast.stmt] = []
-
-    def visit(body: list[ast.stmt]) -> None:
-        for stmt in body:
-            if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
-                found.append(stmt)
-            elif isinstance(stmt, ast.If):
-                if not _is_main_guard(stmt.test):
-                    visit(stmt.body)
-                visit(stmt.orelse)
-            elif isinstance(stmt, (ast.With, ast.AsyncWith)):
-                visit(stmt.body)
-            elif isinstance(stmt, ast.Try):
-                visit(stmt.body)
-                for handler in stmt.handlers:
-                    visit(handler.body)
-                visit(stmt.orelse)
-                visit(stmt.finalbody)
-
-    visit(tree.body)
-    return found
+def definitions_only(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[ast.stmt]]:
+    """(kept, left out): imports, def/class, assignments of constants (and `if`/`try` blocks
+    made only of those) are kept; calls, loops and every other statement are left out."""
+    kept, left_out = [], []
+    for stmt in body:
+        (kept if _definition(stmt) else left_out).append(stmt)
+    return kept, left_out
 
 
-def _is_main_guard(test: ast.expr) -> bool:
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
-        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
-    )
+def _definition(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Pass)):
+        return True
+    if isinstance(stmt, ast.Assign):
+        return all(_plain_target(t) for t in stmt.targets) and _constant(stmt.value)
+    if isinstance(stmt, ast.AnnAssign):
+        return _plain_target(stmt.target) and (stmt.value is None or _constant(stmt.value))
+    if isinstance(stmt, ast.Expr):  # a docstring, a bare name
+        return isinstance(stmt.value, (ast.Constant, ast.Name))
+    if isinstance(stmt, ast.If):
+        return _constant(stmt.test) and all(map(_definition, stmt.body + stmt.orelse))
+    if isinstance(stmt, ast.Try):  # try: import timm / except ImportError: timm = None
+        handlers = [s for h in stmt.handlers for s in h.body]
+        return all(map(_definition, stmt.body + handlers + stmt.orelse + stmt.finalbody))
+    return False
+
+
+def _plain_target(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) or (isinstance(node, (ast.Tuple, ast.List)) and all(map(_plain_target, node.elts)))
+
+
+def _constant(node: ast.expr | None) -> bool:
+    """An expression that calls nothing: literals, names, attributes, operators, containers, lambdas."""
+    if node is None or isinstance(node, (ast.Constant, ast.Name, ast.Lambda)):
+        return True
+    if isinstance(node, ast.Attribute):
+        return _constant(node.value)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return all(map(_constant, node.elts))
+    if isinstance(node, ast.Dict):
+        return all(map(_constant, node.keys + node.values))
+    if isinstance(node, ast.UnaryOp):
+        return _constant(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _constant(node.left) and _constant(node.right)
+    if isinstance(node, ast.BoolOp):
+        return all(map(_constant, node.values))
+    if isinstance(node, ast.Compare):
+        return all(map(_constant, [node.left, *node.comparators]))
+    if isinstance(node, ast.Subscript):
+        return _constant(node.value) and _constant(node.slice)
+    if isinstance(node, ast.Slice):
+        return all(map(_constant, (node.lower, node.upper, node.step)))
+    return False
 
 
 # ---------------------------------------------------------------- calling the user's code

@@ -47,15 +47,26 @@ def model_device(cfg: Config, m: ModelConfig, default: torch.device, dist: Dist)
     return resolve_device(m.device, f"model.{m.name}.device")
 
 
+def arch_name(arch, args: dict) -> str:
+    """What the `arch` column shows: a generic factory's architecture from its `model_name`
+    argument (`timm:create_model` with model_name = "resnet18" is `timm:resnet18`)."""
+    text = describe(arch)
+    name = args.get("model_name")
+    if isinstance(arch, str) and ":" in text and isinstance(name, str):
+        return f"{text.rpartition(':')[0]}:{name}"
+    return text
+
+
 def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False) -> Slot:
     """Seed the model's own stream, build the model in it; the stream continues from there."""
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
     numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
     where = f"model.{m.name}"
+    args = components.dataset_args(m.args, input_shape, num_classes, cfg.source, f"{where}.args")
     with rng.active():
-        build = lambda: components.build_model(m.arch, m.args, input_shape, num_classes, cfg.base_dir, m.name)  # noqa: E731
-        model = constructed(cfg.source, f"{where}.args", describe(m.arch), m.args, build).to(device)
+        build = lambda: components.build_model(m.arch, args, input_shape, num_classes, cfg.base_dir, m.name)  # noqa: E731
+        model = constructed(cfg.source, f"{where}.args", describe(m.arch), args, build).to(device)
     numerics = numerics.for_model(model, device, m.name)
     model = numerics.prepare(model)
     make_optimizer = lambda: components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)  # noqa: E731
@@ -68,9 +79,11 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         flops, out_shape = probe_forward(model, input_shape, device)
     except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
         raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {tuple(input_shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+    if len(out_shape) == 1 and out_shape[0] != num_classes:
+        raise ConfigError([Problem(cfg.source, where, f"outputs {out_shape[0]} values per sample, but the dataset has {num_classes} classes (a classifier outputs one logit per class)")])
     info = {
         "model": m.name,
-        "arch": describe(m.arch),
+        "arch": arch_name(m.arch, args),
         "params": sum(p.numel() for p in model.parameters()),
         "flops_per_sample": flops,
         "outputs": out_shape[-1] if out_shape else None,

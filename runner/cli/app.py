@@ -18,9 +18,27 @@ from rich.table import Table
 from runner.atomic import is_disk_full
 from runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, LINE_CHARS, CompareError, clip
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train several PyTorch models in one shared dataloader pass and compare them.")
+# rich_markup_mode=None: help texts are plain text, so `[[model]]` and `<name>` print as written.
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Train several PyTorch models in one shared dataloader pass and compare them.",
+)
 # Wide when piped (CI logs, files) so the leaderboard table is not squeezed to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from runner import __version__  # noqa: PLC0415
+
+        typer.echo(f"compare {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Train several PyTorch models in one shared dataloader pass and compare them."""
 
 
 def fail(err: Exception, debug: bool) -> None:
@@ -44,13 +62,33 @@ def fail(err: Exception, debug: bool) -> None:
     raise typer.Exit(EXIT_INTERNAL)
 
 
-def frame_table(frame, title: str, left: set[str], wrap: set[str]) -> Table:
+def frame_table(frame, title: str, left: set[str], wrap: set[str], whole: set[str] = frozenset()) -> Table:
     """A DataFrame of display cells as a rich table: `left` columns left-aligned (the others
-    right), only `wrap` columns wrap, and every cell escaped (sweep names like tudui[lr=0.1]
-    are not rich markup)."""
+    right), only `wrap` columns wrap, `whole` columns never shrink below their longest cell,
+    and every cell escaped (sweep names like tudui[lr=0.1] are not rich markup)."""
     table = Table(title=escape(title))
     for column in frame.columns:
-        table.add_column(column, justify="left" if column in left else "right", no_wrap=column not in wrap)
+        widest = max([len(str(column)), *(len(str(v)) for v in frame[column])]) if column in whole else None
+        table.add_column(escape(str(column)), justify="left" if column in left else "right", no_wrap=column not in wrap or column in whole, min_width=widest)
     for row in frame.itertuples(index=False):
         table.add_row(*(escape(str(v)) for v in row))
     return table
+
+
+def table_width(frame) -> int:
+    """The width of frame_table(frame) with no column squeezed: each cell, its padding, the rules."""
+    return 1 + sum(3 + max([len(str(c)), *(len(str(v)) for v in frame[c])]) for c in frame.columns)
+
+
+def fit_columns(frame, width: int, drop_first: list[str], keep: set[str]):
+    """(frame, dropped): columns dropped, `drop_first` in order and then the others from the
+    right, until the table fits `width`; `keep` columns are never dropped."""
+    order = [c for c in drop_first if c in frame.columns] + [c for c in reversed(frame.columns) if c not in drop_first]
+    dropped = []
+    for column in order:
+        if table_width(frame) <= width:
+            break
+        if column not in keep:
+            frame = frame.drop(columns=column)
+            dropped.append(column)
+    return frame, dropped

@@ -2,7 +2,8 @@
 prints. Registered on `runner.cli.app.app` (runner/cli/app.py imports this module)."""
 from __future__ import annotations
 
-from enum import Enum
+import inspect
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.cli.app import app, fail
+from runner.errors import CompareError, did_you_mean
 
 
 @app.command()
@@ -68,34 +70,50 @@ def print_plan(console: Console, plan) -> None:
     console.print(f"run directory: {escape(str(plan.run_dir))}{note}")
 
 
-class Kind(str, Enum):
-    models = "models"
-    datasets = "datasets"
-    losses = "losses"
-    optimizers = "optimizers"
-    schedulers = "schedulers"
-    transforms = "transforms"
+KINDS = ("models", "datasets", "losses", "optimizers", "schedulers", "transforms")
+
+
+def summary(obj, module_first: bool = False) -> str:
+    """The first sentence of an entry's own docstring (a class's, not its base's), else (or,
+    `module_first`, before it) of its module's; cut to one line."""
+    own = obj.__doc__ if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    module = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), "__doc__", None)
+    doc = (module or own) if module_first else (own or module)
+    text = " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split()).split(". ")[0].rstrip(".")
+    return text if len(text) <= 90 else text[:87].rstrip() + "..."
+
+
+def entries(kind: str) -> list[tuple[str, str]]:
+    """(name, one-line description) of every entry of `kind` that a config can use here."""
+    from runner.build import components  # noqa: PLC0415
+
+    if kind == "models":
+        from models import MODELS, list_models  # noqa: PLC0415
+
+        return [(n, f"torchvision.models.{n.partition('.')[2]}, untrained unless args.weights; head sized to the dataset" if n.startswith("torchvision.") else summary(MODELS.get(n), module_first=True)) for n in list_models()]
+    if kind == "datasets":
+        package = components.dataset_package()
+        return [(n, summary(package.DATASETS.get(n))) for n in package.list_datasets()]
+    if kind == "transforms":
+        from torchvision.transforms import v2  # noqa: PLC0415
+        from datasets.transforms import list_transforms  # noqa: PLC0415
+
+        return [(n, summary(getattr(v2, n)) or f"torchvision.transforms.v2.{n}") for n in list_transforms()]
+    import torch  # noqa: PLC0415
+
+    namespace = {"losses": torch.nn, "optimizers": torch.optim, "schedulers": torch.optim.lr_scheduler}[kind]
+    return [(n, summary(getattr(namespace, n)) or f"{namespace.__name__}.{n}") for n in getattr(components, f"list_{kind}")()]
 
 
 @app.command("list")
-def list_(kind: Annotated[Kind, typer.Argument(help="What to list.")]):
-    """List the names usable in a config."""
-    from runner.build import components  # noqa: PLC0415
-
+def list_(kind: Annotated[str, typer.Argument(help=f"What to list: {', '.join(KINDS)}.")]):
+    """List the names usable in a config, one line each with what it is."""
     try:
-        if kind is Kind.models:
-            from models import list_models  # noqa: PLC0415
-
-            names = list_models()
-        elif kind is Kind.datasets:
-            names = components.dataset_package().list_datasets()
-        elif kind is Kind.transforms:
-            from datasets.transforms import list_transforms  # noqa: PLC0415
-
-            names = list_transforms()
-        else:
-            names = getattr(components, f"list_{kind.value}")()
+        if kind not in KINDS:
+            raise CompareError(f"compare list {kind}: nothing of that kind{did_you_mean(kind, KINDS)} (choose from {', '.join(KINDS)})")
+        rows = entries(kind)
     except Exception as err:  # noqa: BLE001
         fail(err, debug=False)
-    for name in names:
-        typer.echo(name)
+    width = max(len(n) for n, _ in rows)
+    for name, what in rows:
+        typer.echo(f"{name.ljust(width)}  {what}".rstrip())

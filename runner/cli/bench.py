@@ -111,5 +111,5 @@ def bench_cmd(
         fail(err, debug)
     print_bench(result)
     for path in out or []:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False)
     sys.stdout.flush()

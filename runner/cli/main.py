@@ -4,13 +4,16 @@ from __future__ import annotations
 import sys
 import warnings
 
-from runner.errors import CompareWarning, StopNow
+from runner.errors import CompareNote, CompareWarning, StopNow
 from runner.run.interrupts import stop_at_once_on_signals
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A CompareWarning is one `warning: ...` line; other warnings keep Python's format."""
-    if issubclass(category, CompareWarning):
+    """A CompareNote is one `note: ...` line, a CompareWarning one `warning: ...` line; other
+    warnings keep Python's format."""
+    if issubclass(category, CompareNote):
+        sys.stderr.write(f"note: {message}\n")
+    elif issubclass(category, CompareWarning):
         sys.stderr.write(f"warning: {message}\n")
     else:
         _python_showwarning(message, category, filename, lineno, file, line)

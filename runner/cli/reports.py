@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from runner.cli.app import app, console, fail, frame_table
+from runner.cli.app import app, console, fail, fit_columns, frame_table
 from runner.errors import ReportError, RunDirError
 
 LEFT = {"run", "model", "arch", "status"}
@@ -26,10 +26,19 @@ class Format(str, Enum):
     latex = "latex"
 
 
-def rich_table(board, title: str) -> Table:
+# At a narrow terminal these go first (all of them are in leaderboard.csv / leaderboard.md);
+# the rank, the names, the ranking metric and the status never go, and never shrink.
+DROP_FIRST = ["nonfinite", "grad final", "seeds needed", "time s", "loss", "epoch", "95% CI", "MDE", "tied"]
+
+
+def rich_table(board, title: str, width: int | None = None) -> tuple[Table, list[str]]:
+    """The terminal leaderboard at `width` columns (the console's), and the columns left out."""
     from runner.report.formats import display  # noqa: PLC0415
 
-    return frame_table(display(board, compact=True), title, left=LEFT, wrap=LEFT)
+    frame = display(board, compact=True)
+    keep = {"rank", "run", "model", "status", frame.columns[list(frame.columns).index("model") + 1]}
+    frame, dropped = fit_columns(frame, width or console.width, DROP_FIRST, keep)
+    return frame_table(frame, title, left=LEFT, wrap={"arch"}, whole=keep), dropped
 
 
 def print_board(board, title: str) -> None:
@@ -40,7 +49,10 @@ def print_board(board, title: str) -> None:
         console.print(frame_table(formats.across_display(board), title, left={"model"}, wrap={"model"}))
         lines = formats.across_summary(board)
     else:
-        console.print(rich_table(board, title))
+        table, dropped = rich_table(board, title)
+        console.print(table)
+        if dropped:
+            console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
         lines = formats.evidence_summary(board)
     for line in lines:
         console.print(line, markup=False, highlight=False)
@@ -84,7 +96,7 @@ def leaderboard_cmd(
     if fmt is Format.table:
         print_board(board, name)
     elif out is not None:
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 

@@ -27,8 +27,8 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes. A signal
     that stops at once (StopNow) goes up to runner/cli/main.py, which prints it."""
     from runner.run import launch  # noqa: PLC0415
-    from runner.run.interrupts import graceful_interrupts  # noqa: PLC0415
-    from runner.run.progress import Progress, RichProgress  # noqa: PLC0415
+    from runner.run.interrupts import Interrupted, graceful_interrupts  # noqa: PLC0415
+    from runner.run.progress import Progress, terminal_progress  # noqa: PLC0415
 
     main = launch.env_rank() == 0
     try:
@@ -36,27 +36,41 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
             experiment = experiment_factory()
             if launch.restart_count() > 0:  # torchrun restarted the workers (a node or process was lost)
                 options["resume"] = (Path(run_dir or experiment.default_run_dir()) / "config.toml").exists()
-            result = experiment.run(run_dir, progress=RichProgress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
+            result = experiment.run(run_dir, progress=terminal_progress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
+        if isinstance(err, Interrupted) and main:
+            _print_partial(Path(run_dir or experiment.default_run_dir()))
         fail(err, debug)
     if not main:
         return
     if result.already_finished:
-        console.print(f"{result.run_dir} already finished; nothing to resume (its reports were written again)")
+        console.print(f"{result.run_dir} already finished; nothing to resume (its reports were written again)", markup=False)
         return
     from runner.cli.reports import print_board  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
     print_board(build([load_run(result.run_dir)]), f"{experiment.config.experiment.name}: leaderboard")  # with its evidence lines (the protocol first)
-    console.print(f"run directory: {result.run_dir}")
+    console.print(f"run directory: {result.run_dir}", markup=False)
     plots = result.run_dir / "plots"
-    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""))
-    console.print(f"TensorBoard: compare tensorboard {result.run_dir}")
+    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)
+    console.print(f"TensorBoard: compare tensorboard {result.run_dir}", markup=False)
     if result.some_failed:
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
         if not launch.launched():  # under torchrun a non-zero exit would restart the run
             raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _print_partial(run_dir: Path) -> None:
+    """An interrupted run's partial leaderboard (its finished epochs), as `compare leaderboard` shows it."""
+    if not (run_dir / "leaderboard.csv").exists():
+        return
+    from runner.cli.reports import print_board  # noqa: PLC0415
+    from runner.report.leaderboard import build  # noqa: PLC0415
+    from runner.report.run_data import load_run  # noqa: PLC0415
+
+    run = load_run(run_dir)
+    print_board(build([run]), f"{run.config.get('experiment', {}).get('name', run_dir.name)}: partial leaderboard (interrupted; finished epochs only)")
 
 
 @app.command()

@@ -77,8 +77,9 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
     overridden |= more
     config = _validate(raw, source, problems, base_dir)
     problems = sweeps.collapse(problems, points)
-    # A problem in a key given with --set (or inside a table given with --set) is reported against --set.
-    problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) for k in overridden) else p for p in problems]
+    # A problem in a key given with --set, inside a table given with --set, or in a table one of
+    # whose keys --set gave (an optimizer's trial call with --set's lr) is reported against --set.
+    problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) or k.startswith(p.key + ".") for k in overridden) else p for p in problems]
     if problems:
         raise ConfigError(problems)
     return config
@@ -175,7 +176,9 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
     seen: set[str] = set()
     for i, entry in enumerate(raw_models):
         label = entry.get("name") if isinstance(entry, dict) else None
-        where = f"model.{label}" if isinstance(label, str) else f"model[{i}]"
+        # model.<name> where the name reads as one (not "", "...", ".x"): else model[i], not model.....name
+        readable = isinstance(label, str) and label.strip(".") == label and label and ".." not in label
+        where = f"model.{label}" if readable else f"model[{i}]"
         values = _table(entry, ModelConfig, where, source, problems, skip=("optimizer", "scheduler", "early_stopping"))
         if values is None or "name" not in values or "arch" not in values:
             continue

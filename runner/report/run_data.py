@@ -6,6 +6,7 @@ give the same answer on any run directory as `compare run` gave at the end of th
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +72,12 @@ def load_run(path: str | Path) -> RunData:
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: no such run directory")
+    started = (path / "config.toml").exists()  # a run that stopped before its first epoch ended
+    if started and not (path / "history.csv").exists():
+        raise RunDirError(no_epoch_yet(path))
     history = _read_csv(path / "history.csv", required=("model", "seed", "epoch"))
     if history.empty:
-        raise RunDirError(f"{path / 'history.csv'}: no epochs recorded yet")
+        raise RunDirError(no_epoch_yet(path))
     history["model"] = history["model"].astype(str)
     models_path = path / "models.csv"
     models = _read_csv(models_path, required=("model",)) if models_path.exists() else pd.DataFrame({"model": history["model"].unique()})
@@ -81,6 +85,11 @@ def load_run(path: str | Path) -> RunData:
     env = _read_json(path / "env.json")
     config = _read_toml(path / "config.toml")
     return RunData(path, history, models, env, config, _read_predictions(path / "predictions"))
+
+
+def no_epoch_yet(path: Path) -> str:
+    resume = "; `compare resume " + shlex.quote(str(path)) + "` goes on from its checkpoint" if (path / "checkpoints").is_dir() else ""
+    return f"{path}: no finished epoch yet, so nothing to report (the run stopped during its first epoch){resume}"
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

@@ -121,7 +121,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
         optimizer += f" + {m.scheduler.name}"
-    return ModelPlan(m.name, describe(m.arch), sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, tuple(logits.shape), memory)
+    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, tuple(logits.shape), memory)
 
 
 class SavedTensorBytes:

@@ -35,7 +35,7 @@ from runner.run.checkpoint import Checkpointer, recorded_base_dir
 from runner.run.distributed import Dist, session
 from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
-from runner.run.interrupts import Interrupted, StopFlag
+from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.run_dir import claim_run_dir, default_run_dir
 from runner.run.shared_pass import Outputs, SharedPass
@@ -185,7 +185,7 @@ class Experiment:
                     checkpointer.end_seed(index)
                     if stop:  # a signal during the seed's last evaluation or its predictions
                         done = "training finished" if index + 1 == len(cfg.seeds) else f"seed {seed} finished"
-                        raise Interrupted(stop.signum, f"{done} and checkpointed; `compare resume {run_dir}` goes on from there")
+                        raise Interrupted(stop.signum, f"{done} and checkpointed; {resume_command(run_dir)} goes on from there")
             except Interrupted:
                 if dist.main and not history.frame().empty:
                     finalize_run(run_dir, plots=False)  # the partial leaderboard

@@ -4,6 +4,7 @@
 Either way the CLI prints one line and exits 128 + the signal: 130 (SIGINT), 143 (SIGTERM)."""
 from __future__ import annotations
 
+import shlex
 import signal
 from contextlib import contextmanager
 
@@ -16,6 +17,11 @@ class Interrupted(CompareError):
     def __init__(self, signum: int, where: str):
         self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
         super().__init__(f"interrupted by {signal.Signals(signum).name}; {where}")
+
+
+def resume_command(run_dir) -> str:
+    """The exact command that continues `run_dir`, quoted for the shell."""
+    return f"`compare resume {shlex.quote(str(run_dir))}`"
 
 
 class StopFlag:

@@ -16,7 +16,7 @@ from runner.data.loaders import config_streams
 from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, train_one_epoch
-from runner.run.interrupts import Interrupted, StopFlag
+from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
 from runner.engine.slot import Slot
@@ -62,7 +62,7 @@ class SharedPass:
         tb = TensorBoardSink(out.run_dir / "tb", runs, purge_step=self.epoch if self.resumed else None) if self.dist.main else NullTensorBoardSink()
         try:
             while not self.finished and any(s.live for s in self.slots):
-                self._epoch(out, tb, seed_label=self.seed if multi else None)
+                self._epoch(out, tb, seed_label=(cfg.seeds.index(self.seed) + 1, len(cfg.seeds)) if multi else None)
             self._finish(out, tb)
         finally:
             tb.close()
@@ -84,7 +84,7 @@ class SharedPass:
                 if stop or (every and self.step % every == 0):
                     out.checkpointer.save(self)
                 if stop:
-                    raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}")
+                    raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}; {resume_command(out.run_dir)} goes on from there")
 
             def agree(codes: torch.Tensor) -> torch.Tensor:
                 """One all-reduce per batch for every model's health and the stop request: a
@@ -107,6 +107,7 @@ class SharedPass:
                 tb.write_gradients(slot.name, epoch, slot.model)
         self._write_errors(out.run_dir)  # failed in evaluation, or diverged there (end_epoch)
         out.history.write(records)
+        out.progress.epoch_done(records)
         tb.write(records)
         self.targets = targets
         self.epoch, self.step = epoch + 1, 0
@@ -115,7 +116,7 @@ class SharedPass:
             out.checkpointer.save(self)
             stop = self.stop_agreed if self.dist.enabled else out.stop.signum
             if stop:
-                raise Interrupted(stop, f"checkpoint written after epoch {epoch}")
+                raise Interrupted(stop, f"checkpoint written after epoch {epoch}; {resume_command(out.run_dir)} goes on from there")
 
     def _finish(self, out: Outputs, tb: TensorBoardSink) -> None:
         """Test predictions of every model that was evaluated: at its last epoch, and at its

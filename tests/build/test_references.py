@@ -73,16 +73,28 @@ def test_notebook_model_loads_and_trains_without_running_its_training_cell(tmp_p
     assert not (tmp_path / "TRAINED").exists(), "the skip-compare cell ran"
 
 
-def test_an_untagged_training_loop_is_refused_with_the_cell_to_tag(tmp_path):
+def test_an_untagged_training_cell_is_left_out_and_named_in_one_note(tmp_path):
     tudui_notebook(tmp_path / "tudui.ipynb", training_tags=())
     config = write_config(tmp_path, [{"name": "tudui", "arch": "tudui.ipynb:Tudui"}])
-    proc = compare("run", config, "--out", tmp_path / "run")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"error: {config}: model.tudui.arch: {tmp_path}/tudui.ipynb code cell 4, line 3: a top-level `for` loop would run "
-        f"when compare loads {tmp_path}/tudui.ipynb (a training loop?); tag its cell skip-compare"
+    proc = compare("run", config, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"note: {tmp_path}/tudui.ipynb: ran only its imports, definitions and constant assignments; left out the other code "
+        "of code cells 1, 2, 4, 5 (calls and loops do not run: nothing is trained or saved)"
     ]
-    assert not (tmp_path / "TRAINED").exists() and not (tmp_path / "run").exists()
+    assert not (tmp_path / "TRAINED").exists()
+
+
+def test_a_notebook_keeps_its_definitions_and_drops_calls_saves_and_loops(tmp_path):
+    notebook(tmp_path / "student.ipynb", [
+        ("import torch\nfrom torch import nn\ntry:\n    import timm\nexcept ImportError:\n    timm = None\nHIDDEN = 4 * 8\nACT = nn.ReLU", []),
+        (TUDUI, []),
+        ("def train(model, epochs):\n    open(MARKER, 'w').write('trained')\nMARKER = 'TRAINED'\nm = Tudui()\ntrain(m, 1)\ntorch.save(m, 'saved.pth')\nfor name, p in m.named_parameters():\n    print(name, p.shape)", []),
+    ])
+    module, _ = references.load("student.ipynb", tmp_path)
+    assert module.HIDDEN == 32 and module.ACT is torch.nn.ReLU and callable(module.train) and module.MARKER == "TRAINED"
+    assert not hasattr(module, "m"), "a call's result is not kept"
+    assert not (tmp_path / "TRAINED").exists() and not (tmp_path / "saved.pth").exists() and not list(tmp_path.glob("*.pth"))
 
 
 def test_loading_a_notebook_moves_no_random_stream_and_runs_once(tmp_path):
