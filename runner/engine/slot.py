@@ -123,7 +123,6 @@ class Slot:
         self.step_ok: torch.Tensor | None = None  # finite loss and gradients at the last step
         self.eval_preds: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
         self.predictions: torch.Tensor | None = None  # last evaluation's top-1 test classes, on the CPU
-        self.val_predictions: torch.Tensor | None = None  # the same on val
         self.selection: BestEpoch | None = None  # the best epoch on val so far (set at the first val epoch)
         self.best: tuple[int, torch.Tensor] | None = None  # (that epoch, its test predictions)
         self.final: tuple[int, torch.Tensor] | None = None  # (the last epoch with test predictions, those)
@@ -266,8 +265,8 @@ class Slot:
         health = "val" if val.seen else "test"
         if self.live and (val.seen or test.seen) and not math.isfinite(record[f"{health}_loss"]):
             self.diverge(f"epoch {epoch} evaluation", f"{health} loss")
-        preds = {split: torch.cat(p).cpu() if p and self.live else None for split, p in self.eval_preds.items()}
-        self.predictions, self.val_predictions = preds["test"], preds["val"]
+        test_preds = self.eval_preds["test"]
+        self.predictions = torch.cat(test_preds).cpu() if test_preds and self.live else None
         if self.predictions is not None:
             self.final = (epoch, self.predictions)
         if self.predictions is not None and val.seen:

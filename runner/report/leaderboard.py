@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -83,8 +83,8 @@ def build(runs: list[RunData], metric: str = "test_acc", select: str | None = No
 
 def leaderboard(run: RunData, metric: str = "test_acc", select: str | None = None) -> Leaderboard:
     select = _select(run, select)
-    if "_selected" not in run.history:  # merged runs come marked, each by its own config
-        _mark_selected(run, select)
+    if "_selected" not in run.history:  # merged runs come marked, each run by itself
+        run = replace(run, history=_with_selection(run, select))
     history = run.history
     candidates = [c for c in history.columns if c not in NOT_METRICS and not c.startswith("_") and pd.api.types.is_numeric_dtype(history[c])]
     if metric not in candidates:
@@ -120,11 +120,12 @@ def _select(run: RunData, select: str | None) -> str:
     return select
 
 
-def _mark_selected(run: RunData, select: str) -> None:
+def _with_selection(run: RunData, select: str) -> pd.DataFrame:
+    """The run's history with a `_selected` column (the input is left as it is)."""
     has_val = "val_loss" in run.history and run.history["val_loss"].notna().any()
     if select == "best_val" and not has_val:
         raise ReportError(f"{run.path}: --select best_val: the run has no val split (history.csv has no val_loss); run it with data.val_fraction > 0")
-    run.history = run.history.assign(_selected=_selected_rows(run, select))
+    return run.history.assign(_selected=_selected_rows(run, select))
 
 
 def _selected_rows(run: RunData, select: str) -> pd.Series:
@@ -299,8 +300,6 @@ def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, 
     if len(chosen) > 1:
         raise ReportError(f"the runs report differently selected epochs ({', '.join(sorted(chosen))}): pass --select final or --select best_val")
     select = chosen.pop()
-    for r in runs:
-        _mark_selected(r, select)
     paths = [r.path.resolve() for r in runs]
     twice = next((r.path for r, p in zip(runs, paths) if paths.count(p) > 1), None)
     if twice is not None:
@@ -314,7 +313,7 @@ def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, 
     for label, run in zip(labels, runs):
         key = {m: f"{label}/{m}" for m in run.model_names}
         keys |= {k: (label, m) for m, k in key.items()}
-        histories.append(run.history.assign(model=run.history["model"].map(key)))
+        histories.append(_with_selection(run, select).assign(model=run.history["model"].map(key)))
         models.append(run.models.assign(model=run.models["model"].map(key)))
         predictions |= {key[m]: p for m, p in run.predictions.items() if m in key}
         first = next((p["target"] for seeds in run.predictions.values() for p in seeds.values()), None)
