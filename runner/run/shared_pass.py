@@ -15,7 +15,7 @@ from runner.config.schema import Config
 from runner.data.loaders import config_streams
 from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
-from runner.engine.loop import evaluate, train_one_epoch
+from runner.engine.loop import evaluate, read_health, train_one_epoch
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
@@ -81,6 +81,9 @@ class SharedPass:
                 stop = self.stop_agreed if self.dist.enabled else out.stop.signum
                 every = out.checkpoint_every_steps
                 if stop or (every and self.step % every == 0):
+                    if not self.dist.enabled:  # under DDP the ranks agreed on health at this step
+                        read_health(self.slots)  # a read point: no checkpoint holds a diverged model as live
+                        self._write_errors(out.run_dir)
                     out.checkpointer.save(self)
                 if stop:
                     raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}")
