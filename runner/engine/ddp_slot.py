@@ -38,7 +38,7 @@ class DDPSlot(Slot):
         self.failure_shared = False  # every rank knows this model failed, and where
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp: DistributedDataParallel | None = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.ddp_forward = CompiledForward(self.ddp, self.name) if isinstance(self.forward, CompiledForward) else self.ddp
+        self.ddp_forward = CompiledForward(self.ddp, self.name, self.forward.mode) if isinstance(self.forward, CompiledForward) else self.ddp
         if dist.rank > 0:
             seed = self.rng.seed
             self.rng = RngStream(derive_seed(seed, f"rank{dist.rank}"), self.device)

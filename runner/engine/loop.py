@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from runner.engine.rng import RngStream
+from runner.engine.streams import Streams
 
 
 class Unit(Protocol):
@@ -120,9 +121,12 @@ def train_one_epoch(
     start_step: int = 0,
     on_step: Callable[[int, list[LoopSlot]], None] | None = None,
     agree: Agree | None = None,
+    streams: Streams | None = None,
 ) -> float:
     """One pass over the train split (from `start_step` when resuming); returns the seconds
-    spent waiting for data. Under DDP `loader` yields this rank's slice of each batch."""
+    spent waiting for data. Under DDP `loader` yields this rank's slice of each batch.
+    `streams` (runner/engine/streams.py) runs each unit on its own CUDA stream."""
+    streams = streams or Streams("off", ())
     for slot in slots:
         slot.model.train()
     data_seconds = 0.0
@@ -131,8 +135,7 @@ def train_one_epoch(
         batch = to_devices(x, y, slots)  # moved once per device, shared by every model there
         data_seconds += time.perf_counter() - tick
         live = [s for s in slots if s.live]
-        for unit in step_units(live):
-            unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step)
+        streams.step(step_units(live), lambda unit: unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step))
         if agree is not None:
             check_health(live, f"epoch {epoch} step {step}", agree)
         if on_step is not None:

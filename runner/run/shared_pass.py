@@ -20,6 +20,7 @@ from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
 from runner.engine.slot import Slot
+from runner.engine.streams import Streams
 
 
 @dataclass
@@ -49,6 +50,7 @@ class SharedPass:
         self.error_files: set[str] = set()
         self.resumed = False
         self.stop_agreed = 0  # under DDP: the signal any rank got (the ranks stop at the same step); 0 = none
+        self.streams = Streams(cfg.experiment.streams, [s.device for s in slots])  # a CUDA stream per model, or not
 
     @property
     def finished(self) -> bool:
@@ -96,7 +98,7 @@ class SharedPass:
                 return flags[:-1]
 
             agreement = agree if self.dist.enabled else None
-            data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement)
+            data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement, self.streams)
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
 
         records = []
