@@ -177,7 +177,7 @@ class FusedGroup:
             if m.live:  # not failed in its optimizer step
                 m.train_meter.epoch = epoch
                 m.last_loss = losses[i]
-                m.train_meter.record(m.last_loss, None if hits is None else hits[i], norms[i : i + 1], len(y), step, summed)
+                m.train_meter.record(m.last_loss, None if hits is None else hits[i], (norms[i],), len(y), step, summed)
 
     @staticmethod
     def _grad_norms(grads: list, n: int) -> torch.Tensor:

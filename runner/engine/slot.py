@@ -147,14 +147,14 @@ class Slot:
             logits = logits.float()
         return logits, loss_fn(logits, y)
 
-    def _optimizer_step(self) -> torch.Tensor:
-        """After backward: each gradient's norm (one fused `_foreach_norm`, stacked; the total
-        norm is taken from them at the read point), then the optimizer and a per-step scheduler.
+    def _optimizer_step(self) -> list[torch.Tensor]:
+        """After backward: each gradient's norm (one fused `_foreach_norm`; the total norm is
+        taken from them at the read point), then the optimizer and a per-step scheduler.
         Under fp16 the scaler unscales first and skips the step when a gradient overflowed."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0, device=self.device)
+        norms = torch._foreach_norm(grads) if grads else []
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -164,7 +164,7 @@ class Slot:
             self.scheduler.step()
         return norms
 
-    def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norms: torch.Tensor, epoch: int, step: int) -> None:
+    def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norms: list[torch.Tensor], epoch: int, step: int) -> None:
         """The step's row in the train log, on the device (read at the engine's read points)."""
         self.last_loss = loss.detach()
         self.train_meter.epoch = epoch

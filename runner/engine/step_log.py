@@ -1,9 +1,9 @@
 """A model's training epoch, step by step, kept on its device: no host sync per step.
 
 A step adds what it already has to three lists, with no extra kernel: its detached loss, its
-top-1 hits and its gradient norms (one `torch._foreach_norm` plus one `stack`). Every
-COMPACT_EVERY steps the lists are stacked into one tensor of rows (loss, hits, norms), so a long
-epoch holds a few tensors, not three per step. Nothing is read back until a read point (the
+top-1 hits and its gradient norms (one `torch._foreach_norm`). Every COMPACT_EVERY steps the
+lists are stacked into one tensor of rows (loss, hits, norms), a few ops for all those steps,
+so a long epoch holds a few tensors, not a few per step. Nothing is read back until a read point (the
 engine's health check at the end of the epoch's training and before every checkpoint, the
 epoch's history row); there the rows are copied to the host once.
 
@@ -16,6 +16,7 @@ its history row reads as if it had stopped there.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -29,7 +30,7 @@ class StepLog:
         self.chunks: list[torch.Tensor] = []  # [steps, 2 + norms] float64, on the model's device
         self.losses: list[torch.Tensor] = []  # pending steps, not yet in a chunk
         self.hits: list[torch.Tensor] = []
-        self.norms: list[torch.Tensor] = []
+        self.norms: list[Sequence[torch.Tensor]] = []  # per step: one 0-d norm per gradient
         self.steps: list[int] = []  # each row's step number in the epoch
         self.sizes: list[int] = []  # each row's batch size
         self.summed = False  # the shared loss has reduction="sum": the row's loss is the batch's sum already
@@ -44,8 +45,8 @@ class StepLog:
     def seen(self) -> int:
         return self.totals[2] if self.totals is not None else sum(self.sizes)
 
-    def record(self, loss: torch.Tensor, hits: torch.Tensor | None, norms: torch.Tensor, size: int, step: int, summed: bool) -> None:
-        """One step: `loss` detached, `hits` None for regression, `norms` 1-D (one per gradient)."""
+    def record(self, loss: torch.Tensor, hits: torch.Tensor | None, norms: Sequence[torch.Tensor], size: int, step: int, summed: bool) -> None:
+        """One step: `loss` detached, `hits` None for regression, `norms` 0-d, one per gradient."""
         self.has_hits = self.has_hits and hits is not None
         self.summed = summed
         self.losses.append(loss)
@@ -59,8 +60,13 @@ class StepLog:
     def _compact(self) -> None:
         if not self.losses:
             return
-        width = max(len(n) for n in self.norms)
-        norms = torch.stack([n if len(n) == width else torch.nn.functional.pad(n, (0, width - len(n))) for n in self.norms])
+        widths = {len(n) for n in self.norms}
+        if len(widths) == 1:  # one stack per gradient, not one per step
+            width = widths.pop()
+            norms = torch.stack([torch.stack(column) for column in zip(*self.norms)], dim=1) if width else self.losses[0].new_zeros((len(self.norms), 0))
+        else:  # a fused group dissolved in this chunk: its members' rows widen from 1 norm to one per gradient
+            width = max(widths)
+            norms = torch.stack([torch.stack([*n, *self.losses[0].new_zeros(width - len(n))]) for n in self.norms])
         columns = [torch.stack(self.losses).double()[:, None], torch.stack(self.hits).double()[:, None], norms.double()]
         self.chunks.append(torch.cat(columns, dim=1))
         self.losses, self.hits, self.norms = [], [], []
