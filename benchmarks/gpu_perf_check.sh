@@ -54,10 +54,13 @@ def row(name, mode):
         print(f"{name}/{mode}: no result ({type(err).__name__})"); return None
 for name, mode, column, target, better in (("tudui8", "shared", "vs_loop", 1 / 1.15, "≥"), ("tudui8", "fused", "vs_loop", 2.0, "≥"),
                                             ("streams", "streams", "vs_shared", 1.3, "≥"), ("resnet1", "shared", "mfu", 0.30, "≥"), ("resnet1", "compiled", "mfu", 0.30, "≥"),
-                                            ("resnet4", "shared", "mfu", 0.30, "≥"), ("resnet4", "compiled", "mfu", 0.30, "≥"), ("compiled", "compiled", "vs_loop", 1.0, "≥")):
+                                            ("resnet4", "shared", "mfu", 0.30, "≥"), ("resnet4", "compiled", "mfu", 0.30, "≥"), ("compiled", "compiled", "vs_shared", None, "")):
     r = row(name, mode)
     if r is None:
         continue
     value = r["samples_models_per_s"] / row(name, "shared")["samples_models_per_s"] if column == "vs_shared" else r[column]
-    print(f"{'PASS' if value >= target else 'FAIL'} {name}/{mode}: {column} {value:.3f} (target {better} {target:.3f})")
+    if target is None:  # no target: the figure for the note
+        print(f"INFO {name}/{mode}: {column} {value:.3f}")
+    else:
+        print(f"{'PASS' if value >= target else 'FAIL'} {name}/{mode}: {column} {value:.3f} (target {better} {target:.3f})")
 PY
