@@ -56,8 +56,12 @@ MODES: dict[str, Mode] = {
         Mode("fused", "shared, same-architecture models fused", ('experiment.fuse="on"',)),
         Mode("bf16", "shared, bf16 autocast + channels_last", ('experiment.precision="bf16-mixed"', "experiment.channels_last=true")),
         Mode("loop", "hand-written shared loop, plain PyTorch"),
+        # Not in the default set: CUDA-only gains (on a CPU `streams` is `shared`; compiling takes minutes there).
+        Mode("streams", "shared, each model on its own CUDA stream", ('experiment.streams="on"',)),
+        Mode("compiled", "shared, torch.compile mode reduce-overhead", ('experiment.compile="reduce-overhead"',)),
     )
 }
+DEFAULT_MODES = ("separate", "shared", "cached", "fused", "bf16", "loop")
 
 
 def parse_modes(text: str) -> list[str]:
@@ -82,6 +86,9 @@ class Measurement:
     model_samples: int  # samples trained, summed over the models
     losses: dict[str, float]  # each model's training loss at its last step (a determinism witness)
     setup_seconds: float  # models, loader and warmup steps: not part of `seconds`
+    data_seconds: float = float("nan")  # of `seconds`, waiting for batches (the runner's modes)
+    state_bytes: float = float("nan")  # per model: parameters, gradients and optimizer state
+    peak_bytes: float = float("nan")  # per model: the device's peak allocation over the timed steps (CUDA)
 
     @property
     def seconds_per_step(self) -> float:
@@ -140,6 +147,9 @@ class BenchResult:
                 "peak_dtype": peak.dtype,
                 "mfu": gflops * 1e9 / peak.flops_per_s,
                 "setup_seconds": statistics.median(m.setup_seconds for m in runs),
+                "data_seconds_per_step": statistics.median(m.data_seconds / m.steps for m in runs),
+                "state_mb_per_model": statistics.median(m.state_bytes for m in runs) / 2**20,
+                "peak_mb_per_model": statistics.median(m.peak_bytes for m in runs) / 2**20,
                 "seconds_per_step_repeats": " ".join(f"{s:.4g}" for s in per_step),
                 "steps": self.steps,
                 "warmup": self.warmup,
@@ -178,38 +188,51 @@ class Steps:
             yield batch
 
 
-def runner_pass(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> tuple[float, int, dict[str, float], float]:
-    """The runner's shared pass over `steps` batches, every model of `cfg`. Returns (timed
-    seconds, samples per model, each model's last loss, setup seconds)."""
+def state_bytes(slots) -> float:
+    """Bytes per model of what training keeps: parameters, gradients, optimizer state."""
+    total = 0
+    for slot in slots:
+        tensors = [*slot.model.parameters(), *(p.grad for p in slot.model.parameters() if p.grad is not None)]
+        tensors += [v for state in slot.optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+        total += sum(t.nelement() * t.element_size() for t in tensors)
+    return total / max(len(slots), 1)
+
+
+def runner_pass(mode: str, cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
+    """The runner's shared pass over `steps` batches, every model of `cfg`."""
     start = time.perf_counter()
     seed = cfg.seeds[0]
     shared = SharedPass(cfg, seed, build_slots(cfg, seed, data, device, fail_fast=True, loss_fn=loss_fn), data, loss_fn, device)
     batches = Steps(shared.train_loader)
 
+    data_seconds = [0.0]
+
     def train(count: int) -> None:
-        train_one_epoch(shared.slots, batches.take(count), loss_fn, shared.data_rng, epoch=1)
+        data_seconds[0] = train_one_epoch(shared.slots, batches.take(count), loss_fn, shared.data_rng, epoch=1, streams=shared.streams)
 
     if warmup:
         train(warmup)
     setup = time.perf_counter() - start
     batches.samples = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     seconds = wall_seconds(lambda: train(steps), device)
+    peak = torch.cuda.max_memory_allocated(device) / len(shared.slots) if device.type == "cuda" else float("nan")
     for slot in shared.slots:
         if not slot.live:
             warnings.warn(f"bench: model {slot.name} {slot.status} at {slot.where}; the numbers count it as if it had trained", CompareWarning, stacklevel=2)
     losses = {s.name: float(s.last_loss) for s in shared.slots if s.last_loss is not None}
-    return seconds, batches.samples, losses, setup
+    n = len(shared.slots)
+    return Measurement(mode, 0, seconds, steps, batches.samples * n, losses, setup, data_seconds[0], state_bytes(shared.slots), peak)
 
 
 def separate_runs(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
     """One standard run per model, one after the other: each its own DataLoader and pass."""
-    seconds = setup = 0.0
-    samples, losses = 0, {}
-    for model in cfg.models:
-        s, n, loss, u = runner_pass(dataclasses.replace(cfg, models=[model]), data, loss_fn, device, warmup, steps)
-        seconds, samples, setup = seconds + s, samples + n, setup + u
-        losses |= loss
-    return Measurement("separate", 0, seconds, steps, samples, losses, setup)
+    runs = [runner_pass("separate", dataclasses.replace(cfg, models=[model]), data, loss_fn, device, warmup, steps) for model in cfg.models]
+    losses = {name: loss for m in runs for name, loss in m.losses.items()}
+    total = lambda key: sum(getattr(m, key) for m in runs)  # noqa: E731
+    return Measurement("separate", 0, total("seconds"), steps, total("model_samples"), losses, total("setup_seconds"), total("data_seconds"),
+                       total("state_bytes") / len(runs), max(m.peak_bytes for m in runs))
 
 
 def hand_written_loop(cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
@@ -240,7 +263,7 @@ def hand_written_loop(cfg: Config, data, loss_fn, device: torch.device, warmup: 
     batches.samples = 0
     seconds = wall_seconds(lambda: train(steps), device)
     last = {s.name: float(loss) for s, loss in zip(slots, losses)}
-    return Measurement("loop", 0, seconds, steps, batches.samples * len(models), last, setup)
+    return Measurement("loop", 0, seconds, steps, batches.samples * len(models), last, setup, state_bytes=state_bytes(slots))
 
 
 def measure(mode: str, cfg: Config, data, loss_fn, device: torch.device, warmup: int, steps: int) -> Measurement:
@@ -248,14 +271,13 @@ def measure(mode: str, cfg: Config, data, loss_fn, device: torch.device, warmup:
         return separate_runs(cfg, data, loss_fn, device, warmup, steps)
     if mode == "loop":
         return hand_written_loop(cfg, data, loss_fn, device, warmup, steps)
-    seconds, samples, losses, setup = runner_pass(cfg, data, loss_fn, device, warmup, steps)
-    return Measurement(mode, 0, seconds, steps, samples * len(cfg.models), losses, setup)
+    return runner_pass(mode, cfg, data, loss_fn, device, warmup, steps)
 
 
 def run_bench(
     config: str | Path,
     overrides: Sequence[str] = (),
-    modes: Sequence[str] = tuple(MODES),
+    modes: Sequence[str] = DEFAULT_MODES,
     steps: int = 20,
     repeats: int = 3,
     warmup: int = 2,

@@ -94,7 +94,8 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     stopping = cfg.early_stopping(m)
     early = EarlyStopping(metric=stopping.metric, patience=stopping.patience, min_delta=stopping.min_delta) if stopping else None
     interval = m.scheduler.interval if m.scheduler else "epoch"
-    forward = CompiledForward(model, m.name) if cfg.experiment.compile else None
+    compile_mode = cfg.experiment.compile
+    forward = CompiledForward(model, m.name, "default" if compile_mode is True else compile_mode) if compile_mode else None
     return Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward))
 
 

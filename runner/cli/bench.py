@@ -83,7 +83,7 @@ def print_bench(result) -> None:
 def bench_cmd(
     config: Annotated[Path, typer.Argument(help="Experiment TOML file: its data and models are the work timed.")],
     steps: Annotated[int, typer.Option(help="Timed training steps (batches) per mode and repeat.")] = 20,
-    modes: Annotated[str, typer.Option(help="Comma-separated: separate, shared, cached, fused, bf16, loop.")] = DEFAULT_MODES,
+    modes: Annotated[str, typer.Option(help="Comma-separated: separate, shared, cached, fused, bf16, loop (default), streams, compiled.")] = DEFAULT_MODES,
     repeats: Annotated[int, typer.Option(help="Times every mode is measured, interleaved with the others.")] = 3,
     warmup: Annotated[int, typer.Option(help="Untimed steps before the timed ones, in every mode and repeat.")] = 2,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a key: dotted.key=value (TOML value), as in `compare run`.")] = None,

@@ -48,8 +48,11 @@ class ExperimentConfig:
     # Speed (docs/performance.md); the defaults keep plain fp32 numerics.
     precision: str | int = "32"  # 32 | bf16-mixed | 16-mixed (autocast; fp16 adds a GradScaler per model)
     channels_last: bool = False  # models and image batches in channels_last memory format
-    compile: bool = False  # torch.compile every model (falls back to eager, with a warning, where it fails)
+    # torch.compile every model: true (mode "default") or a mode name, e.g. "reduce-overhead" (CUDA
+    # graphs: for tiny models whose step is launch-bound); falls back to eager, with a warning, where it fails
+    compile: bool | str = False
     fuse: str = "off"  # off | on | auto: train same-architecture models as one vmapped group (auto: where measured faster)
+    streams: str = "auto"  # off | on | auto: on CUDA each model (or fused group) on its own CUDA stream (auto: where measured faster)
 
 
 @dataclass

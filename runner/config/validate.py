@@ -34,6 +34,7 @@ from runner.config.schema import (
     SchedulerConfig,
 )
 from runner.data.cache import check_specs
+from runner.engine.numerics import COMPILE_MODES
 from runner.errors import ConfigError, Problem, did_you_mean, shown
 
 
@@ -236,11 +237,14 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     for key, value, allowed in (
         ("experiment.precision", e.precision, PRECISIONS),
         ("experiment.fuse", e.fuse, ("off", "on", "auto")),
+        ("experiment.streams", e.streams, ("off", "on", "auto")),
         ("data.cache", d.cache, ("none", "memory", "device")),
         ("report.select", cfg.report.select, SELECT),
     ):
         if value not in allowed:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
+    if isinstance(e.compile, str) and e.compile not in COMPILE_MODES:
+        bad("experiment.compile", f"expected true, false or a torch.compile mode ({', '.join(COMPILE_MODES)}), got {e.compile!r}{did_you_mean(e.compile, list(COMPILE_MODES))}")
     if d.disk_cache and d.cache == "none":
         bad("data.disk_cache", 'keeps the decoded tensor of data.cache; set data.cache = "memory" or "device"')
     for key in ("batch_size", "eval_batch_size"):

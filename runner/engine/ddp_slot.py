@@ -28,6 +28,7 @@ from runner.errors import ModelFailedError
 from runner.engine.numerics import CompiledForward
 from runner.engine.rng import RngStream, derive_seed
 from runner.engine.slot import FAILED, RAISED, Meter, Slot, SlotParts, is_signal
+from runner.engine.step_log import StepLog
 
 
 class DDPSlot(Slot):
@@ -37,7 +38,7 @@ class DDPSlot(Slot):
         self.failure_shared = False  # every rank knows this model failed, and where
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp: DistributedDataParallel | None = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.ddp_forward = CompiledForward(self.ddp, self.name) if isinstance(self.forward, CompiledForward) else self.ddp
+        self.ddp_forward = CompiledForward(self.ddp, self.name, self.forward.mode) if isinstance(self.forward, CompiledForward) else self.ddp
         if dist.rank > 0:
             seed = self.rng.seed
             self.rng = RngStream(derive_seed(seed, f"rank{dist.rank}"), self.device)
@@ -46,7 +47,6 @@ class DDPSlot(Slot):
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn, epoch: int, step: int) -> None:
         where = f"epoch {epoch} step {step}"
         self.timer.start()
-        self.step_ok = None
         try:
             error = None
             try:
@@ -74,8 +74,8 @@ class DDPSlot(Slot):
                         "under DDP a backward failure stops the run (resume it from the last checkpoint once the model is fixed or removed)",
                         rank_local=True,  # only this rank knows: it prints the message
                     ) from err
-                norm = self._optimizer_step()  # of the averaged gradient: equal on every rank
-            self._record_step(loss, logits, y, loss_fn, norm)
+                norms = self._optimizer_step()  # of the averaged gradient: equal on every rank
+            self._record_step(loss, logits, y, loss_fn, norms, epoch, step)
         except ModelFailedError:
             raise
         except BaseException as err:  # noqa: BLE001 - an optimizer step that raised: settled by the engine's agreement
@@ -123,13 +123,20 @@ class DDPSlot(Slot):
         self.ddp = None  # frees DDP's gradient buckets; a stopped model never steps again
 
     def end_epoch(self, epoch: int, last: bool = False) -> dict:
-        self._reduce(self.train_meter)
+        self._reduce_train()
         for split, meter in self.eval_meters.items():
             self._reduce(meter)
             local = torch.cat(self.eval_preds[split]).cpu() if self.eval_preds[split] else torch.zeros(0, dtype=torch.long)
             gathered = self.dist.gather_cat(local)
             self.eval_preds[split] = [gathered] if len(gathered) else []
         return super().end_epoch(epoch, last)
+
+    def _reduce_train(self) -> None:
+        """The epoch's training sums over every rank (gradient norms are equal on every rank)."""
+        loss_sum, hits, seen = self.train_meter.host_totals()
+        sums = torch.tensor([loss_sum, 0.0 if hits is None else float(hits), float(seen)], dtype=torch.float64)
+        loss_sum, hits, seen = self.dist.all_reduce(sums).tolist()
+        self.train_meter.totals = (loss_sum, None if not self.train_meter.has_hits else int(hits), int(seen))
 
     def _reduce(self, meter: Meter) -> None:
         """The epoch's sums over every rank (loss sum, top-1 hits, samples): exact counts."""
@@ -149,4 +156,4 @@ class DDPSlot(Slot):
 
     def load_rank_state(self, state: dict) -> None:
         self.rng.load_state_dict(state["rng"])
-        self.train_meter = Meter.from_state(state["train_meter"], self.device)
+        self.train_meter = StepLog.from_state(state["train_meter"], self.device)

@@ -143,7 +143,6 @@ class FusedGroup:
         """One training step of every live member; raises if the vmapped part raises (before
         any member's weights change; BatchNorm statistics may have moved by then)."""
         for m in live:
-            m.step_ok = None
             m.optimizer.zero_grad(set_to_none=True)
         for stack in self.params.values():
             stack.grad = None
@@ -165,20 +164,20 @@ class FusedGroup:
                     m.scheduler.step()
             except BaseException as err:  # noqa: BLE001 - one member's failure must not end the pass
                 m._fail(err, where)
-        self._record(live, losses, logits, y, loss_fn, norms)
+        self._record(live, losses, logits, y, loss_fn, norms, epoch, step)
 
     @staticmethod
-    def _record(live: list[FusedMember], losses, logits, y, loss_fn, norms) -> None:
-        """`Slot._record_step` for every member, computed stacked (a few kernels, not a few per member)."""
+    def _record(live: list[FusedMember], losses, logits, y, loss_fn, norms, epoch: int, step: int) -> None:
+        """`Slot._record_step` for every member, computed stacked (a few kernels, not a few per
+        member); each member's train log gets views of its own entries."""
         losses = losses.detach()
-        sums = batch_loss_sum(losses, len(y), loss_fn)
         hits = (logits.detach().argmax(dim=2) == y).sum(dim=1) if logits.ndim == 3 and y.ndim == 1 and not y.is_floating_point() else None
-        ok = torch.isfinite(losses) & torch.isfinite(norms)
+        summed = getattr(loss_fn, "reduction", "mean") == "sum"
         for i, m in enumerate(live):
             if m.live:  # not failed in its optimizer step
-                m.train_meter.grad_norms.append(norms[i])
-                m.train_meter.add(sums[i], None if hits is None else hits[i], len(y))
-                m.last_loss, m.step_ok = losses[i], ok[i]
+                m.train_meter.epoch = epoch
+                m.last_loss = losses[i]
+                m.train_meter.record(m.last_loss, None if hits is None else hits[i], (norms[i],), len(y), step, summed)
 
     @staticmethod
     def _grad_norms(grads: list, n: int) -> torch.Tensor:

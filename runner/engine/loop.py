@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from runner.engine.rng import RngStream
+from runner.engine.streams import Streams
 
 
 class Unit(Protocol):
@@ -39,6 +40,8 @@ class LoopSlot(Protocol):
     @property
     def unit(self) -> Unit: ...
 
+    def read_health(self) -> None: ...
+
     def health_code(self) -> torch.Tensor: ...
 
     def settle(self, code: int, where: str) -> None: ...
@@ -63,10 +66,18 @@ def seeded_batches(loader: Batches, data_rng: RngStream) -> Iterator:
 Agree = Callable[[torch.Tensor], torch.Tensor]  # under DDP: the codes reduced over ranks (max)
 
 
+def read_health(slots: list[LoopSlot]) -> None:
+    """A read point: quarantine the models whose loss or gradient norm went non-finite at any
+    step since the last read, stopped at that step. The steps themselves never sync the host
+    (DESIGN.md: no host sync per step); the pass reads at the end of each epoch's training
+    and before every checkpoint, so a checkpoint never holds a diverged model as live."""
+    for slot in slots:
+        slot.read_health()
+
+
 def check_health(slots: list[LoopSlot], where: str, agree: Agree | None = None) -> None:
-    """Quarantine the models (those that trained this step) whose loss or gradient norm went
-    non-finite: one host sync for all models together, instead of one per model. Under DDP
-    `agree` makes it one all-reduce too, so a model unhealthy on any rank leaves every rank."""
+    """Under DDP, every step: the ranks agree on each model's health in one all-reduce, so a
+    model unhealthy (or failed) on any rank leaves every rank at the same step."""
     if not slots and agree is None:
         return
     home = canonical(slots[0].device) if slots else torch.device("cpu")
@@ -110,9 +121,12 @@ def train_one_epoch(
     start_step: int = 0,
     on_step: Callable[[int, list[LoopSlot]], None] | None = None,
     agree: Agree | None = None,
+    streams: Streams | None = None,
 ) -> float:
     """One pass over the train split (from `start_step` when resuming); returns the seconds
-    spent waiting for data. Under DDP `loader` yields this rank's slice of each batch."""
+    spent waiting for data. Under DDP `loader` yields this rank's slice of each batch.
+    `streams` (runner/engine/streams.py) runs each unit on its own CUDA stream."""
+    streams = streams or Streams("off", ())
     for slot in slots:
         slot.model.train()
     data_seconds = 0.0
@@ -121,12 +135,14 @@ def train_one_epoch(
         batch = to_devices(x, y, slots)  # moved once per device, shared by every model there
         data_seconds += time.perf_counter() - tick
         live = [s for s in slots if s.live]
-        for unit in step_units(live):
-            unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step)
-        check_health(live, f"epoch {epoch} step {step}", agree)
+        streams.step(step_units(live), lambda unit: unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step))
+        if agree is not None:
+            check_health(live, f"epoch {epoch} step {step}", agree)
         if on_step is not None:
             on_step(step, slots)
         tick = time.perf_counter()
+    if agree is None:  # under DDP the ranks agreed at every step
+        read_health(slots)
     return data_seconds
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from runner.errors import CompareWarning
 
 DTYPES = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile(mode=...)
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 class CompiledForward:
-    """`torch.compile(model)`, falling back to the eager model, with one warning, when
+    """`torch.compile(model, mode=mode)`, falling back to the eager model, with one warning, when
     compilation fails (compilation happens at the first call, so failures surface there).
-    A model whose eager forward also raises has a bug of its own: that error propagates."""
+    A model whose eager forward also raises has a bug of its own: that error propagates.
+    `experiment.compile = true` is mode "default"; "reduce-overhead" replays CUDA graphs on CUDA
+    (launch-bound tiny models) and is plain inductor code on the CPU."""
 
-    def __init__(self, model: nn.Module, name: str):
-        self.model, self.name = model, name
-        self.compiled = torch.compile(model)
+    def __init__(self, model: nn.Module, name: str, mode: str = "default"):
+        self.model, self.name, self.mode = model, name, mode
+        self.compiled = torch.compile(model) if mode == "default" else torch.compile(model, mode=mode)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is None:

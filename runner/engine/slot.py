@@ -22,6 +22,7 @@ from runner.engine.early_stopping import BestEpoch, EarlyStopping, selection_met
 from runner.errors import ModelFailedError, StopNow
 from runner.engine.numerics import Numerics
 from runner.engine.rng import RngStream
+from runner.engine.step_log import StepLog
 from runner.engine.timing import WorkTimer
 
 if TYPE_CHECKING:
@@ -55,12 +56,12 @@ def correct_count(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor |
 
 @dataclass
 class Meter:
-    """Sums kept on the device (no host sync per step); read once per epoch."""
+    """Evaluation sums, kept on the device (no host sync per batch); read once per epoch.
+    Training steps go to a StepLog (runner/engine/step_log.py)."""
 
     loss_sum: torch.Tensor | float = 0.0
     correct: torch.Tensor | int | None = 0
     seen: int = 0
-    grad_norms: list[torch.Tensor] = field(default_factory=list)
 
     def add(self, loss_sum: torch.Tensor, correct: torch.Tensor | None, n: int) -> None:
         self.loss_sum = self.loss_sum + loss_sum
@@ -73,15 +74,6 @@ class Meter:
     def accuracy(self) -> float:
         return int(self.correct) / self.seen if self.seen and self.correct is not None else math.nan
 
-    def state_dict(self) -> dict:
-        norms = torch.stack(self.grad_norms).cpu() if self.grad_norms else torch.zeros(0)
-        correct = None if self.correct is None else torch.as_tensor(self.correct).cpu()
-        return {"loss_sum": torch.as_tensor(self.loss_sum, dtype=torch.float64).cpu(), "correct": correct, "seen": self.seen, "grad_norms": norms}
-
-    @classmethod
-    def from_state(cls, state: dict, device: torch.device) -> "Meter":
-        correct = None if state["correct"] is None else state["correct"].to(device)
-        return cls(state["loss_sum"].to(device), correct, state["seen"], list(state["grad_norms"].to(device).unbind()))
 
 
 @dataclass
@@ -117,10 +109,9 @@ class Slot:
         self.status, self.where, self.error = RUNNING, "", ""
         self.reported = False  # its last history row (with the final status) is written
         self.timer, self.eval_timer = WorkTimer(self.device), WorkTimer(self.device)
-        self.train_meter = Meter()
+        self.train_meter = StepLog()
         self.eval_meters = {"val": Meter(), "test": Meter()}  # evaluation sums, per split
-        self.last_loss: torch.Tensor | None = None  # for the progress display
-        self.step_ok: torch.Tensor | None = None  # finite loss and gradients at the last step
+        self.last_loss: torch.Tensor | None = None  # for the progress display (reading it syncs)
         self.eval_preds: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
         self.predictions: torch.Tensor | None = None  # last evaluation's top-1 test classes, on the CPU
         self.selection: BestEpoch | None = None  # the best epoch on val so far (set at the first val epoch)
@@ -137,15 +128,15 @@ class Slot:
         return self
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, step: int) -> None:
+        """One step, with no host sync: its health is read at the engine's next read point."""
         self.timer.start()
-        self.step_ok = None
         try:
             with self.rng.active():
                 logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
                 self.optimizer.zero_grad(set_to_none=True)
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-                norm = self._optimizer_step()
-            self._record_step(loss, logits, y, loss_fn, norm)
+                norms = self._optimizer_step()
+            self._record_step(loss, logits, y, loss_fn, norms, epoch, step)
         except BaseException as err:  # noqa: BLE001 - one model's failure (even sys.exit) must not end the pass
             self._fail(err, f"epoch {epoch} step {step}")
         finally:
@@ -159,13 +150,14 @@ class Slot:
             logits = logits.float()
         return logits, loss_fn(logits, y)
 
-    def _optimizer_step(self) -> torch.Tensor:
-        """After backward: the total gradient norm, then the optimizer and a per-step scheduler.
+    def _optimizer_step(self) -> list[torch.Tensor]:
+        """After backward: each gradient's norm (one fused `_foreach_norm`; the total norm is
+        taken from them at the read point), then the optimizer and a per-step scheduler.
         Under fp16 the scaler unscales first and skips the step when a gradient overflowed."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
+        norms = torch._foreach_norm(grads) if grads else []
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -173,16 +165,14 @@ class Slot:
             self.optimizer.step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
-        return norm
+        return norms
 
-    def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norm: torch.Tensor) -> None:
-        """The step's sums, kept on the device; `step_ok` is read by the engine's health check."""
-        self.train_meter.grad_norms.append(norm)
-        self.train_meter.add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits.detach(), y), len(y))
+    def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norms: list[torch.Tensor], epoch: int, step: int) -> None:
+        """The step's row in the train log, on the device (read at the engine's read points)."""
         self.last_loss = loss.detach()
-        # Under fp16 an overflowed gradient is the scaler's business (step skipped, scale
-        # lowered), not divergence; a non-finite loss still is.
-        self.step_ok = torch.isfinite(self.last_loss) & (torch.isfinite(norm) | (self.scaler is not None))
+        self.train_meter.epoch = epoch
+        summed = getattr(loss_fn, "reduction", "mean") == "sum"
+        self.train_meter.record(self.last_loss, correct_count(logits.detach(), y), norms, len(y), step, summed)
 
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, split: str = "test") -> None:
         """One val or test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
@@ -198,16 +188,30 @@ class Slot:
         finally:
             self.eval_timer.stop()
 
+    def read_health(self) -> None:
+        """A read point (one host sync): a model with a non-finite step since the last read
+        leaves the pass, stopped at that step. Under fp16 an overflowed gradient is the
+        scaler's business (step skipped, scale lowered), not divergence; a non-finite loss is."""
+        if not self.live:
+            return
+        bad = self.train_meter.first_nonfinite(loss_only=self.scaler is not None)
+        if bad is not None:
+            log = self.train_meter
+            where = f"epoch {log.epoch} step {log.steps[bad]}"
+            log.truncate(bad + 1)
+            self.diverge(where)
+
     def health_code(self) -> torch.Tensor:
-        """This step's health, on the model's device (read by the engine once for all models)."""
-        if self.status == FAILED or self.step_ok is None:
-            return torch.tensor(RAISED if self.status == FAILED else HEALTHY, device=self.device)
-        return (~self.step_ok).long()
+        """Under DDP, read every step: the last step's health, on the host, for the ranks to agree on."""
+        if self.status == FAILED:
+            return torch.tensor(RAISED)
+        return torch.tensor(NONFINITE if self.live and self.train_meter.first_nonfinite(loss_only=self.scaler is not None) is not None else HEALTHY)
 
     def settle(self, code: int, where: str) -> None:
         """Act on the step's (agreed) health code: a non-finite step quarantines the model. A
         failure was already handled where it was raised."""
         if code == NONFINITE and self.live:
+            self.train_meter.truncate(len(self.train_meter))
             self.diverge(where)
 
     def diverge(self, where: str, what: str = "loss or gradient norm") -> None:
@@ -218,6 +222,9 @@ class Slot:
     def _fail(self, err: BaseException, where: str) -> None:
         if is_signal(err) or isinstance(err, ModelFailedError):
             raise err
+        self.read_health()  # went non-finite steps before (not yet read): that is where it stopped
+        if not self.live:
+            return
         if self.fail_fast:
             raise ModelFailedError(f"model {self.name} failed at {where}: {type(err).__name__}: {err} (--fail-fast)") from err
         self.status, self.where = FAILED, where
@@ -228,7 +235,7 @@ class Slot:
         """Free what a stopped model holds on the device (gradients, optimizer state)."""
         self.optimizer.state.clear()
         self.model.zero_grad(set_to_none=True)
-        self.train_meter.grad_norms = [n.detach() for n in self.train_meter.grad_norms]
+        self.last_loss = None
         if self.device.type == "cuda":
             self.model.to("cpu")
             gc.collect()
@@ -239,28 +246,26 @@ class Slot:
         on val, applies early stopping, steps an epoch scheduler, resets the meters. Every
         decision reads val (or train), never test. After the `last` epoch a live model is DONE;
         a model whose val loss (test loss, without a val split) went non-finite has diverged."""
-        train, val, test = self.train_meter, self.eval_meters["val"], self.eval_meters["test"]
-        norms = torch.stack(train.grad_norms).double().cpu() if train.grad_norms else torch.tensor([math.nan])
-        finite = norms[torch.isfinite(norms)]
+        train, val, test = self.train_meter.summary(), self.eval_meters["val"], self.eval_meters["test"]
         seconds = self.timer.seconds()
         record = {
             "model": self.name,
             "epoch": epoch,
-            "train_loss": train.loss(),
-            "train_acc": train.accuracy(),
+            "train_loss": train["train_loss"],
+            "train_acc": train["train_acc"],
             "val_loss": val.loss(),
             "val_acc": val.accuracy(),
             "test_loss": test.loss(),
             "test_acc": test.accuracy(),
-            "grad_norm_mean": float(finite.mean()) if len(finite) else math.nan,
-            "grad_norm_max": float(finite.max()) if len(finite) else math.nan,
-            "grad_norm_last": float(norms[-1]),
-            "grad_nonfinite": int(len(norms) - len(finite)) if train.grad_norms else 0,
+            "grad_norm_mean": train["grad_norm_mean"],
+            "grad_norm_max": train["grad_norm_max"],
+            "grad_norm_last": train["grad_norm_last"],
+            "grad_nonfinite": train["grad_nonfinite"],
             "lr": self.optimizer.param_groups[0]["lr"],
             "time_s": seconds,
             "eval_time_s": self.eval_timer.seconds(),
-            "samples_per_s": train.seen / seconds if seconds > 0 else math.nan,
-            "train_samples": train.seen,
+            "samples_per_s": train["train_samples"] / seconds if seconds > 0 else math.nan,
+            "train_samples": train["train_samples"],
         }
         health = "val" if val.seen else "test"
         if self.live and (val.seen or test.seen) and not math.isfinite(record[f"{health}_loss"]):
@@ -287,7 +292,7 @@ class Slot:
         self.reported = self.status != RUNNING  # its final row is this one
         record |= {"status": self.status, "stopped_at": self.where}
         self.eval_preds = {"val": [], "test": []}
-        self.train_meter, self.eval_meters = Meter(), {"val": Meter(), "test": Meter()}
+        self.train_meter, self.eval_meters = StepLog(epoch + 1), {"val": Meter(), "test": Meter()}
         self.timer.reset()
         self.eval_timer.reset()
         return record
@@ -319,7 +324,7 @@ class Slot:
             self.scheduler.load_state_dict(state["scheduler"])
         self.rng.load_state_dict(state["rng"])
         self.status, self.where, self.error, self.reported = state["status"], state["where"], state["error"], state["reported"]
-        self.train_meter = Meter.from_state(state["train_meter"], self.device)
+        self.train_meter = StepLog.from_state(state["train_meter"], self.device)
         if self.early_stopping is not None and state["early_stopping"] is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
         if self.scaler is not None and state.get("scaler"):

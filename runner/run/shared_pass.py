@@ -15,11 +15,12 @@ from runner.config.schema import Config
 from runner.data.loaders import config_streams
 from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
-from runner.engine.loop import evaluate, train_one_epoch
+from runner.engine.loop import evaluate, read_health, train_one_epoch
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
 from runner.engine.slot import Slot
+from runner.engine.streams import Streams
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SharedPass:
         self.error_files: set[str] = set()
         self.resumed = False
         self.stop_agreed = 0  # under DDP: the signal any rank got (the ranks stop at the same step); 0 = none
+        self.streams = Streams(cfg.experiment.streams, [s.device for s in slots])  # a CUDA stream per model, or not
 
     @property
     def finished(self) -> bool:
@@ -82,6 +84,9 @@ class SharedPass:
                 stop = self.stop_agreed if self.dist.enabled else out.stop.signum
                 every = out.checkpoint_every_steps
                 if stop or (every and self.step % every == 0):
+                    if not self.dist.enabled:  # under DDP the ranks agreed on health at this step
+                        read_health(self.slots)  # a read point: no checkpoint holds a diverged model as live
+                        self._write_errors(out.run_dir)
                     out.checkpointer.save(self)
                 if stop:
                     raise Interrupted(stop, f"checkpoint written at epoch {epoch} step {self.step}; {resume_command(out.run_dir)} goes on from there")
@@ -94,7 +99,7 @@ class SharedPass:
                 return flags[:-1]
 
             agreement = agree if self.dist.enabled else None
-            data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement)
+            data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement, self.streams)
         if self.val_loader is not None:  # what this epoch's decisions read (Slot.end_epoch)
             evaluate(self.slots, self.val_loader, self.loss_fn, epoch, agreement, split="val")
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from runner.config import tomlio
-from runner.bench.measure import MODES, parse_modes, run_bench
+from runner.bench.measure import DEFAULT_MODES, parse_modes, run_bench
 from runner.cli.bench import markdown
 from runner.errors import ConfigError
 from runner.bench.peak import datasheet_peak, precision_dtype
 from tests.helpers import compare, digits_config, mlp
 
-ALL = list(MODES)
+ALL = list(DEFAULT_MODES)  # what `compare bench` runs without --modes
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,14 @@ def test_cli_prints_every_mode_and_writes_the_csv(bench_toml, tmp_path):
     assert md.read_text().startswith("| mode | what it is |")
 
     table = pd.read_csv(out)
-    expected = {"mode", "what", "seconds_per_step", "samples_models_per_s", "vs_separate", "vs_loop", "gflops_per_s", "peak_gflops_per_s", "peak_dtype", "mfu", "steps", "repeats", "batch_size", "models", "device"}
+    expected = {"mode", "what", "seconds_per_step", "samples_models_per_s", "vs_separate", "vs_loop", "gflops_per_s", "peak_gflops_per_s", "peak_dtype", "mfu", "steps", "repeats", "batch_size", "models", "device", "data_seconds_per_step", "state_mb_per_model", "peak_mb_per_model"}
     assert expected <= set(table.columns)
     table = table.set_index("mode")
     assert list(table.index) == ALL
     assert table.loc["separate", "vs_separate"] == 1.0 and table.loc["loop", "vs_loop"] == 1.0
     assert (table["gflops_per_s"] > 0).all() and (table["mfu"] > 0).all() and (table["samples_models_per_s"] > 0).all()
     assert (table["models"] == 3).all() and (table["steps"] == 2).all()
+    assert (table["state_mb_per_model"] > 0).all() and (table.drop(index="loop")["data_seconds_per_step"] > 0).all()
     assert table.loc["bf16", "peak_dtype"] == "bf16" and table.loc["shared", "peak_dtype"] == "fp32"
 
 

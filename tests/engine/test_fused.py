@@ -106,9 +106,9 @@ def test_fused_training_equals_unfused_with_each_members_own_optimizer():
     for a, b in zip(plain, fused):
         assert a.name == b.name and b.live
         assert max_difference(a, b) <= TOLERANCE, a.name
-        assert b.train_meter.loss() == pytest.approx(a.train_meter.loss(), rel=1e-6)
-        assert b.test_meter.loss() == pytest.approx(a.test_meter.loss(), rel=1e-5)
-        assert torch.stack(b.train_meter.grad_norms).tolist() == pytest.approx(torch.stack(a.train_meter.grad_norms).tolist(), rel=1e-5)
+        assert b.train_meter.summary()["train_loss"] == pytest.approx(a.train_meter.summary()["train_loss"], rel=1e-6)
+        assert b.eval_meters["test"].loss() == pytest.approx(a.eval_meters["test"].loss(), rel=1e-5)
+        assert b.train_meter.grad_norms().tolist() == pytest.approx(a.train_meter.grad_norms().tolist(), rel=1e-5)
         assert b.optimizer.param_groups[0]["lr"] == a.optimizer.param_groups[0]["lr"]
         ra, rb = a.end_epoch(1), b.end_epoch(1)
         assert rb["test_acc"] == ra["test_acc"] and rb["train_samples"] == ra["train_samples"]
@@ -125,7 +125,7 @@ def test_batchnorm_running_statistics_are_updated_per_member():
         assert (bn_b.running_mean - bn_a.running_mean).abs().max() <= TOLERANCE
         assert (bn_b.running_var - bn_a.running_var).abs().max() <= TOLERANCE
         assert max_difference(a, b) <= TOLERANCE
-        assert b.test_meter.loss() == pytest.approx(a.test_meter.loss(), rel=1e-5)  # evaluation uses the running statistics
+        assert b.eval_meters["test"].loss() == pytest.approx(a.eval_meters["test"].loss(), rel=1e-5)  # evaluation uses the running statistics
     # The members' statistics differ from each other: each member has its own.
     assert (fused[0].model.net[1].running_var - fused[1].model.net[1].running_var).abs().max() > 0
 
@@ -139,7 +139,7 @@ def test_a_diverging_member_is_quarantined_and_the_others_train_as_unfused():
     assert group.stacked == [fused[0], fused[2]] and next(iter(group.params.values())).shape[0] == 2  # dropped from the stack
     for i in (0, 2):
         assert fused[i].live and max_difference(plain[i], fused[i]) <= TOLERANCE
-        assert fused[i].train_meter.loss() == pytest.approx(plain[i].train_meter.loss(), rel=1e-6)
+        assert fused[i].train_meter.summary()["train_loss"] == pytest.approx(plain[i].train_meter.summary()["train_loss"], rel=1e-6)
     assert fused[1].optimizer.state == {}  # released, like an unfused quarantined model
 
 

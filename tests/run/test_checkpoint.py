@@ -17,7 +17,7 @@ import torch
 
 from runner.config.validate import config_from_dict
 from runner.errors import CompareWarning, RunDirError
-from runner.run.checkpoint import sha256
+from runner.run.checkpoint import FORMAT, sha256
 from runner.run.experiment import Experiment
 from runner.run.interrupts import Interrupted, StopFlag
 from runner.run.progress import Progress
@@ -115,7 +115,7 @@ def test_a_checkpoint_of_another_format_vouched_for_is_passed_over(cut, referenc
     manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
     manifest["checkpoints"][0]["sha256"] = sha256(newest)
     (run_dir / "checkpoints" / "manifest.json").write_text(json.dumps(manifest))
-    resume_warns(run_dir, "checkpoint format 1, this compare reads format 2")
+    resume_warns(run_dir, f"checkpoint format 1, this compare reads format {FORMAT}")
     pd.testing.assert_frame_equal(history(run_dir), reference, check_exact=True)
 
 

@@ -1,0 +1,157 @@
+"""A model's training epoch, step by step, kept on its device: no host sync per step.
+
+A step adds what it already has to three lists, with no extra kernel: its detached loss, its
+top-1 hits and its gradient norms (one `torch._foreach_norm`). Every COMPACT_EVERY steps the
+lists are stacked into one tensor of rows (loss, hits, norms), a few ops for all those steps,
+so a long epoch holds a few tensors, not a few per step. Nothing is read back until a read point (the
+engine's health check at the end of the epoch's training and before every checkpoint, the
+epoch's history row); there the rows are copied to the host once.
+
+The epoch's loss is then summed on the host in step order, in float64, exactly as a hand-written
+loop's `total += loss.item() * len(targets)` (DESIGN.md: plain-loop equivalence), and the
+health check finds the first non-finite step, so a diverged model's `stopped_at` names the step
+where it went non-finite even though it is noticed later. Its rows after that step are dropped:
+its history row reads as if it had stopped there.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+LOSS, HITS, NORMS = 0, 1, 2  # columns of a row; NORMS on: one gradient norm per parameter tensor
+COMPACT_EVERY = 256  # steps between stacking the pending lists into rows (a few kernels, no sync)
+
+
+class StepLog:
+    def __init__(self, epoch: int = 0):
+        self.epoch = epoch
+        self.chunks: list[torch.Tensor] = []  # [steps, 2 + norms] float64, on the model's device
+        self.losses: list[torch.Tensor] = []  # pending steps, not yet in a chunk
+        self.hits: list[torch.Tensor] = []
+        self.norms: list[Sequence[torch.Tensor]] = []  # per step: one 0-d norm per gradient
+        self.steps: list[int] = []  # each row's step number in the epoch
+        self.sizes: list[int] = []  # each row's batch size
+        self.summed = False  # the shared loss has reduction="sum": the row's loss is the batch's sum already
+        self.has_hits = True  # False where accuracy has no meaning (regression targets)
+        self.checked = 0  # rows the health check found finite
+        self.totals: tuple[float, int | None, int] | None = None  # (loss sum, hits, seen) over DDP ranks
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def seen(self) -> int:
+        return self.totals[2] if self.totals is not None else sum(self.sizes)
+
+    def record(self, loss: torch.Tensor, hits: torch.Tensor | None, norms: Sequence[torch.Tensor], size: int, step: int, summed: bool) -> None:
+        """One step: `loss` detached, `hits` None for regression, `norms` 0-d, one per gradient."""
+        self.has_hits = self.has_hits and hits is not None
+        self.summed = summed
+        self.losses.append(loss)
+        self.hits.append(loss if hits is None else hits)
+        self.norms.append(norms)
+        self.steps.append(step)
+        self.sizes.append(size)
+        if len(self.losses) >= COMPACT_EVERY:
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self.losses:
+            return
+        widths = {len(n) for n in self.norms}
+        if len(widths) == 1:  # one stack per gradient, not one per step
+            width = widths.pop()
+            norms = torch.stack([torch.stack(column) for column in zip(*self.norms)], dim=1) if width else self.losses[0].new_zeros((len(self.norms), 0))
+        else:  # a fused group dissolved in this chunk: its members' rows widen from 1 norm to one per gradient
+            width = max(widths)
+            norms = torch.stack([torch.stack([*n, *self.losses[0].new_zeros(width - len(n))]) for n in self.norms])
+        columns = [torch.stack(self.losses).double()[:, None], torch.stack(self.hits).double()[:, None], norms.double()]
+        self.chunks.append(torch.cat(columns, dim=1))
+        self.losses, self.hits, self.norms = [], [], []
+
+    def rows(self) -> torch.Tensor | None:
+        """Every step's row, on the device (one tensor); None before the first step."""
+        self._compact()
+        if not self.chunks:
+            return None
+        if len(self.chunks) > 1:
+            width = max(c.shape[1] for c in self.chunks)  # a dissolved fused group widens its members' rows
+            self.chunks = [torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in self.chunks])]
+        return self.chunks[0]
+
+    # ------------------------------------------------------------ read points (host syncs)
+
+    def _host(self) -> torch.Tensor:
+        rows = self.rows()
+        return rows.cpu() if rows is not None else torch.zeros((0, NORMS), dtype=torch.float64)
+
+    def first_nonfinite(self, loss_only: bool = False) -> int | None:
+        """The index of the first unchecked row whose loss (or, unless `loss_only`, a gradient
+        norm) is not finite; None when all are finite. One host sync."""
+        n = len(self.steps)
+        if self.checked >= n:
+            return None
+        rows = self.rows()[self.checked : n]
+        flags = (~torch.isfinite(rows[:, LOSS]) if loss_only else ~torch.isfinite(rows).all(dim=1)).cpu()
+        if not flags.any():
+            self.checked = n
+            return None
+        return self.checked + int(flags.int().argmax())
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` rows: what a model that left the pass at row n-1 trained."""
+        rows = self.rows()
+        if rows is not None:
+            self.chunks = [rows[:n]]
+        del self.steps[n:], self.sizes[n:]
+        self.checked = min(self.checked, n)
+
+    def summary(self) -> dict:
+        """The epoch's training columns of a history row."""
+        rows = self._host()
+        if self.totals is not None:
+            loss_sum, hits, seen = self.totals
+        else:
+            loss_sum, hits, seen = self.host_totals(rows)
+        norms = self.grad_norms(rows)
+        finite = norms[torch.isfinite(norms)]
+        return {
+            "train_loss": loss_sum / seen if seen else math.nan,
+            "train_acc": hits / seen if seen and hits is not None else math.nan,
+            "grad_norm_mean": float(finite.mean()) if len(finite) else math.nan,
+            "grad_norm_max": float(finite.max()) if len(finite) else math.nan,
+            "grad_norm_last": float(norms[-1]) if len(norms) else math.nan,
+            "grad_nonfinite": len(norms) - len(finite),
+            "train_samples": seen,
+        }
+
+    def grad_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Each step's total gradient L2 norm (as `torch.nn.utils.get_total_norm`), on the host."""
+        rows = self._host() if rows is None else rows
+        return torch.linalg.vector_norm(rows[:, NORMS:], dim=1) if rows.shape[1] > NORMS else torch.zeros(len(rows), dtype=torch.float64)
+
+    def host_totals(self, rows: torch.Tensor | None = None) -> tuple[float, int | None, int]:
+        """(loss sum, top-1 hits or None, samples), summed in step order in float64."""
+        rows = self._host() if rows is None else rows
+        loss_sum = 0.0
+        for loss, size in zip(rows[:, LOSS].tolist(), self.sizes):
+            loss_sum += loss if self.summed else loss * size
+        hits = int(rows[:, HITS].sum()) if self.has_hits else None
+        return loss_sum, hits, sum(self.sizes)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch, "rows": self._host(), "steps": list(self.steps), "sizes": list(self.sizes),
+            "summed": self.summed, "has_hits": self.has_hits, "checked": self.checked,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> "StepLog":
+        log = cls(state["epoch"])
+        log.steps, log.sizes, log.summed, log.has_hits, log.checked = list(state["steps"]), list(state["sizes"]), state["summed"], state["has_hits"], state["checked"]
+        log.chunks = [state["rows"].to(device)] if len(log.steps) else []
+        return log
