@@ -12,7 +12,6 @@ import argparse
 import collections
 import warnings
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 from runner.bench.measure import Steps

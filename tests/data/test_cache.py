@@ -18,10 +18,9 @@ from runner.data import cache as datacache
 from runner.config import tomlio
 from runner.data.batch_augment import BatchPipeline, Crop, crop_and_flip
 from runner.config.validate import config_from_dict
-from runner.data.cache import CachedLoader, load_cached_data
+from runner.data.cache import load_cached_data
 from runner.engine.loop import seeded_batches
 from runner.errors import CompareWarning, ConfigError
-from runner.run.experiment import Experiment
 from runner.engine.rng import RngStream
 from runner.run.shared_pass import SharedPass
 from tests.helpers import compare, digits_config, history, killable, launch, mlp
