@@ -55,8 +55,8 @@ def explodes(name: str, mode: str, steps: int = 3) -> dict:
     return {"name": name, "arch": "test_explodes", "args": {"steps": steps, "mode": mode}}
 
 
-def write_config(tmp_path, models, epochs=3, **experiment) -> str:
-    raw = digits_config(models, epochs=epochs, batch_size=100, eval_batch_size=100)
+def write_config(tmp_path, models, epochs=3, data: dict | None = None, **experiment) -> str:
+    raw = digits_config(models, epochs=epochs, batch_size=100, eval_batch_size=100, **(data or {}))
     raw["experiment"] |= experiment
     path = tmp_path / "exp.toml"
     path.write_text(tomlio.dumps(raw))

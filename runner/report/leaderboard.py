@@ -180,7 +180,7 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select:
         "model": name,
         "test_acc_mean": acc.mean, "test_acc_std": acc.std, "test_acc_ci95_low": acc.low, "test_acc_ci95_high": acc.high,
         "test_loss_mean": col(chosen, "test_loss").mean(),
-        "selected_epoch": epochs[0] if len(set(epochs)) == 1 else "/".join(epochs),
+        "selected_epoch": int(epochs[0]) if len(set(epochs)) == 1 else "/".join(epochs),  # as leaderboard.csv reads back
         "selected_on": SELECTED_ON[select],
         "val_acc_mean": col(chosen, "val_acc").mean(),
         "val_loss_mean": col(chosen, "val_loss").mean(),

@@ -105,8 +105,8 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path):
 
 
 def test_early_stopping_per_model(run):
-    stuck = mlp("stuck", lr=0.0, early_stopping={"metric": "test_acc", "patience": 2})
-    result = run(digits_config([mlp("learns"), stuck], epochs=5))
+    stuck = mlp("stuck", lr=0.0, early_stopping={"metric": "val_acc", "patience": 2})
+    result = run(digits_config([mlp("learns"), stuck], epochs=5, val_fraction=0.2))
     rows = result.history.groupby("model")["epoch"].max()
     assert rows["stuck"] == 3 and rows["learns"] == 5  # best at epoch 1, two epochs without gain
     board = result.leaderboard.set_index("model")

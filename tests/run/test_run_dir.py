@@ -79,7 +79,7 @@ def test_overwrite_refuses_a_folder_compare_did_not_write(tmp_path):
 
 def test_overwrite_removes_what_compare_wrote_and_nothing_else(tmp_path):
     out = tmp_path / "run"
-    first = launch("run", write_config(tmp_path, [killable("a"), explodes("bad", "raise")], epochs=1), "--out", out, "-q", "--plots")
+    first = launch("run", write_config(tmp_path, [killable("a"), explodes("bad", "raise")], epochs=1, data={"val_fraction": 0.2}), "--out", out, "-q", "--plots")
     assert first.returncode == 3, first.stderr
     # Every entry a run writes (plots and errors/ included) is one --overwrite knows, and back.
     assert {p.name for p in out.iterdir()} == RUN_FILES | RUN_FOLDERS | {MARKER}
@@ -89,7 +89,7 @@ def test_overwrite_removes_what_compare_wrote_and_nothing_else(tmp_path):
     (out / ".history.csv.4242.tmp").write_text("left by a kill during an atomic write")
     again = launch("run", write_config(tmp_path, [killable("a")], epochs=1), "--out", out, "-q", "--overwrite", "--no-plots")
     assert again.returncode == 0, again.stderr
-    assert {p.name for p in out.iterdir()} == (RUN_FILES | RUN_FOLDERS | {MARKER, "notes.txt", "mine"}) - {"errors", "plots"}
+    assert {p.name for p in out.iterdir()} == (RUN_FILES | RUN_FOLDERS | {MARKER, "notes.txt", "mine"}) - {"errors", "plots", "val_indices.csv"}
     assert (out / "notes.txt").read_text() == "mine" and (out / "mine" / "data.csv").read_text() == "mine"
     assert json.loads((out / MARKER).read_text())["format"] == 1
 
