@@ -35,6 +35,16 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class RaceConfig:
+    """Racing (docs/racing.md): after each look, a model significantly worse on val than another stops."""
+
+    metric: str = "val_acc"  # what is compared: top-1 correctness on val (exact McNemar per pair)
+    alpha: float = 0.05  # family-wise error over every pair and every planned look
+    min_epochs: int = 2  # the first look is after this epoch
+    every: int = 1  # then every this many epochs
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"  # run directory: <output_dir>/<name>/
     seed: int = 0  # seeds the data order; model seeds derive from (seed, model name)
@@ -45,6 +55,7 @@ class ExperimentConfig:
     grad_histograms: bool = True  # per-layer gradient histograms in TensorBoard every epoch
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps; unset = per epoch
     early_stopping: EarlyStoppingConfig | None = None  # default for every model; unset = train all epochs
+    race: RaceConfig | None = None  # stop models val shows to be worse (docs/racing.md); unset = no racing
     # Speed (docs/performance.md); the defaults keep plain fp32 numerics.
     precision: str | int = "32"  # 32 | bf16-mixed | 16-mixed (autocast; fp16 adds a GradScaler per model)
     channels_last: bool = False  # models and image batches in channels_last memory format
@@ -139,6 +150,8 @@ class Config:
     def needs_val(self) -> list[tuple[str, str]]:
         """(key, what) for each training-time decision that reads the val split."""
         out = []
+        if self.experiment.race is not None:
+            out.append(("experiment.race", "racing compares the models on val"))
         if self.report.select == "best_val":
             out.append(("report.select", "'best_val' picks each model's epoch on val"))
         for m in self.models:
@@ -162,7 +175,7 @@ class Config:
         from runner.build.references import describe  # noqa: PLC0415
 
         def plain(obj) -> dict:  # live Python objects are written as "<python:module.QualName>"
-            out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), EarlyStoppingConfig) else v for f in fields(obj)}
+            out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), (EarlyStoppingConfig, RaceConfig)) else v for f in fields(obj)}
             for key in ("dataset", "name"):
                 if key in out and not isinstance(out[key], str):
                     out[key] = describe(out[key])

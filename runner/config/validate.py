@@ -30,6 +30,7 @@ from runner.config.schema import (
     LossConfig,
     ModelConfig,
     OptimizerConfig,
+    RaceConfig,
     ReportConfig,
     SchedulerConfig,
 )
@@ -156,12 +157,30 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
     return config
 
 
+def _race(raw: Any, where: str, source: str, problems: list[Problem]) -> RaceConfig | None:
+    values = _table(raw, RaceConfig, where, source, problems)
+    if values is None:
+        return None
+    race = RaceConfig(**values)
+    if race.metric != "val_acc":
+        fix = " (racing reads val, never test)" if str(race.metric).startswith("test_") else ""
+        problems.append(Problem(source, f"{where}.metric", f"expected 'val_acc' (exact McNemar on val predictions), got {shown(race.metric)}{fix}"))
+    if not 0 < race.alpha < 1:
+        problems.append(Problem(source, f"{where}.alpha", f"expected 0 < alpha < 1, got {shown(race.alpha)}"))
+    for key in ("min_epochs", "every"):
+        if getattr(race, key) < 1:
+            problems.append(Problem(source, f"{where}.{key}", f"expected >= 1, got {getattr(race, key)}"))
+    return race
+
+
 def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | None = None) -> Config | None:
     tables = ["experiment", "data", "loss", "report", "model"]
     for key in raw:
         if key not in tables:
             problems.append(Problem(source, key, f"unknown table{did_you_mean(key, tables)}"))
-    exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems, skip=("early_stopping",))
+    exp = _table(raw.get("experiment", {}), ExperimentConfig, "experiment", source, problems, skip=("early_stopping", "race"))
+    if exp is not None and "race" in raw.get("experiment", {}):
+        exp["race"] = _race(raw["experiment"]["race"], "experiment.race", source, problems)
     if exp is not None and "early_stopping" in raw.get("experiment", {}):
         exp["early_stopping"] = _early_stopping(raw["experiment"]["early_stopping"], "experiment.early_stopping", source, problems)
     if exp is not None and "name" in exp and (not NAME_PATTERN.match(exp["name"]) or ".." in exp["name"]):  # the run directory's name

@@ -28,7 +28,7 @@ from runner.engine.timing import WorkTimer
 if TYPE_CHECKING:
     from runner.config.schema import ModelConfig
 
-RUNNING, DONE, EARLY_STOPPED, DIVERGED, FAILED = "running", "done", "early_stopped", "diverged", "failed"
+RUNNING, DONE, EARLY_STOPPED, DIVERGED, FAILED, ELIMINATED = "running", "done", "early_stopped", "diverged", "failed", "eliminated"
 HEALTHY, NONFINITE, RAISED = 0, 1, 2  # a step's health code; the worst wins when ranks agree (max)
 
 
@@ -114,6 +114,8 @@ class Slot:
         self.last_loss: torch.Tensor | None = None  # for the progress display (reading it syncs)
         self.eval_preds: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
         self.predictions: torch.Tensor | None = None  # last evaluation's top-1 test classes, on the CPU
+        self.val_predictions: torch.Tensor | None = None  # the same on val (what racing compares)
+        self.eliminated_by = ""  # racing: the model that beat it, and the p-value
         self.selection: BestEpoch | None = None  # the best epoch on val so far (set at the first val epoch)
         self.best: tuple[int, torch.Tensor] | None = None  # (that epoch, its test predictions)
         self.final: tuple[int, torch.Tensor] | None = None  # (the last epoch with test predictions, those)
@@ -219,6 +221,11 @@ class Slot:
         self.error = f"non-finite {what} at {where}"
         self._release()
 
+    def eliminate(self, epoch: int, by: str) -> None:
+        """Racing found it worse on val (runner/engine/race.py): it trains no further."""
+        self.status, self.where, self.eliminated_by = ELIMINATED, f"epoch {epoch}", by
+        self._release()
+
     def _fail(self, err: BaseException, where: str) -> None:
         if is_signal(err) or isinstance(err, ModelFailedError):
             raise err
@@ -270,8 +277,8 @@ class Slot:
         health = "val" if val.seen else "test"
         if self.live and (val.seen or test.seen) and not math.isfinite(record[f"{health}_loss"]):
             self.diverge(f"epoch {epoch} evaluation", f"{health} loss")
-        test_preds = self.eval_preds["test"]
-        self.predictions = torch.cat(test_preds).cpu() if test_preds and self.live else None
+        preds = {split: torch.cat(p).cpu() if p and self.live else None for split, p in self.eval_preds.items()}
+        self.predictions, self.val_predictions = preds["test"], preds["val"]
         if self.predictions is not None:
             self.final = (epoch, self.predictions)
         if self.predictions is not None and val.seen:
@@ -309,6 +316,7 @@ class Slot:
             "where": self.where,
             "error": self.error,
             "reported": self.reported,
+            "eliminated_by": self.eliminated_by,
             "train_meter": self.train_meter.state_dict(),
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
             "selection": self.selection.state_dict() if self.selection else None,
@@ -324,6 +332,7 @@ class Slot:
             self.scheduler.load_state_dict(state["scheduler"])
         self.rng.load_state_dict(state["rng"])
         self.status, self.where, self.error, self.reported = state["status"], state["where"], state["error"], state["reported"]
+        self.eliminated_by = state["eliminated_by"]
         self.train_meter = StepLog.from_state(state["train_meter"], self.device)
         if self.early_stopping is not None and state["early_stopping"] is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])

@@ -16,6 +16,7 @@ from runner.data.loaders import config_streams
 from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, read_health, train_one_epoch
+from runner.engine.race import Race, describe
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
@@ -49,6 +50,8 @@ class SharedPass:
         self.epoch, self.step = 1, 0  # the epoch in progress (or next) and its steps already done
         self.epoch_start_gen = self.train_gen.get_state()  # replayed to resume mid-epoch
         self.error_files: set[str] = set()
+        race = cfg.experiment.race
+        self.race = Race(race.alpha, race.min_epochs, race.every, cfg.experiment.epochs) if race is not None else None
         self.resumed = False
         self.stop_agreed = 0  # under DDP: the signal any rank got (the ranks stop at the same step); 0 = none
         self.streams = Streams(cfg.experiment.streams, [s.device for s in slots])  # a CUDA stream per model, or not
@@ -100,8 +103,9 @@ class SharedPass:
 
             agreement = agree if self.dist.enabled else None
             data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement, self.streams)
-        if self.val_loader is not None:  # what this epoch's decisions read (Slot.end_epoch)
-            evaluate(self.slots, self.val_loader, self.loss_fn, epoch, agreement, split="val")
+        val_targets = None
+        if self.val_loader is not None:  # what this epoch's decisions read (Slot.end_epoch, the race)
+            val_targets = self.dist.gather_cat(evaluate(self.slots, self.val_loader, self.loss_fn, epoch, agreement, split="val"))
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
 
         records = []
@@ -110,6 +114,8 @@ class SharedPass:
             records.append(record)
             if out.grad_histograms:
                 tb.write_gradients(slot.name, epoch, slot.model)
+        if self.race is not None and val_targets is not None:
+            self._race(epoch, records, val_targets)
         self._write_errors(out.run_dir)  # failed in evaluation, or diverged there (end_epoch)
         out.history.write(records)
         out.progress.epoch_done(records)
@@ -129,6 +135,20 @@ class SharedPass:
         for slot in self.slots if self.dist.main else ():
             if slot.final is not None:
                 write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=slot.final, best=slot.best)
+
+    def _race(self, epoch: int, records: list[dict], val_targets: torch.Tensor) -> None:
+        """Eliminate the live models val shows to be worse (runner/engine/race.py); their row of
+        this epoch is their last. Every rank decides alike: the predictions are gathered."""
+        live = {s.name: s for s in self.slots if s.live and s.val_predictions is not None}
+        found = self.race.look(epoch, {n: s.val_predictions.numpy() for n, s in live.items()}, val_targets.numpy())
+        rows = {r["model"]: r for r in records}
+        for record in records:
+            record.setdefault("eliminated_by", "")
+        for e in found:
+            slot = live[e.model]
+            slot.eliminate(epoch, describe(e))
+            slot.reported = True
+            rows[e.model] |= {"status": slot.status, "stopped_at": slot.where, "eliminated_by": slot.eliminated_by}
 
     def _write_errors(self, run_dir: Path) -> None:
         for slot in self.slots if self.dist.main else ():
