@@ -127,6 +127,12 @@ class StepLog:
             "train_samples": seen,
         }
 
+    def mean_loss(self) -> float:
+        """The epoch's mean train loss so far, this process's steps (a read: one host sync; the
+        progress display calls it at most every refresh)."""
+        loss_sum, _, seen = self.host_totals()
+        return loss_sum / seen if seen else math.nan
+
     def grad_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Each step's total gradient L2 norm (as `torch.nn.utils.get_total_norm`), on the host."""
         rows = self._host() if rows is None else rows

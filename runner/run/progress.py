@@ -41,7 +41,7 @@ def mean_losses(slots) -> str:
     parts = []
     for s in slots:
         if s.live and s.train_meter.seen:
-            parts.append(f"{s.name} {s.train_meter.loss():.3f}")
+            parts.append(f"{s.name} {s.train_meter.mean_loss():.3f}")
     return "  ".join(parts)
 
 

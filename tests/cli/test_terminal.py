@@ -13,6 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from runner.engine.step_log import StepLog
 from runner.run.progress import PlainProgress, RichProgress
 from tests.helpers import compare, digits_config, killable, launch, mlp, write, write_config
 
@@ -20,8 +21,11 @@ ESCAPE = re.compile(r"\x1b\[")
 
 
 def fake_slot(name: str, loss_sum: float, seen: int):
-    meter = types.SimpleNamespace(seen=seen, loss=lambda: loss_sum / seen)
-    return types.SimpleNamespace(name=name, live=True, train_meter=meter, last_loss=torch.tensor(9.0))
+    """A slot as the display reads it: its real StepLog, after two steps of seen / 2 samples."""
+    log = StepLog()
+    for step in range(2):
+        log.record(torch.tensor(loss_sum / seen), torch.tensor(0), [torch.tensor(1.0)], seen // 2, step, summed=False)
+    return types.SimpleNamespace(name=name, live=True, train_meter=log, last_loss=torch.tensor(9.0))
 
 
 def test_plain_progress_labels_the_mean_loss_the_seed_and_the_eta():
