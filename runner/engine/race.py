@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scipy.stats import binom
-
-from runner.report.stats import holm
+from runner.report.stats import holm, mcnemar_exact_many
 
 
 @dataclass(frozen=True)
@@ -30,13 +28,6 @@ class Elimination:
     model: str
     by: str  # the model significantly better than it (the best such)
     p: float  # Holm-corrected p of that pair, within the look
-
-
-def mcnemar_exact_many(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:
-    """runner.report.stats.mcnemar_exact for many pairs at once: under H0 the discordant
-    pairs split Binomial(n, 1/2), and the two-sided p of that symmetric law is twice the
-    smaller tail (1 without discordant pairs)."""
-    return np.minimum(1.0, 2 * binom.cdf(np.minimum(wins, losses), wins + losses, 0.5))
 
 
 def looks(epochs: int, min_epochs: int, every: int) -> list[int]:

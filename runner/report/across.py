@@ -25,7 +25,7 @@ from runner.errors import ReportError
 from runner.report import stats
 from runner.report.leaderboard import build as leaderboard_build
 from runner.report.leaderboard import higher_is_better
-from runner.report.run_data import RunData
+from runner.report.run_data import RunData, run_labels
 
 ALPHA = stats.ALPHA
 # [data] keys that change how batches are loaded, not which samples a model learns and is tested on.
@@ -139,11 +139,6 @@ def applies(runs: list[RunData]) -> bool:
     return any(names[i] & names[j] for i in range(len(names)) for j in range(i + 1, len(names)))
 
 
-def _labels(runs: list[RunData]) -> list[str]:
-    labels = [r.label for r in runs]
-    return labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
-
-
 def _describe(runs: list[RunData]) -> list[str]:
     """The dataset name plus the [data] settings that differ between the runs; `root` only
     where the rest would read the same (it is a path on this machine, not a property of the data)."""
@@ -161,7 +156,7 @@ def _describe(runs: list[RunData]) -> list[str]:
 def build(runs: list[RunData], metric: str = "test_acc", select: str | None = None, alpha: float = ALPHA) -> Across:
     """The models x datasets comparison of runs that are each on a different dataset; the
     scores are each run's leaderboard headline (`<metric>_mean`, as `compare leaderboard RUN`)."""
-    labels = _labels(runs)
+    labels = run_labels(runs)
     identities = [dataset_identity(r) for r in runs]
     for i, ident in enumerate(identities):
         j = identities.index(ident)

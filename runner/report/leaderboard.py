@@ -17,7 +17,7 @@ import pandas as pd
 from runner.engine.early_stopping import maximize, selection_metric
 from runner.report import stats
 from runner.errors import ReportError, did_you_mean
-from runner.report.run_data import RunData
+from runner.report.run_data import RunData, run_labels
 
 CORE = [
     "rank", "run", "model", "arch", "params", "flops_per_sample",
@@ -305,9 +305,7 @@ def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, 
     twice = next((r.path for r, p in zip(runs, paths) if paths.count(p) > 1), None)
     if twice is not None:
         raise ReportError(f"{twice}: run directory given more than once")
-    labels = [r.label for r in runs]
-    if len(set(labels)) < len(labels):  # same folder name in different places: use the paths
-        labels = [str(r.path) for r in runs]
+    labels = run_labels(runs)
     keys: dict[str, tuple[str, str]] = {}
     histories, models, predictions = [], [], {}
     targets = []

@@ -31,7 +31,6 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
-from scipy import stats as scipy_stats  # noqa: E402
 
 from runner import atomic  # noqa: E402
 from runner.report import stats  # noqa: E402
@@ -107,9 +106,7 @@ def seeds_note(n_seeds: int, band: bool = True) -> str:
     if n_seeds <= 1:
         return "one seed: no spread over seeds"
     if n_seeds < 3:
-        t = float(scipy_stats.t.ppf(0.975, n_seeds - 1))
-        note = f"{n_seeds} seeds: t(0.975,{n_seeds - 1}) = {t:.1f}; intervals are very wide; use ≥ 3 seeds"
-        return note + (f" (band = min–max over the {n_seeds} seeds)" if band else "")
+        return stats.t_quantile_note(n_seeds) + (f" (band = min–max over the {n_seeds} seeds)" if band else "")
     return f"{n_seeds} seeds: band = 95% t-interval over seeds"
 
 

@@ -67,6 +67,13 @@ class RunData:
         return None
 
 
+def run_labels(runs: list[RunData]) -> list[str]:
+    """One name per run in a multi-run table: its folder name, or its path where two runs share
+    a folder name."""
+    labels = [r.label for r in runs]
+    return labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
+
+
 def load_run(path: str | Path) -> RunData:
     """Read RUN_DIR; a missing or unreadable file is a RunDirError naming the path."""
     path = Path(path)

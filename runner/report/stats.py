@@ -85,6 +85,12 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(stats.binomtest(b, n, 0.5, alternative="two-sided").pvalue)
 
 
+def mcnemar_exact_many(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """mcnemar_exact for many pairs at once (racing tests every pair at each look): the two-sided
+    p of the symmetric Binomial(n, 1/2) is twice the smaller tail, and 1 without discordant pairs."""
+    return np.minimum(1.0, 2 * stats.binom.cdf(np.minimum(wins, losses), wins + losses, 0.5))
+
+
 @dataclass(frozen=True)
 class PairedResult:
     p: float  # two-sided, uncorrected
@@ -221,10 +227,11 @@ def seeds_needed(mean_diff: float, sd: float, alpha: float = ALPHA, power: float
 
 
 def t_quantile_note(seeds: int) -> str | None:
-    """The plain warning for intervals over fewer than 3 seeds."""
+    """The plain warning for intervals over 2 seeds (None otherwise); the leaderboard's notes
+    and the plots' titles both say it."""
     if seeds != 2:
         return None
-    return f"2 seeds: t(0.975,1) = {stats.t.ppf(0.975, 1):.1f}; intervals over seeds are very wide; use >= 3 seeds"
+    return f"2 seeds: t(0.975,1) = {stats.t.ppf(0.975, 1):.1f}; intervals are very wide; use ≥ 3 seeds"
 
 
 def pareto_front(cost, value) -> np.ndarray:

@@ -98,8 +98,7 @@ def test_racing_needs_a_val_split_and_reads_only_val(tmp_path):
 
 
 def test_the_many_pairs_mcnemar_is_the_exact_one():
-    from runner.report.stats import mcnemar_exact  # noqa: PLC0415
-    from runner.engine.race import mcnemar_exact_many  # noqa: PLC0415
+    from runner.report.stats import mcnemar_exact, mcnemar_exact_many  # noqa: PLC0415
 
     wins, losses = np.array([0, 3, 10, 7, 40]), np.array([0, 12, 10, 0, 22])
     assert np.allclose(mcnemar_exact_many(wins, losses), [mcnemar_exact(int(b), int(c)) for b, c in zip(wins, losses)])
