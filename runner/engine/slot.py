@@ -75,7 +75,6 @@ class Meter:
         return int(self.correct) / self.seen if self.seen and self.correct is not None else math.nan
 
 
-
 @dataclass
 class SlotParts:
     """What a slot is built from; a plain slot, a fused member and a DDP slot take the same parts."""

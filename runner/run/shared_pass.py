@@ -105,7 +105,9 @@ class SharedPass:
             data_seconds = train_one_epoch(self.slots, self.train_loader, self.loss_fn, self.data_rng, epoch, self.step, on_step, agreement, self.streams)
         val_targets = None
         if self.val_loader is not None:  # what this epoch's decisions read (Slot.end_epoch, the race)
-            val_targets = self.dist.gather_cat(evaluate(self.slots, self.val_loader, self.loss_fn, epoch, agreement, split="val"))
+            val_targets = evaluate(self.slots, self.val_loader, self.loss_fn, epoch, agreement, split="val")
+            if self.race is not None:  # only the race needs every rank's val targets
+                val_targets = self.dist.gather_cat(val_targets)
         targets = self.dist.gather_cat(evaluate(self.slots, self.test_loader, self.loss_fn, epoch, agreement))
 
         records = []
