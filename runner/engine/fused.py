@@ -32,7 +32,7 @@ from torch.func import functional_call, vmap
 from runner.errors import CompareWarning
 from runner.build.references import one_line
 from runner.engine.rng import RngStream
-from runner.engine.slot import Slot, SlotParts, batch_loss_sum, is_signal
+from runner.engine.slot import Slot, SlotParts, batch_loss_sum, is_signal, top1_classes
 from runner.engine.timing import clock
 
 
@@ -171,13 +171,13 @@ class FusedGroup:
         """`Slot._record_step` for every member, computed stacked (a few kernels, not a few per
         member); each member's train log gets views of its own entries."""
         losses = losses.detach()
-        hits = (logits.detach().argmax(dim=2) == y).sum(dim=1) if logits.ndim == 3 and y.ndim == 1 and not y.is_floating_point() else None
+        top1 = top1_classes(logits, y, dim=2)
         summed = getattr(loss_fn, "reduction", "mean") == "sum"
         for i, m in enumerate(live):
             if m.live:  # not failed in its optimizer step
                 m.train_meter.epoch = epoch
                 m.last_loss = losses[i]
-                m.train_meter.record(m.last_loss, None if hits is None else hits[i], (norms[i],), len(y), step, summed)
+                m.train_meter.record(m.last_loss, None if top1 is None else top1[i], y, (norms[i],), len(y), step, summed)
 
     @staticmethod
     def _grad_norms(grads: list, n: int) -> torch.Tensor:
@@ -215,12 +215,12 @@ class FusedGroup:
                 m.eval_step(x, y, loss_fn, epoch, split)
             return
         sums = batch_loss_sum(losses, len(y), loss_fn)
-        preds = logits.argmax(dim=2) if logits.ndim == 3 else None
-        hits = (preds == y).sum(dim=1) if preds is not None and y.ndim == 1 and not y.is_floating_point() else None
+        top1 = top1_classes(logits, y, dim=2)
+        hits = None if top1 is None else (top1 == y).sum(dim=1)
         for i, m in enumerate(live):
             m.eval_meters[split].add(sums[i], None if hits is None else hits[i], len(y))
-            if preds is not None:
-                m.eval_preds[split].append(preds[i])
+            if top1 is not None:
+                m.eval_preds[split].append(top1[i])
         self._share(start, live, "eval_timer")
 
     def _share(self, start, live: list[FusedMember], which: str) -> None:

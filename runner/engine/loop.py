@@ -13,7 +13,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 import torch
 from torch import nn
 
-from runner.engine.rng import RngStream
+from runner.engine.rng import RngStream, handover
+from runner.engine.step_log import StepLog, first_nonfinite
 from runner.engine.streams import Streams
 
 
@@ -40,7 +41,10 @@ class LoopSlot(Protocol):
     @property
     def unit(self) -> Unit: ...
 
-    def read_health(self) -> None: ...
+    @property
+    def health_log(self) -> tuple[StepLog, bool]: ...
+
+    def stop_at(self, bad: int | None) -> None: ...
 
     def health_code(self) -> torch.Tensor: ...
 
@@ -71,8 +75,9 @@ def read_health(slots: list[LoopSlot]) -> None:
     step since the last read, stopped at that step. The steps themselves never sync the host
     (DESIGN.md: no host sync per step); the pass reads at the end of each epoch's training
     and before every checkpoint, so a checkpoint never holds a diverged model as live."""
-    for slot in slots:
-        slot.read_health()
+    live = [s for s in slots if s.live]
+    for slot, bad in zip(live, first_nonfinite([s.health_log for s in live])):
+        slot.stop_at(bad)
 
 
 def check_health(slots: list[LoopSlot], where: str, agree: Agree | None = None) -> None:
@@ -135,7 +140,9 @@ def train_one_epoch(
         batch = to_devices(x, y, slots)  # moved once per device, shared by every model there
         data_seconds += time.perf_counter() - tick
         live = [s for s in slots if s.live]
-        streams.step(step_units(live), lambda unit: unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step))
+        units = step_units(live)
+        with handover(u.device for u in units):  # one switch per model: from the last model's stream to its own
+            streams.step(units, lambda unit: unit.train_step(*batch[canonical(unit.device)], loss_fn, epoch, step))
         if agree is not None:
             check_health(live, f"epoch {epoch} step {step}", agree)
         if on_step is not None:

@@ -22,7 +22,7 @@ from runner.engine.early_stopping import BestEpoch, EarlyStopping, selection_met
 from runner.errors import ModelFailedError, StopNow
 from runner.engine.numerics import Numerics
 from runner.engine.rng import RngStream
-from runner.engine.step_log import StepLog
+from runner.engine.step_log import StepLog, first_nonfinite
 from runner.engine.timing import WorkTimer
 
 if TYPE_CHECKING:
@@ -47,11 +47,13 @@ def batch_loss_sum(loss: torch.Tensor, n: int, loss_fn: nn.Module) -> torch.Tens
     return loss if getattr(loss_fn, "reduction", "mean") == "sum" else loss * n
 
 
-def correct_count(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-    """Top-1 hits for class-index targets; None where accuracy has no meaning (regression)."""
-    if logits.ndim != 2 or targets.ndim != 1 or targets.is_floating_point():
+def top1_classes(logits: torch.Tensor, targets: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
+    """Each sample's predicted class (one kernel: argmax is not differentiable, so no detach);
+    None where accuracy has no meaning (regression targets). A fused group's logits carry the
+    members in dim 0 and the classes in `dim` 2."""
+    if logits.ndim != dim + 1 or targets.ndim != 1 or targets.is_floating_point():
         return None
-    return (logits.argmax(dim=1) == targets).sum()
+    return logits.argmax(dim=dim)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Slot:
         self.parts = parts
         self.name, self.config, self.info = parts.name, parts.config, parts.info
         self.model = parts.model
+        self.params = list(parts.model.parameters())  # taken once: load_state_dict and .to() copy into these objects
         self.forward = parts.forward or parts.model
         self.numerics = parts.numerics
         self.scaler = parts.numerics.grad_scaler(parts.device)  # fp16 only
@@ -157,7 +160,7 @@ class Slot:
         Under fp16 the scaler unscales first and skips the step when a gradient overflowed."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.params if p.grad is not None]
         norms = torch._foreach_norm(grads) if grads else []
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -173,7 +176,7 @@ class Slot:
         self.last_loss = loss.detach()
         self.train_meter.epoch = epoch
         summed = getattr(loss_fn, "reduction", "mean") == "sum"
-        self.train_meter.record(self.last_loss, correct_count(logits.detach(), y), norms, len(y), step, summed)
+        self.train_meter.record(self.last_loss, top1_classes(logits, y), y, norms, len(y), step, summed)
 
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, split: str = "test") -> None:
         """One val or test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
@@ -181,22 +184,32 @@ class Slot:
         try:
             with self.rng.active():
                 logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
-            self.eval_meters[split].add(batch_loss_sum(loss, len(y), loss_fn), correct_count(logits, y), len(y))
-            if logits.ndim == 2:
-                self.eval_preds[split].append(logits.argmax(dim=1))
+            top1 = top1_classes(logits, y)
+            self.eval_meters[split].add(batch_loss_sum(loss, len(y), loss_fn), None if top1 is None else (top1 == y).sum(), len(y))
+            if top1 is not None:
+                self.eval_preds[split].append(top1)
         except BaseException as err:  # noqa: BLE001
             self._fail(err, f"epoch {epoch} {split} evaluation")
         finally:
             self.eval_timer.stop()
 
+    @property
+    def health_log(self) -> tuple[StepLog, bool]:
+        """What the health check reads: the train log, and whether only its loss counts. Under
+        fp16 an overflowed gradient is the scaler's business (step skipped, scale lowered), not
+        divergence; a non-finite loss is."""
+        return self.train_meter, self.scaler is not None
+
     def read_health(self) -> None:
-        """A read point (one host sync): a model with a non-finite step since the last read
-        leaves the pass, stopped at that step. Under fp16 an overflowed gradient is the
-        scaler's business (step skipped, scale lowered), not divergence; a non-finite loss is."""
-        if not self.live:
-            return
-        bad = self.train_meter.first_nonfinite(loss_only=self.scaler is not None)
-        if bad is not None:
+        """A read point for this model alone (one host sync); the engine reads every model at
+        once (`runner.engine.loop.read_health`)."""
+        if self.live:
+            self.stop_at(first_nonfinite([self.health_log])[0])
+
+    def stop_at(self, bad: int | None) -> None:
+        """The health check found row `bad` of this epoch's train log non-finite (None: all
+        finite): the model leaves the pass, stopped at that step."""
+        if bad is not None and self.live:
             log = self.train_meter
             where = f"epoch {log.epoch} step {log.steps[bad]}"
             log.truncate(bad + 1)
@@ -206,7 +219,7 @@ class Slot:
         """Under DDP, read every step: the last step's health, on the host, for the ranks to agree on."""
         if self.status == FAILED:
             return torch.tensor(RAISED)
-        return torch.tensor(NONFINITE if self.live and self.train_meter.first_nonfinite(loss_only=self.scaler is not None) is not None else HEALTHY)
+        return torch.tensor(NONFINITE if self.live and first_nonfinite([self.health_log])[0] is not None else HEALTHY)
 
     def settle(self, code: int, where: str) -> None:
         """Act on the step's (agreed) health code: a non-finite step quarantines the model. A

@@ -1,9 +1,11 @@
 """A model's training epoch, step by step, kept on its device: no host sync per step.
 
-A step adds what it already has to three lists, with no extra kernel: its detached loss, its
-top-1 hits and its gradient norms (one `torch._foreach_norm`). Every COMPACT_EVERY steps the
-lists are stacked into one tensor of rows (loss, hits, norms), a few ops for all those steps,
-so a long epoch holds a few tensors, not a few per step. Nothing is read back until a read point (the
+A step appends to lists: its detached loss, its predicted classes (one argmax) beside its
+targets, and its gradient norms (one `torch._foreach_norm`). Every COMPACT_EVERY steps the lists
+become one tensor of rows (loss, hits, norms) in a few ops for all those steps; the hits are
+counted there, for all the steps at once, because a small model's step is a few hundred
+microseconds of kernel launches and each kernel a step adds shows. A long epoch holds a few
+tensors, not a few per step. Nothing is read back until a read point (the
 engine's health check at the end of the epoch's training and before every checkpoint, the
 epoch's history row); there the rows are copied to the host once.
 
@@ -29,7 +31,8 @@ class StepLog:
         self.epoch = epoch
         self.chunks: list[torch.Tensor] = []  # [steps, 2 + norms] float64, on the model's device
         self.losses: list[torch.Tensor] = []  # pending steps, not yet in a chunk
-        self.hits: list[torch.Tensor] = []
+        self.top1: list[torch.Tensor] = []  # pending steps' predicted classes, beside their targets
+        self.targets: list[torch.Tensor] = []
         self.norms: list[Sequence[torch.Tensor]] = []  # per step: one 0-d norm per gradient
         self.steps: list[int] = []  # each row's step number in the epoch
         self.sizes: list[int] = []  # each row's batch size
@@ -45,12 +48,15 @@ class StepLog:
     def seen(self) -> int:
         return self.totals[2] if self.totals is not None else sum(self.sizes)
 
-    def record(self, loss: torch.Tensor, hits: torch.Tensor | None, norms: Sequence[torch.Tensor], size: int, step: int, summed: bool) -> None:
-        """One step: `loss` detached, `hits` None for regression, `norms` 0-d, one per gradient."""
-        self.has_hits = self.has_hits and hits is not None
+    def record(self, loss: torch.Tensor, top1: torch.Tensor | None, targets: torch.Tensor, norms: Sequence[torch.Tensor], size: int, step: int, summed: bool) -> None:
+        """One step: `loss` detached, `top1` the predicted classes (None for regression) of
+        `targets`, `norms` 0-d, one per gradient."""
+        self.has_hits = self.has_hits and top1 is not None
         self.summed = summed
         self.losses.append(loss)
-        self.hits.append(loss if hits is None else hits)
+        if self.has_hits:
+            self.top1.append(top1)
+            self.targets.append(targets)
         self.norms.append(norms)
         self.steps.append(step)
         self.sizes.append(size)
@@ -60,16 +66,24 @@ class StepLog:
     def _compact(self) -> None:
         if not self.losses:
             return
-        widths = {len(n) for n in self.norms}
-        if len(widths) == 1:  # one stack per gradient, not one per step
-            width = widths.pop()
-            norms = torch.stack([torch.stack(column) for column in zip(*self.norms)], dim=1) if width else self.losses[0].new_zeros((len(self.norms), 0))
-        else:  # a fused group dissolved in this chunk: its members' rows widen from 1 norm to one per gradient
-            width = max(widths)
-            norms = torch.stack([torch.stack([*n, *self.losses[0].new_zeros(width - len(n))]) for n in self.norms])
-        columns = [torch.stack(self.losses).double()[:, None], torch.stack(self.hits).double()[:, None], norms.double()]
-        self.chunks.append(torch.cat(columns, dim=1))
-        self.losses, self.hits, self.norms = [], [], []
+        steps, width = len(self.losses), max(len(n) for n in self.norms)
+        zero = self.losses[0].new_zeros(())  # a fused group dissolved in this chunk: its members' rows widen from 1 norm to one per gradient
+        flat = [t for n in self.norms for t in (n if len(n) == width else [*n, *[zero] * (width - len(n))])]
+        norms = torch.stack(flat).view(steps, width) if width else self.losses[0].new_zeros((steps, 0))  # one stack for every norm
+        losses = torch.stack(self.losses)
+        hits = self._hits(self.sizes[len(self.sizes) - steps:]) if self.has_hits else losses
+        # cat promotes the columns to a common float dtype, exact for all of them (hits are < 2**24)
+        self.chunks.append(torch.cat([losses[:, None], hits[:, None], norms], dim=1).double())
+        self.losses, self.top1, self.targets, self.norms = [], [], [], []
+
+    def _hits(self, sizes: list[int]) -> torch.Tensor:
+        """Each pending step's top-1 hits, counted for all of them at once."""
+        right = torch.cat(self.top1) == torch.cat(self.targets)
+        if len(set(sizes)) == 1:
+            return right.view(len(sizes), -1).sum(dim=1)
+        # An epoch's short last batch: sum by step index (built on the host: no sync).
+        step_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(right.device, non_blocking=True)
+        return right.new_zeros(len(sizes), dtype=torch.long).index_add_(0, step_of, right.long())
 
     def rows(self) -> torch.Tensor | None:
         """Every step's row, on the device (one tensor); None before the first step."""
@@ -87,18 +101,6 @@ class StepLog:
         rows = self.rows()
         return rows.cpu() if rows is not None else torch.zeros((0, NORMS), dtype=torch.float64)
 
-    def first_nonfinite(self, loss_only: bool = False) -> int | None:
-        """The index of the first unchecked row whose loss (or, unless `loss_only`, a gradient
-        norm) is not finite; None when all are finite. One host sync."""
-        n = len(self.steps)
-        if self.checked >= n:
-            return None
-        rows = self.rows()[self.checked : n]
-        flags = (~torch.isfinite(rows[:, LOSS]) if loss_only else ~torch.isfinite(rows).all(dim=1)).cpu()
-        if not flags.any():
-            self.checked = n
-            return None
-        return self.checked + int(flags.int().argmax())
 
     def truncate(self, n: int) -> None:
         """Keep the first `n` rows: what a model that left the pass at row n-1 trained."""
@@ -161,3 +163,28 @@ class StepLog:
         log.steps, log.sizes, log.summed, log.has_hits, log.checked = list(state["steps"]), list(state["sizes"]), state["summed"], state["has_hits"], state["checked"]
         log.chunks = [state["rows"].to(device)] if len(log.steps) else []
         return log
+
+
+def first_nonfinite(logs: Sequence[tuple[StepLog, bool]]) -> list[int | None]:
+    """For each (log, loss_only): the index of its first unchecked row whose loss (or, unless
+    `loss_only`, any entry) is not finite; None where all are finite. One host copy per device
+    for all the logs: the engine checks every model at once at a read point."""
+    pending: dict[torch.device, list[tuple[StepLog, int, torch.Tensor]]] = {}
+    for log, loss_only in logs:
+        n = len(log.steps)
+        if log.checked < n:
+            rows = log.rows()[log.checked : n]
+            # A row's float64 sum is finite iff all its entries are (float32 values cannot overflow it).
+            pending.setdefault(rows.device, []).append((log, n, rows[:, LOSS] if loss_only else rows.sum(dim=1)))
+    first: dict[int, int] = {}
+    for group in pending.values():
+        finite = torch.isfinite(torch.cat([sums for _, _, sums in group])).tolist()
+        start = 0
+        for log, n, sums in group:
+            rows = finite[start : start + len(sums)]
+            start += len(sums)
+            if all(rows):
+                log.checked = n
+            else:
+                first[id(log)] = log.checked + rows.index(False)
+    return [first.get(id(log)) for log, _ in logs]
