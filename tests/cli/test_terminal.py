@@ -23,8 +23,9 @@ ESCAPE = re.compile(r"\x1b\[")
 def fake_slot(name: str, loss_sum: float, seen: int):
     """A slot as the display reads it: its real StepLog, after two steps of seen / 2 samples."""
     log = StepLog()
+    size = seen // 2
     for step in range(2):
-        log.record(torch.tensor(loss_sum / seen), torch.tensor(0), [torch.tensor(1.0)], seen // 2, step, summed=False)
+        log.record(torch.tensor(loss_sum / seen), torch.zeros(size, dtype=torch.long), torch.ones(size, dtype=torch.long), [torch.tensor(1.0)], size, step, summed=False)
     return types.SimpleNamespace(name=name, live=True, train_meter=log, last_loss=torch.tensor(9.0))
 
 
