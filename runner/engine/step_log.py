@@ -71,9 +71,9 @@ class StepLog:
         flat = [t for n in self.norms for t in (n if len(n) == width else [*n, *[zero] * (width - len(n))])]
         norms = torch.stack(flat).view(steps, width) if width else self.losses[0].new_zeros((steps, 0))  # one stack for every norm
         losses = torch.stack(self.losses)
-        hits = self._hits(self.sizes[len(self.sizes) - steps:]) if self.has_hits else losses
-        # cat promotes the columns to a common float dtype, exact for all of them (hits are < 2**24)
-        self.chunks.append(torch.cat([losses[:, None], hits[:, None], norms], dim=1).double())
+        hits = (self._hits(self.sizes[len(self.sizes) - steps:]) if self.has_hits else losses).double()
+        # The float64 hits column makes cat promote the others to float64 too, exactly.
+        self.chunks.append(torch.cat([losses[:, None], hits[:, None], norms], dim=1))
         self.losses, self.top1, self.targets, self.norms = [], [], [], []
 
     def _hits(self, sizes: list[int]) -> torch.Tensor:
@@ -100,7 +100,6 @@ class StepLog:
     def _host(self) -> torch.Tensor:
         rows = self.rows()
         return rows.cpu() if rows is not None else torch.zeros((0, NORMS), dtype=torch.float64)
-
 
     def truncate(self, n: int) -> None:
         """Keep the first `n` rows: what a model that left the pass at row n-1 trained."""
@@ -174,17 +173,17 @@ def first_nonfinite(logs: Sequence[tuple[StepLog, bool]]) -> list[int | None]:
         n = len(log.steps)
         if log.checked < n:
             rows = log.rows()[log.checked : n]
-            # A row's float64 sum is finite iff all its entries are (float32 values cannot overflow it).
+            # A row's float64 sum is finite iff all its entries are (values from float32 or narrower cannot overflow it).
             pending.setdefault(rows.device, []).append((log, n, rows[:, LOSS] if loss_only else rows.sum(dim=1)))
     first: dict[int, int] = {}
     for group in pending.values():
         finite = torch.isfinite(torch.cat([sums for _, _, sums in group])).tolist()
         start = 0
         for log, n, sums in group:
-            rows = finite[start : start + len(sums)]
+            ok = finite[start : start + len(sums)]
             start += len(sums)
-            if all(rows):
+            if all(ok):
                 log.checked = n
             else:
-                first[id(log)] = log.checked + rows.index(False)
+                first[id(log)] = log.checked + ok.index(False)
     return [first.get(id(log)) for log, _ in logs]
