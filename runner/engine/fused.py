@@ -147,23 +147,25 @@ class FusedGroup:
         for stack in self.params.values():
             stack.grad = None
         self.template.train()
+        # The members' optimizer steps run on the group's stream too, as a slot's run on its own:
+        # whatever they draw moves that stream on, never the caller's or another model's.
         with self.rng.active():
             with self.numerics.autocast(self.device):
                 losses, logits = self._vmapped(loss_fn)(self.params, self.buffers, x, y)
             # Members' graphs are independent: the sum's gradient is each member's own.
             losses.sum().backward()
-        grads = [stack.grad for stack in self.params.values()]
-        norms = self._grad_norms(grads, len(live))
-        where = f"epoch {epoch} step {step}"
-        for i, m in enumerate(live):
-            try:
-                for p, g in zip(self._member_params[i], grads):
-                    p.grad = None if g is None else g[i]
-                m.optimizer.step()
-                if m.scheduler is not None and m.scheduler_interval == "step":
-                    m.scheduler.step()
-            except BaseException as err:  # noqa: BLE001 - one member's failure must not end the pass
-                m._fail(err, where)
+            grads = [stack.grad for stack in self.params.values()]
+            norms = self._grad_norms(grads, len(live))
+            where = f"epoch {epoch} step {step}"
+            for i, m in enumerate(live):
+                try:
+                    for p, g in zip(self._member_params[i], grads):
+                        p.grad = None if g is None else g[i]
+                    m.optimizer.step()
+                    if m.scheduler is not None and m.scheduler_interval == "step":
+                        m.scheduler.step()
+                except BaseException as err:  # noqa: BLE001 - one member's failure must not end the pass
+                    m._fail(err, where)
         self._record(live, losses, logits, y, loss_fn, norms, epoch, step)
 
     @staticmethod

@@ -26,6 +26,11 @@ class Numerics:
     precision: str = "32"  # a key of DTYPES
     channels_last: bool = False
 
+    @property
+    def plain(self) -> bool:
+        """fp32 in the model's own layout: the forward needs no autocast and no layout change."""
+        return self.precision == "32" and not self.channels_last
+
     def autocast(self, device: torch.device):
         dtype = DTYPES[self.precision]
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

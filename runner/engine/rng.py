@@ -51,6 +51,9 @@ def preserved_rng(devices: Iterable[torch.device] = ()) -> Iterator[None]:
             numpy.random.set_state(np_state)
 
 
+CPU_GENERATOR = torch.default_generator  # what torch.get_rng_state/set_rng_state wrap, without their frames
+
+
 class _Handovers:
     open = 0  # `handover` blocks open
     active = 0  # `RngStream.active` blocks open: a nested one saves and restores as usual
@@ -86,29 +89,10 @@ class RngStream:
     def _devices(self) -> list[int]:
         return [] if self.cuda_index is None else [self.cuda_index]
 
-    @contextmanager
-    def active(self):
+    def active(self) -> "_Active":
         """Run the block on this stream; the caller's state is restored afterwards (inside a
         `handover`, at its end)."""
-        cuda = self.cuda_state is not None
-        outer = None
-        if not _Handovers.open or _Handovers.active:
-            outer = torch.get_rng_state(), torch.cuda.get_rng_state(self.cuda_index) if cuda else None
-        torch.set_rng_state(self.cpu_state)
-        if cuda:
-            torch.cuda.set_rng_state(self.cuda_state, self.cuda_index)
-        _Handovers.active += 1
-        try:
-            yield
-        finally:
-            _Handovers.active -= 1
-            self.cpu_state = torch.get_rng_state()
-            if cuda:
-                self.cuda_state = torch.cuda.get_rng_state(self.cuda_index)
-            if outer is not None:
-                torch.set_rng_state(outer[0])
-                if cuda:
-                    torch.cuda.set_rng_state(outer[1], self.cuda_index)
+        return _Active(self)
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "cpu": self.cpu_state.clone(), "cuda": None if self.cuda_state is None else self.cuda_state.clone()}
@@ -117,3 +101,36 @@ class RngStream:
         self.seed, self.cpu_state = state["seed"], state["cpu"]
         if self.cuda_state is not None and state["cuda"] is not None:
             self.cuda_state = state["cuda"]
+
+
+class _Active:
+    """`RngStream.active()`: a plain class, not a generator-based context manager, because it
+    is entered once per model per step and a step of a small model is a few hundred microseconds."""
+
+    __slots__ = ("stream", "outer")
+
+    def __init__(self, stream: RngStream):
+        self.stream = stream
+        self.outer = None
+
+    def __enter__(self) -> None:
+        stream = self.stream
+        cuda = stream.cuda_state is not None
+        if not _Handovers.open or _Handovers.active:
+            self.outer = CPU_GENERATOR.get_state(), torch.cuda.get_rng_state(stream.cuda_index) if cuda else None
+        CPU_GENERATOR.set_state(stream.cpu_state)
+        if cuda:
+            torch.cuda.set_rng_state(stream.cuda_state, stream.cuda_index)
+        _Handovers.active += 1
+
+    def __exit__(self, *exc) -> None:
+        stream, outer = self.stream, self.outer
+        _Handovers.active -= 1
+        stream.cpu_state = CPU_GENERATOR.get_state()
+        cuda = stream.cuda_state is not None
+        if cuda:
+            stream.cuda_state = torch.cuda.get_rng_state(stream.cuda_index)
+        if outer is not None:
+            CPU_GENERATOR.set_state(outer[0])
+            if cuda:
+                torch.cuda.set_rng_state(outer[1], stream.cuda_index)

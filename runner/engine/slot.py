@@ -104,6 +104,7 @@ class Slot:
         self.params = list(parts.model.parameters())  # taken once: load_state_dict and .to() copy into these objects
         self.forward = parts.forward or parts.model
         self.numerics = parts.numerics
+        self.plain = parts.numerics.plain  # read once per step: fp32, own layout
         self.scaler = parts.numerics.grad_scaler(parts.device)  # fp16 only
         self.optimizer, self.scheduler, self.scheduler_interval = parts.optimizer, parts.scheduler, parts.scheduler_interval
         self.rng, self.device = parts.rng, parts.device
@@ -148,6 +149,9 @@ class Slot:
 
     def forward_loss(self, forward, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits under the model's precision and layout; the shared loss on them in fp32."""
+        if self.plain:
+            logits = forward(x)
+            return logits, loss_fn(logits, y)
         with self.numerics.autocast(self.device):
             logits = forward(self.numerics.layout(x))
         if logits.is_floating_point() and logits.dtype != torch.float32 and self.numerics.precision != "32":

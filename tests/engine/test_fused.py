@@ -115,6 +115,24 @@ def test_fused_training_equals_unfused_with_each_members_own_optimizer():
         assert rb["time_s"] > 0
 
 
+def test_a_members_optimizer_step_draws_from_the_groups_stream(monkeypatch):
+    """A member's optimizer.step runs on the group's random stream, as a slot's runs on its own:
+    what it draws moves that stream on, instead of the same numbers again every step."""
+    draws: dict[int, list[float]] = {}
+    plain_step = torch.optim.SGD.step
+
+    def drawing_step(self, closure=None):
+        draws.setdefault(id(self), []).append(torch.rand(()).item())
+        return plain_step(self, closure)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", drawing_step)
+    fused = train([member("a"), member("b")], "on", steps=4)
+    assert all(isinstance(s, FusedMember) for s in fused)
+    for slot in fused:
+        mine = draws[id(slot.optimizer)]
+        assert len(mine) == 4 and len(set(mine)) == 4, (slot.name, mine)
+
+
 def test_batchnorm_running_statistics_are_updated_per_member():
     models = [member(f"bn{i}", arch=BatchNormNet, args={}, optimizer=o) for i, o in enumerate(MIXED_OPTIMIZERS[:3])]
     plain, fused = train(models, "off", steps=5), train(models, "on", steps=5)
