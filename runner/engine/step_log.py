@@ -92,7 +92,7 @@ class StepLog:
             return None
         if len(self.chunks) > 1:
             width = max(c.shape[1] for c in self.chunks)  # a dissolved fused group widens its members' rows
-            self.chunks = [torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in self.chunks])]
+            self.chunks = [torch.cat([c if c.shape[1] == width else torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in self.chunks])]
         return self.chunks[0]
 
     # ------------------------------------------------------------ read points (host syncs)
