@@ -104,7 +104,6 @@ class Slot:
         self.params = list(parts.model.parameters())  # taken once: load_state_dict and .to() copy into these objects
         self.forward = parts.forward or parts.model
         self.numerics = parts.numerics
-        self.plain = parts.numerics.plain  # read once per step: fp32, own layout
         self.scaler = parts.numerics.grad_scaler(parts.device)  # fp16 only
         self.optimizer, self.scheduler, self.scheduler_interval = parts.optimizer, parts.scheduler, parts.scheduler_interval
         self.rng, self.device = parts.rng, parts.device
@@ -149,7 +148,7 @@ class Slot:
 
     def forward_loss(self, forward, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits under the model's precision and layout; the shared loss on them in fp32."""
-        if self.plain:
+        if self.numerics.plain:  # fp32 in the model's own layout: no wrapper to enter
             logits = forward(x)
             return logits, loss_fn(logits, y)
         with self.numerics.autocast(self.device):
