@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from runner.build import components
 from runner.config.schema import Config
@@ -62,6 +64,7 @@ MODES: dict[str, Mode] = {
     )
 }
 DEFAULT_MODES = ("separate", "shared", "cached", "fused", "bf16", "loop")
+INTERVAL_REPEATS = 5  # the fewest repeats a ratio's bootstrap interval is given for
 
 
 def parse_modes(text: str) -> list[str]:
@@ -116,12 +119,26 @@ class BenchResult:
     def of(self, mode: str) -> list[Measurement]:
         return [m for m in self.measurements if m.mode == mode]
 
-    def ratio(self, mode: str, baseline: str) -> float:
-        """Median over repeats of the throughput ratio to `baseline` in the same repeat: the
-        modes of one repeat ran back to back, so drift of the machine cancels out."""
+    def paired_ratios(self, mode: str, baseline: str) -> list[float]:
+        """Per repeat, the throughput ratio to `baseline` in the same repeat: the modes of one
+        repeat ran back to back, so drift of the machine cancels out."""
         base = {m.repeat: m for m in self.of(baseline)}
-        ratios = [m.throughput / base[m.repeat].throughput for m in self.of(mode) if m.repeat in base]
+        return [m.throughput / base[m.repeat].throughput for m in self.of(mode) if m.repeat in base]
+
+    def ratio(self, mode: str, baseline: str) -> float:
+        """The median of the paired ratios."""
+        ratios = self.paired_ratios(mode, baseline)
         return statistics.median(ratios) if ratios else float("nan")
+
+    def ratio_interval(self, mode: str, baseline: str) -> tuple[float, float]:
+        """A 95% bootstrap interval for that median (percentile method, fixed seed), so a
+        reader sees whether a 5% difference is more than the machine's noise; (nan, nan)
+        with fewer than INTERVAL_REPEATS repeats, where it would mean nothing."""
+        ratios = self.paired_ratios(mode, baseline)
+        if len(ratios) < INTERVAL_REPEATS:
+            return float("nan"), float("nan")
+        found = stats.bootstrap((np.array(ratios),), np.median, method="percentile", n_resamples=4000, rng=np.random.default_rng(0))
+        return float(found.confidence_interval.low), float(found.confidence_interval.high)
 
     def table(self) -> pd.DataFrame:
         """One row per mode: medians over repeats, the spread, ratios, GFLOP/s, MFU."""
@@ -142,6 +159,7 @@ class BenchResult:
                 "samples_models_per_s": statistics.median(m.throughput for m in runs),
                 "vs_separate": self.ratio(mode, "separate"),
                 "vs_loop": self.ratio(mode, "loop"),
+                **{f"vs_{base}_{end}": value for base in ("separate", "loop") for end, value in zip(("low", "high"), self.ratio_interval(mode, base))},
                 "gflops_per_s": gflops,
                 "peak_gflops_per_s": peak.flops_per_s / 1e9,
                 "peak_dtype": peak.dtype,

@@ -20,8 +20,11 @@ LEFT = ("mode", "what it is")
 COLUMNS = ["mode", "what it is", "s/step (min-max)", "samples·models/s", "× separate", "× loop", "GFLOP/s", "MFU"]
 
 
-def _ratio(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2f}"
+def _ratio(value: float, low: float, high: float) -> str:
+    """The median ratio, and its 95% interval where the repeats give one."""
+    if math.isnan(value):
+        return "–"
+    return f"{value:.2f}" if math.isnan(low) or low == high else f"{value:.2f} ({low:.2f}-{high:.2f})"
 
 
 def _gflops(value: float) -> str:
@@ -37,8 +40,8 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             r.what,
             f"{r.seconds_per_step:.4f} ({r.seconds_per_step_min:.4f}-{r.seconds_per_step_max:.4f})",
             f"{r.samples_models_per_s:,.0f}",
-            _ratio(r.vs_separate),
-            _ratio(r.vs_loop),
+            _ratio(r.vs_separate, r.vs_separate_low, r.vs_separate_high),
+            _ratio(r.vs_loop, r.vs_loop_low, r.vs_loop_high),
             _gflops(r.gflops_per_s),
             f"{100 * r.mfu:.1f}%",
         ])
@@ -49,6 +52,8 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
 
 def notes(result) -> list[str]:
     """What the numbers mean and how they were obtained, printed under the table."""
+    from runner.bench.measure import INTERVAL_REPEATS  # noqa: PLC0415 - as in bench_cmd
+
     cfg = result.config
     models = ", ".join(m.name for m in cfg.models)
     repeats = f"{result.repeats} repeat{'s' if result.repeats != 1 else ''}"
@@ -57,7 +62,8 @@ def notes(result) -> list[str]:
         f"{len(cfg.models)} models ({models}); batch {cfg.data.batch_size}; {result.steps} timed steps after {result.warmup} warmup steps; "
         f"{repeats}, modes interleaved; medians over repeats; device {result.device}{load}.",
         "samples·models/s: samples each model trained, summed over the models, per second of wall time (data loading included).",
-        "× separate, × loop: throughput ratio to that mode in the same repeat, median over repeats (> 1: faster).",
+        "× separate, × loop: throughput ratio to that mode in the same repeat, median over repeats (> 1: faster)"
+        + (f"; in brackets its 95% bootstrap interval over the {repeats}." if result.repeats >= INTERVAL_REPEATS else f"; with {INTERVAL_REPEATS} or more repeats, its 95% interval too."),
         "GFLOP/s: 3 × forward FLOPs per sample (torch.utils.flop_counter; backward ≈ 2 × forward) × samples·models / second.",
     ]
     peaks = {p.source: sorted(m for m in result.modes if result.peaks[m] is p) for p in result.peaks.values()}

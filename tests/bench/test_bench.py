@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from runner.config import tomlio
-from runner.bench.measure import DEFAULT_MODES, parse_modes, run_bench
+from runner.bench.measure import DEFAULT_MODES, INTERVAL_REPEATS, BenchResult, Measurement, parse_modes, run_bench
 from runner.cli.bench import markdown
 from runner.errors import ConfigError
 from runner.bench.peak import datasheet_peak, precision_dtype
@@ -95,6 +95,26 @@ def test_markdown_table_has_the_modes_and_how_the_peak_was_obtained(twice):
         assert f"| {mode} |" in text
     assert "| separate | one standard run per model, each its own DataLoader pass |" in text and "| 1.00 |" in text
     assert "MFU peak for loop, separate, shared: fp32" in text
+
+
+def timed(mode: str, seconds: list[float]) -> list[Measurement]:
+    return [Measurement(mode, repeat, s, steps=10, model_samples=640, losses={}, setup_seconds=0.0) for repeat, s in enumerate(seconds)]
+
+
+def test_a_ratio_comes_with_a_bootstrap_interval_once_there_are_enough_repeats():
+    loop = [0.10, 0.12, 0.09, 0.11, 0.10, 0.13, 0.10, 0.11, 0.12]
+    noise = [1.0, 1.3, 0.9, 1.1, 1.2, 1.0, 1.15, 1.05, 1.25]  # the runner's time over the loop's, per repeat
+    result = BenchResult(None, ["shared", "loop"], torch.device("cpu"), 10, 0, len(loop), {}, {})
+    result.measurements = timed("shared", [t * r for t, r in zip(loop, noise)]) + timed("loop", loop)
+    median = result.ratio("shared", "loop")
+    assert median == pytest.approx(1 / 1.1)  # throughput ratio: the inverse of the median time ratio
+    low, high = result.ratio_interval("shared", "loop")
+    assert 1 / 1.3 < low <= median <= high <= 1.0 and low < high  # bootstrap medians lie on the data
+    assert result.ratio_interval("shared", "loop") == (low, high)  # a fixed seed: the same table twice
+    assert result.ratio_interval("loop", "loop") == (1.0, 1.0)
+
+    result.measurements = [m for m in result.measurements if m.repeat < INTERVAL_REPEATS - 1]
+    assert all(math.isnan(v) for v in result.ratio_interval("shared", "loop"))  # too few repeats to mean anything
 
 
 def test_datasheet_peaks_match_the_card_not_a_prefix_of_it():
