@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
-from runner.cli.app import app, console, fail, frame_table
+from runner.cli.app import app, console, fail, fit_columns, frame_table, table_width
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 DEFAULT_MODES = "separate,shared,cached,fused,bf16,loop"
 LEFT = ("mode", "what it is")
 COLUMNS = ["mode", "what it is", "s/step (min-max)", "samples·models/s", "× separate", "× loop", "GFLOP/s", "MFU"]
+KEEP = {"mode", "× separate", "× loop"}  # never dropped, never shrunk
+DROP_FIRST = ["what it is", "MFU", "GFLOP/s", "samples·models/s"]  # at a narrow terminal, in this order
+WHAT_WIDTH = 24  # the narrowest "what it is" worth wrapping into
 
 
 def _ratio(value: float, low: float, high: float) -> str:
@@ -79,8 +82,21 @@ def markdown(result) -> str:
     return markdown_table(display(result.table()), left=LEFT) + "\n\n" + "\n".join(f"- {line}" for line in notes(result)) + "\n"
 
 
+def bench_table(result, width: int):
+    """(the rich table at `width` columns, the columns left out). "What it is" wraps while it
+    has WHAT_WIDTH columns; with less the columns go in DROP_FIRST's order (the notes and
+    `--out FILE.md` keep every one)."""
+    frame, dropped = display(result.table()), []
+    if table_width(frame.drop(columns="what it is")) + 3 + WHAT_WIDTH > width:
+        frame, dropped = fit_columns(frame, width, DROP_FIRST, KEEP)
+    return frame_table(frame, "compare bench: the same training work in each mode", left=set(LEFT), wrap={"what it is"}, whole=KEEP), dropped
+
+
 def print_bench(result) -> None:
-    console.print(frame_table(display(result.table()), "compare bench: the same training work in each mode", left=set(LEFT), wrap={"what it is"}))
+    table, dropped = bench_table(result, console.width)
+    console.print(table)
+    if dropped:
+        console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--out FILE.md shows every column)", markup=False, highlight=False)
     for line in notes(result):
         console.print(line, markup=False, highlight=False)
 

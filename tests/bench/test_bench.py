@@ -10,7 +10,7 @@ import torch
 
 from runner.config import tomlio
 from runner.bench.measure import DEFAULT_MODES, INTERVAL_REPEATS, BenchResult, Measurement, parse_modes, run_bench
-from runner.cli.bench import markdown
+from runner.cli.bench import bench_table, markdown
 from runner.errors import ConfigError
 from runner.bench.peak import datasheet_peak, precision_dtype
 from tests.helpers import compare, digits_config, mlp
@@ -95,6 +95,16 @@ def test_markdown_table_has_the_modes_and_how_the_peak_was_obtained(twice):
         assert f"| {mode} |" in text
     assert "| separate | one standard run per model, each its own DataLoader pass |" in text and "| 1.00 |" in text
     assert "MFU peak for loop, separate, shared: fp32" in text
+
+
+def test_a_narrow_terminal_drops_the_descriptions_first_never_the_modes_or_ratios(twice):
+    _, _, first, _ = twice
+    table, dropped = bench_table(first, 200)
+    assert dropped == [] and "what it is" in [c.header for c in table.columns]
+    table, dropped = bench_table(first, 100)
+    headers = [c.header for c in table.columns]
+    assert dropped[0] == "what it is" and {"mode", "× separate", "× loop"} <= set(headers)
+    assert not set(dropped) & set(headers)
 
 
 def timed(mode: str, seconds: list[float]) -> list[Measurement]:
