@@ -19,7 +19,7 @@ import torch
 from runner.build import components
 from runner.build.slots import build_slots, resolve_device
 from runner.config.validate import load_config
-from runner.data.loaders import config_streams, load_data
+from runner.data.loaders import first_batches, load_data
 from runner.engine.timing import synchronize
 
 WARMUP = 10
@@ -36,7 +36,7 @@ def main() -> None:
     device = resolve_device(cfg.experiment.device)
     data = load_data(cfg, device)
     loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
-    x, y = (t.to(device) for t in next(iter(config_streams(cfg, cfg.seeds[0], data, device).train)))
+    (x, y), = first_batches(cfg, cfg.seeds[0], data, device)
     slots = build_slots(cfg, cfg.seeds[0], data, device)
     models, optimizers = [s.model.train() for s in slots], [s.optimizer for s in slots]
     seconds = []
