@@ -6,8 +6,8 @@ models; the read point after `--steps` steps is counted on its own.
 
     PYTHONPATH=. python benchmarks/instruction_count.py benchmarks/configs/mlp16_digits.toml --steps 20 --functions 12
 
-`--functions N` also says where the runner's extra instructions go: by kind (the norm and
-argmax kernels, malloc/free, the Python interpreter, the random generator) and the N functions
+`--functions N` also says where the runner's extra instructions go: by kind (the gradient norms,
+the argmax, malloc/free, the Python interpreter, the random generator) and the N functions
 whose own instructions per model-step grew most, from `callgrind_annotate`.
 
 Needs `valgrind` on PATH; takes several minutes (torch's import alone is slow under it).
