@@ -133,10 +133,10 @@ def short_name(name: str) -> str:
     return name if len(name) <= 100 else name[:99] + "…"
 
 
-def totals(out: Path) -> dict[str, int]:
+def totals(named: dict[str, Path]) -> dict[str, int]:
     """Each dump's name and instruction count, from its header."""
     counts = {}
-    for name, path in dumps(out).items():
+    for name, path in named.items():
         total = re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace")[:20000], re.M)
         if total:
             counts[name] = int(total.group(1))
@@ -161,9 +161,9 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"callgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-        counts, n = totals(Path(tmp)), int(Path(tmp, "models").read_text())
+        named, n = dumps(Path(tmp)), int(Path(tmp, "models").read_text())
+        counts = totals(named)
         if args.functions:
-            named = dumps(Path(tmp))
             print(f"{n} models; where the runner's extra instructions per model-step go:")
             where_it_goes(named["hand"], named["runner"], REPEATS * n, args.functions)
     hand, runner = counts["hand"] / (REPEATS * n), counts["runner"] / (REPEATS * n)
