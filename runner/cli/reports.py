@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from runner.cli.app import app, console, fail, fit_columns, frame_table
-from runner.errors import ReportError, RunDirError
+from runner.errors import ReportError, RunDirError, clip
 
 LEFT = {"run", "model", "arch", "status"}
 
@@ -58,6 +58,22 @@ def print_board(board, title: str) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+def write_out(out: Path, text: str) -> None:
+    """--out FILE: never through a link in a run directory, never into a folder it must invent."""
+    from runner import atomic  # noqa: PLC0415
+    from runner.run.run_dir import check_no_links  # noqa: PLC0415
+
+    check_no_links(out)
+    if not out.parent.is_dir():
+        raise ReportError(f"--out {clip(str(out))}: the folder {clip(str(out.parent))} does not exist; create it first")
+    try:
+        atomic.write_text(out, text)
+    except OSError as err:
+        if atomic.is_disk_full(err):
+            raise
+        raise ReportError(f"--out {clip(str(out))}: cannot write it: {err.strerror or err}") from None
+
+
 @app.command("leaderboard")
 def leaderboard_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories; several merge into one table (models keyed by run + name), or, on different datasets with shared model names, compare the models across the datasets.")],
@@ -69,7 +85,6 @@ def leaderboard_cmd(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Print or export the leaderboard of one or more finished runs."""
-    from runner import atomic  # noqa: PLC0415
     from runner.report import across, formats  # noqa: PLC0415 - keeps `compare --help` fast (and torch unimported)
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
@@ -90,7 +105,7 @@ def leaderboard_cmd(
             render = {Format.csv: formats.to_csv, Format.md: lambda b: formats.to_markdown(b, name), Format.latex: formats.to_latex}
         text = render.get(fmt, lambda b: "")(board)
         if out is not None:
-            atomic.write_text(out, text)
+            write_out(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
     if fmt is Format.table:
@@ -114,6 +129,8 @@ def plot_cmd(
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
+    from runner.atomic import is_disk_full  # noqa: PLC0415
+
     try:
         runs = [load_run(p) for p in run_dirs]
         if len(runs) == 1:
@@ -128,6 +145,8 @@ def plot_cmd(
             if out is None:
                 raise ReportError("several runs: give --out FOLDER for critical_difference.png")
             files = [write_cd_plot(across.build(runs, metric), out)]
+    except OSError as err:  # the folder cannot be made or written (a file in the way, a name too long)
+        fail(err if is_disk_full(err) else ReportError(f"cannot write the plots: {clip(str(err.filename or out))}: {err.strerror or err}"), debug)
     except Exception as err:  # noqa: BLE001
         fail(err, debug)
     for path in files:

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from runner import atomic  # noqa: E402
 from runner.errors import ReportError  # noqa: E402
 from runner.report.across import Across  # noqa: E402
+from runner.run.run_dir import check_no_links  # noqa: E402
 
 DPI = 120
 FONT = 10  # points
@@ -99,9 +100,9 @@ def cd_figure(a: Across) -> Figure:
 
 
 def write_cd_plot(a: Across, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
+    out = check_no_links(Path(out_dir))
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "critical_difference.png"
+    path = check_no_links(out / "critical_difference.png")
     fig = cd_figure(a)
     with atomic.atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=DPI)

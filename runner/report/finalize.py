@@ -12,11 +12,12 @@ from runner import atomic
 from runner.report.formats import title, to_markdown
 from runner.report.leaderboard import Leaderboard, build
 from runner.report.run_data import RunData, load_run
+from runner.run.run_dir import check_no_links
 from runner.run.sinks import write_csv_atomic
 
 
 def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
-    csv, md = run.path / "leaderboard.csv", run.path / "leaderboard.md"
+    csv, md = (check_no_links(run.path / name, run.path) for name in ("leaderboard.csv", "leaderboard.md"))
     write_csv_atomic(board.table, csv)
     atomic.write_text(md, to_markdown(board, title(run)))
     return [csv, md]

@@ -36,6 +36,7 @@ from runner import atomic  # noqa: E402
 from runner.report import stats  # noqa: E402
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
+from runner.run.run_dir import check_no_links  # noqa: E402
 
 DPI = 120
 EPOCH_LABEL = "epoch (passes over the train split)"
@@ -83,13 +84,13 @@ def figures(run: RunData, board: Leaderboard) -> dict[str, Figure | None]:
 
 def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path) -> list[Path]:
     """Every plot this run has data for; returns the files written."""
-    out = Path(out_dir)
+    out = check_no_links(Path(out_dir))  # before drawing: a planted link costs no seconds
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for filename, fig in figures(run, board).items():
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
             continue
-        with atomic.atomic_write(out / filename) as f:
+        with atomic.atomic_write(check_no_links(out / filename)) as f:
             fig.savefig(f, format="png", dpi=DPI)  # constrained layout already fits titles and outside legends
         written.append(out / filename)
     return written

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from runner.report import stats
 from runner.report.run_data import RunData
+from runner.run.run_dir import check_no_links
 
 SUFFIX = ".compare-views"
 METRICS = ["accuracy/test", "loss/test", "accuracy/train", "loss/train"]  # last value = final metric
@@ -180,6 +181,8 @@ def write_tb_views(run: RunData) -> list[Path]:
     from torch.utils.tensorboard.summary import hparams  # noqa: PLC0415
 
     dirs = run_dirs(run)
+    for folder in dirs.values():  # all checked before any is written
+        check_no_links(folder, run.path)
     sessions, settings = split_hparams(_unify({key: session_hparams(run, *key) for key in dirs}))
     union: dict = {}
     for hp in sessions.values():

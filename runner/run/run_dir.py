@@ -32,6 +32,7 @@ FORMAT = 1  # the marker's format version
 RUN_FILES = frozenset({"config.toml", "env.json", "models.csv", "history.csv", "leaderboard.csv", "leaderboard.md", "val_indices.csv"})
 RUN_FOLDERS = frozenset({"tb", "checkpoints", "predictions", "errors", "plots"})
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`
+LINKED = "is a symbolic link; compare writes only real files in its run directory: remove the link"
 
 
 def default_run_dir(output_dir: str | Path, name: str) -> Path:
@@ -72,7 +73,43 @@ def refuse_links(run_dir: Path) -> None:
         for name in sorted(folders + files):
             path = Path(root) / name
             if path.is_symlink():
-                raise RunDirError(f"{path} is a symbolic link; compare writes only real files in its run directory: remove the link")
+                raise RunDirError(f"{path} {LINKED}")
+
+
+def find_run_dir(path: str | Path) -> Path | None:
+    """The run directory `path` lies in (itself included): the nearest folder holding compare's
+    marker, or history.csv for a run from before the marker; None outside every run directory."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        if (folder / MARKER).is_file() or (folder / "history.csv").is_file():
+            return folder
+    return None
+
+
+def check_no_links(path: str | Path, run_dir: str | Path | None = None) -> Path:
+    """Call before writing `path` (a file or folder) in a run directory: `run_dir`, or else the
+    one `path` lies in (find_run_dir). Neither that directory nor any component between it and
+    `path`, `path` included, may be a symbolic link: a planted link (plots -> ../victim) would
+    send the write outside the run directory. Every writer of a run's files goes through this
+    (reports, plots, TensorBoard views, model files). Returns `path`."""
+    path = Path(path)
+    run_dir = Path(run_dir) if run_dir is not None else find_run_dir(path)
+    if run_dir is None:
+        return path  # not in a run directory: the user's own folder
+    top = run_dir.absolute()
+    between = []
+    for part in (path, *path.parents):  # lexically, so a link on the way is seen, not followed
+        if part.absolute() == top:
+            break
+        between.append(part)
+    else:
+        return path  # not inside run_dir
+    if run_dir.is_symlink():
+        raise RunDirError(f"{run_dir} is a symbolic link; compare does not write through links: give the real folder")
+    for part in reversed(between):
+        if part.is_symlink():
+            raise RunDirError(f"{part} {LINKED}")
+    return path
 
 
 def _read_marker(run_dir: Path) -> dict | None:
@@ -116,7 +153,7 @@ def _open_locked(path: Path) -> int:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as err:
             if err.errno == errno.ELOOP:
-                raise RunDirError(f"{path} is a symbolic link; compare writes only real files in its run directory: remove the link") from None
+                raise RunDirError(f"{path} {LINKED}") from None
             raise RunDirError(f"cannot create the lock {path}: {err.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -177,15 +177,16 @@ def test_a_planted_symlink_is_refused_and_its_target_untouched(killed_run, tmp_p
     assert (run_dir / entry).is_symlink() and not (run_dir / LOCK).exists()
 
 
-def test_reports_replace_a_planted_link_instead_of_writing_through_it(run, tmp_path):
+def test_reports_refuse_a_planted_link_instead_of_writing_through_it(run, tmp_path):
     result = run(digits_config([mlp("a")], epochs=1))
     target = tmp_path / "elsewhere.md"
     target.write_text("someone else's file")
     (result.run_dir / "leaderboard.md").unlink()
     (result.run_dir / "leaderboard.md").symlink_to(target)
-    finalize_run(result.run_dir, plots=False)  # what a resume of a finished run rebuilds
+    with pytest.raises(RunDirError, match="leaderboard.md is a symbolic link; compare writes only real files in its run directory"):
+        finalize_run(result.run_dir, plots=False)  # what a resume of a finished run rebuilds
     assert target.read_text() == "someone else's file"
-    assert not (result.run_dir / "leaderboard.md").is_symlink() and "leaderboard" in (result.run_dir / "leaderboard.md").read_text()
+    assert (result.run_dir / "leaderboard.md").is_symlink()
 
 
 # --- 4. the lock -----------------------------------------------------------------------------

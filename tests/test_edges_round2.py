@@ -1,0 +1,109 @@
+"""Issue 24, "Edges, round 2": planted links at every path compare writes, checkpoints that
+cannot be verified, inputs that exited 1, and unclear messages. Tests that need a run directory
+copy one tiny finished run (`finished`, trained once per module)."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from runner.config.validate import config_from_dict
+from runner.errors import RunDirError
+from runner.report.finalize import finalize_run
+from runner.run.checkpoint import FOLDER, LATEST, MANIFEST
+from runner.run.experiment import Experiment
+from runner.run.run_dir import check_no_links
+from tests.helpers import cli, digits_config, mlp
+
+
+def errors(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def listing(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run of two tiny models: checkpoint, TensorBoard logs, no PNGs."""
+    raw = digits_config([mlp("a"), mlp("b")], epochs=1, batch_size=100, eval_batch_size=100, subset=300, test_subset=100)
+    raw["experiment"]["grad_histograms"] = False
+    out = tmp_path_factory.mktemp("finished") / "run"
+    Experiment(config_from_dict(raw)).run(out, plots=False)
+    return out
+
+
+@pytest.fixture
+def run_dir(finished, tmp_path):
+    """A private copy of the finished run, to plant things in."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy, symlinks=True)
+    return copy
+
+
+# --- 1. no writer goes through a link planted in the run directory ------------------------------
+
+def plant(run_dir, entry: str, victim):
+    """Replace RUN/entry by a link to `victim` (holding a precious file, or being one)."""
+    path = run_dir / entry
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if entry.endswith((".png", ".csv", ".md")):
+        victim.write_text("precious")
+    else:
+        victim.mkdir()
+        (victim / "learning_curves.png").write_text("precious")
+    path.symlink_to(victim)
+    return path
+
+
+LINKED = "is a symbolic link; compare writes only real files in its run directory: remove the link"
+
+
+@pytest.mark.parametrize("entry", ["plots", "plots/learning_curves.png"])
+def test_compare_plot_refuses_a_planted_link(run_dir, tmp_path, entry):
+    link = plant(run_dir, entry, tmp_path / "victim")
+    before = listing(tmp_path / "victim") if link.is_dir() else link.read_bytes()
+    result = cli("plot", run_dir)
+    assert result.exit_code == 2 and errors(result) == [f"error: {link} {LINKED}"], result.stderr
+    assert (listing(tmp_path / "victim") if link.is_dir() else link.read_bytes()) == before
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("entry", ["leaderboard.csv", "leaderboard.md", "tb/a"])
+def test_the_reports_refuse_a_planted_link(run_dir, tmp_path, entry):
+    link = plant(run_dir, entry, tmp_path / "victim")
+    before = listing(tmp_path / "victim") if link.is_dir() else link.read_bytes()
+    with pytest.raises(RunDirError, match=f"^{link} {LINKED}$"):
+        finalize_run(run_dir, plots=False)  # what the end of a run and a resume of a finished one write
+    result = cli("resume", run_dir, "--no-plots", "-q")
+    assert result.exit_code == 2 and len(errors(result)) == 1 and LINKED in result.stderr, result.stderr
+    assert (listing(tmp_path / "victim") if link.is_dir() else link.read_bytes()) == before
+
+
+def test_leaderboard_out_refuses_a_link_in_a_run_directory(run_dir, tmp_path):
+    link = plant(run_dir, "plots", tmp_path / "victim")
+    result = cli("leaderboard", run_dir, "--format", "md", "--out", link / "learning_curves.png")
+    assert result.exit_code == 2 and errors(result) == [f"error: {link} {LINKED}"], result.stderr
+    assert (tmp_path / "victim" / "learning_curves.png").read_text() == "precious"
+    outside = tmp_path / "elsewhere.md"  # outside every run directory: the user's own folder
+    assert cli("leaderboard", run_dir, "--format", "md", "--out", outside).exit_code == 0 and outside.is_file()
+
+
+def test_model_files_are_checked_by_the_same_function(run_dir, tmp_path):
+    """RUN/models/<model>/... : the one check every writer calls refuses a link on the way."""
+    link = plant(run_dir, "models", tmp_path / "victim")
+    with pytest.raises(RunDirError, match=f"^{link} {LINKED}$"):
+        check_no_links(run_dir / "models" / "a" / "weights.pt")  # the run directory found by its marker
+    with pytest.raises(RunDirError, match=f"^{link} {LINKED}$"):
+        check_no_links(run_dir / "models" / "a" / "weights.pt", run_dir)
+    result = cli("resume", run_dir, "--no-plots", "-q")
+    assert result.exit_code == 2 and errors(result) == [f"error: {link} {LINKED}"], result.stderr
+    assert listing(tmp_path / "victim") == {"learning_curves.png": b"precious"}
+    assert check_no_links(run_dir / "models2" / "a.pt") == run_dir / "models2" / "a.pt"  # nothing linked
