@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from runner.config.validate import config_from_dict
-from runner.errors import RunDirError
+from runner.errors import CompareWarning, RunDirError
 from runner.report.finalize import finalize_run
 from runner.run.checkpoint import FOLDER, LATEST, MANIFEST
 from runner.run.experiment import Experiment
@@ -107,3 +107,49 @@ def test_model_files_are_checked_by_the_same_function(run_dir, tmp_path):
     assert result.exit_code == 2 and errors(result) == [f"error: {link} {LINKED}"], result.stderr
     assert listing(tmp_path / "victim") == {"learning_curves.png": b"precious"}
     assert check_no_links(run_dir / "models2" / "a.pt") == run_dir / "models2" / "a.pt"  # nothing linked
+
+
+# --- 2. a checkpoint no manifest vouches for ------------------------------------------------------
+
+def flip_a_tensor_bit(checkpoint) -> None:
+    """One bit inside the largest tensor's bytes (torch.save stores members uncompressed)."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    header = info.header_offset
+    name_len, extra_len = int.from_bytes(data[header + 26 : header + 28], "little"), int.from_bytes(data[header + 28 : header + 30], "little")
+    data[header + 30 + name_len + extra_len + info.file_size // 2] ^= 0x10
+    checkpoint.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("manifest", ["missing", "{}"])
+def test_a_damaged_checkpoint_without_a_manifest_is_refused(run_dir, manifest):
+    folder = run_dir / FOLDER
+    flip_a_tensor_bit(folder / LATEST)
+    (folder / "checkpoint.prev.pt").unlink(missing_ok=True)
+    if manifest == "missing":
+        (folder / MANIFEST).unlink()
+    else:
+        (folder / MANIFEST).write_text(manifest)
+    for extra in ((), ("--accept-unverified",)):  # a damaged file is refused even when accepted
+        result = cli("resume", run_dir, "--no-plots", "-q", *extra)
+        assert result.exit_code == 2 and len(errors(result)) == 1, result.stderr
+        assert f"{LATEST}: the CRC32 of its member" in result.stderr and "does not match: the file is damaged" in result.stderr
+
+
+@pytest.mark.parametrize("manifest", ["missing", "{}"])
+def test_an_intact_checkpoint_without_a_manifest_needs_accept_unverified(run_dir, manifest):
+    folder = run_dir / FOLDER
+    if manifest == "missing":
+        (folder / MANIFEST).unlink()
+    else:
+        (folder / MANIFEST).write_text(manifest)
+    result = cli("resume", run_dir, "--no-plots", "-q")
+    assert result.exit_code == 2 and len(errors(result)) == 1 and len(errors(result)[0]) <= 300, result.stderr
+    why = "missing" if manifest == "missing" else "unreadable (KeyError: 'checkpoints')"
+    assert errors(result) == [f"error: cannot resume {run_dir}: checkpoints/manifest.json is {why}, "
+                              "so checkpoint.pt cannot be verified (its zip checksums pass, which not every change fails); --accept-unverified trusts it anyway"]
+    with pytest.warns(CompareWarning, match="resuming from checkpoint.pt, checked by its zip checksums only"):
+        result = cli("resume", run_dir, "--no-plots", "-q", "--accept-unverified")
+    assert result.exit_code == 0, result.stderr
+    assert "already finished" in result.stdout

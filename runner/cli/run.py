@@ -86,12 +86,15 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, build every model and the data, run one batch through each, print the plan; train nothing, write nothing.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    accept_unverified: Annotated[bool, typer.Option("--accept-unverified", help="With --resume: continue from a checkpoint that checkpoints/manifest.json cannot vouch for (missing or unreadable); its zip checksums are still checked.")] = False,
     nproc: Annotated[Optional[int], typer.Option(help="Data parallel over this many processes on this node (starts torchrun's agent; one GPU each, or CPU with gloo).")] = None,
     max_restarts: Annotated[int, typer.Option(help="With --nproc: restart the workers this often after a failure; they resume from the last checkpoint.")] = 0,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     try:
         overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
+        if accept_unverified and not resume:
+            raise ConfigError([Problem("--accept-unverified", "--accept-unverified", "applies to a resume only: add --resume (or use `compare resume --accept-unverified RUN_DIR`)")])
         # Imported here, after the checks of the options: `--help` and a bad `--seeds` need no torch.
         from runner.run.experiment import Experiment  # noqa: PLC0415
 
@@ -104,11 +107,11 @@ def run(
         fail(err, debug)
     if nproc is not None:
         worker_args = ["run", str(config), *(f"--set={s}" for s in overrides), *(["--out", str(out)] if out else [])]
-        flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
+        flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--accept-unverified", accept_unverified), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
         worker_args += [flag for flag, on in flags if on]
         _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug)
         return
-    _train(lambda: Experiment.from_toml(config, overrides), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots)
+    _train(lambda: Experiment.from_toml(config, overrides), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
 
 
 def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
@@ -134,9 +137,10 @@ def resume(
     fail_fast: Annotated[bool, typer.Option(help="Stop everything at the first model that fails.")] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN_DIR/plots/*.png at the end.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    accept_unverified: Annotated[bool, typer.Option("--accept-unverified", help="Continue from a checkpoint that checkpoints/manifest.json cannot vouch for (missing or unreadable); its zip checksums are still checked.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Continue RUN_DIR from its newest valid checkpoint, with the config it was started with."""
     from runner.run.experiment import Experiment  # noqa: PLC0415
 
-    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast, plots=plots)
+    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)

@@ -10,7 +10,9 @@ A checkpoint is `torch.save` of plain containers and tensors only, so it loads w
 `torch.load(weights_only=True)`. Every file goes through runner.atomic (temp file, fsync,
 os.replace, fsync of the directory). The manifest is written at the start of a fresh run (no
 checkpoint yet) and after each new checkpoint is on disk, before it takes the newest name, so a
-crash at any point leaves a manifest that vouches for the files a resume finds. See
+crash at any point leaves a manifest that vouches for the files a resume finds. Without a
+readable manifest only each file's zip CRC32s can be checked, which a deliberate edit passes:
+such a checkpoint is refused unless the user accepts it (`--accept-unverified`). See
 docs/checkpoints.md.
 """
 from __future__ import annotations
@@ -19,13 +21,14 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from runner import atomic
-from runner.errors import CompareWarning, RunDirError
+from runner.errors import CompareWarning, RunDirError, clip
 
 if TYPE_CHECKING:
     from runner.config.schema import Config
@@ -42,7 +45,7 @@ class Checkpointer:
     """One per run. Rank 0 alone reads and writes; under DDP `save` is collective (every rank
     hands rank 0 its own random streams and partial sums)."""
 
-    def __init__(self, run_dir: Path, cfg: Config, dist: Dist):
+    def __init__(self, run_dir: Path, cfg: Config, dist: Dist, accept_unverified: bool = False):
         self.run_dir, self.folder = Path(run_dir), Path(run_dir) / FOLDER
         self.seeds = cfg.seeds
         self.models = sorted(m.name for m in cfg.models)
@@ -52,6 +55,7 @@ class Checkpointer:
         self.manifest: dict = {"format": FORMAT, "checkpoints": []}
         self.last_good: str | None = None  # where the newest trusted checkpoint stands, for messages
         self.loaded: Path | None = None  # the file a resume continues from
+        self.accept_unverified = accept_unverified  # no manifest: trust a file whose zip CRCs pass
 
     # ------------------------------------------------------------ writing
 
@@ -127,7 +131,7 @@ class Checkpointer:
         checkpoint. A run that made progress but has no trustworthy checkpoint is a RunDirError
         (nothing is deleted: starting over is the user's choice). Reads only: `settle` tidies
         up once the run directory's lock is held."""
-        trusted = self._trusted_hashes()
+        trusted, unverifiable = self._trusted_hashes()
         rejected: list[str] = []
         for name in (LATEST, NEXT, PREVIOUS):
             path = self.folder / name
@@ -137,6 +141,17 @@ class Checkpointer:
                 if name != NEXT:  # an unvouched NEXT is a write a crash cut short: not damage
                     rejected.append(self._pass_over(path, "its sha256 differs from the one manifest.json records: the file is damaged"))
                 continue
+            if trusted is None:  # what can be checked without the manifest: every member's CRC32
+                problem = zip_damage(path)
+                if problem is not None:
+                    rejected.append(self._pass_over(path, problem))
+                    continue
+                if not self.accept_unverified:
+                    raise RunDirError(
+                        f"cannot resume {self.run_dir}: {FOLDER}/{MANIFEST} is {unverifiable}, so {name} cannot be verified "
+                        "(its zip checksums pass, which not every change fails); --accept-unverified trusts it anyway"
+                    )
+                warnings.warn(f"{FOLDER}/{MANIFEST} is {unverifiable}: resuming from {name}, checked by its zip checksums only (--accept-unverified)", CompareWarning, stacklevel=3)
             problem, state = self._read(path)
             if problem is None:
                 self.last_good, self.loaded = self.where(state), path
@@ -164,22 +179,19 @@ class Checkpointer:
         self.manifest["checkpoints"] = [{"where": self.last_good, "sha256": sha256(self.folder / LATEST)}]
         self._write_manifest()
 
-    def _trusted_hashes(self) -> set[str] | None:
-        """The sha256s manifest.json vouches for; None when there is no readable manifest (the
-        files are then checked for format and models only)."""
+    def _trusted_hashes(self) -> tuple[set[str] | None, str]:
+        """(the sha256s manifest.json vouches for, ""), or (None, why there are none: "missing",
+        "unreadable (...)") when there is no readable manifest."""
         path = self.folder / MANIFEST
         if not path.exists():
-            if any(self.folder.glob("checkpoint*.pt")):
-                warnings.warn(f"{path} is missing: the checkpoints cannot be verified", CompareWarning, stacklevel=3)
-            return None
+            return None, "missing"
         try:
             manifest = json.loads(path.read_text())
             hashes = {entry["sha256"] for entry in manifest["checkpoints"]}
         except (OSError, ValueError, KeyError, TypeError) as err:
-            warnings.warn(f"{path} is unreadable ({type(err).__name__}: {err}): the checkpoints cannot be verified", CompareWarning, stacklevel=3)
-            return None
+            return None, f"unreadable ({type(err).__name__}: {clip(str(err), 80)})"
         self.manifest = manifest
-        return hashes
+        return hashes, ""
 
     def _read(self, path: Path) -> tuple[str | None, dict | None]:
         """(None, state) for this run's checkpoint, else (why not, None)."""
@@ -204,6 +216,17 @@ class Checkpointer:
             f"cannot resume {self.run_dir}: {what}. Nothing was deleted; to start over, "
             "run its config with --overwrite (or another --out)"
         )
+
+
+def zip_damage(path: Path) -> str | None:
+    """Why `path` fails the zip checks (torch.save writes a zip; each member carries a CRC32 that
+    torch.load does not check), or None when every member's CRC32 matches."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        return f"not a readable zip file ({type(err).__name__}: {clip(str(err), 80)}): the file is damaged"
+    return None if bad is None else f"the CRC32 of its member {bad} does not match: the file is damaged"
 
 
 def sha256(path: Path) -> str:

@@ -111,19 +111,21 @@ class Experiment:
         stop: StopFlag | None = None,
         argv: list[str] | None = None,
         plots: bool = True,
+        accept_unverified: bool = False,
     ) -> RunResult:
         """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
         by a signal handler: the run then checkpoints after the current step and raises
         `Interrupted` (see runner.run.interrupts). Under torchrun this runs on every rank, data
-        parallel; rank 0 alone touches the run directory."""
+        parallel; rank 0 alone touches the run directory. `accept_unverified`: resume from a
+        checkpoint no manifest vouches for (runner/run/checkpoint.py)."""
         with session(self.config.experiment.device) as dist:
-            return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots)
+            return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots, accept_unverified)
 
-    def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots) -> RunResult:
+    def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots, accept_unverified=False) -> RunResult:
         cfg = self.config
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
         device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
-        checkpointer = Checkpointer(run_dir, cfg, dist)
+        checkpointer = Checkpointer(run_dir, cfg, dist, accept_unverified)
         # Rank 0 reads the checkpoint and hands it to the others: only its node needs the run dir.
         checkpoint = dist.from_main(lambda: self._resume_point(run_dir, checkpointer)) if resume else None
         if checkpoint is not None and checkpoint.get("world_size", 1) != dist.world:

@@ -150,10 +150,13 @@ def test_a_missing_checkpoints_folder_is_exit_2_and_nothing_is_deleted(cut, tmp_
     assert (run_dir / "tb").is_dir()
 
 
-def test_a_missing_manifest_warns_and_resumes_bitwise(cut, reference, tmp_path):
+def test_a_missing_manifest_is_refused_unless_accepted_then_warns_and_resumes_bitwise(cut, reference, tmp_path):
     run_dir, _ = damaged_copy(cut, tmp_path)
     (run_dir / "checkpoints" / "manifest.json").unlink()
-    resume_warns(run_dir, "manifest.json is missing: the checkpoints cannot be verified")
+    with pytest.raises(RunDirError, match="manifest.json is missing, so checkpoint.pt cannot be verified"):
+        experiment().run(run_dir, resume=True, plots=False)
+    with pytest.warns(CompareWarning, match="manifest.json is missing: resuming from checkpoint.pt, checked by its zip checksums only"):
+        experiment().run(run_dir, resume=True, plots=False, accept_unverified=True)
     pd.testing.assert_frame_equal(history(run_dir), reference, check_exact=True)
 
 
