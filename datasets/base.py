@@ -118,7 +118,8 @@ class DatasetAdapter(abc.ABC):
             val = Subset(self._eval_view_of(train, subset, seed), held)
             val_indices = root_indices(train, held)
             train = Subset(train, kept)
-            sources["val"] = f"{len(held)} samples held out of train (val_fraction {val_fraction:g}, stratified, seed {seed})"
+            how = "uniform" if targets_of(train).is_floating_point() or targets_of(train).ndim != 1 else "stratified"
+            sources["val"] = f"{len(held)} samples held out of train (val_fraction {val_fraction:g}, {how}, seed {seed})"
         return PreparedData(train, test, input_shape, classes, val, val_indices, sources)
 
     def _load(self) -> tuple:
@@ -150,7 +151,10 @@ class DatasetAdapter(abc.ABC):
             targets = train.tensors[1]
         if targets is None:
             raise DataError(f"{type(self).__name__}: set self.classes in load_data(); the train dataset has no .classes or .targets")
-        return [str(i) for i in range(int(torch.as_tensor(targets).max()) + 1)]
+        targets = torch.as_tensor(targets)
+        if targets.is_floating_point() or targets.ndim != 1:  # regression or multi-label: no classes (docs/metrics.md)
+            return []
+        return [str(i) for i in range(int(targets.max()) + 1)]
 
 
 def _seeded_subset(ds: Dataset, size: int | None, seed: int) -> Dataset:

@@ -140,8 +140,8 @@ def matches(value: Any, hint: Any) -> bool:
         return isinstance(value, str)
     if hint in (dict, abc.Mapping) or origin in (dict, abc.Mapping):
         return isinstance(value, dict)
-    if hint is _tensor_type():  # a config cannot hold one; from Python, a tensor is one
-        return isinstance(value, hint)
+    if hint is _tensor_type():  # a config gives a list of numbers (tensor_args converts it); from Python, a tensor
+        return isinstance(value, hint) or _numbers(value)
     if hint in _SEQUENCES or origin in _SEQUENCES:
         if not isinstance(value, (list, tuple)):
             return False
@@ -149,6 +149,26 @@ def matches(value: Any, hint: Any) -> bool:
             return len(value) == len(args) and all(matches(v, h) for v, h in zip(value, args))
         return not args or all(matches(v, args[0]) for v in value)
     return True
+
+
+def _numbers(value: Any) -> bool:
+    """A (nested) list of numbers: what TOML can say for a tensor."""
+    if isinstance(value, list):
+        return bool(value) and all(_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _takes_tensor(hint: Any) -> bool:
+    tensor = _tensor_type()
+    return tensor is not None and (hint is tensor or any(_takes_tensor(h) for h in typing.get_args(hint)))
+
+
+def tensor_args(fn: Callable, args: dict) -> dict:
+    """`args` with each list of numbers turned into a float tensor where `fn` annotates that
+    parameter as a Tensor (`loss.args.weight = [1.0, 19.0]` for a class-weighted loss)."""
+    hints = _hints(fn)
+    torch = sys.modules.get("torch")
+    return {k: torch.tensor(v, dtype=torch.float32) if _numbers(v) and _takes_tensor(hints.get(k)) else v for k, v in args.items()}
 
 
 def describe_type(hint: Any) -> str:

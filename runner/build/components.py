@@ -78,7 +78,8 @@ def _lookup(kind: str, name: str, names: list[str], namespace) -> type:
 
 
 def create_loss(name: str, args: dict) -> nn.Module:
-    return _lookup("loss", name, list_losses(), nn)(**args)
+    cls = _lookup("loss", name, list_losses(), nn)
+    return cls(**arguments.tensor_args(cls, args))
 
 
 def create_optimizer(name: str, params, args: dict) -> torch.optim.Optimizer:
@@ -114,7 +115,7 @@ def check_loss(name: Any, args: dict, file: str, key: str, base_dir: str | Path 
     def then(target) -> list[Problem]:
         problems = _loss_arguments(target, args, file, key)
         if registered(name):
-            return _trial(file, f"{key}.args", arguments.call_text(name, args), lambda: target(**args), problems)
+            return _trial(file, f"{key}.args", arguments.call_text(name, args), lambda: target(**arguments.tensor_args(target, args)), problems)
         return problems
 
     return _checked(file, f"{key}.name", lambda: resolve_loss(name, base_dir), then)
@@ -363,9 +364,9 @@ def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callab
     what = references.describe(loss.name)
     if isinstance(target, type):
         if registered(loss.name):
-            fn = arguments.constructed(BUILT_FROM, "loss.args", loss.name, loss.args, lambda: target(**loss.args))
+            fn = arguments.constructed(BUILT_FROM, "loss.args", loss.name, loss.args, lambda: target(**arguments.tensor_args(target, loss.args)))
         else:
-            fn = references.call_user(what, target, **loss.args)
+            fn = references.call_user(what, target, **arguments.tensor_args(target, loss.args))
     else:
         fn = functools.partial(target, **loss.args) if loss.args else target
     for problem in shared_state(fn, num_classes):

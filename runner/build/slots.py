@@ -17,7 +17,10 @@ from runner.engine.early_stopping import EarlyStopping
 from runner.engine.numerics import CompiledForward, Numerics
 from runner.engine.rng import RngStream
 from runner.engine.slot import Slot, SlotParts
-from runner.errors import CompareWarning, ConfigError, DeviceError, Problem, UserCodeError
+from runner.data.splits import known_targets
+from runner.errors import CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError
+from runner.metrics.builtin import lookup
+from runner.metrics.tasks import Task, infer_task
 from runner.run.distributed import Dist
 
 
@@ -76,10 +79,10 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         make_scheduler = lambda: components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)  # noqa: E731
         scheduler = constructed(cfg.source, f"{where}.scheduler", m.scheduler.name, m.scheduler.args, make_scheduler)
     try:
-        flops, out_shape = probe_forward(model, input_shape, device)
+        flops, out_shape = probe_forward(model, input_shape, device, cfg.report.output)
     except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
         raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {tuple(input_shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
-    if len(out_shape) == 1 and out_shape[0] != num_classes:
+    if len(out_shape) == 1 and num_classes and out_shape[0] != num_classes:
         raise ConfigError([Problem(cfg.source, where, f"outputs {out_shape[0]} values per sample, but the dataset has {num_classes} classes (a classifier outputs one logit per class)")])
     info = {
         "model": m.name,
@@ -96,7 +99,24 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     interval = m.scheduler.interval if m.scheduler else "epoch"
     compile_mode = cfg.experiment.compile
     forward = CompiledForward(model, m.name, "default" if compile_mode is True else compile_mode) if compile_mode else None
-    return Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward))
+    r = cfg.report
+    metrics = tuple(r.metrics) if r.metrics is not None else None
+    slot = Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward, r.output, metrics, r.rank_by))
+    slot.output_shape = out_shape  # one sample's prediction: with the data and the loss, it gives the task
+    return slot
+
+
+def data_task(cfg: Config, data, output_shape: tuple[int, ...], loss_fn) -> Task:
+    """The task the data and the loss pose (runner/metrics/tasks.py), with the report's metrics
+    checked against it: a metric that does not apply is one line naming the key."""
+    task = infer_task(data.train[0][1], output_shape, loss_fn, known_targets(data.train))
+    for key, names in (("report.metrics", cfg.report.metrics or []), ("report.rank_by", [cfg.report.rank_by] if cfg.report.rank_by else [])):
+        for name in names:
+            try:
+                lookup(name.removeprefix("test_"), task.kind, task.width)
+            except ReportError as err:
+                raise ConfigError([Problem(cfg.source, key, str(err))]) from None
+    return task
 
 
 def build_slots(
@@ -107,6 +127,9 @@ def build_slots(
     decision (model name -> group label); `loss_fn` is the run's loss, for the fusing trial."""
     dist = dist or Dist()
     slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
+    task = data_task(cfg, data, slots[0].output_shape, loss_fn) if slots else None
+    for slot in slots:
+        slot.task = task
     if dist.enabled:
         if cfg.experiment.fuse != "off":
             warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)

@@ -51,7 +51,8 @@ def print_plan(console: Console, plan) -> None:
     shape = "x".join(str(s) for s in plan.input_shape)
     console.print(f"[bold]{escape(plan.experiment)}[/bold]: dry run (nothing trained, nothing written)")
     console.print(f"device: {plan.device}")
-    console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.val_samples:,} val / {plan.test_samples:,} test samples, input {shape}, {plan.num_classes} classes")
+    console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.val_samples:,} val / {plan.test_samples:,} test samples, input {shape}" + (f", {plan.num_classes} classes" if plan.num_classes else ""))
+    console.print(f"task: {plan.task.describe()}; metrics: {', '.join(plan.metrics) or 'the loss only'} (ranked by {plan.metrics[0] if plan.metrics else 'the loss'}; docs/metrics.md)")
     for split in ("val", "test"):
         console.print(f"  {split}: {escape(plan.sources.get(split, 'none'))}")
     steps = plan.batches_per_epoch * plan.epochs
@@ -61,7 +62,7 @@ def print_plan(console: Console, plan) -> None:
         table.add_column(column, justify="right" if column in ("params", "FLOPs/sample", "est. memory") else "left")
     for m in plan.models:
         output = "x".join(str(s) for s in m.output_shape)
-        table.add_row(escape(m.name), escape(m.arch), f"{m.params:,}", _count(m.flops_per_sample), escape(m.optimizer), output, _size(m.memory_bytes))
+        table.add_row(escape(m.name), escape(m.arch), f"{m.params:,}", _count(m.flops_per_sample) if m.flops_per_sample is not None else "n/a", escape(m.optimizer), output, _size(m.memory_bytes))
     console.print(table)
     console.print("est. memory = weights + gradients + optimizer state + activations saved for one batch; FLOPs are the forward pass (a training step is about 3x)")
     total = sum(m.memory_bytes for m in plan.models)

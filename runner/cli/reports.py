@@ -79,7 +79,7 @@ def leaderboard_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories; several merge into one table (models keyed by run + name), or, on different datasets with shared model names, compare the models across the datasets.")],
     sort: Annotated[Optional[str], typer.Option(help="Order rows by this leaderboard.csv column (accuracies high first, others low first).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (terminal), csv, md (with the evidence) or latex.")] = Format.table,
-    metric: Annotated[str, typer.Option(help="history.csv column to rank by (at the selected epoch, mean over seeds).")] = "test_acc",
+    metric: Annotated[Optional[str], typer.Option(help="Metric to rank by (docs/metrics.md: acc, macro_f1, rmse, ...) or a history.csv column, at the selected epoch, mean over seeds; default: the run's report.rank_by (test_acc for classification).")] = None,
     select: Annotated[Optional[str], typer.Option(help="Which epoch to report: final, or best_val (each model's best epoch on val); default: the run's report.select.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write csv/md/latex to this file instead of stdout.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
@@ -96,7 +96,7 @@ def leaderboard_cmd(
         if across.applies(runs):
             if sort is not None:
                 raise ReportError("--sort: runs on different datasets are ordered by average rank (drop --sort, or sort the csv)")
-            board = across.build(runs, metric, select)
+            board = across.build(runs, metric or runs[0].rank_by, select)
             name = f"{len(runs)} datasets: {board.metric} across datasets"
             render = {Format.csv: formats.across_csv, Format.md: lambda b: formats.across_markdown(b, name), Format.latex: formats.across_latex}
         else:
@@ -136,7 +136,10 @@ def plot_cmd(
         if len(runs) == 1:
             from runner.report.plots import write_plots  # noqa: PLC0415
 
-            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots")
+            notes: list[str] = []
+            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots", notes)
+            for note in notes:
+                console.print(f"note: {note}", markup=False, highlight=False)
         else:
             from runner.report.cd_plot import write_cd_plot  # noqa: PLC0415
 

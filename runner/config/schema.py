@@ -122,6 +122,9 @@ class ModelConfig:
 @dataclass
 class ReportConfig:
     select: str = "final"  # final | best_val: the epoch whose test numbers the leaderboard reports
+    metrics: list | None = None  # metric names (docs/metrics.md) kept as val_<m>/test_<m>; unset = the task's defaults
+    rank_by: str | None = None  # the metric the leaderboard ranks by and best_val selects on; unset = the first of metrics (acc for classification)
+    output: str | None = None  # where metrics find the prediction in a tuple/dict output: a key or a position; unset = docs/metrics.md's rule
 
 
 @dataclass

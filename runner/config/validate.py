@@ -14,6 +14,7 @@ from runner.build import components
 from runner.build.arguments import describe_type, matches
 from runner.config import sweeps
 from runner.config.overrides import apply_overrides
+from runner.metrics.builtin import BUILTIN
 from runner.config.schema import (
     DEVICE_PATTERN,
     EARLY_STOPPING_METRICS,
@@ -148,7 +149,7 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
     if isinstance(config.metric, str) and config.metric.startswith("test_"):
         fix = config.metric.replace("test_", "val_", 1)
         problems.append(Problem(source, f"{where}.metric", f"{config.metric!r} would let the test split steer training (the verdict must read test only once); use {fix!r} and {VAL_FIX}"))
-    elif config.metric not in EARLY_STOPPING_METRICS:
+    elif config.metric not in EARLY_STOPPING_METRICS and not (isinstance(config.metric, str) and config.metric.startswith("val_") and config.metric[4:] in METRIC_NAMES):
         problems.append(Problem(source, f"{where}.metric", f"expected one of {', '.join(EARLY_STOPPING_METRICS)}, got {shown(config.metric)}{did_you_mean(str(config.metric), list(EARLY_STOPPING_METRICS))}"))
     if config.patience < 1:
         problems.append(Problem(source, f"{where}.patience", f"expected >= 1, got {config.patience}"))
@@ -226,6 +227,9 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
     return config
 
 
+METRIC_NAMES = sorted({m.name for m in BUILTIN})
+
+
 def _check_values(cfg: Config, problems: list[Problem]) -> None:
     """Ranges and names that must exist in a registry (loaded lazily: they import torch)."""
 
@@ -262,6 +266,18 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     ):
         if value not in allowed:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
+    r = cfg.report
+    for i, name in enumerate(r.metrics or []):
+        if name not in METRIC_NAMES:
+            bad(f"report.metrics[{i}]", f"unknown metric {shown(name)}{did_you_mean(str(name), METRIC_NAMES)} (docs/metrics.md lists them)")
+    if r.metrics is not None and not r.metrics:
+        bad("report.metrics", "expected at least one metric (or leave it unset for the task's defaults)")
+    if r.rank_by is not None:
+        bare = r.rank_by.removeprefix("test_")
+        if bare not in METRIC_NAMES:
+            bad("report.rank_by", f"unknown metric {shown(r.rank_by)}{did_you_mean(bare, METRIC_NAMES)} (docs/metrics.md lists them)")
+        elif r.metrics is not None and bare not in r.metrics and bare != "acc":
+            bad("report.rank_by", f"{bare!r} is not in report.metrics ({', '.join(map(str, r.metrics))}): add it there")
     if isinstance(e.compile, str) and e.compile not in COMPILE_MODES:
         bad("experiment.compile", f"expected true, false or a torch.compile mode ({', '.join(COMPILE_MODES)}), got {e.compile!r}{did_you_mean(e.compile, list(COMPILE_MODES))}")
     if d.disk_cache and d.cache == "none":

@@ -27,7 +27,7 @@ from runner.run.distributed import Dist
 from runner.errors import ModelFailedError
 from runner.engine.numerics import CompiledForward
 from runner.engine.rng import RngStream, derive_seed
-from runner.engine.slot import FAILED, RAISED, Meter, Slot, SlotParts, is_signal
+from runner.engine.slot import FAILED, RAISED, Meter, Slot, SlotParts, concat, is_signal
 from runner.engine.step_log import StepLog
 
 
@@ -126,9 +126,10 @@ class DDPSlot(Slot):
         self._reduce_train()
         for split, meter in self.eval_meters.items():
             self._reduce(meter)
-            local = torch.cat(self.eval_preds[split]).cpu() if self.eval_preds[split] else torch.zeros(0, dtype=torch.long)
-            gathered = self.dist.gather_cat(local)
-            self.eval_preds[split] = [gathered] if len(gathered) else []
+            local = concat(self.eval_preds[split]) if self.eval_preds[split] else {}
+            # every rank evaluated (the same model on its shard), so every rank has the same keys
+            gathered = {k: self.dist.gather_cat(v) for k, v in local.items()}
+            self.eval_preds[split] = [gathered] if gathered and len(gathered["target"]) else []
         return super().end_epoch(epoch, last)
 
     def _reduce_train(self) -> None:

@@ -9,16 +9,22 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from runner.metrics.builtin import direction
+
 
 def maximize(metric: str) -> bool:
-    return metric.endswith("_acc")
+    """Each metric in its own direction (runner/metrics/builtin.py); a loss is minimised."""
+    return bool(direction(metric))
 
 
-def selection_metric(stop_metric: str | None, val_acc: float) -> str:
+def selection_metric(stop_metric: str | None, val_acc: float, rank: str | None = None) -> str:
     """The val metric a model's best epoch is chosen on: its early-stopping metric when that
-    reads val, else val_acc (val_loss where accuracy has no meaning: NaN, e.g. regression)."""
+    reads val, else the run's rank metric on val (`[report] rank_by`; a task's first metric
+    where accuracy has no meaning), else val_acc (val_loss where accuracy is NaN)."""
     if stop_metric is not None and stop_metric.startswith("val_"):
         return stop_metric
+    if rank is not None:
+        return rank
     return "val_loss" if math.isnan(val_acc) else "val_acc"
 
 

@@ -33,6 +33,7 @@ from runner.errors import CompareWarning
 from runner.build.references import one_line
 from runner.engine.rng import RngStream
 from runner.engine.slot import Slot, SlotParts, batch_loss_sum, is_signal, top1_classes
+from runner.metrics.outputs import prediction
 from runner.engine.timing import clock
 
 
@@ -134,8 +135,8 @@ class FusedGroup:
 
     def _vmapped(self, loss_fn):
         def member(params, buffers, x, y):
-            logits = functional_call(self.template, (params, buffers), (x,))
-            return loss_fn(logits, y), logits
+            output = functional_call(self.template, (params, buffers), (x,))
+            return loss_fn(output, y), prediction(output, self.members[0].parts.output_key)  # the loss sees the output as returned
 
         return vmap(member, in_dims=(0, 0, None, None), randomness="different")
 
@@ -217,12 +218,8 @@ class FusedGroup:
                 m.eval_step(x, y, loss_fn, epoch, split)
             return
         sums = batch_loss_sum(losses, len(y), loss_fn)
-        top1 = top1_classes(logits, y, dim=2)
-        hits = None if top1 is None else (top1 == y).sum(dim=1)
         for i, m in enumerate(live):
-            m.eval_meters[split].add(sums[i], None if hits is None else hits[i], len(y))
-            if top1 is not None:
-                m.eval_preds[split].append(top1[i])
+            m.keep(split, logits[i], y, sums[i])
         self._share(start, live, "eval_timer")
 
     def _share(self, start, live: list[FusedMember], which: str) -> None:

@@ -20,6 +20,9 @@ from torch import nn
 
 from runner.engine.early_stopping import BestEpoch, EarlyStopping, selection_metric
 from runner.errors import ModelFailedError, StopNow
+from runner.metrics.builtin import Kept, lookup
+from runner.metrics.outputs import prediction
+from runner.metrics.tasks import Task, infer_task, sample_stats
 from runner.engine.numerics import Numerics
 from runner.engine.rng import RngStream
 from runner.engine.step_log import StepLog, first_nonfinite
@@ -54,6 +57,11 @@ def top1_classes(logits: torch.Tensor, targets: torch.Tensor, dim: int = 1) -> t
     if logits.ndim != dim + 1 or targets.ndim != 1 or targets.is_floating_point():
         return None
     return logits.argmax(dim=dim)
+
+
+def concat(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """An epoch's per-batch statistics as one tensor per statistic, on the CPU."""
+    return {k: torch.cat([b[k] for b in batches]).cpu() for k in batches[0]}
 
 
 @dataclass
@@ -94,6 +102,9 @@ class SlotParts:
     fail_fast: bool = False  # re-raise a model's exception instead of quarantining it
     numerics: Numerics = Numerics()
     forward: Callable | None = None  # the model's torch.compile'd forward, or None: the model
+    output_key: str | None = None  # [report] output: where metrics find the prediction in the model's output
+    metrics: tuple[str, ...] | None = None  # [report] metrics (None: the task's defaults), as val_<m> / test_<m> columns
+    rank_by: str | None = None  # [report] rank_by: the metric a best epoch on val is chosen on (without early stopping)
 
 
 class Slot:
@@ -114,13 +125,14 @@ class Slot:
         self.train_meter = StepLog()
         self.eval_meters = {"val": Meter(), "test": Meter()}  # evaluation sums, per split
         self.last_loss: torch.Tensor | None = None  # for the progress display (reading it syncs)
-        self.eval_preds: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
-        self.predictions: torch.Tensor | None = None  # last evaluation's top-1 test classes, on the CPU
-        self.val_predictions: torch.Tensor | None = None  # the same on val (what racing compares)
+        self.task: Task | None = None  # set by the slot factory; else inferred from the first evaluation batch
+        self.eval_preds: dict[str, list[dict[str, torch.Tensor]]] = {"val": [], "test": []}  # per-sample statistics per batch
+        self.predictions: dict[str, torch.Tensor] | None = None  # last evaluation's test statistics (runner/metrics/tasks.py), on the CPU
+        self.val_predictions: dict[str, torch.Tensor] | None = None  # the same on val (what racing compares)
         self.eliminated_by = ""  # racing: the model that beat it, and the p-value
         self.selection: BestEpoch | None = None  # the best epoch on val so far (set at the first val epoch)
-        self.best: tuple[int, torch.Tensor] | None = None  # (that epoch, its test predictions)
-        self.final: tuple[int, torch.Tensor] | None = None  # (the last epoch with test predictions, those)
+        self.best: tuple[int, dict] | None = None  # (that epoch, its test statistics)
+        self.final: tuple[int, dict] | None = None  # (the last epoch with test statistics, those)
 
     @property
     def live(self) -> bool:
@@ -136,26 +148,27 @@ class Slot:
         self.timer.start()
         try:
             with self.rng.active():
-                logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
+                output, loss = self.forward_loss(self.forward, x, y, loss_fn)
                 self.optimizer.zero_grad(set_to_none=True)
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 norms = self._optimizer_step()
-            self._record_step(loss, logits, y, loss_fn, norms, epoch, step)
+            self._record_step(loss, prediction(output, self.parts.output_key), y, loss_fn, norms, epoch, step)
         except BaseException as err:  # noqa: BLE001 - one model's failure (even sys.exit) must not end the pass
             self._fail(err, f"epoch {epoch} step {step}")
         finally:
             self.timer.stop()
 
-    def forward_loss(self, forward, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits under the model's precision and layout; the shared loss on them in fp32."""
+    def forward_loss(self, forward, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module):
+        """The model's output (a tensor, tuple, dict, ...) under its precision and layout, and
+        the shared loss on that output exactly as returned (a low-precision tensor in fp32)."""
         if self.numerics.plain:  # fp32 in the model's own layout: no wrapper to enter
-            logits = forward(x)
-            return logits, loss_fn(logits, y)
+            output = forward(x)
+            return output, loss_fn(output, y)
         with self.numerics.autocast(self.device):
-            logits = forward(self.numerics.layout(x))
-        if logits.is_floating_point() and logits.dtype != torch.float32 and self.numerics.precision != "32":
-            logits = logits.float()
-        return logits, loss_fn(logits, y)
+            output = forward(self.numerics.layout(x))
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dtype != torch.float32 and self.numerics.precision != "32":
+            output = output.float()
+        return output, loss_fn(output, y)
 
     def _optimizer_step(self) -> list[torch.Tensor]:
         """After backward: each gradient's norm (one fused `_foreach_norm`; the total norm is
@@ -186,15 +199,38 @@ class Slot:
         self.eval_timer.start()
         try:
             with self.rng.active():
-                logits, loss = self.forward_loss(self.forward, x, y, loss_fn)
-            top1 = top1_classes(logits, y)
-            self.eval_meters[split].add(batch_loss_sum(loss, len(y), loss_fn), None if top1 is None else (top1 == y).sum(), len(y))
-            if top1 is not None:
-                self.eval_preds[split].append(top1)
+                output, loss = self.forward_loss(self.forward, x, y, loss_fn)
+            self.keep(split, prediction(output, self.parts.output_key), y, batch_loss_sum(loss, len(y), loss_fn))
         except BaseException as err:  # noqa: BLE001
             self._fail(err, f"epoch {epoch} {split} evaluation")
         finally:
             self.eval_timer.stop()
+
+    def keep(self, split: str, pred: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        """One evaluation batch's sums and per-sample statistics, on the device (no host sync)."""
+        if self.task is None:
+            self.task = infer_task(y[0].cpu() if y.ndim else y.cpu(), tuple(pred.shape[1:]), None)
+        top1 = top1_classes(pred, y)
+        self.eval_meters[split].add(loss_sum, None if top1 is None else (top1 == y).sum(), len(y))
+        self.eval_preds[split].append(sample_stats(self.task, pred, y) | {"target": y})
+
+    def metric_names(self) -> list[str]:
+        """The metrics history.csv gets val_/test_ columns for (acc comes from the meters)."""
+        from runner.metrics.builtin import defaults  # noqa: PLC0415 - tiny, but keeps the names in one place
+
+        task = self.task or Task("other")
+        names = list(self.parts.metrics) if self.parts.metrics is not None else defaults(task.kind, task.width)
+        return [m for m in names if m != "acc"]
+
+    def epoch_metrics(self, split: str, kept: dict[str, torch.Tensor] | None) -> dict[str, float]:
+        """val_<m> / test_<m> for every metric of the run, from this epoch's kept statistics."""
+        names = self.metric_names()
+        if kept is None or self.task is None:
+            return {f"{split}_{m}": math.nan for m in names}
+        data = Kept({k: v.numpy() for k, v in kept.items() if k != "target"}, kept["target"].numpy(), self.task.width)
+        return {f"{split}_{m}": lookup(m, self.task.kind, self.task.width, self.user_metrics).value(data) for m in names}
+
+    user_metrics: dict | None = None  # [report] metrics given by reference (name -> Metric), set by the slot factory
 
     @property
     def health_log(self) -> tuple[StepLog, bool]:
@@ -292,14 +328,16 @@ class Slot:
         health = "val" if val.seen else "test"
         if self.live and (val.seen or test.seen) and not math.isfinite(record[f"{health}_loss"]):
             self.diverge(f"epoch {epoch} evaluation", f"{health} loss")
-        preds = {split: torch.cat(p).cpu() if p and self.live else None for split, p in self.eval_preds.items()}
+        preds = {split: concat(p) if p and self.live else None for split, p in self.eval_preds.items()}
         self.predictions, self.val_predictions = preds["test"], preds["val"]
+        for split in ("val", "test"):
+            record |= self.epoch_metrics(split, preds[split])
         if self.predictions is not None:
             self.final = (epoch, self.predictions)
         if self.predictions is not None and val.seen:
             if self.selection is None:
                 stop = self.early_stopping
-                self.selection = BestEpoch(selection_metric(stop.metric if stop else None, record["val_acc"]))
+                self.selection = BestEpoch(selection_metric(stop.metric if stop else None, record["val_acc"], self.select_on()))
             if self.selection.improved(record):
                 self.best = (epoch, self.predictions)
         if self.live and self.early_stopping is not None and self.early_stopping.update(record):
@@ -318,6 +356,12 @@ class Slot:
         self.timer.reset()
         self.eval_timer.reset()
         return record
+
+    def select_on(self) -> str | None:
+        """The val metric a best epoch is chosen on without early stopping: the run's rank metric."""
+        names = self.metric_names()
+        rank = self.parts.rank_by or (names[0] if self.task is not None and self.task.kind != "classification" and names else None)
+        return None if rank is None else "val_" + rank.removeprefix("test_").removeprefix("val_")
 
     # ------------------------------------------------------------ checkpoints
 

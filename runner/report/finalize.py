@@ -36,5 +36,5 @@ def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
     if plots:
         from runner.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
 
-        write_plots(run, board, run.path / "plots")
+        write_plots(run, board, run.path / "plots", board.evidence.notes)  # a plot that fails is a note, not a failed run
     return board

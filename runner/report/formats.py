@@ -133,8 +133,11 @@ def evidence_lines(board: Leaderboard) -> list[str]:
     ]
     if e.reference is not None and e.comparisons:
         lines.append(
+            f"- **p_vs_best:** {e.test}, against **{e.reference}** (rank 1) on the same test samples, "
+            f"Holm-corrected over {e.comparisons} comparison(s)."
+            if not e.test.startswith("exact McNemar test on top-1") else
             f"- **p_vs_best:** paired test of each model against **{e.reference}** (rank 1) on the same test samples, "
-            "on top-1 correctness (whatever the ranking metric): per test sample, the number of seeds each "
+            "on top-1 correctness: per test sample, the number of seeds each "
             "model gets right; exact two-sided sign test "
             "(binomial, 1/2) on the samples where the counts differ. With one seed this is the exact "
             "McNemar test. The test sample is the unit, so seeds scored on the same samples are not "
@@ -203,6 +206,8 @@ def evidence_summary(board: Leaderboard) -> list[str]:
     if e.reference is not None and e.comparisons:
         one = len(e.seeds) == 1
         test = "exact McNemar test" if one else "exact sign test over test samples, seeds combined per sample (McNemar per seed in leaderboard.md)"
+        if not e.test.startswith("exact McNemar test on top-1"):
+            test = e.test
         lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {stats.ALPHA}")
         lines.append(f"MDE: smallest difference from the best this evidence resolves (alpha {stats.ALPHA}, power {stats.POWER:.0%}); seeds needed: for the observed difference")
     return lines + [f"note: {n}" for n in e.notes]

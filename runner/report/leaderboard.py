@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from runner.engine.early_stopping import maximize, selection_metric
-from runner.report import stats
+from runner.metrics.builtin import Metric, direction, metrics_for
+from runner.report import stats, verdict
 from runner.errors import ReportError, did_you_mean
 from runner.report.run_data import RunData, run_labels
 
@@ -48,6 +49,7 @@ class Evidence:
     notes: list[str] = field(default_factory=list)
     protocol: str = ""  # one line: how the reported epoch was selected, and what test read
     per_seed: pd.DataFrame | None = None  # exact McNemar per seed against the reference
+    test: str = "exact McNemar test on top-1 correctness"  # the paired test behind p_vs_best, in words
 
 
 @dataclass
@@ -57,10 +59,11 @@ class Leaderboard:
 
 
 def higher_is_better(metric: str) -> bool:
-    return "acc" in metric or metric == "samples_per_s"
+    found = direction(metric)
+    return bool(found) if found is not None else "acc" in metric or metric == "samples_per_s"
 
 
-def build(runs: list[RunData], metric: str = "test_acc", select: str | None = None) -> Leaderboard:
+def build(runs: list[RunData], metric: str | None = None, select: str | None = None) -> Leaderboard:
     """One run: its leaderboard. Several: one table, models keyed by (run, model); the paired
     test spans runs only where they scored the same test samples. `select` overrides the
     runs' `report.select`."""
@@ -81,10 +84,15 @@ def build(runs: list[RunData], metric: str = "test_acc", select: str | None = No
     return board
 
 
-def leaderboard(run: RunData, metric: str = "test_acc", select: str | None = None) -> Leaderboard:
+def leaderboard(run: RunData, metric: str | None = None, select: str | None = None) -> Leaderboard:
     select = _select(run, select)
     if "_selected" not in run.history:  # merged runs come marked, each run by itself
         run = replace(run, history=_with_selection(run, select))
+    metric = _column(run, metric or run.rank_by)
+    key = "final" if select == "final" else "best_val"
+    found = verdict.registered(run, metric) if metric != "test_acc" else None  # test_acc: the McNemar path below
+    if found is not None:
+        run = replace(run, history=_filled(run, metric, found, key))
     history = run.history
     candidates = [c for c in history.columns if c not in NOT_METRICS and not c.startswith("_") and pd.api.types.is_numeric_dtype(history[c])]
     if metric not in candidates:
@@ -100,7 +108,10 @@ def leaderboard(run: RunData, metric: str = "test_acc", select: str | None = Non
     reference = table["model"].iloc[0] if len(table) else None
     evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval")), 0)
     evidence.protocol = _protocol(run, select, table)
-    _paired_tests(run, table, evidence, "final" if select == "final" else "best_val")
+    if found is not None:
+        _metric_tests(run, table, evidence, found, key)
+    else:
+        _paired_tests(run, table, evidence, key)
     if (note := stats.t_quantile_note(len(run.seeds))) is not None:
         evidence.notes.append(note)
 
@@ -110,6 +121,59 @@ def leaderboard(run: RunData, metric: str = "test_acc", select: str | None = Non
     first = [c for c in CORE if c in table.columns and c not in metric_cols]
     first = first[: first.index("test_acc_mean")] + metric_cols + first[first.index("test_acc_mean") :]
     return Leaderboard(table[first + [c for c in table.columns if c not in first]], evidence)
+
+
+def _column(run: RunData, metric: str) -> str:
+    """A metric as its history.csv column: `macro_f1` -> test_macro_f1 (a column name stays)."""
+    if metric in run.history or metric.startswith(("test_", "val_", "train_")):
+        return metric
+    return f"test_{metric}" if f"test_{metric}" in run.history or metric in metrics_for(*run.task) else metric
+
+
+def _filled(run: RunData, metric: str, found: Metric, key: str) -> pd.DataFrame:
+    """The history with the metric's value on each selected row computed from the kept
+    statistics where history.csv has no such column (a metric asked for after the run)."""
+    h = run.history
+    if metric in h and h.loc[h["_selected"], metric].notna().all():
+        return h
+    h = h.copy()
+    if metric not in h:
+        h[metric] = math.nan
+    for i in h.index[h["_selected"]]:
+        k = verdict.kept(run, h.at[i, "model"], int(h.at[i, "seed"]), key, found)
+        if k is None:
+            raise ReportError(
+                f"{run.path}: --metric {found.name}: the run kept no {', '.join(found.needs)} for {h.at[i, 'model']} "
+                f"(set [report] metrics = [\"{found.name}\"] before the run to keep them)"
+            )
+        h.at[i, metric] = found.value(k)
+    return h
+
+
+def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric: Metric, key: str) -> None:
+    """p_vs_best, tied_with_best, mde_vs_best, seeds_needed and (one seed) the bootstrap
+    interval for any registered metric, in its own test family (runner/report/verdict.py)."""
+    names = list(table["model"])
+    v = verdict.judge(run, metric, names, evidence.reference, key)
+    raw = np.array([v.p.get(m, math.nan) for m in names])
+    adjusted = stats.holm(raw)
+    tied = pd.array([pd.NA if math.isnan(p) else bool(p >= stats.ALPHA) for p in adjusted], dtype="boolean")
+    if evidence.reference is not None and len(table):
+        tied[0] = True
+    table["p_vs_best"], table["tied_with_best"], table["p_vs_best_raw"] = adjusted, tied, raw
+    table["mde_vs_best"] = [v.mde.get(m, math.nan) for m in names]
+    table["seeds_needed"] = [v.needed.get(m, math.nan) for m in names]
+    table["wins_vs_best"] = pd.array([v.wins.get(m, pd.NA) for m in names], dtype="Int64")
+    table["losses_vs_best"] = pd.array([v.losses.get(m, pd.NA) for m in names], dtype="Int64")
+    col = evidence.metric
+    if v.intervals:
+        for i, m in enumerate(names):
+            if m in v.intervals:
+                table.loc[i, [f"{col}_ci95_low", f"{col}_ci95_high"]] = v.intervals[m]
+        evidence.interval = verdict.FAMILY_INTERVAL[metric.family] + ("; Student-t over seeds where a model has several" if len(run.seeds) > 1 else "")
+    evidence.comparisons = int(np.isfinite(raw).sum())
+    evidence.test = verdict.FAMILY_TEST[metric.family] + f" on {metric.name}"
+    evidence.notes += v.notes
 
 
 def _select(run: RunData, select: str | None) -> str:
@@ -140,12 +204,23 @@ def _selected_rows(run: RunData, select: str) -> pd.Series:
         pick = rows.index[-1]
         if select == "best_val":
             ok = rows[~rows.get("status", pd.Series("", index=rows.index)).isin(NOT_SELECTABLE)]
-            metric = selection_metric(stop_metric(run.config, model), float(ok["val_acc"].iloc[0]) if len(ok) else math.nan)
+            metric = selection_metric(stop_metric(run.config, model), float(ok["val_acc"].iloc[0]) if len(ok) else math.nan, selection_rank(run))
             values = ok[metric].dropna()
             if len(values):
                 pick = values.idxmax() if maximize(metric) else values.idxmin()
         chosen[pick] = True
     return chosen
+
+
+def selection_rank(run: RunData) -> str | None:
+    """The val metric a best epoch is chosen on without early stopping, as the slot chose it
+    (runner/engine/slot.py `select_on`): [report] rank_by, else a non-classification task's
+    first metric, else None (val_acc)."""
+    rank = run.config.get("report", {}).get("rank_by")
+    if rank:
+        return "val_" + rank.removeprefix("test_").removeprefix("val_")
+    first = run.env.get("rank_by")
+    return f"val_{first}" if run.task[0] != "classification" and first and first != "loss" else None
 
 
 def stop_metric(config: dict, model: str) -> str | None:

@@ -1,12 +1,14 @@
 """PNG plots of a run (seaborn style, matplotlib Figure API): one file per question, titled,
 axes labelled with units, laid out for 2 to 20+ models with names of 30+ characters.
 
-    learning_curves.png     accuracy, loss (test solid, val dashed) and train loss per epoch
-    leaderboard.png         final test accuracy with 95% CI whiskers; tied-with-best marked
-    pareto_params.png       accuracy vs parameter count, Pareto front drawn
-    pareto_train_time.png   accuracy vs training time, Pareto front drawn
+    learning_curves.png     the rank metric, loss (test solid, val dashed) and train loss per epoch
+    leaderboard.png         the rank metric on test with 95% CI whiskers; tied-with-best marked
+    pareto_params.png       the rank metric vs parameter count, Pareto front drawn
+    pareto_train_time.png   the rank metric vs training time, Pareto front drawn
     confusion_matrices.png  one confusion matrix per model (reported epoch, seeds summed)
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
+    calibration.png         classification: reliability diagrams (runner/report/task_plots.py)
+    regression.png          regression: predicted vs true, residuals (runner/report/task_plots.py)
 
 Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
 one colour per model name, min-max bands with 2 seeds: docs/reading-results.md (checked by
@@ -19,6 +21,7 @@ import sys
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -33,7 +36,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from runner import atomic  # noqa: E402
-from runner.report import stats  # noqa: E402
+from runner.report import stats, task_plots  # noqa: E402
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
 from runner.run.run_dir import check_no_links  # noqa: E402
@@ -64,30 +67,40 @@ def model_colours(names) -> dict[str, tuple]:
     return out
 
 
-def figures(run: RunData, board: Leaderboard) -> dict[str, Figure | None]:
-    """Every plot by file name; None where the run has no data for it."""
+def figures(run: RunData, board: Leaderboard) -> dict[str, Callable[[], Figure | None]]:
+    """Every plot by file name, drawn when called; None where the run has no data for it."""
     order = list(board.table["model"])  # rank order: legends read best first
     colours = model_colours(run.model_names + order)
     history = run.history.replace([np.inf, -np.inf], np.nan)
     n_seeds = len(run.seeds)
     title = run.config.get("experiment", {}).get("name") or run.label
     title = title if title == run.label else f"{title} ({run.label})"  # experiment and run directory
+    metric = board.evidence.metric
     return {
-        "learning_curves.png": learning_curves(history, order, colours, n_seeds, title),
-        "leaderboard.png": leaderboard_chart(board, title),
-        "pareto_params.png": pareto(board, colours, "params", "parameters (count)", "parameter count", title),
-        "pareto_train_time.png": pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
-        "confusion_matrices.png": confusion_grid(run, order, title),
-        "grad_norms.png": grad_norms(history, order, colours, n_seeds, title),
+        "learning_curves.png": lambda: learning_curves(history, order, colours, n_seeds, title, metric),
+        "leaderboard.png": lambda: leaderboard_chart(board, title),
+        "pareto_params.png": lambda: pareto(board, colours, "params", "parameters (count)", "parameter count", title),
+        "pareto_train_time.png": lambda: pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
+        "confusion_matrices.png": lambda: confusion_grid(run, order, title),
+        "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, title),
+        "calibration.png": lambda: task_plots.calibration(run, order, colours, title),
+        "regression.png": lambda: task_plots.regression(run, order, colours, title),
     }
 
 
-def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path) -> list[Path]:
-    """Every plot this run has data for; returns the files written."""
+def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: list[str] | None = None) -> list[Path]:
+    """Every plot this run has data for; returns the files written. A plot that cannot be drawn
+    is one line in `notes` (the caller prints them): a plot never fails a finished run."""
     out = check_no_links(Path(out_dir))  # before drawing: a planted link costs no seconds
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for filename, fig in figures(run, board).items():
+    for filename, draw in figures(run, board).items():
+        try:
+            fig = draw()
+        except Exception as err:  # noqa: BLE001 - one plot's trouble must not cost the others (or the run)
+            if notes is not None:
+                notes.append(f"{filename} skipped: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            continue
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
             continue
         with atomic.atomic_write(check_no_links(out / filename)) as f:
@@ -213,11 +226,16 @@ def _curves(history: pd.DataFrame, panels, order, colours, n_seeds: int, title: 
     return fig
 
 
-def learning_curves(history, order, colours, n_seeds: int, run_name: str) -> Figure:
-    val = [c for c in ("val_acc", "val_loss") if c in history and history[c].notna().any()]
+def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric: str = "test_acc") -> Figure:
+    """The rank metric (accuracy unless the run ranks by another test metric), the losses."""
+    if not metric.startswith("test_") or metric == "test_loss" or metric not in history or not history[metric].notna().any():
+        metric = "test_acc"
+    name = metric.removeprefix("test_")
+    val = [c for c in (f"val_{name}", "val_loss") if c in history and history[c].notna().any()]
     splits = "test solid, val dashed" if val else "test"
+    what = ("accuracy", "accuracy (fraction correct)") if name == "acc" else (name, name)
     panels = [
-        (f"accuracy per epoch ({splits})", [("test_acc", False), ("val_acc", True)], "accuracy (fraction correct)", False),
+        (f"{what[0]} per epoch ({splits})", [(metric, False), (f"val_{name}", True)], what[1], False),
         (f"loss per epoch ({splits})", [("test_loss", False), ("val_loss", True)], "loss (mean per sample)", True),
         ("train loss per epoch", [("train_loss", False)], "train loss (mean per sample)", True),
     ]
@@ -238,11 +256,19 @@ def grad_norms(history, order, colours, n_seeds: int, run_name: str) -> Figure |
     return _curves(history, panels, order, colours, n_seeds, run_name, heading)
 
 
-def _ci_errors(table: pd.DataFrame) -> np.ndarray:
-    mean = table["test_acc_mean"].to_numpy(float)
-    low = np.where(np.isfinite(table["test_acc_ci95_low"].to_numpy(float)), table["test_acc_ci95_low"], mean)
-    high = np.where(np.isfinite(table["test_acc_ci95_high"].to_numpy(float)), table["test_acc_ci95_high"], mean)
+def _ci_errors(table: pd.DataFrame, metric: str = "test_acc") -> np.ndarray:
+    mean = table[f"{metric}_mean"].to_numpy(float)
+    low = np.where(np.isfinite(table[f"{metric}_ci95_low"].to_numpy(float)), table[f"{metric}_ci95_low"], mean)
+    high = np.where(np.isfinite(table[f"{metric}_ci95_high"].to_numpy(float)), table[f"{metric}_ci95_high"], mean)
     return np.vstack([mean - low, high - mean])
+
+
+def _metric_words(board: Leaderboard) -> tuple[str, str]:
+    """(column prefix, axis words) of the rank metric."""
+    metric = board.evidence.metric
+    if metric == "test_acc":
+        return metric, "test accuracy"
+    return metric, f"{metric.removeprefix('test_')} on test ({'higher' if board.evidence.higher_is_better else 'lower'} is better)"
 
 
 GROUPS = {  # tied_with_best verdict -> (legend label, colour, marker)
@@ -271,23 +297,27 @@ def leaderboard_chart(board: Leaderboard, run_name: str) -> Figure:
     fig, ((ax,),), key = _figure(1, width=6.5 + 0.075 * max(map(len, table["model"])), height=1.6 + 0.45 * len(table),
                                  legend=[GROUPS[v][0] for v in verdicts])
     y = np.arange(len(table))
-    errors = _ci_errors(table)
+    metric, words = _metric_words(board)
+    errors = _ci_errors(table, metric)
     handles = []
     for group, (label, colour, marker) in GROUPS.items():
         idx = [i for i, v in enumerate(verdicts) if v == group]
         if idx:
-            handles.append(ax.errorbar(table["test_acc_mean"].to_numpy(float)[idx], y[idx], xerr=errors[:, idx], fmt=marker,
+            handles.append(ax.errorbar(table[f"{metric}_mean"].to_numpy(float)[idx], y[idx], xerr=errors[:, idx], fmt=marker,
                                        color=colour, markersize=11 if marker == "*" else 8, capsize=4, label=label))
-    for yi, m, mde in zip(y, table["test_acc_mean"], table.get("mde_vs_best", pd.Series(np.nan, index=table.index))):
+    for yi, m, mde in zip(y, table[f"{metric}_mean"], table.get("mde_vs_best", pd.Series(np.nan, index=table.index))):
         if np.isfinite(m):  # with the smallest difference from the best this evidence resolves
             ax.annotate(f"{m:.4f}" + (f" (MDE {mde:.3f})" if np.isfinite(mde) else ""), (m, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.set_yticks(y, [f"{r}. {m}" for r, m in zip(table["rank"], table["model"])])
     ax.set_ylim(len(table) - 0.5, -0.9)  # best on top, room for its value label under the title
     n_test = board.evidence.test_samples
-    ax.set_xlabel(f"test accuracy at the selected epoch (fraction of {n_test:,} test samples)" if n_test else "test accuracy at the selected epoch (fraction correct)")
+    if metric == "test_acc":
+        ax.set_xlabel(f"test accuracy at the selected epoch (fraction of {n_test:,} test samples)" if n_test else "test accuracy at the selected epoch (fraction correct)")
+    else:
+        ax.set_xlabel(f"{words} at the selected epoch" + (f", {n_test:,} test samples" if n_test else ""))
     _legend(key, handles, "verdict")
     seeds = len(board.evidence.seeds)
-    how = f"mean over {seeds} seeds, whiskers = 95% t-interval" if seeds > 1 else "one seed, whiskers = 95% Wilson interval"
+    how = f"mean over {seeds} seeds, whiskers = 95% t-interval" if seeds > 1 else "one seed, whiskers = 95% " + board.evidence.interval.split(" 95%")[0]
     note = f"\n{seeds_note(seeds, band=False)}" if 1 < seeds < 3 else ""
     fig.suptitle(wrap(f"{run_name}: leaderboard ({how})", fig.get_figwidth() - 0.5) + wrap(note, fig.get_figwidth() - 0.5, 9), fontsize=11)
     return fig
@@ -319,25 +349,30 @@ def pareto(board: Leaderboard, colours: dict, cost: str, xlabel: str, what: str,
     table = board.table
     if cost not in table or not np.isfinite(table[cost].to_numpy(float)).any():
         return None
-    front = stats.pareto_front(table[cost].to_numpy(float), table["test_acc_mean"].to_numpy(float))
+    metric, words = _metric_words(board)
+    values = table[f"{metric}_mean"].to_numpy(float)
+    if not np.isfinite(values).any():
+        return None
+    front = stats.pareto_front(table[cost].to_numpy(float), values if board.evidence.higher_is_better else -values)
     models = list(table["model"])
     handles = [Line2D([], [], color=colours[m], marker="o", linestyle="", markeredgecolor="black" if f else "none",
                       label=f"{r}. {m}" + (" (front)" if f else "")) for r, m, f in zip(table["rank"], models, front)]
     handles.append(Line2D([], [], color="black", linewidth=1.2, label="Pareto front"))
     fig, ((ax,),), key = _figure(1, width=6.5, height=5, legend=[h.get_label() for h in handles])
-    x, acc = table[cost].to_numpy(float), table["test_acc_mean"].to_numpy(float)
-    ax.errorbar(x, acc, yerr=_ci_errors(table), fmt="none", ecolor="#bbbbbb", capsize=3, zorder=1)
+    x, acc = table[cost].to_numpy(float), values
+    ax.errorbar(x, acc, yerr=_ci_errors(table, metric), fmt="none", ecolor="#bbbbbb", capsize=3, zorder=1)
     ax.scatter(x, acc, s=[80 if f else 45 for f in front], c=[colours[m] for m in models],
                edgecolors=["black" if f else "none" for f in front], linewidths=1.5, zorder=3)
     order = np.argsort(x[front])
     ax.step(x[front][order], acc[front][order], where="post", color="black", linewidth=1.2, zorder=2)
     _cost_axis(ax, x, xlabel)
     ax.margins(x=0.08)
-    ax.set_ylabel("final test accuracy (fraction correct)")
+    ax.set_ylabel("test accuracy at the selected epoch (fraction correct)" if metric == "test_acc" else words)
     _legend(key, handles, "model (rank)")
     width = fig.get_figwidth() - 0.5
-    fig.suptitle(wrap(f"{run_name}: accuracy vs {what}", width) + "\n"
-                 + wrap("front: no other model is both cheaper and more accurate; bars = 95% CI", width, 9), fontsize=11)
+    name = "accuracy" if metric == "test_acc" else metric.removeprefix("test_")
+    fig.suptitle(wrap(f"{run_name}: {name} vs {what}", width) + "\n"
+                 + wrap(f"front: no other model is both cheaper and better on {name}; bars = 95% CI", width, 9), fontsize=11)
     return fig
 
 
@@ -371,9 +406,9 @@ def confusion_figure(counts: np.ndarray, classes: list[str], title: str) -> Figu
 
 
 def confusion_grid(run: RunData, order: list[str], run_name: str) -> Figure | None:
-    models = [m for m in order if run.predictions.get(m)]
-    if not models:
-        return None
+    models = [m for m in order if run.predictions.get(m) and all("final" in p for p in run.predictions[m].values())]
+    if not models or run.task[0] != "classification":
+        return None  # no classes (regression, multi-label)
     classes = class_names(run, models[0])
     k = len(classes)
     ncols = min(4, len(models))

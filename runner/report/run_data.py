@@ -16,7 +16,7 @@ import pandas as pd
 
 from runner.errors import RunDirError
 
-PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")
+PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")  # plus <key>.<stat> per metric statistic
 
 
 @dataclass
@@ -51,10 +51,24 @@ class RunData:
         """(test predictions, epoch) at the epoch the leaderboard reports: the final one, or
         the best on val with `report.select = "best_val"`; None without saved predictions."""
         pred = self.predictions.get(model, {}).get(seed)
-        if pred is None:
+        if pred is None or "final" not in pred:  # no classes (regression, multi-label): no top-1 predictions
             return None
         key = "best_val" if self.config.get("report", {}).get("select") == "best_val" and "best_val" in pred else "final"
         return pred[key], int(pred.get(f"{key}_epoch", 0))
+
+    @property
+    def task(self) -> tuple[str, int | None]:
+        """(kind, width) from env.json; a run from before tasks were recorded is classification."""
+        task = self.env.get("task")
+        if task:
+            return task["kind"], task.get("width")
+        return "classification", len(self.classes) or None
+
+    @property
+    def rank_by(self) -> str:
+        """The history column the run ranks by: test_<[report] rank_by>, else test_acc."""
+        rank = self.config.get("report", {}).get("rank_by") or self.env.get("rank_by") or "acc"
+        return rank if rank.startswith(("test_", "val_", "train_")) or rank in self.history else f"test_{rank}"
 
     @property
     def test_samples(self) -> int | None:
@@ -141,10 +155,10 @@ def _read_predictions(folder: Path) -> dict[str, dict[int, dict]]:
                 continue  # e.g. a half-written seed_0.tmp.npz
             try:
                 with np.load(file, allow_pickle=False) as npz:
-                    pred = {k: npz[k] for k in PREDICTION_KEYS if k in npz}
+                    pred = {k: npz[k] for k in npz.files}
             except (OSError, ValueError) as err:
                 raise RunDirError(f"{file}: cannot read predictions: {err}") from None
-            if "target" not in pred or "final" not in pred:
-                raise RunDirError(f"{file}: expected arrays 'target' and 'final'")
+            if "target" not in pred or not ("final" in pred or "final_epoch" in pred):
+                raise RunDirError(f"{file}: expected arrays 'target' and 'final_epoch'")
             out.setdefault(model_dir.name, {})[int(stem)] = pred
     return out

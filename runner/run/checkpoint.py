@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 FORMAT = 3  # the layout of the state below; another value is another compare's checkpoint (3: train meters are step logs)
 FOLDER, MANIFEST = "checkpoints", "manifest.json"
 LATEST, NEXT, PREVIOUS = "checkpoint.pt", "checkpoint.next.pt", "checkpoint.prev.pt"
-PROGRESS = ("history.csv", "tb", "errors", "predictions")  # written only once the manifest exists
+PROGRESS = ("history.csv", "tb", "errors", "predictions", "models")  # written only once the manifest exists
 
 
 class Checkpointer:

@@ -22,7 +22,10 @@ from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.run.run_dir import holds_a_run
-from runner.build.slots import build_slot, resolve_device
+from runner.build.slots import build_slot, data_task, resolve_device
+from runner.metrics.builtin import defaults
+from runner.metrics.outputs import shape_of
+from runner.metrics.tasks import Task
 from runner.build.references import describe, located, one_line
 from runner.engine.rng import preserved_rng
 
@@ -60,6 +63,8 @@ class Plan:
     run_dir: Path
     run_dir_exists: bool
     models: list[ModelPlan]
+    task: Task = Task("other")  # what the data and the loss pose (runner/metrics/tasks.py)
+    metrics: list[str] = field(default_factory=list)  # kept as val_<m>/test_<m>; the first ranks
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([
@@ -82,6 +87,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         [(x, y)] = first_batches(cfg, cfg.seeds[0], data, device)  # the run's first batch
     models = [measure(cfg, m, data, x, y, loss_fn, device) for m in cfg.models]
+    task = data_task(cfg, data, models[0].output_shape[1:], loss_fn) if models else Task("other")
     return Plan(
         experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),
         train_samples=len(data.train), val_samples=len(data.val) if data.val is not None else 0, test_samples=len(data.test),
@@ -89,7 +95,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         num_classes=data.num_classes, batch_size=d.batch_size,
         batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
         epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
-        models=models,
+        models=models, task=task, metrics=list(cfg.report.metrics or defaults(task.kind, task.width)),
     )
 
 
@@ -110,7 +116,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
             loss = loss_fn(logits, y)
             loss.backward()
         except Exception as err:  # noqa: BLE001
-            shapes = f"output of shape {tuple(logits.shape)} and targets of shape {tuple(y.shape)}"
+            shapes = f"output of shape {shape_of(logits, cfg.report.output)} and targets of shape {tuple(y.shape)}"
             raise UserCodeError(f"model {m.name}: the loss or its backward pass on the {shapes} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
     memory = {
         "weights": sum(p.numel() * p.element_size() for p in params),
@@ -121,7 +127,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
         optimizer += f" + {m.scheduler.name}"
-    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, tuple(logits.shape), memory)
+    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, shape_of(logits, cfg.report.output), memory)
 
 
 class SavedTensorBytes:

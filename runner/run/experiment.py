@@ -28,6 +28,7 @@ from runner.config.schema import Config
 from runner.config.validate import config_from_dict, load_config
 from runner.data.loaders import load_data
 from runner.data.splits import VAL_INDICES, split_facts
+from runner.metrics.builtin import defaults
 from runner.engine.slot import Slot
 from runner.errors import CompareError, RunDirError
 from runner.report.finalize import finalize_run
@@ -137,6 +138,8 @@ class Experiment:
         # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
         data = load_data(cfg, device)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
+        if isinstance(loss_fn, torch.nn.Module):  # its tensor arguments (class weights) where the batches go
+            loss_fn.to(device)
         first_seed = checkpoint["seed_index"] if checkpoint else 0
 
         fused = checkpoint.get("fused") if checkpoint else None  # a resumed run forms the same fused groups
@@ -158,7 +161,7 @@ class Experiment:
                 lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
                 if checkpoint is None:
                     atomic.write_text(run_dir / "config.toml", tomlio.dumps(cfg.to_dict()))
-                    atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data), indent=2) + "\n")
+                    atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data) | task_facts(cfg, slots), indent=2) + "\n")
                     if data.val_indices is not None:
                         write_csv_atomic(pd.DataFrame({"train_index": data.val_indices}), run_dir / VAL_INDICES)
                     write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
@@ -235,3 +238,13 @@ class Experiment:
         if differences:
             raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
         return checkpointer.load()
+
+
+def task_facts(cfg: Config, slots: list) -> dict:
+    """What env.json records of the task: the report reads it to pick metrics and directions."""
+    task = slots[0].task if slots and slots[0].task is not None else None
+    if task is None:
+        return {}
+    metrics = list(cfg.report.metrics or defaults(task.kind, task.width))
+    rank = (cfg.report.rank_by or (metrics[0] if metrics else "loss")).removeprefix("test_")
+    return {"task": {"kind": task.kind, "width": task.width, "bytes_per_sample": task.bytes_per_sample()}, "metrics": metrics, "rank_by": rank}

@@ -30,7 +30,7 @@ FORMAT = 1  # the marker's format version
 # Every top-level entry a run writes (experiment claim, sinks, shared_pass errors, checkpoint,
 # finalize, plots, tb_views). --overwrite removes these, and nothing else.
 RUN_FILES = frozenset({"config.toml", "env.json", "models.csv", "history.csv", "leaderboard.csv", "leaderboard.md", "val_indices.csv"})
-RUN_FOLDERS = frozenset({"tb", "checkpoints", "predictions", "errors", "plots"})
+RUN_FOLDERS = frozenset({"tb", "checkpoints", "predictions", "errors", "plots", "models"})
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`
 LINKED = "is a symbolic link; compare writes only real files in its run directory: remove the link"
 

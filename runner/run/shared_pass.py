@@ -19,7 +19,7 @@ from runner.engine.loop import evaluate, read_health, train_one_epoch
 from runner.engine.race import Race, describe
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
-from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions
+from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, write_weights
 from runner.engine.slot import Slot
 from runner.engine.streams import Streams
 
@@ -35,6 +35,7 @@ class Outputs:
     stop: StopFlag
     checkpoint_every_steps: int | None = None
     grad_histograms: bool = True
+    weights: bool = True  # models/<model>/final.pt and best_val.pt
 
 
 class SharedPass:
@@ -114,6 +115,8 @@ class SharedPass:
         for slot in (s for s in self.slots if not s.reported):
             record = slot.end_epoch(epoch, last=epoch == epochs) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
             records.append(record)
+            if self.dist.main and out.weights and slot.best is not None and slot.best[0] == epoch:  # the best epoch on val so far
+                write_weights(out.run_dir, slot.name, self._seed_folder(), "best_val", slot.model)
             if out.grad_histograms:
                 tb.write_gradients(slot.name, epoch, slot.model)
         if self.race is not None and val_targets is not None:
@@ -137,12 +140,18 @@ class SharedPass:
         for slot in self.slots if self.dist.main else ():
             if slot.final is not None:
                 write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=slot.final, best=slot.best)
+                if out.weights:
+                    write_weights(out.run_dir, slot.name, self._seed_folder(), "final", slot.model)
+
+    def _seed_folder(self) -> int | None:
+        """Model files go under seed_<s>/ with several seeds, as TensorBoard runs do."""
+        return self.seed if len(self.cfg.seeds) > 1 else None
 
     def _race(self, epoch: int, records: list[dict], val_targets: torch.Tensor) -> None:
         """Eliminate the live models val shows to be worse (runner/engine/race.py); their row of
         this epoch is their last. Every rank decides alike: the predictions are gathered."""
         live = {s.name: s for s in self.slots if s.live and s.val_predictions is not None}
-        found = self.race.look(epoch, {n: s.val_predictions.numpy() for n, s in live.items()}, val_targets.numpy())
+        found = self.race.look(epoch, {n: s.val_predictions["top1"].numpy() for n, s in live.items() if "top1" in s.val_predictions}, val_targets.numpy())
         rows = {r["model"]: r for r in records}
         for record in records:
             record.setdefault("eliminated_by", "")

@@ -33,6 +33,11 @@ TB_TAGS = {
 GRADIENT_HISTOGRAMS = "weight_grad"
 
 
+def metric_tags(record: dict) -> dict[str, str]:
+    """The task's metrics (val_<m>, test_<m> columns beyond the fixed ones) as <m>/val, <m>/test."""
+    return {c: f"{c.split('_', 1)[1]}/{c.split('_', 1)[0]}" for c in record if c.startswith(("val_", "test_")) and c not in TB_TAGS and isinstance(record[c], float)}
+
+
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     atomic.write_text(path, df.to_csv(index=False))
 
@@ -69,7 +74,7 @@ class TensorBoardSink:
     def write(self, records: list[dict]) -> None:
         for record in records:
             writer = self.writers[record["model"]]
-            for column, tag in TB_TAGS.items():
+            for column, tag in TB_TAGS.items() | metric_tags(record).items():
                 if not (column.startswith("val_") and math.isnan(record[column])):  # no val split: no val curve
                     writer.add_scalar(tag, record[column], global_step=record["epoch"])
             writer.flush()
@@ -101,15 +106,35 @@ class NullTensorBoardSink:
 
 
 def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple | None) -> Path:
-    """predictions/<model>/seed_<seed>.npz: test targets and top-1 test predictions at the final
-    epoch and (with a val split) at the best epoch on val, as plain integer arrays (read with
-    np.load(..., allow_pickle=False)). Nothing here is chosen on test."""
+    """predictions/<model>/seed_<seed>.npz, plain arrays (read with np.load(..., allow_pickle=False);
+    docs/metrics.md has the format): `target`; per selected epoch (`final`, and with a val split
+    `best_val`, the best epoch on val) its epoch (`final_epoch`), its top-1 classes where the task
+    has classes (`final`), and every per-sample statistic the metrics need (`final.<stat>`).
+    Nothing here is chosen on test."""
     folder = Path(run_dir) / "predictions" / model
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"seed_{seed}.npz"
-    arrays = {"target": targets.numpy(), "final": final[1].numpy(), "final_epoch": np.int64(final[0])}
-    if best is not None:
-        arrays |= {"best_val": best[1].numpy(), "best_val_epoch": np.int64(best[0])}
+    arrays = {"target": targets.numpy()}
+    for key, chosen in (("final", final), ("best_val", best)):
+        if chosen is None:
+            continue
+        epoch, kept = chosen
+        arrays[f"{key}_epoch"] = np.int64(epoch)
+        arrays |= {f"{key}.{stat}": value.numpy() for stat, value in kept.items() if stat != "target"}
+        if "top1" in kept:
+            arrays[key] = kept["top1"].numpy().astype(np.int64)
     with atomic.atomic_write(path) as f:
         np.savez_compressed(f, **arrays)
+    return path
+
+
+def write_weights(run_dir: Path, model: str, seed: int | None, which: str, module: nn.Module) -> Path:
+    """models/<model>/<which>.pt (models/<model>/seed_<s>/<which>.pt with several seeds): the
+    state_dict on the CPU, written atomically; load it with torch.load(..., weights_only=True)."""
+    folder = Path(run_dir) / "models" / model / (f"seed_{seed}" if seed is not None else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{which}.pt"
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    with atomic.atomic_write(path) as f:
+        torch.save(state, f)
     return path

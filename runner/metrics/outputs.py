@@ -1,0 +1,61 @@
+"""What metrics read from a model's output. The shared loss always gets the output exactly as
+the model returned it; metrics take one tensor of it by a documented rule (docs/metrics.md):
+
+- a tensor: itself;
+- `[report] output = "<key>"`: that key of a dict (or attribute of an output object), or that
+  position of a tuple when the key is a number;
+- a dict or a Hugging Face `ModelOutput` (a dict with attributes): its `logits`, else its first tensor;
+- a tuple or list (auxiliary logits, as in Inception or GoogLeNet): its first element.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from runner.errors import UserCodeError
+
+
+def prediction(output: Any, key: str | None = None) -> torch.Tensor:
+    """The tensor metrics read from `output` (see the module docstring)."""
+    if isinstance(output, torch.Tensor) and key is None:
+        return output
+    if key is not None:
+        return _tensor(_by_key(output, key), f"[report] output = {key!r}")
+    if isinstance(output, Mapping):
+        if "logits" in output:
+            return _tensor(output["logits"], "its 'logits'")
+        first = next((v for v in output.values() if isinstance(v, torch.Tensor)), None)
+        return _tensor(first, "its first tensor value")
+    if hasattr(output, "logits"):
+        return _tensor(output.logits, "its .logits")
+    if isinstance(output, (tuple, list)) and output:
+        return prediction(output[0])
+    raise UserCodeError(f"the model returned {type(output).__name__}: metrics need a tensor, a tuple/list whose first element is one, or a dict with 'logits' (or set [report] output)")
+
+
+def _by_key(output: Any, key: str) -> Any:
+    if isinstance(output, Mapping):
+        if key in output:
+            return output[key]
+    elif isinstance(output, (tuple, list)) and key.lstrip("-").isdigit():
+        if -len(output) <= int(key) < len(output):
+            return output[int(key)]
+    elif hasattr(output, key):
+        return getattr(output, key)
+    elif isinstance(output, torch.Tensor):
+        raise UserCodeError(f"[report] output = {key!r}: the model returns a plain tensor, which has no keys (remove the setting)")
+    keys = list(output) if isinstance(output, Mapping) else f"positions 0..{len(output) - 1}" if isinstance(output, (tuple, list)) else "none"
+    raise UserCodeError(f"[report] output = {key!r}: not in the model's output (it has {keys})")
+
+
+def _tensor(value: Any, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise UserCodeError(f"the model's output: {what} is {type(value).__name__}, not a tensor (set [report] output to the key of its predictions)")
+    return value
+
+
+def shape_of(output: Any, key: str | None = None) -> tuple[int, ...]:
+    """The prediction's shape, for the plan and the probes."""
+    return tuple(prediction(output, key).shape)

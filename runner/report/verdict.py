@@ -1,0 +1,130 @@
+"""The verdict for any metric (docs/metrics.md): per model, the metric's value per seed from
+the kept per-sample statistics, its 95% interval, and a paired test against the best model
+in the metric's own family, with the MDE that evidence resolves.
+
+- "mcnemar" (a per-sample 0/1: acc, top-k, subset accuracy): the exact sign test per sample,
+  seeds combined per sample (stats.paired_over_seeds; exact McNemar with one seed); Wilson.
+- "additive" (a per-sample mean: mse, mae, nll, brier, hamming): the paired sign-flip
+  permutation test on the per-sample differences (seeds summed per sample); percentile bootstrap.
+- "bootstrap" (F1, balanced accuracy, R², AUROC, AP, ECE): the paired bootstrap, every model
+  on the SAME resamples; percentile bootstrap interval.
+With several seeds the interval is Student-t over the per-seed values and the MDE and seeds
+needed come from the per-seed differences (stats.mde_over_seeds, stats.seeds_needed).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runner.metrics import paired
+from runner.metrics.builtin import Kept, Metric, metrics_for
+from runner.report import stats
+from runner.report.run_data import RunData
+
+FAMILY_TEST = {
+    "mcnemar": "exact McNemar test (per test sample, the seeds each model gets right; exact sign test where they differ)",
+    "additive": f"paired sign-flip permutation test on the per-sample differences ({paired.RESAMPLES:,} flips, p = (c+1)/(B+1))",
+    "bootstrap": f"paired bootstrap, every model on the same {paired.RESAMPLES:,} resamples of the test samples (p = (c+1)/(B+1))",
+}
+FAMILY_INTERVAL = {
+    "additive": f"percentile bootstrap 95% interval over the test samples ({paired.RESAMPLES:,} resamples; one seed)",
+    "bootstrap": f"percentile bootstrap 95% interval over the test samples ({paired.RESAMPLES:,} resamples; one seed)",
+}
+
+
+def registered(run: RunData, metric: str) -> Metric | None:
+    """The built-in metric behind a test_<m> column of this run's task, or None."""
+    kind, width = run.task
+    return metrics_for(kind, width).get(metric.removeprefix("test_")) if metric.startswith("test_") else None
+
+
+def kept(run: RunData, model: str, seed: int, key: str, metric: Metric) -> Kept | None:
+    """What the run saved for (model, seed) at the `key` epoch ("final" or "best_val"), if it
+    holds every statistic the metric needs."""
+    pred = run.predictions.get(model, {}).get(seed)
+    if pred is None:
+        return None
+    stats_ = {k.split(".", 1)[1]: v for k, v in pred.items() if k.startswith(key + ".")}
+    if "top1" not in stats_ and key in pred:  # predictions saved before per-sample statistics
+        stats_["top1"] = pred[key]
+    if not all(n in stats_ for n in metric.needs):
+        return None
+    return Kept(stats_, pred["target"], run.task[1])
+
+
+@dataclass
+class Verdict:
+    values: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> seed -> value
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # one seed, non-proportion metrics
+    p: dict[str, float] = field(default_factory=dict)
+    mde: dict[str, float] = field(default_factory=dict)
+    needed: dict[str, float] = field(default_factory=dict)
+    wins: dict[str, int] = field(default_factory=dict)
+    losses: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def judge(run: RunData, metric: Metric, models: list[str], reference: str | None, key: str) -> Verdict:
+    out = Verdict()
+    data = {m: {s: k for s in run.predictions.get(m, {}) if (k := kept(run, m, s, key, metric)) is not None} for m in models}
+    missing = [m for m in models if not data[m]]
+    if missing:
+        out.notes.append(f"no saved per-sample statistics for {metric.name} ({', '.join(metric.needs)}) at the {key} epoch for {', '.join(missing)}: no interval or paired test for them")
+    out.values = {m: {s: metric.value(k) for s, k in d.items()} for m, d in data.items()}
+    n = next((len(k) for d in data.values() for k in d.values()), 0)
+    one_seed = {m for m, d in data.items() if len(d) == 1}
+    boot = metric.family != "mcnemar" and n > 0
+    if boot:
+        names = [m for m in models if data[m]]
+        resamplers = [_seed_mean([metric.resampler(k) for k in data[m].values()]) for m in names]
+        values = dict(zip(names, paired.bootstrap(resamplers, n)))
+        out.intervals = {m: paired.percentile_interval(values[m]) for m in names if m in one_seed}
+    ref = data.get(reference) if reference is not None else None
+    if not ref:
+        return out
+    for m in models:
+        if m == reference or not data[m]:
+            continue
+        pairs = _pair_seeds(data[m], ref)
+        if not all(np.array_equal(data[m][s].target, ref[r].target) for s, r in pairs):
+            out.notes.append(f"{m}: test targets differ from {reference}'s: not paired")
+            continue
+        if metric.family == "mcnemar":
+            a = np.stack([metric.per_sample(data[m][s]) > 0.5 for s, _ in pairs])
+            b = np.stack([metric.per_sample(ref[r]) > 0.5 for _, r in pairs])
+            result = stats.paired_over_seeds(a, b)
+            out.p[m], out.wins[m], out.losses[m] = result.p, result.wins, result.losses
+            single = stats.mde_mcnemar(n, float(np.mean(a[0] != b[0]))) if len(pairs) == 1 else math.nan
+        elif metric.family == "additive":
+            d = sum(metric.per_sample(data[m][s]) - metric.per_sample(ref[r]) for s, r in pairs)
+            out.p[m] = paired.sign_flip_p(d)
+            single = paired.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d))) if len(pairs) == 1 and len(d) > 1 else math.nan
+            if metric.finish is not None:  # rmse: from mse units by the delta method, d sqrt(x) = dx / (2 sqrt(x))
+                single /= 2 * out.values[reference][pairs[0][1]]
+        else:
+            delta = values[m] - values[reference]
+            observed = float(np.mean([out.values[m][s] for s, _ in pairs]) - np.mean([out.values[reference][r] for _, r in pairs]))
+            out.p[m] = paired.bootstrap_p(observed, delta)
+            single = paired.mde_from_se(float(np.nanstd(delta, ddof=1))) if len(pairs) == 1 else math.nan
+        if len(pairs) == 1:
+            out.mde[m], out.needed[m] = single, math.nan
+        else:
+            diffs = np.array([out.values[m][s] - out.values[reference][r] for s, r in pairs])
+            sd = float(np.std(diffs, ddof=1))
+            out.mde[m], out.needed[m] = stats.mde_over_seeds(sd, len(pairs)), stats.seeds_needed(float(diffs.mean()), sd)
+    return out
+
+
+def _seed_mean(resamplers):
+    """A model's metric under the resample weights, averaged over its seeds (same test samples)."""
+    if len(resamplers) == 1:
+        return resamplers[0]
+    return lambda w: np.mean([r(w) for r in resamplers], axis=0)
+
+
+def _pair_seeds(a: dict, b: dict) -> list[tuple[int, int]]:
+    """Seeds both models have; runs with disjoint seed lists pair in order."""
+    common = sorted(set(a) & set(b))
+    return [(s, s) for s in common] if common else list(zip(sorted(a), sorted(b)))

@@ -1,0 +1,249 @@
+"""Every task, every metric, end to end on scikit-learn's bundled data: regression
+(load_diabetes), imbalanced binary ranked by macro-F1, multi-label with tuple and dict outputs,
+100 classes ranked by top-5, and the kept weights reproducing the saved predictions."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.helpers import launch
+
+ADAPTERS = '''
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+from sklearn import datasets as sk
+from datasets.base import DatasetAdapter
+
+
+def split(x, y, n_test):
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    return TensorDataset(x[n_test:], y[n_test:]), TensorDataset(x[:n_test], y[:n_test])
+
+
+class Diabetes(DatasetAdapter):
+    def load_data(self):
+        x, y = sk.load_diabetes(return_X_y=True)
+        x = (x - x.mean(0)) / x.std(0)
+        return split(x, torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32), 120)
+
+
+class Imbalanced(DatasetAdapter):
+    def load_data(self):
+        x, y = sk.make_classification(1200, n_features=8, weights=[0.95, 0.05], flip_y=0, class_sep=1.5, random_state=0)
+        return split(x, torch.as_tensor(y), 400)
+
+
+class MultiLabel(DatasetAdapter):
+    classes = ["a", "b", "c", "d", "e"]
+
+    def load_data(self):
+        x, y = sk.make_multilabel_classification(900, n_features=12, n_classes=5, random_state=0)
+        return split(x / x.max(), torch.as_tensor(y, dtype=torch.float32), 300)
+
+
+class Blobs(DatasetAdapter):
+    def load_data(self):
+        x, y = sk.make_blobs(3000, n_features=16, centers=100, cluster_std=2.0, random_state=0)
+        return split((x - x.mean(0)) / x.std(0), torch.as_tensor(y), 1000)
+'''
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class Linear(nn.Module):
+    def __init__(self, features, outputs=1, squeeze=True):
+        super().__init__()
+        self.fc, self.squeeze = nn.Linear(features, outputs), squeeze
+
+    def forward(self, x):
+        out = self.fc(x)
+        return out.squeeze(-1) if self.squeeze else out
+
+
+class MLP(nn.Module):
+    def __init__(self, features, outputs=1, hidden=32, squeeze=True):
+        super().__init__()
+        self.net, self.squeeze = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, outputs)), squeeze
+
+    def forward(self, x):
+        out = self.net(x)
+        return out.squeeze(-1) if self.squeeze else out
+
+
+class Majority(nn.Module):
+    """Always the majority class: its one parameter never reaches the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.tensor([4.0, -4.0]).expand(len(x), 2) + 0 * self.unused
+
+
+class TwoHeads(nn.Module):
+    """Main and auxiliary logits, as Inception or GoogLeNet return them in training."""
+
+    def __init__(self, features, outputs, hidden=32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(features, hidden), nn.ReLU())
+        self.main, self.aux = nn.Linear(hidden, outputs), nn.Linear(hidden, outputs)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.main(h), self.aux(h)
+
+
+class DictOut(TwoHeads):
+    """A Hugging Face-style output: a dict with `logits`."""
+
+    def forward(self, x):
+        main, aux = super().forward(x)
+        return {"aux": aux, "logits": main}
+
+
+def with_aux(output, target):
+    """The shared loss sees the output as the model returned it."""
+    main_loss = nn.functional.binary_cross_entropy_with_logits if target.is_floating_point() else nn.functional.cross_entropy
+    if isinstance(output, dict):
+        return main_loss(output["logits"], target) + 0.3 * main_loss(output["aux"], target)
+    if isinstance(output, tuple):
+        return main_loss(output[0], target) + 0.3 * main_loss(output[1], target)
+    return main_loss(output, target)
+'''
+
+
+def toml(tmp_path, name: str, dataset: str, loss: str, models: list[str], report: str = "", epochs: int = 3, loss_args: str = "") -> str:
+    (tmp_path / "tasks_data.py").write_text(ADAPTERS)
+    (tmp_path / "tasks_models.py").write_text(MODELS)
+    text = f"""
+[experiment]
+name = "{name}"
+epochs = {epochs}
+device = "cpu"
+output_dir = "{tmp_path / 'runs'}"
+
+[data]
+dataset = "tasks_data.py:{dataset}"
+batch_size = 32
+val_fraction = 0.2
+
+[loss]
+name = "{loss}"
+{loss_args}
+
+[report]
+{report}
+""" + "\n".join(models)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def model(name: str, arch: str, args: str, lr: float = 0.05) -> str:
+    return f'[[model]]\nname = "{name}"\narch = "tasks_models.py:{arch}"\nargs = {{ {args} }}\noptimizer = {{ name = "Adam", lr = {lr} }}\n'
+
+
+def run_ok(*args):
+    result = launch(*args)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("regression")
+    cfg = toml(tmp, "diabetes", "Diabetes", "MSELoss", [model("linear", "Linear", "features = 10"), model("mlp", "MLP", "features = 10, hidden = 64", 0.01)], epochs=6)
+    dry = run_ok("run", cfg, "--dry-run")
+    result = run_ok("run", cfg, "--plots")
+    return tmp / "runs" / "diabetes", result, dry
+
+
+def test_regression_ranks_by_rmse_with_evidence(regression):
+    run, result, dry = regression
+    assert "task: regression (1 output)" in dry.stdout and "classes" not in dry.stdout.split("task:")[0].split("data:")[1]
+    assert "uniform" in dry.stdout and "stratified" not in dry.stdout
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert list(board["test_rmse_mean"]) == sorted(board["test_rmse_mean"])  # lower is better
+    assert np.isfinite(board[["test_rmse_ci95_low", "test_rmse_ci95_high"]].to_numpy()).all()
+    second = board.iloc[1]
+    assert 0 < second["p_vs_best"] <= 1 and np.isfinite(second["mde_vs_best"])
+    assert "ranked by test_rmse" in result.stdout and "sign-flip" in result.stdout
+    history = pd.read_csv(run / "history.csv")
+    assert {"val_rmse", "test_rmse", "test_mae", "test_r2"} <= set(history.columns)
+    assert (run / "plots" / "regression.png").is_file() and (run / "plots" / "grad_norms.png").is_file()
+    env = json.loads((run / "env.json").read_text())
+    assert env["task"]["kind"] == "regression" and env["classes"] == []
+
+
+def test_kept_weights_reproduce_the_saved_predictions(regression):
+    run, _, _ = regression
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("tasks_models_check", run.parent.parent / "tasks_models.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    data_spec = importlib.util.spec_from_file_location("tasks_data_check", run.parent.parent / "tasks_data.py")
+    data = importlib.util.module_from_spec(data_spec)
+    data_spec.loader.exec_module(data)
+    _, test = data.Diabetes().load_data()
+    saved = np.load(run / "predictions" / "mlp" / "seed_0.npz")
+    for key in ("final", "best_val"):
+        net = module.MLP(10, hidden=64)
+        net.load_state_dict(torch.load(run / "models" / "mlp" / f"{key}.pt", weights_only=True))
+        net.eval()
+        with torch.no_grad():
+            pred = net(test.tensors[0]).numpy()
+        np.testing.assert_allclose(pred, saved[f"{key}.pred"][:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_imbalanced_binary_majority_ranks_last_on_macro_f1(tmp_path):
+    cfg = toml(tmp_path, "imbalanced", "Imbalanced", "CrossEntropyLoss",
+               [model("majority", "Majority", ""), model("mlp", "MLP", "features = 8, outputs = 2, squeeze = false", 0.01)],
+               report='rank_by = "macro_f1"\nmetrics = ["macro_f1", "balanced_acc", "auroc", "average_precision"]', loss_args="args = { weight = [1.0, 19.0] }")
+    result = run_ok("run", cfg)
+    board = pd.read_csv(tmp_path / "runs" / "imbalanced" / "leaderboard.csv")
+    assert list(board["model"]) == ["mlp", "majority"]
+    assert board.iloc[1]["p_vs_best"] < 0.05 and "paired bootstrap" in result.stdout
+    assert board.iloc[1]["test_acc_mean"] > 0.9  # accuracy alone would have called it good
+    history = pd.read_csv(tmp_path / "runs" / "imbalanced" / "history.csv")
+    assert (history[history["model"] == "majority"]["test_auroc"] == 0.5).all()
+
+
+def test_multilabel_with_tuple_and_dict_outputs(tmp_path):
+    models = [model(n, a, "features = 12, outputs = 5", 0.01) for n, a in (("tuple", "TwoHeads"), ("dict", "DictOut"))]
+    cfg = toml(tmp_path, "multilabel", "MultiLabel", "tasks_models.py:with_aux", models)
+    dry = run_ok("run", cfg, "--dry-run")
+    assert "multi-label classification (5 labels)" in dry.stdout and "micro_f1" in dry.stdout
+    result = run_ok("run", cfg)
+    run = tmp_path / "runs" / "multilabel"
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert "ranked by test_micro_f1" in result.stdout
+    assert board["test_micro_f1_mean"].between(0.1, 1).all() and np.isfinite(board.iloc[1]["p_vs_best"])
+    history = pd.read_csv(run / "history.csv")
+    assert history[["test_map", "test_hamming", "val_subset_acc"]].notna().all().all()
+
+
+def test_hundred_classes_top5_with_an_auxiliary_loss(tmp_path):
+    models = [model("two_heads", "TwoHeads", "features = 16, outputs = 100, hidden = 64", 0.01), model("dict", "DictOut", "features = 16, outputs = 100, hidden = 64", 0.01)]
+    cfg = toml(tmp_path, "blobs", "Blobs", "tasks_models.py:with_aux", models, report='rank_by = "top5_acc"\nmetrics = ["top5_acc", "macro_f1", "ece"]', epochs=2)
+    dry = run_ok("run", cfg, "--dry-run")
+    assert "100-class classification" in dry.stdout
+    run_ok("run", cfg)
+    run = tmp_path / "runs" / "blobs"
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert board["test_top5_acc_mean"].between(0.05, 1).all() and (board["test_top5_acc_mean"] >= board["test_acc_mean"]).all()
+    saved = np.load(run / "predictions" / "dict" / "seed_0.npz")
+    assert saved["final.top"].shape == (1000, 5) and saved["final.top"].dtype == np.int16
+    after = launch("leaderboard", run, "--metric", "brier")  # kept statistics: any metric after the run
+    assert after.returncode == 0, after.stderr
+    assert "ranked by test_brier" in after.stdout
