@@ -3,7 +3,6 @@ cannot be verified, inputs that exited 1, and unclear messages. Tests that need 
 copy one tiny finished run (`finished`, trained once per module)."""
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
 

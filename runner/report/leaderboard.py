@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from runner.engine.early_stopping import maximize, selection_metric
-from runner.metrics.builtin import Metric, direction, metrics_for
+from runner.metrics.builtin import Metric, direction
 from runner.report import stats, verdict
 from runner.errors import ReportError, did_you_mean
 from runner.report.run_data import RunData, run_labels
@@ -88,11 +88,11 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     select = _select(run, select)
     if "_selected" not in run.history:  # merged runs come marked, each run by itself
         run = replace(run, history=_with_selection(run, select))
-    metric = _column(run, metric or run.rank_by)
+    metric = verdict.column(run, metric or run.rank_by)
     key = "final" if select == "final" else "best_val"
     found = verdict.registered(run, metric) if metric != "test_acc" else None  # test_acc: the McNemar path below
     if found is not None:
-        run = replace(run, history=_filled(run, metric, found, key))
+        run = replace(run, history=verdict.filled(run, metric, found, key))
     history = run.history
     candidates = [c for c in history.columns if c not in NOT_METRICS and not c.startswith("_") and pd.api.types.is_numeric_dtype(history[c])]
     if metric not in candidates:
@@ -121,33 +121,6 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     first = [c for c in CORE if c in table.columns and c not in metric_cols]
     first = first[: first.index("test_acc_mean")] + metric_cols + first[first.index("test_acc_mean") :]
     return Leaderboard(table[first + [c for c in table.columns if c not in first]], evidence)
-
-
-def _column(run: RunData, metric: str) -> str:
-    """A metric as its history.csv column: `macro_f1` -> test_macro_f1 (a column name stays)."""
-    if metric in run.history or metric.startswith(("test_", "val_", "train_")):
-        return metric
-    return f"test_{metric}" if f"test_{metric}" in run.history or metric in metrics_for(*run.task) else metric
-
-
-def _filled(run: RunData, metric: str, found: Metric, key: str) -> pd.DataFrame:
-    """The history with the metric's value on each selected row computed from the kept
-    statistics where history.csv has no such column (a metric asked for after the run)."""
-    h = run.history
-    if metric in h and h.loc[h["_selected"], metric].notna().all():
-        return h
-    h = h.copy()
-    if metric not in h:
-        h[metric] = math.nan
-    for i in h.index[h["_selected"]]:
-        k = verdict.kept(run, h.at[i, "model"], int(h.at[i, "seed"]), key, found)
-        if k is None:
-            raise ReportError(
-                f"{run.path}: --metric {found.name}: the run kept no {', '.join(found.needs)} for {h.at[i, 'model']} "
-                f"(set [report] metrics = [\"{found.name}\"] before the run to keep them)"
-            )
-        h.at[i, metric] = found.value(k)
-    return h
 
 
 def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric: Metric, key: str) -> None:

@@ -18,8 +18,6 @@ and away from a caller's open figures.
 from __future__ import annotations
 
 import sys
-import textwrap
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -37,34 +35,12 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from runner import atomic  # noqa: E402
 from runner.report import stats, task_plots  # noqa: E402
+from runner.report.figure_kit import DPI, PALETTE, _figure, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
 from runner.run.run_dir import check_no_links  # noqa: E402
 
-DPI = 120
 EPOCH_LABEL = "epoch (passes over the train split)"
-# 20 distinguishable colours: tab10, then tab20's light partner of each.
-PALETTE = [tuple(c) for c in sns.color_palette("tab10", 10) + sns.color_palette("tab20", 20)[1::2]]
-
-
-def model_colours(names) -> dict[str, tuple]:
-    """Each name's colour from its CRC32 (the same in every run, whatever the rank). Names are
-    placed in sorted order; a taken colour moves a name to the next free one, tab10's strong
-    colours before their light partners, so colours stay distinct. Past 20 models the rest get
-    evenly spaced husl hues."""
-    names = sorted(set(names))
-    free = list(range(len(PALETTE)))
-    extra = iter(sns.color_palette("husl", max(0, len(names) - len(PALETTE))))
-    out = {}
-    for name in names:
-        if not free:
-            out[name] = tuple(next(extra))
-            continue
-        want = zlib.crc32(name.encode()) % 10
-        slot = min(free, key=lambda i: (i >= 10, (i - want) % 10))
-        free.remove(slot)
-        out[name] = PALETTE[slot]
-    return out
 
 
 def figures(run: RunData, board: Leaderboard) -> dict[str, Callable[[], Figure | None]]:
@@ -109,21 +85,6 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
     return written
 
 
-def wrap(text: str, width_in: float, fontsize: float = 11) -> str:
-    """Wrap each line of `text` to what fits `width_in` inches (a character ~0.55 em wide)."""
-    chars = max(20, int(width_in * 72 / (fontsize * 0.55)))
-    return "\n".join(textwrap.fill(line, chars) for line in text.splitlines())
-
-
-def seeds_note(n_seeds: int, band: bool = True) -> str:
-    """What the spread over seeds is, in plain words; with 2 seeds, why it is not a t-band."""
-    if n_seeds <= 1:
-        return "one seed: no spread over seeds"
-    if n_seeds < 3:
-        return stats.t_quantile_note(n_seeds) + (f" (band = min–max over the {n_seeds} seeds)" if band else "")
-    return f"{n_seeds} seeds: band = 95% t-interval over seeds"
-
-
 def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
     """(centre, low, high) over seeds: mean (geometric for log axes), min-max for 2 seeds,
     the 95% t-interval (of the log for log axes) from 3; no band (NaN) for one seed."""
@@ -139,24 +100,6 @@ def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
         iv = stats.t_interval(x)
         low, high = iv.low, iv.high
     return tuple(float(np.exp(v)) for v in (centre, low, high)) if log else (centre, low, high)
-
-
-def _figure(ncols: int = 1, width: float = 6.5, height: float = 4.5, nrows: int = 1, style: str = "whitegrid",
-            legend: list[str] | None = None):
-    """(figure, grid of axes, legend panel or None). `legend`: the labels the panel will hold;
-    it is its own column, as wide as the longest label, so the title spans it too."""
-    key_width = 0.9 + 0.075 * max(map(len, legend)) if legend else 0.0  # inches: 8 pt text
-    ratios = [width] * ncols + ([key_width] if legend else [])
-    with sns.axes_style(style), sns.plotting_context("notebook", font_scale=0.9):
-        fig = Figure(figsize=(width * ncols + key_width, height * nrows), layout="constrained")
-        grid = fig.subplots(nrows, len(ratios), squeeze=False, width_ratios=ratios)
-    if not legend:
-        return fig, grid, None
-    key = grid[0, -1]
-    for ax in grid[1:, -1]:
-        ax.remove()
-    key.set_axis_off()
-    return fig, grid[:, :-1], key
 
 
 def _legend(key, handles: list, title: str) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from runner.metrics.builtin import ECE_BINS, Kept, metrics_for
+from runner.report.figure_kit import _figure
 from runner.report.run_data import RunData
 
 
@@ -24,8 +25,6 @@ def _selected(run: RunData, model: str, stat: str) -> Kept | None:
 
 
 def _grid(n: int, side: float = 3.2) -> tuple[Figure, np.ndarray]:
-    from runner.report.plots import _figure  # noqa: PLC0415 - the shared figure layout (plots imports this module)
-
     ncols = min(4, n)
     fig, axes, _ = _figure(ncols, width=side, height=side + 0.3, nrows=-(-n // ncols))
     for ax in axes.flat[n:]:
@@ -67,8 +66,6 @@ def regression(run: RunData, order: list[str], colours: dict, run_name: str) -> 
     kept = {m: k for m in order if (k := _selected(run, m, "pred")) is not None}
     if not kept:
         return None
-    from runner.report.plots import _figure  # noqa: PLC0415
-
     fig, axes, _ = _figure(len(kept), width=3.2, height=3.4, nrows=2)
     rmse = metrics_for("regression")["rmse"]
     for i, (model, k) in enumerate(kept.items()):

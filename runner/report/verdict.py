@@ -17,10 +17,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from runner.metrics import paired
 from runner.metrics.builtin import Kept, Metric, metrics_for
 from runner.report import stats
+from runner.errors import ReportError
 from runner.report.run_data import RunData
 
 FAMILY_TEST = {
@@ -52,6 +54,33 @@ def kept(run: RunData, model: str, seed: int, key: str, metric: Metric) -> Kept 
     if not all(n in stats_ for n in metric.needs):
         return None
     return Kept(stats_, pred["target"], run.task[1])
+
+
+def column(run: RunData, metric: str) -> str:
+    """A metric as its history.csv column: `macro_f1` -> test_macro_f1 (a column name stays)."""
+    if metric in run.history or metric.startswith(("test_", "val_", "train_")):
+        return metric
+    return f"test_{metric}" if f"test_{metric}" in run.history or metric in metrics_for(*run.task) else metric
+
+
+def filled(run: RunData, metric: str, found: Metric, key: str) -> pd.DataFrame:
+    """The history with the metric's value on each selected row computed from the kept
+    statistics where history.csv has no such column (a metric asked for after the run)."""
+    h = run.history
+    if metric in h and h.loc[h["_selected"], metric].notna().all():
+        return h
+    h = h.copy()
+    if metric not in h:
+        h[metric] = math.nan
+    for i in h.index[h["_selected"]]:
+        k = kept(run, h.at[i, "model"], int(h.at[i, "seed"]), key, found)
+        if k is None:
+            raise ReportError(
+                f"{run.path}: --metric {found.name}: the run kept no {', '.join(found.needs)} for {h.at[i, 'model']} "
+                f"(set [report] metrics = [\"{found.name}\"] before the run to keep them)"
+            )
+        h.at[i, metric] = found.value(k)
+    return h
 
 
 @dataclass
