@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from runner.metrics.builtin import ECE_BINS, Kept, metrics_for
-from runner.report.figure_kit import _figure
+from runner.report.figure_kit import _figure, wrap
 from runner.report.run_data import RunData
 
 
@@ -55,7 +55,7 @@ def calibration(run: RunData, order: list[str], colours: dict, run_name: str) ->
         ax.set_xlabel("confidence (top-1 probability)")
         ax.set_ylabel("accuracy in the bin")
         ax.set_title(f"{model}\nECE {ece.value(k):.3f}", fontsize=9)
-    fig.suptitle(f"{run_name}: reliability diagrams (test, {ECE_BINS} equal-width bins; on the diagonal = calibrated)", fontsize=11)
+    fig.suptitle(wrap(f"{run_name}: reliability diagrams (test, {ECE_BINS} equal-width bins; on the diagonal = calibrated)", fig.get_figwidth() - 0.5), fontsize=11)
     return fig
 
 
@@ -81,5 +81,5 @@ def regression(run: RunData, order: list[str], colours: dict, run_name: str) -> 
         bottom.axhline(0, color="grey", linestyle="--", linewidth=1)
         bottom.set_xlabel("predicted")
         bottom.set_ylabel("residual (predicted - true)")
-    fig.suptitle(f"{run_name}: regression on test (first output; diagonal / zero line = perfect)", fontsize=11)
+    fig.suptitle(wrap(f"{run_name}: regression on test (first output; diagonal / zero line = perfect)", fig.get_figwidth() - 0.5), fontsize=11)
     return fig
