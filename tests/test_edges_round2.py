@@ -8,6 +8,7 @@ import zipfile
 
 import pytest
 
+from runner.config import tomlio
 from runner.config.validate import config_from_dict
 from runner.errors import CompareWarning, RunDirError
 from runner.report.finalize import finalize_run
@@ -152,3 +153,77 @@ def test_an_intact_checkpoint_without_a_manifest_needs_accept_unverified(run_dir
         result = cli("resume", run_dir, "--no-plots", "-q", "--accept-unverified")
     assert result.exit_code == 0, result.stderr
     assert "already finished" in result.stdout
+
+
+# --- 4. inputs that exited 1 ----------------------------------------------------------------------
+
+def test_leaderboard_out_into_a_missing_folder_is_exit_2(run_dir, tmp_path):
+    out = tmp_path / "missing_dir" / "x.md"
+    result = cli("leaderboard", run_dir, "--format", "md", "--out", out)
+    assert result.exit_code == 2 and errors(result) == [f"error: --out {out}: the folder {out.parent} does not exist; create it first"], result.stderr
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "plot"])
+def test_a_run_config_that_is_not_utf8_is_exit_2(run_dir, command):
+    (run_dir / "config.toml").write_bytes(b"[experiment]\nname = \"\xff\"\n")
+    result = cli(command, run_dir)
+    lines = errors(result)
+    assert result.exit_code == 2 and len(lines) == 1 and len(lines[0]) <= 300, result.stderr
+    assert lines[0].startswith(f"error: {run_dir / 'config.toml'}: cannot read: 'utf-8' codec can't decode byte 0xff"), lines
+
+
+def config_file(tmp_path, models=None):
+    raw = digits_config(models or [mlp("a"), mlp("b")], epochs=1, batch_size=32, eval_batch_size=64, subset=64, test_subset=32)
+    path = tmp_path / "exp.toml"
+    path.write_text(tomlio.dumps(raw))
+    return path
+
+
+def test_a_long_out_is_refused_and_leaves_no_folders(tmp_path):
+    for out in (tmp_path / "a" / "b" / ("x" * 300), tmp_path / "c" / "d" / ("x/" * 2100)):
+        result = cli("run", config_file(tmp_path), "--out", out, "-q", "--no-plots")
+        lines = errors(result)
+        assert result.exit_code == 2 and len(lines) == 1 and len(lines[0]) <= 300, result.stderr
+        assert "choose a shorter --out" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml"]
+
+
+# --- 9. unclear messages ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.a=nope", "error: --set: model.a: is the [[model]] table 'a'; set one of its keys, e.g. model.a.optimizer.lr=0.1"),
+    ("model.c=nope", "error: --set: model.c: no model named 'c'"),
+    ("model.a.name=b", "error: --set: model.b.name: duplicate model name 'b'"),
+])
+def test_set_messages_name_the_set_and_make_sense(tmp_path, override, expected):
+    result = cli("run", config_file(tmp_path), "--dry-run", "--set", override)
+    assert result.exit_code == 2 and errors(result) == [expected], result.stderr
+
+
+def test_an_arch_from_set_that_takes_no_args_says_so(tmp_path):
+    path = config_file(tmp_path)
+    result = cli("run", path, "--dry-run", "--set", "model.a.arch=lenet")
+    assert result.exit_code == 2, result.stderr
+    assert errors(result) == [f"error: {path}: model.a.args.{key}: unknown argument (it takes no arguments); model.a.arch was set with --set" for key in ("hidden", "dropout")]
+
+
+@pytest.mark.parametrize("seeds", ["0,,1", "0,1,", ",0"])
+def test_seeds_with_an_empty_part_are_refused(tmp_path, seeds):
+    result = cli("run", config_file(tmp_path), "--dry-run", "--seeds", seeds)
+    assert result.exit_code == 2 and errors(result) == [f"error: --seeds: experiment.seeds: expected distinct comma-separated integers like 0,1,2, got {seeds!r}"]
+
+
+@pytest.mark.parametrize("command", ["resume", "leaderboard"])
+def test_a_planted_config_symlink_is_named_as_a_link(run_dir, tmp_path, command):
+    target = tmp_path / "elsewhere.toml"
+    target.write_text("this is = not [toml\n")
+    (run_dir / "config.toml").unlink()
+    (run_dir / "config.toml").symlink_to(target)
+    result = cli(command, run_dir)
+    lines = errors(result)
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    if command == "resume":
+        assert lines == [f"error: {run_dir / 'config.toml'} {LINKED}"]
+    else:
+        assert lines[0].startswith(f"error: {run_dir / 'config.toml'} (a symbolic link to {target}): cannot read:")

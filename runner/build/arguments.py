@@ -50,7 +50,8 @@ def check_arguments(fn: Callable, args: dict, skip: tuple[str, ...], file: str, 
     names = [n for n, p in params.items() if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     out = []
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        out += [Problem(file, f"{key}.{k}", f"unknown argument{did_you_mean(k, names)} (accepts: {', '.join(names)})") for k in args if k not in names]
+        accepts = f"(accepts: {', '.join(names)})" if names else "(it takes no arguments)"
+        out += [Problem(file, f"{key}.{k}", f"unknown argument{did_you_mean(k, names)} {accepts}") for k in args if k not in names]
     if required:
         out += [Problem(file, f"{key}.{n}", "missing required argument") for n in names if params[n].default is inspect.Parameter.empty and n not in args]
     hints = _hints(fn)

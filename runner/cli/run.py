@@ -15,7 +15,7 @@ from runner.errors import EXIT_SOME_FAILED, ConfigError, Problem
 def seeds_override(text: str) -> str:
     """`--seeds 0,1,2` -> the override `experiment.seeds=[0, 1, 2]`."""
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",")]  # an empty part (0,,1 or 0,1,) is a typo: refused, not skipped
     except ValueError:
         seeds = []
     if not seeds or len(set(seeds)) != len(seeds):

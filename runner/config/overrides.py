@@ -25,7 +25,7 @@ def parse_override_value(text: str) -> Any:
     """TOML value syntax (`0.1`, `true`, `[1, 2]`, `"s"`); anything else is a plain string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # too deeply nested: a string, refused by the key's type check
         return text
 
 
@@ -62,9 +62,12 @@ def apply_overrides(raw: dict, overrides, source: str, problems: list[Problem], 
             if not hits and defer_unknown_models:
                 deferred.append(item)
                 continue
+            if not hits and rest in names:  # `model.a=3`: the whole table, which --set does not replace
+                problems.append(Problem("--set", key, f"is the [[model]] table {shown(rest)}; set one of its keys, e.g. model.{rest}.optimizer.lr=0.1"))
+                continue
             if not hits:
                 guess = re.match(r"(?:\[[^\]]*\]|[^.])*", rest).group(0)  # up to the first dot outside [...]
-                problems.append(Problem("--set", key, f"no model named {shown(guess)}{did_you_mean(guess, names)}"))
+                problems.append(Problem("--set", key, f"no model named {shown(guess)}{did_you_mean(guess, [n for n in names if n != guess])}"))
                 continue
             name = max(hits, key=len)
             target = models[names.index(name)]
@@ -79,6 +82,8 @@ def apply_overrides(raw: dict, overrides, source: str, problems: list[Problem], 
                 break
             target = child
         else:
-            target[parts[-1]] = parse_override_value(text.strip())
+            target[parts[-1]] = value = parse_override_value(text.strip())
             overridden.add(prefix + ".".join(parts))
+            if prefix and parts == ["name"] and isinstance(value, str):
+                overridden.add(f"model.{value}.name")  # its problems (a duplicate) are reported at the new name
     return raw, overridden, deferred

@@ -4,6 +4,7 @@ every problem is reported at once, each with its file and dotted key path."""
 from __future__ import annotations
 
 import functools
+import math
 import tomllib
 import typing
 from dataclasses import MISSING, fields
@@ -37,7 +38,7 @@ from runner.config.schema import (
 )
 from runner.data.cache import check_specs
 from runner.engine.numerics import COMPILE_MODES
-from runner.errors import ConfigError, Problem, did_you_mean, shown
+from runner.errors import ConfigError, Problem, clip, did_you_mean, shown
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -53,21 +54,26 @@ def load_config(path: str | Path, overrides: list[str] = (), base_dir: Path | No
     except UnicodeDecodeError as err:
         line = err.object.count(b"\n", 0, err.start) + 1
         raise ConfigError([Problem(source, "-", f"not UTF-8 text: byte {err.object[err.start]:#04x} on line {line} (TOML files are UTF-8)")]) from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark some Windows editors write; TOML has no use for it
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([Problem(source, "-", f"TOML syntax error: {err}")]) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError([Problem(source, "-", f"arrays or tables nested too deeply to read; a config nests at most {MAX_DEPTH} levels")]) from None
     return config_from_dict(raw, source=source, overrides=overrides, base_dir=base_dir)
 
 
 def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (), base_dir: Path | None = None) -> Config:
     """`base_dir`: where relative references resolve (a run directory's config copy: where its run resolved them)."""
     problems: list[Problem] = []
+    _check_depth(raw, source)
     # Overrides address the models as written (`model.tudui.sweep=...`); one that names a model
     # only a sweep creates (`model.tudui[lr=0.1].seed=3`) is applied after the expansion.
     raw, overridden, later = apply_overrides(raw, overrides, source, problems, defer_unknown_models=True)
     if problems:
         raise ConfigError(problems)
+    _check_depth(raw, "--set")  # the file was checked above: anything deeper now came from --set
     points: dict[str, list[str]] = {}
     if isinstance(raw.get("model"), list):
         raw["model"], points = sweeps.expand(raw["model"], source, problems)
@@ -83,9 +89,35 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
     # A problem in a key given with --set, inside a table given with --set, or in a table one of
     # whose keys --set gave (an optimizer's trial call with --set's lr) is reported against --set.
     problems = [Problem("--set", p.key, p.message) if any(p.key == k or p.key.startswith((k + ".", k + "[")) or k.startswith(p.key + ".") for k in overridden) else p for p in problems]
+    # The file's model args that an arch from --set does not take: say where that arch came from.
+    problems = [Problem(p.file, p.key, f"{p.message}; {arch} was set with --set") if p.file != "--set" and (arch := _arch_key(p.key)) in overridden else p for p in problems]
     if problems:
         raise ConfigError(problems)
     return config
+
+
+MAX_COUNT = 2**63 - 1  # sizes and counts: what a C index (sys.maxsize) holds
+MAX_DEPTH = 32  # tables and arrays in tables and arrays: far more than any config needs
+
+
+def _arch_key(key: str) -> str | None:
+    """`model.a.args.hidden` -> `model.a.arch` (the arch whose arguments these are)."""
+    head, sep, _ = key.partition(".args.")
+    return f"{head}.arch" if sep and head.startswith("model.") else None
+
+
+def _check_depth(raw: Any, source: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH before recursive code (copies, type checks,
+    reprs) meets it and Python's recursion limit ends compare with a RecursionError. Iterative."""
+    stack = [(raw, 0, "")]
+    while stack:
+        value, depth, key = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError([Problem(source, clip(key.lstrip(".") or "-", 80), f"nested more than {MAX_DEPTH} levels deep; a config nests at most {MAX_DEPTH}")])
+        if isinstance(value, dict):
+            stack += [(v, depth + 1, f"{key}.{k}") for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value)]
 
 
 # ---------------------------------------------------------------- validation
@@ -185,7 +217,9 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
     if exp is not None and "early_stopping" in raw.get("experiment", {}):
         exp["early_stopping"] = _early_stopping(raw["experiment"]["early_stopping"], "experiment.early_stopping", source, problems)
     if exp is not None and "name" in exp and (not NAME_PATTERN.match(exp["name"]) or ".." in exp["name"]):  # the run directory's name
-        problems.append(Problem(source, "experiment.name", f"{exp['name']!r} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+        problems.append(Problem(source, "experiment.name", f"{shown(exp['name'])} is not a safe name: use letters, digits, _ . , = + - [ ]"))
+    elif exp is not None and "name" in exp and len(exp["name"].encode()) > MAX_PATH_PART_BYTES:
+        problems.append(Problem(source, "experiment.name", f"{len(exp['name'].encode())} bytes ({clip(repr(exp['name']), 60)}); the run directory's name can have at most {MAX_PATH_PART_BYTES}"))
     data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
     loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
     report = _table(raw.get("report", {}), ReportConfig, "report", source, problems)
@@ -283,8 +317,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     if d.disk_cache and d.cache == "none":
         bad("data.disk_cache", 'keeps the decoded tensor of data.cache; set data.cache = "memory" or "device"')
     for key in ("batch_size", "eval_batch_size"):
-        if getattr(d, key) < 1:
-            bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
+        if not 1 <= getattr(d, key) <= MAX_COUNT:  # DataLoader's islice takes at most sys.maxsize
+            bad(f"data.{key}", f"expected 1 to 2**63 - 1, got {shown(getattr(d, key))}")
     if d.num_workers < 0:
         bad("data.num_workers", f"expected >= 0, got {d.num_workers}")
     if not 0 <= d.val_fraction < 1:
@@ -304,6 +338,10 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     if d.augment and d.train_transforms is not None:
         bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
     problems += components.check_loss(cfg.loss.name, cfg.loss.args, src, "loss", base)
+    smoothing = cfg.loss.args.get("label_smoothing") if isinstance(cfg.loss.args, dict) else None
+    # torch takes any float here and silently misbehaves (nan, -inf) or ignores it (-1): a share of the target mass
+    if cfg.loss.name == "CrossEntropyLoss" and isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and not (math.isfinite(smoothing) and 0 <= smoothing <= 1):
+        bad("loss.args.label_smoothing", f"expected a share from 0 to 1, got {shown(smoothing)}")
     for m in cfg.models:
         where = f"model.{m.name}"
         if m.device is not None and not DEVICE_PATTERN.match(m.device):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from runner.errors import RunDirError
+from runner.errors import RunDirError, clip
 
 PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")  # plus <key>.<stat> per metric statistic
 
@@ -140,8 +140,8 @@ def _read_toml(path: Path) -> dict:
         return {}
     try:
         return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise RunDirError(f"{path}: cannot read: {err}") from None
+    except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as err:  # a damaged or planted file: exit 2
+        raise RunDirError(f"{path}{' (a symbolic link to ' + str(path.resolve()) + ')' if path.is_symlink() else ''}: cannot read: {clip(str(err), 120)}") from None
 
 
 def _read_predictions(folder: Path) -> dict[str, dict[int, dict]]:

@@ -38,7 +38,7 @@ from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
-from runner.run.run_dir import claim_run_dir, default_run_dir
+from runner.run.run_dir import LINKED, claim_run_dir, default_run_dir
 from runner.run.shared_pass import Outputs, SharedPass
 from runner.run.sinks import HistorySink, write_csv_atomic
 
@@ -89,6 +89,8 @@ class Experiment:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "Experiment":
         path = Path(run_dir) / "config.toml"
+        if path.is_symlink():  # its target's TOML errors would be reported as the run's
+            raise RunDirError(f"{path} {LINKED}")
         if not path.exists():
             raise RunDirError(f"{run_dir} is not a run directory (no config.toml)")
         # Relative references resolve from the folder of the config the run started from.
@@ -228,6 +230,8 @@ class Experiment:
         if not run_dir.is_dir() or not any(run_dir.iterdir()):
             raise RunDirError(f"nothing to resume in {run_dir}: it holds no run; leave out --resume to start one there")
         saved_config = run_dir / "config.toml"
+        if saved_config.is_symlink():
+            raise RunDirError(f"{saved_config} {LINKED}")
         if not saved_config.exists():
             raise RunDirError(f"{run_dir} is not a run directory (no config.toml); nothing to resume")
         try:

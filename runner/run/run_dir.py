@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from runner import atomic
-from runner.errors import RunDirError
+from runner.errors import RunDirError, clip
 
 MARKER, LOCK = ".compare-run", ".lock"
 FORMAT = 1  # the marker's format version
@@ -32,6 +32,7 @@ FORMAT = 1  # the marker's format version
 RUN_FILES = frozenset({"config.toml", "env.json", "models.csv", "history.csv", "leaderboard.csv", "leaderboard.md", "val_indices.csv"})
 RUN_FOLDERS = frozenset({"tb", "checkpoints", "predictions", "errors", "plots", "models"})
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`
+NAME_MAX, PATH_MAX = 255, 4096  # bytes in one file or folder name, and in a whole path (Linux)
 LINKED = "is a symbolic link; compare writes only real files in its run directory: remove the link"
 
 
@@ -59,7 +60,13 @@ def holds_a_run(run_dir: Path) -> bool:
 
 
 def check_path(run_dir: Path) -> None:
-    """The run directory itself: not a symlink, not a file."""
+    """The run directory itself: a path the file system can hold, not a symlink, not a file."""
+    where = clip(str(run_dir), 80)
+    if len(os.fsencode(run_dir.absolute())) >= PATH_MAX:
+        raise RunDirError(f"{where}: a path of {len(os.fsencode(run_dir.absolute())):,} bytes; file systems allow {PATH_MAX - 1}: choose a shorter --out")
+    too_long = next((p for p in run_dir.parts if len(os.fsencode(p)) > NAME_MAX), None)
+    if too_long is not None:  # before anything is created
+        raise RunDirError(f"{where}: a folder name of {len(os.fsencode(too_long))} bytes ({clip(repr(too_long), 60)}); file systems allow {NAME_MAX}: choose a shorter --out")
     if run_dir.is_symlink():
         raise RunDirError(f"{run_dir} is a symbolic link; compare does not write through links: give the real folder as --out")
     if run_dir.exists() and not run_dir.is_dir():
@@ -211,10 +218,7 @@ def claim_run_dir(run_dir: str | Path, fresh: bool, overwrite: bool = False) -> 
     check_path(run_dir)
     if fresh and _read_marker(run_dir) is None and holds_a_run(run_dir):
         _refuse_foreign(run_dir)  # before anything is created: a folder compare does not own gets no lock file
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RunDirError(f"cannot create the run directory {run_dir}: {err.strerror}") from None
+    _make_dirs(run_dir)
     with run_dir_lock(run_dir):
         marker = _read_marker(run_dir)
         if fresh and holds_a_run(run_dir):
@@ -229,6 +233,25 @@ def claim_run_dir(run_dir: str | Path, fresh: bool, overwrite: bool = False) -> 
         if fresh or marker is None:  # a run resumed from before the marker existed adopts it
             atomic.write_text(run_dir / MARKER, json.dumps({"format": FORMAT, "written_by": "compare"}) + "\n")
         yield
+
+
+def _make_dirs(run_dir: Path) -> None:
+    """mkdir -p, except that a refused run directory leaves none of the folders it began."""
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()][::-1]  # check_path vetted the lengths
+    made: list[Path] = []
+    try:
+        for folder in missing:
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise
+                continue  # another process made it (two runs racing): not ours to remove
+            made.append(folder)
+    except OSError as err:
+        for folder in reversed(made):
+            folder.rmdir()
+        raise RunDirError(f"cannot create the run directory {clip(str(run_dir), 120)}: {err.strerror}") from None
 
 
 def _refuse_foreign(run_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """Fuzzed configs through the real CLI code path: mutations of a tiny digits config (wrong
 types, out-of-range numbers, unknown keys, odd names, long strings, non-UTF-8 bytes, broken
-TOML, bad sweeps, bad --set overrides). Each must succeed, or exit 2 with one `error:` line per
+TOML, bad sweeps, bad --set overrides, a byte-order mark, deep nesting, and the shapes of issue 24
+in `SHAPES`). Each must succeed, or exit 2 with one `error:` line per
 problem; never exit 1 ("internal error") and never a traceback. Cases run in this process
 through the typer app (`compare run CFG --dry-run`: validate, build every model, one forward);
 a few also run as real `compare` subprocesses, which must print and exit the same."""
@@ -88,7 +89,7 @@ def to_toml(raw: dict) -> str:
 def mutate(rng: random.Random, raw: dict) -> tuple[bytes, list[str]]:
     """One fuzzed case: the config file's bytes and its --set overrides."""
     overrides: list[str] = []
-    kind = rng.choice(["value", "value", "value", "values", "valid", "sweep", "override", "bytes", "truncate"])
+    kind = rng.choice(["value", "value", "value", "values", "valid", "sweep", "override", "bytes", "truncate", "bom", "nested"])
     if kind in ("value", "values"):
         for _ in range(1 if kind == "value" else rng.randint(2, 5)):
             set_path(raw, rng.choice(KEYS), copy.deepcopy(rng.choice(VALUES)))
@@ -108,12 +109,21 @@ def mutate(rng: random.Random, raw: dict) -> tuple[bytes, list[str]]:
     elif kind == "override":
         overrides = rng.sample(OVERRIDES, rng.randint(1, 3))
     data = to_toml(raw).encode()
+    if kind == "nested":  # arrays or inline tables in a data key, from harmless to past Python's recursion limit
+        data = data.replace(b"[data]\n", b"[data]\n" + rng.choice([b"args", b"nope", b"batch_size"]) + b" = " + nest(rng.choice([2, 32, 33, 500, 2000]), rng.random() < 0.5) + b"\n", 1)
+    if kind == "bom":
+        data = b"\xef\xbb\xbf" + data
     if kind == "bytes":  # bytes that are not UTF-8, somewhere in the file
         at = rng.randrange(len(data))
         data = data[:at] + bytes([rng.randint(0x80, 0xFF)]) + data[at:]
     elif kind == "truncate":
         data = data[: rng.randrange(len(data))]
     return data, overrides
+
+
+def nest(depth: int, tables: bool) -> bytes:
+    """`depth` arrays ([[[1]]]) or inline tables ({ a = { a = 1 } }) in each other, as TOML text."""
+    return b"{ a = " * depth + b"1" + b" }" * depth if tables else b"[" * depth + b"1" + b"]" * depth
 
 
 def cases() -> list[tuple[bytes, list[str]]]:
@@ -165,3 +175,42 @@ def test_the_compare_command_prints_and_exits_as_the_in_process_cases(tmp_path):
         check(proc.returncode, stdout, stderr, f"{path} --set {overrides}")
         inline = cli("run", path, "--dry-run", *[a for o in overrides for a in ("--set", o)])
         assert (proc.returncode, stderr) == (inline.exit_code, inline.stderr)
+
+
+def shape(key: str, value) -> bytes:
+    raw = base()
+    set_path(raw, key, value)
+    return to_toml(raw).encode()
+
+
+# Issue 24: each exited 1 (or, with a BOM, 2) before; (config bytes, arguments, expected exit).
+SHAPES = {
+    "experiment.name of 300 characters": (shape("experiment.name", "x" * 300), [], 2),
+    "args.hidden = [-1] for mlp": (shape("model[0].args.hidden", [-1]), [], 2),
+    "batch_size = 2**64": (shape("data.batch_size", 2**64), [], 2),
+    "eval_batch_size = 2**63": (shape("data.eval_batch_size", 2**63), [], 2),
+    "500 nested arrays": (to_toml(base()).encode().replace(b"[data]\n", b"[data]\nnope = " + nest(500, False) + b"\n"), [], 2),
+    "500 nested inline tables": (to_toml(base()).encode().replace(b"[data]\n", b"[data]\nnope = " + nest(500, True) + b"\n"), [], 2),
+    "40 nested arrays from --set": (to_toml(base()).encode(), ["--set", "data.args.x=" + nest(40, False).decode()], 2),
+    "600 nested arrays from --set": (to_toml(base()).encode(), ["--set", "data.args.x=" + nest(600, False).decode()], 2),
+    "a UTF-8 byte-order mark": (b"\xef\xbb\xbf" + to_toml(base()).encode(), [], 0),
+    "label_smoothing = -1": (shape("loss.args.label_smoothing", -1), [], 2),
+    "label_smoothing = -inf": (shape("loss.args.label_smoothing", float("-inf")), [], 2),
+    "label_smoothing = nan": (shape("loss.args.label_smoothing", float("nan")), [], 2),
+    "label_smoothing = 1.5": (shape("loss.args.label_smoothing", 1.5), [], 2),
+    "label_smoothing = 0.1": (shape("loss.args.label_smoothing", 0.1), [], 0),
+    "--seeds 0,,1": (to_toml(base()).encode(), ["--seeds", "0,,1"], 2),
+    "--seeds 0,1,": (to_toml(base()).encode(), ["--seeds", "0,1,"], 2),
+}
+
+
+def test_the_shapes_that_exited_1_exit_2_with_short_lines(tmp_path):
+    for label, (data, args, expected) in SHAPES.items():
+        path = tmp_path / "case.toml"
+        path.write_bytes(data)
+        result = cli("run", path, "--dry-run", *args)
+        lines = check(result.exit_code, result.stdout, result.stderr, label)
+        assert result.exit_code == expected, f"{label}: exit {result.exit_code}: {result.stderr}"
+        assert all(len(line) <= 300 for line in lines), f"{label}: {lines}"
+        if expected == 2:
+            assert len(lines) == 1, f"{label}: {lines}"
