@@ -120,7 +120,7 @@ def with_aux(output, target):
 '''
 
 
-def toml(tmp_path, name: str, dataset: str, loss: str, models: list[str], report: str = "", epochs: int = 3, loss_args: str = "") -> str:
+def toml(tmp_path, name: str, dataset: str, loss: str, models: list[str], report: str = "", epochs: int = 3, loss_args: str = "", experiment: str = "") -> str:
     (tmp_path / "tasks_data.py").write_text(ADAPTERS)
     (tmp_path / "tasks_models.py").write_text(MODELS)
     text = f"""
@@ -129,6 +129,7 @@ name = "{name}"
 epochs = {epochs}
 device = "cpu"
 output_dir = "{tmp_path / 'runs'}"
+{experiment}
 
 [data]
 dataset = "tasks_data.py:{dataset}"
@@ -209,14 +210,19 @@ def test_kept_weights_reproduce_the_saved_predictions(regression):
 def test_imbalanced_binary_majority_ranks_last_on_macro_f1(tmp_path):
     cfg = toml(tmp_path, "imbalanced", "Imbalanced", "CrossEntropyLoss",
                [model("majority", "Majority", ""), model("mlp", "MLP", "features = 8, outputs = 2, squeeze = false", 0.01)],
-               report='rank_by = "macro_f1"\nmetrics = ["macro_f1", "balanced_acc", "auroc", "average_precision"]', loss_args="args = { weight = [1.0, 19.0] }")
+               report='rank_by = "macro_f1"\nmetrics = ["macro_f1", "balanced_acc", "auroc", "average_precision"]', loss_args="args = { weight = [1.0, 19.0] }",
+               experiment='race = { metric = "val_macro_f1", alpha = 0.05, min_epochs = 1 }')
     result = run_ok("run", cfg)
-    board = pd.read_csv(tmp_path / "runs" / "imbalanced" / "leaderboard.csv")
+    run = tmp_path / "runs" / "imbalanced"
+    board = pd.read_csv(run / "leaderboard.csv")
     assert list(board["model"]) == ["mlp", "majority"]
     assert board.iloc[1]["p_vs_best"] < 0.05 and "paired bootstrap" in result.stdout
     assert board.iloc[1]["test_acc_mean"] > 0.9  # accuracy alone would have called it good
-    history = pd.read_csv(tmp_path / "runs" / "imbalanced" / "history.csv")
+    assert board.iloc[1]["status"] == "eliminated" and board.iloc[1]["eliminated_by"].startswith("mlp")  # raced on val_macro_f1
+    history = pd.read_csv(run / "history.csv")
     assert (history[history["model"] == "majority"]["test_auroc"] == 0.5).all()
+    by_acc = launch("leaderboard", run, "--metric", "acc")
+    assert by_acc.returncode == 0 and "always predicting '0' scores accuracy" in by_acc.stdout and "majority do(es) not beat it" in by_acc.stdout
 
 
 def test_multilabel_with_tuple_and_dict_outputs(tmp_path):
@@ -247,3 +253,34 @@ def test_hundred_classes_top5_with_an_auxiliary_loss(tmp_path):
     after = launch("leaderboard", run, "--metric", "brier")  # kept statistics: any metric after the run
     assert after.returncode == 0, after.stderr
     assert "ranked by test_brier" in after.stdout
+
+
+def own_metric_example() -> str:
+    """docs/metrics.md's worked example of a metric of one's own, as the reader copies it."""
+    import re
+
+    from tests.helpers import ROOT
+
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    return re.search(r"^```python file=my_metrics.py\n(.*?)^```", text, re.S | re.M).group(1)
+
+
+def test_a_metric_of_ones_own_ranks_and_selects(tmp_path):
+    from sklearn.metrics import jaccard_score
+
+    (tmp_path / "my_metrics.py").write_text(own_metric_example())
+    models = [model("mlp", "MLP", "features = 12, outputs = 5, squeeze = false", 0.01), model("linear", "Linear", "features = 12, outputs = 5, squeeze = false", 0.01)]
+    cfg = toml(tmp_path, "own", "MultiLabel", "BCEWithLogitsLoss", models, report='metrics = ["micro_f1", "my_metrics.py:iou"]\nrank_by = "iou"\nselect = "best_val"')
+    result = run_ok("run", cfg)
+    run = tmp_path / "runs" / "own"
+    assert "ranked by test_iou" in result.stdout and "paired bootstrap" in result.stdout
+    board = pd.read_csv(run / "leaderboard.csv")
+    history = pd.read_csv(run / "history.csv")
+    for name in board["model"]:  # best_val reads val_iou, in the metric's own direction (higher)
+        rows = history[history["model"] == name]
+        assert board.set_index("model").at[name, "selected_epoch"] == rows.loc[rows["val_iou"].idxmax(), "epoch"]
+    saved = np.load(run / "predictions" / "mlp" / "seed_0.npz")
+    want = jaccard_score(saved["target"] > 0.5, saved["best_val.score"] >= 0.5, average="micro")
+    assert board.set_index("model").at["mlp", "test_iou_mean"] == pytest.approx(want)
+    bad = launch("run", toml(tmp_path, "bad", "MultiLabel", "BCEWithLogitsLoss", models, report='metrics = ["my_metrics.py:nope"]'), "--dry-run")
+    assert bad.returncode == 2 and "report.metrics[0]" in bad.stderr and "no attribute 'nope'" in bad.stderr

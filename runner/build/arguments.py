@@ -142,7 +142,7 @@ def matches(value: Any, hint: Any) -> bool:
     if hint in (dict, abc.Mapping) or origin in (dict, abc.Mapping):
         return isinstance(value, dict)
     if hint is _tensor_type():  # a config gives a list of numbers (tensor_args converts it); from Python, a tensor
-        return isinstance(value, hint) or _numbers(value)
+        return isinstance(value, hint) or (isinstance(value, list) and _numbers(value))
     if hint in _SEQUENCES or origin in _SEQUENCES:
         if not isinstance(value, (list, tuple)):
             return False
@@ -169,7 +169,7 @@ def tensor_args(fn: Callable, args: dict) -> dict:
     parameter as a Tensor (`loss.args.weight = [1.0, 19.0]` for a class-weighted loss)."""
     hints = _hints(fn)
     torch = sys.modules.get("torch")
-    return {k: torch.tensor(v, dtype=torch.float32) if _numbers(v) and _takes_tensor(hints.get(k)) else v for k, v in args.items()}
+    return {k: torch.tensor(v, dtype=torch.float32) if isinstance(v, list) and _numbers(v) and _takes_tensor(hints.get(k)) else v for k, v in args.items()}
 
 
 def describe_type(hint: Any) -> str:

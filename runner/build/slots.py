@@ -19,7 +19,7 @@ from runner.engine.rng import RngStream
 from runner.engine.slot import Slot, SlotParts
 from runner.data.splits import known_targets
 from runner.errors import CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError
-from runner.metrics.builtin import lookup
+from runner.metrics.builtin import direction, lookup
 from runner.metrics.tasks import Task, infer_task
 from runner.run.distributed import Dist
 
@@ -100,7 +100,13 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     compile_mode = cfg.experiment.compile
     forward = CompiledForward(model, m.name, "default" if compile_mode is True else compile_mode) if compile_mode else None
     r = cfg.report
-    metrics = tuple(r.metrics) if r.metrics is not None else None
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and r.rank_by:
+        higher = direction(r.rank_by)
+        if (scheduler.mode == "max") != bool(higher):
+            want = "max" if higher else "min"
+            raise ConfigError([Problem(cfg.source, f"{where}.scheduler.args.mode", f"ReduceLROnPlateau reads val_{r.rank_by.removeprefix('test_')} ([report] rank_by), where {'higher' if higher else 'lower'} is better: set mode = {want!r}")])
+    names = components.metric_names(r.metrics, cfg.base_dir)
+    metrics = tuple(names) if names is not None else None
     slot = Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward, r.output, metrics, r.rank_by))
     slot.output_shape = out_shape  # one sample's prediction: with the data and the loss, it gives the task
     return slot
@@ -109,11 +115,13 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
 def data_task(cfg: Config, data, output_shape: tuple[int, ...], loss_fn) -> Task:
     """The task the data and the loss pose (runner/metrics/tasks.py), with the report's metrics
     checked against it: a metric that does not apply is one line naming the key."""
-    task = infer_task(data.train[0][1], output_shape, loss_fn, known_targets(data.train))
-    for key, names in (("report.metrics", cfg.report.metrics or []), ("report.rank_by", [cfg.report.rank_by] if cfg.report.rank_by else [])):
+    targets = known_targets(data.train) if not hasattr(data.train, "labels") else data.train.labels  # the decoded cache: its label tensor
+    task = infer_task(targets[0] if targets is not None else data.train[0][1], output_shape, loss_fn, targets)
+    own = components.user_metrics(cfg.report.metrics, cfg.base_dir)
+    for key, names in (("report.metrics", components.metric_names(cfg.report.metrics, cfg.base_dir) or []), ("report.rank_by", [cfg.report.rank_by] if cfg.report.rank_by else [])):
         for name in names:
             try:
-                lookup(name.removeprefix("test_"), task.kind, task.width)
+                lookup(name.removeprefix("test_"), task.kind, task.width, own)
             except ReportError as err:
                 raise ConfigError([Problem(cfg.source, key, str(err))]) from None
     return task
@@ -128,8 +136,9 @@ def build_slots(
     dist = dist or Dist()
     slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
     task = data_task(cfg, data, slots[0].output_shape, loss_fn) if slots else None
+    own = components.user_metrics(cfg.report.metrics, cfg.base_dir)
     for slot in slots:
-        slot.task = task
+        slot.task, slot.user_metrics = task, own
     if dist.enabled:
         if cfg.experiment.fuse != "off":
             warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)

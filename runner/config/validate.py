@@ -195,9 +195,9 @@ def _race(raw: Any, where: str, source: str, problems: list[Problem]) -> RaceCon
     if values is None:
         return None
     race = RaceConfig(**values)
-    if race.metric != "val_acc":
+    if not (isinstance(race.metric, str) and race.metric.startswith("val_") and race.metric[4:] in METRIC_NAMES):
         fix = " (racing reads val, never test)" if str(race.metric).startswith("test_") else ""
-        problems.append(Problem(source, f"{where}.metric", f"expected 'val_acc' (exact McNemar on val predictions), got {shown(race.metric)}{fix}"))
+        problems.append(Problem(source, f"{where}.metric", f"expected val_<metric> (val_acc, val_macro_f1, val_rmse, ...: docs/metrics.md), got {shown(race.metric)}{fix}"))
     if not 0 < race.alpha < 1:
         problems.append(Problem(source, f"{where}.alpha", f"expected 0 < alpha < 1, got {shown(race.alpha)}"))
     for key in ("min_epochs", "every"):
@@ -302,15 +302,18 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
     r = cfg.report
     for i, name in enumerate(r.metrics or []):
-        if name not in METRIC_NAMES:
-            bad(f"report.metrics[{i}]", f"unknown metric {shown(name)}{did_you_mean(str(name), METRIC_NAMES)} (docs/metrics.md lists them)")
+        if not isinstance(name, str) or (name not in METRIC_NAMES and not components.is_metric_reference(name)):
+            bad(f"report.metrics[{i}]", f"unknown metric {shown(name)}{did_you_mean(str(name), METRIC_NAMES)} (docs/metrics.md lists them; a metric of your own: my_metrics.py:name)")
     if r.metrics is not None and not r.metrics:
         bad("report.metrics", "expected at least one metric (or leave it unset for the task's defaults)")
-    if r.rank_by is not None:
+    own = components.check_metrics(r.metrics or [], src, "report.metrics", cfg.base_dir)
+    problems += own
+    if r.rank_by is not None and not own:
         bare = r.rank_by.removeprefix("test_")
-        if bare not in METRIC_NAMES:
-            bad("report.rank_by", f"unknown metric {shown(r.rank_by)}{did_you_mean(bare, METRIC_NAMES)} (docs/metrics.md lists them)")
-        elif r.metrics is not None and bare not in r.metrics and bare != "acc":
+        names = components.metric_names([m for m in r.metrics or [] if isinstance(m, str)], cfg.base_dir) or []
+        if bare not in METRIC_NAMES and bare not in names:
+            bad("report.rank_by", f"unknown metric {shown(r.rank_by)}{did_you_mean(bare, METRIC_NAMES + names)} (docs/metrics.md lists them; a metric of your own goes in report.metrics)")
+        elif r.metrics is not None and bare not in names and bare != "acc":
             bad("report.rank_by", f"{bare!r} is not in report.metrics ({', '.join(map(str, r.metrics))}): add it there")
     if isinstance(e.compile, str) and e.compile not in COMPILE_MODES:
         bad("experiment.compile", f"expected true, false or a torch.compile mode ({', '.join(COMPILE_MODES)}), got {e.compile!r}{did_you_mean(e.compile, list(COMPILE_MODES))}")

@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 from runner.metrics.builtin import direction
 
 
-def maximize(metric: str) -> bool:
-    """Each metric in its own direction (runner/metrics/builtin.py); a loss is minimised."""
-    return bool(direction(metric))
+def maximize(metric: str, higher: bool | None = None) -> bool:
+    """Each metric in its own direction (runner/metrics/builtin.py; `higher` for a metric of the
+    user's own); a loss is minimised."""
+    return higher if higher is not None else bool(direction(metric))
 
 
 def selection_metric(stop_metric: str | None, val_acc: float, rank: str | None = None) -> str:
@@ -34,13 +35,14 @@ class BestEpoch:
     min_delta: float = 0.0
     best: float | None = None
     best_epoch: int | None = None
+    higher: bool | None = None  # a metric of the user's own: its direction (built-ins know theirs)
 
     def improved(self, record: dict) -> bool:
         """Feed one epoch's record; True when it is the best so far (by more than min_delta)."""
         value = record[self.metric]
         if math.isnan(value):
             return False
-        if self.best is not None and not (value > self.best + self.min_delta if maximize(self.metric) else value < self.best - self.min_delta):
+        if self.best is not None and not (value > self.best + self.min_delta if maximize(self.metric, self.higher) else value < self.best - self.min_delta):
             return False
         self.best, self.best_epoch = value, record["epoch"]
         return True

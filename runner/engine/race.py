@@ -3,7 +3,9 @@ shown to be worse, in the F-Race spirit (Birattari et al. 2002), with the family
 controlled over every pair and every planned look.
 
 At each look (after epoch `min_epochs`, then every `every` epochs) every pair of live models is
-compared by the exact McNemar test on their top-1 val predictions of that epoch. The p-values
+compared on their val statistics of that epoch by the paired test of the race's metric
+(`experiment.race.metric`, docs/metrics.md): exact McNemar for val_acc and other per-sample 0/1
+metrics, the sign-flip test for per-sample means, the paired bootstrap for the rest. The p-values
 of all k(k-1)/2 pairs are Holm-corrected, at level alpha / L for L planned looks (Bonferroni
 spending over the looks). A model is eliminated when some other model is significantly better
 than it. Testing all pairs, not just "the best against the rest", is what keeps the error
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runner.metrics import paired
+from runner.metrics.builtin import Kept, Metric
 from runner.report.stats import holm, mcnemar_exact_many
 
 
@@ -56,16 +60,49 @@ def decide(correct: dict[str, np.ndarray], level: float) -> list[Elimination]:
     return [beaten[n] for n in names if n in beaten]
 
 
+def decide_on(kept: dict[str, Kept], metric: Metric, level: float) -> list[Elimination]:
+    """`decide` for any metric: each pair of live models by the metric's own paired test on
+    the same val samples, Holm over every pair, the better side by the metric's direction."""
+    if metric.family == "mcnemar":
+        return decide({n: metric.per_sample(k) > 0.5 for n, k in kept.items()}, level)
+    names = list(kept)
+    value = {n: metric.value(k) for n, k in kept.items()}
+    pairs = list(itertools.combinations(names, 2))
+    if metric.family == "additive":
+        raw = [paired.sign_flip_p(metric.per_sample(kept[a]) - metric.per_sample(kept[b])) for a, b in pairs]
+    else:
+        n = len(next(iter(kept.values())))
+        boot = dict(zip(names, paired.bootstrap([metric.resampler(kept[m]) for m in names], n)))
+        raw = [paired.bootstrap_p(value[a] - value[b], boot[a] - boot[b]) for a, b in pairs]
+    adjusted = holm(raw)
+    key = (lambda m: value[m]) if metric.higher else (lambda m: -value[m])
+    beaten: dict[str, Elimination] = {}
+    for (a, b), p in zip(pairs, adjusted):
+        if not p < level or value[a] == value[b]:
+            continue
+        better, worse = (a, b) if key(a) > key(b) else (b, a)
+        current = beaten.get(worse)
+        if current is None or key(better) > key(current.by):
+            beaten[worse] = Elimination(worse, better, float(p))
+    return [beaten[n] for n in names if n in beaten]
+
+
 class Race:
     def __init__(self, alpha: float, min_epochs: int, every: int, epochs: int):
         self.planned = looks(epochs, min_epochs, every)
         self.level = alpha / len(self.planned) if self.planned else 0.0  # Bonferroni over the looks
 
     def look(self, epoch: int, predictions: dict[str, np.ndarray], targets: np.ndarray) -> list[Elimination]:
-        """At a planned look with two or more live models: the eliminations."""
+        """At a planned look with two or more live models: the eliminations (val_acc)."""
         if epoch not in self.planned or len(predictions) < 2:
             return []
         return decide({name: p == targets for name, p in predictions.items()}, self.level)
+
+    def look_on(self, epoch: int, kept: dict[str, Kept], metric: Metric) -> list[Elimination]:
+        """`look` on any metric, from each live model's kept val statistics."""
+        if epoch not in self.planned or len(kept) < 2:
+            return []
+        return decide_on(kept, metric, self.level)
 
 
 def describe(e: Elimination) -> str:

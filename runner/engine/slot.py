@@ -297,14 +297,16 @@ class Slot:
         if self.predictions is not None and val.seen:
             if self.selection is None:
                 stop = self.early_stopping
-                self.selection = BestEpoch(selection_metric(stop.metric if stop else None, record["val_acc"], self.select_on()))
+                on = selection_metric(stop.metric if stop else None, record["val_acc"], self.select_on())
+                own = (self.user_metrics or {}).get(on.removeprefix("val_"))
+                self.selection = BestEpoch(on, higher=own.higher if own is not None else None)
             if self.selection.improved(record):
                 self.best = (epoch, self.predictions)
         if self.live and self.early_stopping is not None and self.early_stopping.update(record):
             self.status, self.where = EARLY_STOPPED, f"epoch {epoch} (best epoch {self.early_stopping.best_epoch})"
         if self.live and self.scheduler is not None and self.scheduler_interval == "epoch":
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(record["val_loss"])  # config validation: a val split exists
+                self.scheduler.step(record[self.plateau_metric()])  # config validation: a val split exists
             else:
                 self.scheduler.step()
         if last and self.live:
@@ -316,6 +318,11 @@ class Slot:
         self.timer.reset()
         self.eval_timer.reset()
         return record
+
+    def plateau_metric(self) -> str:
+        """What ReduceLROnPlateau reads: the rank metric on val where [report] rank_by names one
+        (its `mode` is checked against the metric's direction when the slot is built), else val_loss."""
+        return "val_" + self.parts.rank_by.removeprefix("test_").removeprefix("val_") if self.parts.rank_by else "val_loss"
 
     def select_on(self) -> str | None:
         """The val metric a best epoch is chosen on without early stopping: the run's rank metric."""

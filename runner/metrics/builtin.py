@@ -280,6 +280,13 @@ def defaults(kind: str, width: int | None = None) -> list[str]:
     return [m for m in DEFAULTS[task_key(kind, width)] if m in names]
 
 
+def rank_metric(rank_by: str | None, kind: str, metrics: list[str]) -> str:
+    """What a run ranks by: [report] rank_by, else acc for classification, else the task's first
+    metric (the loss where the task has none)."""
+    rank = rank_by or ("acc" if kind == "classification" else metrics[0] if metrics else "loss")
+    return rank.removeprefix("test_")
+
+
 def direction(name: str) -> bool | None:
     """True if higher is better for a metric name (any task), None if unknown."""
     bare = name.removeprefix("val_").removeprefix("test_").removeprefix("train_")

@@ -97,7 +97,7 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     candidates = [c for c in history.columns if c not in NOT_METRICS and not c.startswith("_") and pd.api.types.is_numeric_dtype(history[c])]
     if metric not in candidates:
         raise ReportError(f"--metric {metric!r}: not a numeric history.csv column{did_you_mean(metric, candidates)} (one of {', '.join(candidates)})")
-    hib = higher_is_better(metric)
+    hib = found.higher if found is not None else higher_is_better(metric)
     n_test = run.test_samples
     rows = [_summarise(run, name, metric, n_test, select) for name in run.model_names if (history["model"] == name).any()]
     table = pd.DataFrame(rows)
@@ -113,6 +113,8 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     else:
         _paired_tests(run, table, evidence, key)
     if (note := stats.t_quantile_note(len(run.seeds))) is not None:
+        evidence.notes.append(note)
+    if metric == "test_acc" and (note := verdict.base_rate(run, table)) is not None:
         evidence.notes.append(note)
 
     # models.csv: arch, params, FLOPs, optimizer, lr, scheduler and whatever columns it grows (sweeps).
@@ -179,8 +181,9 @@ def _selected_rows(run: RunData, select: str) -> pd.Series:
             ok = rows[~rows.get("status", pd.Series("", index=rows.index)).isin(NOT_SELECTABLE)]
             metric = selection_metric(stop_metric(run.config, model), float(ok["val_acc"].iloc[0]) if len(ok) else math.nan, selection_rank(run))
             values = ok[metric].dropna()
+            own = verdict.registered(run, "test_" + metric.removeprefix("val_")) if metric.startswith("val_") and direction(metric) is None else None
             if len(values):
-                pick = values.idxmax() if maximize(metric) else values.idxmin()
+                pick = values.idxmax() if maximize(metric, own.higher if own is not None else None) else values.idxmin()
         chosen[pick] = True
     return chosen
 
@@ -372,6 +375,7 @@ def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, 
         notes.append("the runs did not score the same test samples (dataset, test subset or targets differ): no paired test across runs")
     n_test = {r.test_samples for r in runs}
     env = {"test_samples": n_test.pop() if len(n_test) == 1 else None, "classes": runs[0].env.get("classes")}
+    env |= {k: runs[0].env[k] for k in ("task", "rank_by", "user_metrics", "references_from") if k in runs[0].env}  # what the metrics need
     if len({(r.env.get("val_samples"), repr(r.env.get("splits", {}).get("val"))) for r in runs}) == 1:
         env |= {"val_samples": runs[0].env.get("val_samples"), "splits": runs[0].env.get("splits", {})}
     config = {"report": {"select": select}}

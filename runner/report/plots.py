@@ -9,6 +9,7 @@ axes labelled with units, laid out for 2 to 20+ models with names of 30+ charact
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
     calibration.png         classification: reliability diagrams (runner/report/task_plots.py)
     regression.png          regression: predicted vs true, residuals (runner/report/task_plots.py)
+    per_class.png           classification: per-class F1, models x classes (runner/report/per_class.py)
 
 Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
 one colour per model name, min-max bands with 2 seeds: docs/reading-results.md (checked by
@@ -61,6 +62,7 @@ def figures(run: RunData, board: Leaderboard) -> dict[str, Callable[[], Figure |
         "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, title),
         "calibration.png": lambda: task_plots.calibration(run, order, colours, title),
         "regression.png": lambda: task_plots.regression(run, order, colours, title),
+        "per_class.png": lambda: task_plots.per_class_f1(run, order, title),
     }
 
 

@@ -83,3 +83,23 @@ def regression(run: RunData, order: list[str], colours: dict, run_name: str) -> 
         bottom.set_ylabel("residual (predicted - true)")
     fig.suptitle(wrap(f"{run_name}: regression on test (first output; diagonal / zero line = perfect)", fig.get_figwidth() - 0.5), fontsize=11)
     return fig
+
+
+def per_class_f1(run: RunData, order: list[str], run_name: str) -> Figure | None:
+    """Models x classes heatmap of F1 (runner/report/per_class.py), worst classes visible at a glance."""
+    from runner.report.per_class import per_class  # noqa: PLC0415 - pandas tables, only for this plot
+
+    table = per_class(run, order)
+    if table.empty:
+        return None
+    grid = table.pivot(index="model", columns="class", values="f1").reindex(index=[m for m in order if m in set(table["model"])], columns=list(dict.fromkeys(table["class"])))
+    import seaborn as sns  # noqa: PLC0415
+
+    width = min(2.5 + 0.45 * grid.shape[1], 30)
+    fig, axes, _ = _figure(1, width=width, height=1.4 + 0.4 * grid.shape[0], style="white")
+    ax = axes[0, 0]
+    sns.heatmap(grid, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=grid.shape[1] <= 20, fmt=".2f", annot_kws={"fontsize": 7}, cbar_kws={"label": "F1"})
+    ax.set_xlabel("class")
+    ax.set_ylabel("")
+    fig.suptitle(wrap(f"{run_name}: per-class F1 on test (the reported epoch, seeds summed)", width - 0.5), fontsize=11)
+    return fig

@@ -7,8 +7,8 @@
   summary (`TEXT_TAG`) instead, so the table has no constant columns.
   `SummaryWriter.add_hparams` would put every session in a new timestamped subfolder
   (an extra "run" per model); the three hparams summaries go through the run's own writer.
-- Custom scalars: one chart per metric showing every run (models and seeds) together; val
-  charts where the run has a val split.
+- Custom scalars: one chart per metric showing every run (models and seeds) together, the
+  task's own metrics (docs/metrics.md) first; val charts where the run has a val split.
 - The run's own confusion matrix (its seed, the reported epoch) as an image (`IMAGE_TAG`).
 
 All of it lands in one extra event file per run, `*.compare-views`, replaced when rewritten.
@@ -49,10 +49,23 @@ def has_val(run: RunData) -> bool:
     return any(c in run.history and run.history[c].notna().any() for c in ("val_acc", "val_loss"))
 
 
+def task_metrics(run: RunData) -> list[str]:
+    """The run's metrics beyond accuracy and loss that history.csv has test columns for (their
+    TensorBoard tags are <m>/test and <m>/val: runner/run/sinks.py)."""
+    names = [m for m in run.env.get("metrics", []) if m != "acc"]
+    return [m for m in names if f"test_{m}" in run.history and run.history[f"test_{m}"].notna().any()]
+
+
 def layout(run: RunData) -> dict:
-    """The custom-scalars layout; the val charts only where the run has a val split."""
-    charts = {k: v for k, v in LAYOUT["compare: every model"].items() if has_val(run) or not k.startswith("val ")}
-    return {"compare: every model": charts}
+    """The custom-scalars layout: the task's metrics first, then the fixed charts; the val
+    charts only where the run has a val split, accuracy only where the task has it."""
+    charts = {}
+    for m in task_metrics(run):
+        charts[f"test {m}"] = ["Multiline", [rf"^{m}/test$"]]
+        charts[f"val {m}"] = ["Multiline", [rf"^{m}/val$"]]
+    accuracy = "test_acc" in run.history and run.history["test_acc"].notna().any()
+    charts |= {k: v for k, v in LAYOUT["compare: every model"].items() if accuracy or "accuracy" not in k}
+    return {"compare: every model": {k: v for k, v in charts.items() if has_val(run) or not k.startswith("val ")}}
 
 
 def run_dirs(run: RunData) -> dict[tuple[str, int], Path]:
@@ -189,7 +202,8 @@ def write_tb_views(run: RunData) -> list[Path]:
         union |= {k: v for k, v in hp.items() if k not in union}
     values = {k: sorted({hp[k] for hp in sessions.values() if k in hp}) for k, v in union.items() if isinstance(v, str)}
     discrete = {k: v for k, v in values.items() if len(v) <= 50}  # filter lists, not long dumps
-    metrics = dict.fromkeys(METRICS + (VAL_METRICS if has_val(run) else []), 0.0)
+    own = [f"{m}/test" for m in task_metrics(run)] + ([f"{m}/val" for m in task_metrics(run)] if has_val(run) else [])
+    metrics = dict.fromkeys(own + METRICS + (VAL_METRICS if has_val(run) else []), 0.0)
     experiment, _, _ = hparams(union, metrics, discrete)
     written = []
     for (model, seed), folder in dirs.items():

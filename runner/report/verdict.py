@@ -37,9 +37,18 @@ FAMILY_INTERVAL = {
 
 
 def registered(run: RunData, metric: str) -> Metric | None:
-    """The built-in metric behind a test_<m> column of this run's task, or None."""
-    kind, width = run.task
-    return metrics_for(kind, width).get(metric.removeprefix("test_")) if metric.startswith("test_") else None
+    """The metric behind a test_<m> column of this run's task (built in, or the run's own by
+    reference, resolved where the run resolved it), or None."""
+    if not metric.startswith("test_"):
+        return None
+    name = metric.removeprefix("test_")
+    found = metrics_for(*run.task).get(name)
+    reference = run.env.get("user_metrics", {}).get(name)
+    if found is None and reference:
+        from runner.build.components import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
+
+        found = resolve_metric(reference, run.env.get("references_from", "."))
+    return found
 
 
 def kept(run: RunData, model: str, seed: int, key: str, metric: Metric) -> Kept | None:
@@ -81,6 +90,26 @@ def filled(run: RunData, metric: str, found: Metric, key: str) -> pd.DataFrame:
             )
         h.at[i, metric] = found.value(k)
     return h
+
+
+IMBALANCE = 1.5  # the largest class holds at least this many times its balanced share 1/C
+
+
+def base_rate(run: RunData, table: pd.DataFrame) -> str | None:
+    """Accuracy ranked on an imbalanced test set: what always predicting the majority class
+    scores, and which models do not beat it."""
+    target = next((p["target"] for seeds in run.predictions.values() for p in seeds.values()), None)
+    if target is None or run.task[0] != "classification" or target.ndim != 1:
+        return None
+    counts = np.bincount(target.astype(np.int64))
+    share, classes = counts.max() / counts.sum(), max(len(run.classes), int((counts > 0).sum()), 2)
+    if share < IMBALANCE / classes:
+        return None
+    name = run.classes[int(counts.argmax())] if int(counts.argmax()) < len(run.classes) else str(int(counts.argmax()))
+    below = [m for m, v in zip(table["model"], table["test_acc_mean"]) if v <= share]
+    return (f"imbalanced test set: always predicting {name!r} scores accuracy {share:.4f} (the base rate)"
+            + (f"; {', '.join(below)} do(es) not beat it" if below else "")
+            + "; rank by macro_f1 or balanced_acc ([report] rank_by, or --metric) for a verdict over every class")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.run.run_dir import holds_a_run
 from runner.build.slots import build_slot, data_task, resolve_device
-from runner.metrics.builtin import defaults
+from runner.metrics.builtin import defaults, rank_metric
 from runner.metrics.outputs import shape_of
 from runner.metrics.tasks import Task
 from runner.build.references import describe, located, one_line
@@ -64,7 +64,8 @@ class Plan:
     run_dir_exists: bool
     models: list[ModelPlan]
     task: Task = Task("other")  # what the data and the loss pose (runner/metrics/tasks.py)
-    metrics: list[str] = field(default_factory=list)  # kept as val_<m>/test_<m>; the first ranks
+    metrics: list[str] = field(default_factory=list)  # kept as val_<m>/test_<m>
+    rank: str = "loss"  # what the leaderboard will rank by
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([
@@ -95,7 +96,8 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         num_classes=data.num_classes, batch_size=d.batch_size,
         batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
         epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
-        models=models, task=task, metrics=list(cfg.report.metrics or defaults(task.kind, task.width)),
+        models=models, task=task, metrics=(metrics := components.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)),
+        rank=rank_metric(cfg.report.rank_by, task.kind, metrics),
     )
 
 

@@ -28,7 +28,7 @@ from runner.config.schema import Config
 from runner.config.validate import config_from_dict, load_config
 from runner.data.loaders import load_data
 from runner.data.splits import VAL_INDICES, split_facts
-from runner.metrics.builtin import defaults
+from runner.metrics.builtin import defaults, rank_metric
 from runner.engine.slot import Slot
 from runner.errors import CompareError, RunDirError
 from runner.report.finalize import finalize_run
@@ -249,6 +249,8 @@ def task_facts(cfg: Config, slots: list) -> dict:
     task = slots[0].task if slots and slots[0].task is not None else None
     if task is None:
         return {}
-    metrics = list(cfg.report.metrics or defaults(task.kind, task.width))
-    rank = (cfg.report.rank_by or (metrics[0] if metrics else "loss")).removeprefix("test_")
-    return {"task": {"kind": task.kind, "width": task.width, "bytes_per_sample": task.bytes_per_sample()}, "metrics": metrics, "rank_by": rank}
+    metrics = components.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)
+    rank = rank_metric(cfg.report.rank_by, task.kind, metrics)
+    own = {components.resolve_metric(r, cfg.base_dir).name: r for r in cfg.report.metrics or [] if components.is_metric_reference(r)}
+    facts = {"task": {"kind": task.kind, "width": task.width, "bytes_per_sample": task.bytes_per_sample()}, "metrics": metrics, "rank_by": rank}
+    return facts | ({"user_metrics": own, "references_from": str(cfg.base_dir.resolve())} if own else {})

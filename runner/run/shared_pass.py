@@ -17,6 +17,7 @@ from runner.run.checkpoint import Checkpointer
 from runner.run.distributed import Dist
 from runner.engine.loop import evaluate, read_health, train_one_epoch
 from runner.engine.race import Race, describe
+from runner.metrics.builtin import Kept, lookup
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, write_weights
@@ -150,8 +151,12 @@ class SharedPass:
     def _race(self, epoch: int, records: list[dict], val_targets: torch.Tensor) -> None:
         """Eliminate the live models val shows to be worse (runner/engine/race.py); their row of
         this epoch is their last. Every rank decides alike: the predictions are gathered."""
-        live = {s.name: s for s in self.slots if s.live and s.val_predictions is not None}
-        found = self.race.look(epoch, {n: s.val_predictions["top1"].numpy() for n, s in live.items() if "top1" in s.val_predictions}, val_targets.numpy())
+        live = {s.name: s for s in self.slots if s.live and s.val_predictions is not None and s.task is not None}
+        task = next(iter(live.values())).task if live else None
+        metric = lookup(self.cfg.experiment.race.metric.removeprefix("val_"), task.kind, task.width) if task else None
+        targets = val_targets.numpy()
+        kept = {n: Kept({k: v.numpy() for k, v in s.val_predictions.items() if k != "target"}, targets, task.width) for n, s in live.items()}
+        found = self.race.look_on(epoch, kept, metric) if metric is not None else []
         rows = {r["model"]: r for r in records}
         for record in records:
             record.setdefault("eliminated_by", "")

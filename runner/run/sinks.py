@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from runner import atomic
+from runner.run.run_dir import check_no_links
 
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
@@ -75,7 +76,7 @@ class TensorBoardSink:
         for record in records:
             writer = self.writers[record["model"]]
             for column, tag in TB_TAGS.items() | metric_tags(record).items():
-                if not (column.startswith("val_") and math.isnan(record[column])):  # no val split: no val curve
+                if not ((column.startswith("val_") or column.endswith("_acc")) and math.isnan(record[column])):  # no val split, no classes: no curve
                     writer.add_scalar(tag, record[column], global_step=record["epoch"])
             writer.flush()
 
@@ -132,6 +133,7 @@ def write_weights(run_dir: Path, model: str, seed: int | None, which: str, modul
     """models/<model>/<which>.pt (models/<model>/seed_<s>/<which>.pt with several seeds): the
     state_dict on the CPU, written atomically; load it with torch.load(..., weights_only=True)."""
     folder = Path(run_dir) / "models" / model / (f"seed_{seed}" if seed is not None else "")
+    check_no_links(folder / f"{which}.pt", Path(run_dir))  # never through a link planted in the run directory
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{which}.pt"
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}

@@ -28,7 +28,7 @@ def demo_run(tmp_path_factory):
 
 def test_run_writes_the_run_directory(demo_run):
     out, proc = demo_run
-    assert {p.name for p in out.iterdir()} == {".compare-run", "checkpoints", "config.toml", "env.json", "history.csv", "leaderboard.csv", "leaderboard.md", "models.csv", "plots", "predictions", "tb", "val_indices.csv"}
+    assert {p.name for p in out.iterdir()} == {".compare-run", "checkpoints", "config.toml", "env.json", "history.csv", "leaderboard.csv", "leaderboard.md", "models", "models.csv", "plots", "predictions", "tb", "val_indices.csv"}
     config = tomllib.loads((out / "config.toml").read_text())
     assert config["experiment"]["epochs"] == 2  # the resolved config, overrides applied
     assert config["model"][3]["args"] == {"width": 4}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.helpers import compare
 
-PLOTS = {"learning_curves.png", "leaderboard.png", "pareto_params.png", "pareto_train_time.png", "confusion_matrices.png", "grad_norms.png"}
+PLOTS = {"learning_curves.png", "leaderboard.png", "pareto_params.png", "pareto_train_time.png", "confusion_matrices.png", "grad_norms.png", "calibration.png", "per_class.png"}
 
 
 def check_png(path) -> None:
@@ -32,11 +32,12 @@ def test_compare_plot_writes_them_elsewhere_and_skips_what_has_no_data(seeded_ru
     copy = tmp_path / "copy"
     shutil.copytree(seeded_run, copy)
     shutil.rmtree(copy / "plots")
-    shutil.rmtree(copy / "predictions")  # no predictions: no confusion matrices, the rest still drawn
+    shutil.rmtree(copy / "predictions")  # no predictions: no confusion matrices or per-sample plots, the rest still drawn
     proc = compare("plot", copy, "--out", tmp_path / "figs")
     assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in (tmp_path / "figs").iterdir()} == PLOTS - {"confusion_matrices.png"}
-    assert len(proc.stdout.split()) == len(PLOTS) - 1
+    drawn = PLOTS - {"confusion_matrices.png", "calibration.png", "per_class.png"}
+    assert {p.name for p in (tmp_path / "figs").iterdir()} == drawn
+    assert len(proc.stdout.split()) == len(drawn)
     assert not (copy / "plots").exists()
     for path in (tmp_path / "figs").iterdir():
         check_png(path)

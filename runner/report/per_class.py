@@ -1,0 +1,34 @@
+"""Per-class precision, recall and F1 of each model, from the top-1 test predictions of the
+epoch the leaderboard reports (counts summed over seeds), as a pandas table:
+`compare leaderboard RUN --per-class` prints it and plots/per_class.png draws its F1."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from runner.report import stats
+from runner.report.run_data import RunData
+
+
+def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
+    """One row per (model, class): precision, recall, f1, support (test samples of the class,
+    per seed) and predicted (per seed). Empty for a run without classes."""
+    if run.task[0] != "classification":
+        return pd.DataFrame(columns=["model", "class", "precision", "recall", "f1", "support", "predicted"])
+    rows = []
+    for model in order or run.model_names:
+        seeds = run.predictions.get(model, {})
+        chosen = [(p["target"], s[0]) for seed, p in seeds.items() if (s := run.selected_predictions(model, seed)) is not None]
+        if not chosen:
+            continue
+        k = max(len(run.classes), max(int(max(t.max(), y.max())) for t, y in chosen) + 1)
+        counts = sum(stats.confusion_matrix(t, y, k) for t, y in chosen)
+        tp, true, pred = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+        with np.errstate(all="ignore"):
+            precision, recall = tp / pred, tp / true
+            f1 = 2 * tp / (true + pred)
+        names = run.classes if len(run.classes) == k else [str(c) for c in range(k)]
+        for c in range(k):
+            rows.append({"model": model, "class": names[c], "precision": precision[c], "recall": recall[c], "f1": f1[c],
+                         "support": true[c] / len(chosen), "predicted": pred[c] / len(chosen)})
+    return pd.DataFrame(rows)
