@@ -14,6 +14,10 @@ Files and notebooks run as modules whose __name__ is not "__main__". In a notebo
     loading a model never trains one (a top-level `train(model)`, `torch.save(...)` or loop is
     left out), and one `note:` line names the cells that had code left out.
 A `.py` file runs whole, as `import` would run it (guard scripts with `if __name__ == "__main__":`).
+Its folder goes first on sys.path, as `python net.py` puts it there, and stays there: `from
+layers import block` finds the sibling layers.py, also from inside a function. Two referenced
+folders may each hold a layers.py: each file's top-level imports get its own (the other
+folder's is dropped from sys.modules before the file runs).
 
 Each file runs once per process (cached by path, size and modification time), so the config
 check and the builders see the same classes. Its top level runs with the torch, random and
@@ -47,6 +51,7 @@ _CELL_MARK = "# [compare] code cell "
 
 _MODULES: dict[tuple, types.ModuleType] = {}  # (resolved path, size, mtime) -> module
 _LOCATORS: dict[str, Callable[[int], str]] = {}  # filename -> (line -> "where, for a person")
+_FOLDERS: set[str] = set()  # folders of referenced files, put on sys.path
 
 
 def is_reference(value: Any) -> bool:
@@ -222,6 +227,7 @@ def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], 
     module.__file__ = filename
     module.get_ipython = _NoIPython
     sys.modules[name] = module  # before running: dataclasses and typing look the module up
+    importable_folder(path)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # --debug tracebacks
     _LOCATORS[filename] = locate
     try:
@@ -232,6 +238,28 @@ def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], 
         hint = "; if that cell loads data, tag it skip-compare" if notebook else ""
         raise UserCodeError(f"running {shown} failed: {type(err).__name__}: {one_line(err)}{located(err)}{hint}") from err
     return module
+
+
+def importable_folder(path: Path) -> None:
+    """`path`'s folder first on sys.path (`python net.py` does the same), so its sibling modules
+    import. A module of the same top-level name imported from another referenced folder is
+    forgotten first: each project gets its own layers.py. Nothing else in sys.modules moves."""
+    folder = str(path.parent.resolve())
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    others = _FOLDERS - {folder}
+    _FOLDERS.add(folder)
+    clashing = set()
+    for name, mod in list(sys.modules.items()):
+        file = getattr(mod, "__file__", None)
+        if "." in name or not file:
+            continue
+        home = os.path.dirname(os.path.dirname(file) if hasattr(mod, "__path__") else file)  # the folder it was found in
+        if home in others and (os.path.exists(os.path.join(folder, name + ".py")) or os.path.isdir(os.path.join(folder, name))):
+            clashing.add(name)
+    for name in [n for n in sys.modules if n.partition(".")[0] in clashing]:
+        del sys.modules[name]
 
 
 def definitions_only(body: list[ast.stmt]) -> tuple[list[ast.stmt], list[ast.stmt]]:
