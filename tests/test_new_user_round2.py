@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from runner.build import references
-from tests.helpers import cli, digits_config, mlp, write
+from runner.errors import CompareNote
+from tests.helpers import cli, digits_config, launch, mlp, write
 
 
 def errors(result) -> list[str]:
@@ -66,3 +69,64 @@ def test_two_projects_each_import_their_own_sibling(tmp_path):
         torch.nn.init.ones_(net.body[1].weight), torch.nn.init.zeros_(net.body[1].bias)
     x = torch.ones(1, 1, 8, 8)
     assert [float(net(x)[0, 0].detach()) for net in nets] == [128.0, 192.0]  # each file imported its own layers.py
+
+
+# --- 11. the probe feeds a real sample; a FLOP count that fails never refuses a model ---------
+
+TOKENS = """
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    from datasets.base import DatasetAdapter
+
+    class Tokens(DatasetAdapter):
+        classes = ["low", "high"]
+
+        def load_data(self):
+            x = torch.randint(0, 50, (160, 12), generator=torch.Generator().manual_seed(0))
+            y = (x[:, 0] > 25).long()
+            return TensorDataset(x[:120], y[:120]), TensorDataset(x[120:], y[120:])
+
+    class Bag(nn.Module):  # token ids: nn.Embedding wants Long
+        def __init__(self, num_classes: int = 2):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(50, 8), nn.Linear(8, num_classes)
+            self.bias = nn.Parameter(torch.zeros(1, num_classes))
+
+        def forward(self, x):
+            return self.fc(self.emb(x).mean(1)) + self.bias.expand(x.shape[0], -1)
+
+    class Uncountable(Bag):  # stands in for what FlopCounterMode cannot count
+        def forward(self, x):
+            from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+            if _get_current_dispatch_mode_stack():
+                raise RuntimeError("cannot run under a dispatch mode")
+            return super().forward(x)
+"""
+
+
+def token_config(tmp_path) -> dict:
+    source(tmp_path, "tok.py", TOKENS)
+    raw = digits_config([{"name": "bag", "arch": "tok.py:Bag"}, {"name": "uncountable", "arch": "tok.py:Uncountable"}], epochs=1, batch_size=32)
+    raw["data"] = {"dataset": "tok.py:Tokens", "batch_size": 32, "eval_batch_size": 64}
+    raw["experiment"]["grad_histograms"] = False
+    return raw
+
+
+def test_probe_feeds_token_ids_and_uncounted_flops_read_na(tmp_path):
+    import pandas as pd
+
+    path = write(tmp_path, token_config(tmp_path))
+    dry = launch("run", path, "--dry-run", "--out", tmp_path / "run")
+    assert dry.returncode == 0, dry.stderr
+    dry.output = dry.stdout + dry.stderr
+    assert "note: model uncountable: FLOPs not counted (torch's FlopCounterMode raised RuntimeError: cannot run under a dispatch mode); flops_per_sample is n/a" in dry.output
+    assert [line.split("│")[4].strip() for line in dry.output.splitlines() if line.startswith("│ ")] == ["32", "n/a"]
+    with pytest.warns(CompareNote, match="model uncountable: FLOPs not counted"):
+        result = cli("run", path, "--out", tmp_path / "run", "--no-plots")
+    assert result.exit_code == 0, result.output
+    models = (tmp_path / "run" / "models.csv").read_text().splitlines()
+    assert models[2].split(",")[3] == "n/a"
+    assert pd.read_csv(tmp_path / "run" / "models.csv")["flops_per_sample"].isna().tolist() == [False, True]  # reads back as NaN
+    assert "| uncountable | tok.py:Uncountable | 420 | n/a |" in (tmp_path / "run" / "leaderboard.md").read_text()
+    assert set(pd.read_csv(tmp_path / "run" / "history.csv")["status"]) == {"done"}

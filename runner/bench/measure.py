@@ -324,7 +324,7 @@ def run_bench(
         loss_fn = components.build_loss(base.loss, base.base_dir, data_of(base).num_classes)
         probe = build_slots(base, base.seeds[0], data_of(base), device, fail_fast=True)
         check_data_and_models(base, data_of(base), probe)
-        flops = {s.name: 3.0 * s.info["flops_per_sample"] for s in probe}
+        flops = {s.name: 3.0 * f if (f := s.info["flops_per_sample"]) is not None else float("nan") for s in probe}  # not counted: GFLOP/s and MFU n/a
         del probe
         # The hand-written loop is plain fp32 whatever the config asks for.
         dtypes = {m: precision_dtype("32" if m == "loop" else configs[m].experiment.precision, device) for m in modes}

@@ -1,31 +1,48 @@
 """One probing forward pass per model: FLOPs per sample (torch.utils.flop_counter counts
-matmuls and convolutions) and the output shape, checked against the dataset's labels."""
+matmuls and convolutions) and the output shape, checked against the dataset's labels.
+
+The probe feeds a real sample (the first of the test split, through the eval pipeline and the
+run's collate), so a model that takes token ids gets integer ids, not float zeros."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
+from runner.engine.rng import preserved_rng
 from runner.metrics.outputs import shape_of
 
 
-def probe_forward(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, output_key: str | None = None) -> tuple[int | None, tuple[int, ...]]:
-    """One zero sample through the model in eval mode (BatchNorm needs no batch statistics,
-    dropout draws nothing), then the train/eval flags are put back. Returns (forward FLOPs
-    per sample, output shape of one sample)."""
+def probe_batch(data) -> torch.Tensor:
+    """A batch of one: the test split's first sample as the model receives it, in its dtype.
+    The test split runs the eval pipeline (nothing random); no random stream moves anyway."""
+    with preserved_rng():
+        if hasattr(data.test, "pipeline"):  # the decoded cache: its batch pipeline makes the input
+            return data.test.pipeline(data.test.images[:1])
+        collate = getattr(data, "collate_fn", None) or default_collate
+        return collate([data.test[0]])[0]
+
+
+def probe_forward(model: nn.Module, sample: torch.Tensor | tuple[int, ...], device: torch.device, output_key: str | None = None) -> tuple[int | None, tuple[int, ...], str | None]:
+    """`sample` (a batch of one; a shape: zeros of it) through the model in eval mode (BatchNorm
+    needs no batch statistics, dropout draws nothing), then the train/eval flags are put back.
+    Returns (forward FLOPs per sample or None, output shape of one sample, why FLOPs are None)."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    sample = torch.zeros(1, *input_shape, device=device)
+    sample = torch.zeros(1, *sample) if not isinstance(sample, torch.Tensor) else sample
+    sample = sample.to(device)
+    why = None
     try:
         try:
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
                 out = model(sample)
-            flops = int(counter.get_total_flops())
-        except Exception:  # noqa: BLE001 - the counter's own limits never refuse a model: FLOPs unknown
+            flops = int(counter.get_total_flops()) // len(sample)
+        except Exception as err:  # noqa: BLE001 - the counter's own limits never refuse a model: FLOPs unknown
             with torch.no_grad():
                 out = model(sample)
-            flops = None
+            flops, why = None, f"{type(err).__name__}: {' '.join(str(err).split())[:160] or '(no message)'}"
     finally:
         for module, training in modes.items():
             module.training = training
-    return flops, shape_of(out, output_key)[1:]
+    return flops, shape_of(out, output_key)[1:], why

@@ -8,7 +8,7 @@ import torch
 
 from runner.build import components
 from runner.build.arguments import constructed
-from runner.build.flops import probe_forward
+from runner.build.flops import probe_batch, probe_forward
 from runner.build.fusing import fuse_slots
 from runner.build.references import describe, located, one_line
 from runner.config.schema import Config, ModelConfig
@@ -18,7 +18,7 @@ from runner.engine.numerics import CompiledForward, Numerics
 from runner.engine.rng import RngStream
 from runner.engine.slot import Slot, SlotParts
 from runner.data.splits import known_targets
-from runner.errors import CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError
+from runner.errors import CompareNote, CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError
 from runner.metrics.builtin import direction, lookup
 from runner.metrics.tasks import Task, infer_task
 from runner.run.distributed import Dist
@@ -60,8 +60,9 @@ def arch_name(arch, args: dict) -> str:
     return text
 
 
-def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False) -> Slot:
-    """Seed the model's own stream, build the model in it; the stream continues from there."""
+def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False, sample: torch.Tensor | None = None) -> Slot:
+    """Seed the model's own stream, build the model in it; the stream continues from there.
+    `sample`: a batch of one for the probe (runner/build/flops.py), else zeros of `input_shape`."""
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
     numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
@@ -79,9 +80,12 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         make_scheduler = lambda: components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)  # noqa: E731
         scheduler = constructed(cfg.source, f"{where}.scheduler", m.scheduler.name, m.scheduler.args, make_scheduler)
     try:
-        flops, out_shape = probe_forward(model, input_shape, device, cfg.report.output)
+        flops, out_shape, why = probe_forward(model, input_shape if sample is None else sample, device, cfg.report.output)
     except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
-        raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {tuple(input_shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+        shape = tuple(input_shape) if sample is None else f"{tuple(sample.shape[1:])} ({str(sample.dtype).removeprefix('torch.')})"
+        raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {shape} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+    if why is not None:  # counting is a nicety: the model trains, its FLOPs read n/a
+        warnings.warn(f"model {m.name}: FLOPs not counted (torch's FlopCounterMode raised {why}); flops_per_sample is n/a", CompareNote, stacklevel=2)
     if len(out_shape) == 1 and num_classes and out_shape[0] != num_classes:
         raise ConfigError([Problem(cfg.source, where, f"outputs {out_shape[0]} values per sample, but the dataset has {num_classes} classes (a classifier outputs one logit per class)")])
     info = {
@@ -134,7 +138,8 @@ def build_slots(
     `experiment.fuse`, members of fused groups (runner/build/fusing.py). `fused` replays an earlier
     decision (model name -> group label); `loss_fn` is the run's loss, for the fusing trial."""
     dist = dist or Dist()
-    slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast) for m in cfg.models]
+    sample = probe_batch(data)  # a real sample, in its dtype (token ids stay integers)
+    slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast, sample) for m in cfg.models]
     task = data_task(cfg, data, slots[0].output_shape, loss_fn) if slots else None
     own = components.user_metrics(cfg.report.metrics, cfg.base_dir)
     for slot in slots:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from runner import atomic
 from runner.report.formats import title, to_markdown
 from runner.report.leaderboard import Leaderboard, build
@@ -18,7 +20,10 @@ from runner.run.sinks import write_csv_atomic
 
 def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
     csv, md = (check_no_links(run.path / name, run.path) for name in ("leaderboard.csv", "leaderboard.md"))
-    write_csv_atomic(board.table, csv)
+    table = board.table
+    if "flops_per_sample" in table:  # n/a: not counted (a note said why); read_csv reads it back as NaN
+        table = table.assign(flops_per_sample=["n/a" if pd.isna(v) else v for v in table["flops_per_sample"]])
+    write_csv_atomic(table, csv)
     atomic.write_text(md, to_markdown(board, title(run)))
     return [csv, md]
 

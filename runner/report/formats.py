@@ -60,7 +60,7 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
     if "params" in t:
         out["params"] = [_si(v) for v in t["params"]]
     if "flops_per_sample" in t and not compact:
-        out["flops/sample"] = [_si(v) for v in t["flops_per_sample"]]
+        out["flops/sample"] = ["n/a" if pd.isna(v) else _si(v) for v in t["flops_per_sample"]]  # n/a: FlopCounterMode could not count it
     names = [metric] if compact else ["test_acc"] + ([metric] if metric != "test_acc" else [])
     for name in names:
         fmt = ".4f" if "acc" in name or "loss" in name else ".4g"

@@ -22,6 +22,7 @@ from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.run.run_dir import holds_a_run
+from runner.build.flops import probe_batch
 from runner.build.slots import build_slot, data_task, resolve_device
 from runner.metrics.builtin import defaults, rank_metric
 from runner.metrics.outputs import shape_of
@@ -102,7 +103,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
 
 
 def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device) -> ModelPlan:
-    slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device)
+    slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device, sample=probe_batch(data))  # the run's probe
     model, params = slot.model, list(slot.model.parameters())
     saved = SavedTensorBytes(params)
     model.train()

@@ -166,7 +166,9 @@ class Experiment:
                     atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data) | task_facts(cfg, slots), indent=2) + "\n")
                     if data.val_indices is not None:
                         write_csv_atomic(pd.DataFrame({"train_index": data.val_indices}), run_dir / VAL_INDICES)
-                    write_csv_atomic(pd.DataFrame([s.info for s in slots]), run_dir / "models.csv")
+                    models = pd.DataFrame([s.info for s in slots])
+                    models["flops_per_sample"] = ["n/a" if pd.isna(v) else int(v) for v in models["flops_per_sample"]]  # n/a: not counted (a note said why)
+                    write_csv_atomic(models, run_dir / "models.csv")
             except BaseException:
                 lock.close()
                 raise
