@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -39,6 +40,7 @@ class PreparedData:
     val: Dataset | None = None  # what training-time decisions read; None: no val split
     val_indices: list[int] | None = None  # held-out indices into the adapter's train split
     sources: dict[str, str] = field(default_factory=dict)  # split -> where its samples came from
+    collate_fn: Callable | None = None  # list of items -> (x, y) batch; None: torch's default_collate
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +61,9 @@ class DatasetAdapter(abc.ABC):
     # Where a split's samples come from when it is not the obvious place (e.g. the test split
     # is a val/ folder); set in load_data(), shown in env.json and the dry-run plan.
     split_sources: dict[str, str] = {}
+    # Batches of variable-length items: a method `def collate_fn(self, items)` returning (x, y), or
+    # `collate_fn = staticmethod(pad)`; `[data] collate` replaces it. None: torch's default_collate.
+    collate_fn = None
     _eval_view = False  # prepare(): transform(train=True) gives the eval pipeline (the val split)
 
     def __init__(self, root: str | Path = "data", download: bool = False, augment: bool = False):
@@ -120,7 +125,7 @@ class DatasetAdapter(abc.ABC):
             train = Subset(train, kept)
             how = "uniform" if targets_of(train).is_floating_point() or targets_of(train).ndim != 1 else "stratified"
             sources["val"] = f"{len(held)} samples held out of train (val_fraction {val_fraction:g}, {how}, seed {seed})"
-        return PreparedData(train, test, input_shape, classes, val, val_indices, sources)
+        return PreparedData(train, test, input_shape, classes, val, val_indices, sources, self.collate_fn)
 
     def _load(self) -> tuple:
         loaded = self.load_data()

@@ -156,3 +156,14 @@ class MixedSizesError(DataError):
         lines = [line for line in str(message).splitlines() if line.strip()]
         last = lines[-1] if lines else self.message
         super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
+
+
+class CollateError(UserCodeError):
+    """The run's collate function (`[data] collate`, a DatasetAdapter's collate_fn) raised; as
+    MixedSizesError, torch re-raises it from a DataLoader worker with the worker's traceback."""
+
+    message = "the collate function raised"
+
+    def __init__(self, message: str = message):  # the last line of a worker's traceback is this error's own
+        lines = [line for line in str(message).splitlines() if line.strip()]
+        super().__init__((lines[-1] if lines else self.message).split(f"{type(self).__name__}: ", 1)[-1])

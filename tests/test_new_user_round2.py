@@ -130,3 +130,84 @@ def test_probe_feeds_token_ids_and_uncounted_flops_read_na(tmp_path):
     assert pd.read_csv(tmp_path / "run" / "models.csv")["flops_per_sample"].isna().tolist() == [False, True]  # reads back as NaN
     assert "| uncountable | tok.py:Uncountable | 420 | n/a |" in (tmp_path / "run" / "leaderboard.md").read_text()
     assert set(pd.read_csv(tmp_path / "run" / "history.csv")["status"]) == {"done"}
+
+
+# --- 12. variable-length inputs: a collate function, from the adapter or the config -----------
+
+SEQUENCES = """
+    import torch
+    from torch import nn
+    from torch.nn.utils.rnn import pad_sequence
+    from datasets.base import DatasetAdapter
+
+    def pad(items):  # token ids 1..49; 0 pads
+        return pad_sequence([x for x, _ in items], batch_first=True), torch.stack([y for _, y in items])
+
+    class Sequences(DatasetAdapter):
+        classes = ["short", "long"]
+
+        def load_data(self):
+            g = torch.Generator().manual_seed(0)
+            items = [(torch.randint(1, 50, (n,), generator=g), torch.tensor(int(n > 8))) for n in torch.randint(3, 15, (120,), generator=g).tolist()]
+            return items[:90], items[90:]
+
+    class Padded(Sequences):
+        def collate_fn(self, items):
+            return pad(items)
+
+    class Mean(nn.Module):
+        def __init__(self, num_classes: int = 2):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(50, 8, padding_idx=0), nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.emb(x).sum(1) / (x != 0).sum(1, keepdim=True))
+"""
+
+
+def sequence_config(tmp_path, dataset: str, **data) -> dict:
+    source(tmp_path, "seq.py", SEQUENCES)
+    raw = digits_config([{"name": "mean", "arch": "seq.py:Mean"}], epochs=1)
+    raw["data"] = {"dataset": dataset, "batch_size": 16, "eval_batch_size": 32} | data
+    raw["experiment"]["grad_histograms"] = False
+    return raw
+
+
+def test_a_config_collate_pads_sequences_of_different_lengths(tmp_path):
+    result = cli("run", write(tmp_path, sequence_config(tmp_path, "seq.py:Sequences", collate="seq.py:pad")), "--out", tmp_path / "run", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert "collate = \"seq.py:pad\"" in (tmp_path / "run" / "config.toml").read_text()
+
+
+def test_a_dataset_adapter_collate_fn_pads_sequences(tmp_path):
+    result = cli("run", write(tmp_path, sequence_config(tmp_path, "seq.py:Padded")), "--dry-run")
+    assert result.exit_code == 0, result.output
+
+
+def test_sequences_without_a_collate_say_how_to_pad_them(tmp_path):
+    result = cli("run", write(tmp_path, sequence_config(tmp_path, "seq.py:Sequences")), "--dry-run")
+    assert result.exit_code == 2
+    [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: samples have different sizes (")
+    assert 'sequences: pad them in a collate function ([data] collate = "my_collate.py:pad"' in line
+
+
+def test_collate_refusals_are_one_line_each(tmp_path):
+    raw = sequence_config(tmp_path, "seq.py:Sequences", collate="seq.py:pad", cache="memory")
+    result = cli("run", write(tmp_path, raw), "--dry-run")
+    assert result.exit_code == 2
+    assert "data.collate: the decoded cache (data.cache = \"memory\") stacks same-size samples and runs no collate function" in result.output
+    for bad, says in (("seq.py:nothing", "has no attribute 'nothing'"), ("pad", "expected a reference to a function"), ("seq.py:Sequences.classes", "is a list, not a function")):
+        result = cli("run", write(tmp_path, sequence_config(tmp_path, "seq.py:Sequences", collate=bad)), "--dry-run")
+        assert result.exit_code == 2 and says in result.output and "data.collate" in result.output, result.output
+    result = cli("run", write(tmp_path, sequence_config(tmp_path, "seq.py:Padded", cache="memory")), "--dry-run")
+    assert result.exit_code == 2 and "Padded has a collate_fn; the decoded cache stacks same-size samples" in result.output, result.output
+
+
+def test_a_collate_that_raises_in_a_worker_is_one_line(tmp_path):
+    raw = sequence_config(tmp_path, "seq.py:Padded", num_workers=2)
+    (tmp_path / "seq.py").write_text((tmp_path / "seq.py").read_text().replace("def pad(items):", "def pad(items):\n    if len(items) > 1:\n        raise ValueError('boom')"))
+    result = cli("run", write(tmp_path, raw), "--out", tmp_path / "run", "--no-plots")
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: the collate function Padded.collate_fn raised ValueError: boom (") and line.endswith("seq.py:9)")

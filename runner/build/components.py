@@ -310,10 +310,11 @@ def build_adapter(data, base_dir: str | Path = "."):
         adapter = build(root=data.root, download=data.download, augment=data.augment, **data.args)
     else:
         adapter = target
-    if data.train_transforms is not None:
-        adapter.train_transforms = build_transforms(data.train_transforms, "data.train_transforms")
-    if data.eval_transforms is not None:
-        adapter.eval_transforms = build_transforms(data.eval_transforms, "data.eval_transforms")
+    for key in ("train_transforms", "eval_transforms"):
+        if getattr(data, key) is not None:
+            setattr(adapter, key, build_transforms(getattr(data, key), f"data.{key}"))
+    if getattr(data, "collate", None) is not None:  # replaces the adapter's collate_fn (runner/data/collate.py)
+        adapter.collate_fn = data.collate if callable(data.collate) else references.resolve(data.collate, base_dir)
     return adapter
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
+from runner.build.references import call_user
 from runner.engine.rng import preserved_rng
 from runner.metrics.outputs import shape_of
 
@@ -20,8 +21,9 @@ def probe_batch(data) -> torch.Tensor:
     with preserved_rng():
         if hasattr(data.test, "pipeline"):  # the decoded cache: its batch pipeline makes the input
             return data.test.pipeline(data.test.images[:1])
-        collate = getattr(data, "collate_fn", None) or default_collate
-        return collate([data.test[0]])[0]
+        own = getattr(data, "collate_fn", None)
+        items = [data.test[0]]
+        return (default_collate(items) if own is None else call_user("the collate function", own, items))[0]
 
 
 def probe_forward(model: nn.Module, sample: torch.Tensor | tuple[int, ...], device: torch.device, output_key: str | None = None) -> tuple[int | None, tuple[int, ...], str | None]:

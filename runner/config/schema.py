@@ -85,6 +85,9 @@ class DataConfig:
     # they replace the dataset's default steps for that split (unset: the defaults).
     train_transforms: list | None = None
     eval_transforms: list | None = None
+    # a function of a list of dataset items -> (x, y) batch, e.g. "my_collate.py:pad" for sequences
+    # of different lengths; unset = the DatasetAdapter's collate_fn, else torch's default_collate
+    collate: Any = None
 
 
 @dataclass
@@ -179,8 +182,8 @@ class Config:
 
         def plain(obj) -> dict:  # live Python objects are written as "<python:module.QualName>"
             out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), (EarlyStoppingConfig, RaceConfig)) else v for f in fields(obj)}
-            for key in ("dataset", "name"):
-                if key in out and not isinstance(out[key], str):
+            for key in ("dataset", "name", "collate"):
+                if key in out and out[key] is not None and not isinstance(out[key], str):
                     out[key] = describe(out[key])
             for key in ("train_transforms", "eval_transforms"):
                 if out.get(key) is not None:

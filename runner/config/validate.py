@@ -37,6 +37,7 @@ from runner.config.schema import (
     SchedulerConfig,
 )
 from runner.data.cache import check_specs
+from runner.data.collate import check_collate
 from runner.engine.numerics import COMPILE_MODES
 from runner.errors import ConfigError, Problem, clip, did_you_mean, shown
 
@@ -331,6 +332,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
             bad(f"data.{key}", f"expected >= 1, got {getattr(d, key)}")
     base = cfg.base_dir
     problems += components.check_dataset(d.dataset, d.args, src, "data", base)
+    problems += check_collate(d, src, "data.collate", base)
     for key in ("train_transforms", "eval_transforms"):
         found = components.check_transforms(getattr(d, key), src, f"data.{key}")
         problems += found

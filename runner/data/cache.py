@@ -74,6 +74,8 @@ class CachedData:
 def plan_pipelines(adapter, d, source: str = "<config>") -> dict[bool, tuple[list, BatchPipeline]]:
     """{train: (decode steps, batch pipeline)} for the adapter's configured or default steps; a
     step the cached path cannot run is a ConfigError naming the key it came from."""
+    if getattr(adapter, "collate_fn", None) is not None:  # [data] collate is refused with the config; this is the adapter's own
+        raise ConfigError([Problem(source, "data.cache", f'{type(adapter).__name__} has a collate_fn; the decoded cache stacks same-size samples and runs none: set data.cache = "none"')])
     plans = {}
     for train in (True, False):
         configured = d.train_transforms if train else d.eval_transforms

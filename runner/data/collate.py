@@ -1,13 +1,20 @@
-"""The collate every DataLoader of a run uses: torch's default_collate, with the one failure a
-user meets there (images of different sizes) as one line that says the fix."""
+"""How a list of dataset items becomes one batch: torch's default_collate, or the run's own
+collate function, `[data] collate = "my_collate.py:pad"` or a DatasetAdapter's `collate_fn`
+(the config's wins). Padding variable-length sequences is then one function. The failure a user
+meets in default_collate (samples of different sizes) is one line that says both fixes."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.data import default_collate
 
-from runner.errors import MixedSizesError
+from runner.build import references
+from runner.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError
 
-FIX = "add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)"
+FIX = "images: add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)"
+PAD = 'sequences: pad them in a collate function ([data] collate = "my_collate.py:pad", or the DatasetAdapter\'s collate_fn)'
 
 
 def collate(items: list):
@@ -19,4 +26,42 @@ def collate(items: list):
         if len(shapes) < 2:
             raise
         found = ", ".join("x".join(map(str, s)) for s in sorted(shapes)[:3]) + (", ..." if len(shapes) > 3 else "")
-        raise MixedSizesError(f"images have different sizes ({found} in one batch); {FIX}") from err
+        raise MixedSizesError(f"samples have different sizes ({found} in one batch); {FIX}; {PAD}") from err
+
+
+class UserCollate:
+    """The user's collate function; what it raises is one line naming it (picklable when it is)."""
+
+    def __init__(self, fn: Callable, what: str):
+        self.fn, self.what = fn, what
+
+    def __call__(self, items: list):
+        try:
+            return references.call_user(f"the collate function {self.what}", self.fn, items)
+        except UserCodeError as err:  # a typed error whose one line survives a DataLoader worker
+            raise CollateError(str(err)) from err.__cause__
+
+
+def collate_for(data) -> Callable:
+    """The collate of `data`'s batch streams: its own collate_fn, else `collate` above."""
+    fn = getattr(data, "collate_fn", None)
+    return collate if fn is None else UserCollate(fn, references.describe(fn) if not hasattr(fn, "__self__") else f"{type(fn.__self__).__name__}.collate_fn")
+
+
+def check_collate(d, file: str, key: str, base_dir: str | Path = ".") -> list[Problem]:
+    """`[data] collate`: a reference to a function (from Python: the function); not with the cache."""
+    spec = d.collate
+    if spec is None or callable(spec):
+        fn = spec
+    elif not references.is_reference(spec):
+        return [Problem(file, key, f"expected a reference to a function, like my_collate.py:pad ({references.FORMS}), got {spec!r}")]
+    else:
+        try:
+            fn = references.resolve(spec, base_dir)
+        except CompareError as err:  # a missing file or attribute, or the file raised: its own line
+            return [Problem(file, key, str(err))]
+    if fn is not None and not callable(fn):
+        return [Problem(file, key, f"{spec} is a {type(fn).__name__}, not a function of a list of items")]
+    if fn is not None and d.cache != "none":
+        return [Problem(file, key, f'the decoded cache (data.cache = "{d.cache}") stacks same-size samples and runs no collate function; set data.cache = "none"')]
+    return []

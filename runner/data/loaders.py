@@ -21,7 +21,7 @@ from runner.build import components
 from runner.config.schema import Config
 from runner.config.validate import check_val_split
 from runner.data.cache import CachedData, CachedLoader, load_cached_data
-from runner.data.collate import collate
+from runner.data.collate import collate_for
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from runner.engine.rng import RngStream, derive_seed, preserved_rng
 
@@ -77,7 +77,7 @@ def make_streams(data, seed: int, batch_size: int, eval_batch_size: int, device:
     test_gen = torch.Generator().manual_seed(seed)
     sampler = ResumableRandomSampler(data.train, generator=train_gen)
     train_batches, test_batches = batch_samplers(sampler, len(data.test), batch_size, eval_batch_size, rank, world)
-    workers = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0, "collate_fn": collate}
+    workers = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0, "collate_fn": collate_for(data)}
 
     def stream(split, batches, generator):  # the same batches, from the decoded tensors or the dataset
         if isinstance(data, CachedData):

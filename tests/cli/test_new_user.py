@@ -52,8 +52,9 @@ def test_images_of_different_sizes_without_a_resize_exit_2_with_the_fix(tmp_path
     raw = digits_config([mlp("m")], epochs=1, batch_size=4, eval_batch_size=4)
     raw["data"] |= {"dataset": "imagefolder", "root": str(tmp_path / "img"), "train_transforms": [{"name": "RandomHorizontalFlip"}]}
     [line] = errors(cli("run", write(tmp_path, raw), "--dry-run"))
-    assert line.startswith("images have different sizes (")
-    assert line.endswith("add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)")
+    assert line.startswith("samples have different sizes (")
+    assert "images: add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)" in line
+    assert line.endswith('sequences: pad them in a collate function ([data] collate = "my_collate.py:pad", or the DatasetAdapter\'s collate_fn)')
 
 
 def test_a_kwargs_factory_gets_num_classes_and_shows_its_real_architecture(tmp_path):
