@@ -126,7 +126,7 @@ def test_probe_feeds_token_ids_and_uncounted_flops_read_na(tmp_path):
         result = cli("run", path, "--out", tmp_path / "run", "--no-plots")
     assert result.exit_code == 0, result.output
     models = (tmp_path / "run" / "models.csv").read_text().splitlines()
-    assert models[2].split(",")[3] == "n/a"
+    assert models[2].split(",")[models[0].split(",").index("flops_per_sample")] == "n/a"
     assert pd.read_csv(tmp_path / "run" / "models.csv")["flops_per_sample"].isna().tolist() == [False, True]  # reads back as NaN
     assert "| uncountable | tok.py:Uncountable | 420 | n/a |" in (tmp_path / "run" / "leaderboard.md").read_text()
     assert set(pd.read_csv(tmp_path / "run" / "history.csv")["status"]) == {"done"}
@@ -211,3 +211,41 @@ def test_a_collate_that_raises_in_a_worker_is_one_line(tmp_path):
     assert result.exit_code == 2, result.output
     [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert line.startswith("error: the collate function Padded.collate_fn raised ValueError: boom (") and line.endswith("seq.py:9)")
+
+
+# --- 13 (part). the trainable parameter count: models.csv, leaderboard, the Pareto plot ---------
+
+FROZEN = """
+    from torch import nn
+
+    class Frozen(nn.Module):  # a frozen 64x32 body in code: only the head trains
+        def __init__(self, num_classes: int = 10):
+            super().__init__()
+            self.body, self.head = nn.Sequential(nn.Flatten(), nn.Linear(64, 32)), nn.Linear(32, num_classes)
+            self.body.requires_grad_(False)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+"""
+
+
+def test_trainable_params_reach_models_csv_the_leaderboard_and_the_pareto_plot(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from runner.report import plots
+    from runner.report.leaderboard import build
+    from runner.report.run_data import load_run
+
+    source(tmp_path, "frozen.py", FROZEN)
+    raw = digits_config([mlp("m"), {"name": "f", "arch": "frozen.py:Frozen"}], epochs=1, subset=200, test_subset=100)
+    raw["experiment"]["grad_histograms"] = False
+    assert cli("run", write(tmp_path, raw), "--out", tmp_path / "run", "--no-plots").exit_code == 0
+    models = pd.read_csv(tmp_path / "run" / "models.csv").set_index("model")
+    assert models.loc["f", "params"] == 64 * 32 + 32 + 32 * 10 + 10 and models.loc["f", "trainable_params"] == 32 * 10 + 10
+    assert models.loc["m", "trainable_params"] == models.loc["m", "params"]
+    board = build([load_run(tmp_path / "run")])
+    assert board.table.set_index("model").loc["f", "trainable_params"] == 330
+    seen = []
+    monkeypatch.setattr(plots, "pareto", lambda board, colours, cost, *rest: seen.append(cost))
+    plots.figures(load_run(tmp_path / "run"), board)["pareto_params.png"]()
+    assert seen == ["trainable_params"]

@@ -92,6 +92,7 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         "model": m.name,
         "arch": arch_name(m.arch, args),
         "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),  # what the optimizer moves
         "flops_per_sample": flops,
         "outputs": out_shape[-1] if out_shape else None,
         "optimizer": m.optimizer.name,

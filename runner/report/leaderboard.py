@@ -21,7 +21,7 @@ from runner.errors import ReportError, did_you_mean
 from runner.report.run_data import RunData, run_labels
 
 CORE = [
-    "rank", "run", "model", "arch", "params", "flops_per_sample",
+    "rank", "run", "model", "arch", "params", "trainable_params", "flops_per_sample",
     "test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "test_loss_mean",
     "selected_epoch", "selected_on", "val_acc_mean", "val_loss_mean",
     "train_time_s", "samples_per_s", "status", "stopped_at", "eliminated_by", "p_vs_best", "tied_with_best",

@@ -56,7 +56,8 @@ def figures(run: RunData, board: Leaderboard) -> dict[str, Callable[[], Figure |
     return {
         "learning_curves.png": lambda: learning_curves(history, order, colours, n_seeds, title, metric),
         "leaderboard.png": lambda: leaderboard_chart(board, title),
-        "pareto_params.png": lambda: pareto(board, colours, "params", "parameters (count)", "parameter count", title),
+        # trainable parameters where models.csv has them (a frozen backbone costs no training); older runs: all
+        "pareto_params.png": lambda: pareto(board, colours, *(("trainable_params", "trainable parameters (count)", "trainable parameter count") if "trainable_params" in board.table else ("params", "parameters (count)", "parameter count")), title),
         "pareto_train_time.png": lambda: pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
         "confusion_matrices.png": lambda: confusion_grid(run, order, title),
         "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, title),
