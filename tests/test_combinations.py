@@ -26,8 +26,8 @@ FACTORS: dict[str, tuple] = {
     "fuse": ("off", "on"),
     "precision": ("32", "bf16-mixed"),
     "seeds": (1, 2),
-    "early_stopping": (False, True),  # True: on val_loss, so with a val split (data.val_fraction)
-    "sweep": (False, True),
+    "early_stopping": (False, True),  # True: on val_macro_f1, so with a val split (data.val_fraction)
+    "sweep": (False, True),  # True: also [report] metrics and rank_by = "macro_f1"
     "resume": (False, True),  # killed mid-run, then `compare resume`
     "torchrun": (False, True),  # 2 CPU processes (gloo)
 }
@@ -89,12 +89,15 @@ def raw_config(row: dict, arch: str = "test_mlp") -> dict:
         "fuse": row["fuse"], "precision": row["precision"], "seeds": [0, 1][: row["seeds"]],
         "checkpoint_every_steps": 1,
     }
-    if row["early_stopping"]:  # min_delta no loss can beat: no improvement after epoch 1
-        experiment["early_stopping"] = {"metric": "val_loss", "patience": 1, "min_delta": 10.0}
+    if row["early_stopping"]:  # on a metric higher is better of, by a min_delta none can beat: no improvement after epoch 1
+        experiment["early_stopping"] = {"metric": "val_macro_f1", "patience": 1, "min_delta": 10.0}
     data = {"dataset": "digits", "batch_size": 50, "eval_batch_size": 100, "subset": 200, "test_subset": 100, "cache": row["cache"]}
     if row["early_stopping"]:  # 50 of 250 held out: 200 train samples either way
         data |= {"subset": 250, "val_fraction": 0.2}
-    return {"experiment": experiment, "data": data, "loss": {"name": "CrossEntropyLoss"}, "model": [a, b]}
+    raw = {"experiment": experiment, "data": data, "loss": {"name": "CrossEntropyLoss"}, "model": [a, b]}
+    if row["sweep"]:  # the report's own metrics ride with the sweep rows (docs/metrics.md)
+        raw["report"] = {"metrics": ["acc", "macro_f1", "nll"], "rank_by": "macro_f1"}
+    return raw
 
 
 def torchrun(*args, env=None, restarts=0) -> subprocess.CompletedProcess:
@@ -135,6 +138,11 @@ def test_the_combination_runs_to_completion(row, tmp_path):
     for name, seed in last.index:
         stops = row["early_stopping"] and name != "b"
         assert (last.loc[(name, seed), "epoch"], last.loc[(name, seed), "status"]) == ((2, "early_stopped") if stops else (EPOCHS, "done"))
+    if row["sweep"]:  # ranked by the report's own metric, each model's value kept per epoch
+        board = pd.read_csv(run_dir / "leaderboard.csv")
+        assert list(board["test_macro_f1_mean"]) == sorted(board["test_macro_f1_mean"], reverse=True)
+        kept = ["test_macro_f1", "test_nll"] + (["val_macro_f1"] if row["early_stopping"] else [])  # val: with a val split
+        assert pd.read_csv(run_dir / "history.csv")[kept].notna().all().all()
     models = pd.read_csv(run_dir / "models.csv")
     fused = models["fused"].fillna("") if "fused" in models else pd.Series([""] * len(models))
     assert (fused != "").all() if row["fuse"] == "on" and not row["torchrun"] else (fused == "").all()

@@ -284,3 +284,14 @@ def test_a_metric_of_ones_own_ranks_and_selects(tmp_path):
     assert board.set_index("model").at["mlp", "test_iou_mean"] == pytest.approx(want)
     bad = launch("run", toml(tmp_path, "bad", "MultiLabel", "BCEWithLogitsLoss", models, report='metrics = ["my_metrics.py:nope"]'), "--dry-run")
     assert bad.returncode == 2 and "report.metrics[0]" in bad.stderr and "no attribute 'nope'" in bad.stderr
+
+
+def test_a_column_output_against_scalar_targets_is_refused_not_broadcast(tmp_path):
+    """Issue 24 item 3: MSELoss on [B, 1] against [B] broadcasts to [B, B] with only a warning."""
+    cfg = toml(tmp_path, "column", "Diabetes", "MSELoss", [model("linear", "Linear", "features = 10, squeeze = false")])
+    for args in (("--dry-run",), ()):
+        proc = launch("run", cfg, *args)
+        assert proc.returncode == 2, proc.stderr
+        line = proc.stderr.strip()
+        assert "(1,)" in line and "shape ()" in line and "[B, B]" in line and len(line.splitlines()) == 1
+    assert not (tmp_path / "runs" / "column").exists()  # refused before anything was written

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from runner.build import components
+from runner.build import components, metric_refs
 from runner.build.arguments import constructed
 from runner.build.flops import probe_batch, probe_forward
 from runner.build.fusing import fuse_slots
@@ -105,12 +105,14 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     compile_mode = cfg.experiment.compile
     forward = CompiledForward(model, m.name, "default" if compile_mode is True else compile_mode) if compile_mode else None
     r = cfg.report
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and interval == "step":  # its step needs the val metric: once per epoch
+        raise ConfigError([Problem(cfg.source, f"{where}.scheduler.interval", "'step' is not for ReduceLROnPlateau: it steps on a val metric, known once per epoch; leave interval out (or 'epoch')")])
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and r.rank_by:
         higher = direction(r.rank_by)
         if (scheduler.mode == "max") != bool(higher):
             want = "max" if higher else "min"
             raise ConfigError([Problem(cfg.source, f"{where}.scheduler.args.mode", f"ReduceLROnPlateau reads val_{r.rank_by.removeprefix('test_')} ([report] rank_by), where {'higher' if higher else 'lower'} is better: set mode = {want!r}")])
-    names = components.metric_names(r.metrics, cfg.base_dir)
+    names = metric_refs.metric_names(r.metrics, cfg.base_dir)
     metrics = tuple(names) if names is not None else None
     slot = Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward, r.output, metrics, r.rank_by))
     slot.output_shape = out_shape  # one sample's prediction: with the data and the loss, it gives the task
@@ -122,8 +124,8 @@ def data_task(cfg: Config, data, output_shape: tuple[int, ...], loss_fn) -> Task
     checked against it: a metric that does not apply is one line naming the key."""
     targets = known_targets(data.train) if not hasattr(data.train, "labels") else data.train.labels  # the decoded cache: its label tensor
     task = infer_task(targets[0] if targets is not None else data.train[0][1], output_shape, loss_fn, targets)
-    own = components.user_metrics(cfg.report.metrics, cfg.base_dir)
-    for key, names in (("report.metrics", components.metric_names(cfg.report.metrics, cfg.base_dir) or []), ("report.rank_by", [cfg.report.rank_by] if cfg.report.rank_by else [])):
+    own = metric_refs.user_metrics(cfg.report.metrics, cfg.base_dir)
+    for key, names in (("report.metrics", metric_refs.metric_names(cfg.report.metrics, cfg.base_dir) or []), ("report.rank_by", [cfg.report.rank_by] if cfg.report.rank_by else [])):
         for name in names:
             try:
                 lookup(name.removeprefix("test_"), task.kind, task.width, own)
@@ -142,7 +144,7 @@ def build_slots(
     sample = probe_batch(data)  # a real sample, in its dtype (token ids stay integers)
     slots = [build_slot(cfg, m, seed, data.input_shape, data.num_classes, model_device(cfg, m, device, dist), fail_fast, sample) for m in cfg.models]
     task = data_task(cfg, data, slots[0].output_shape, loss_fn) if slots else None
-    own = components.user_metrics(cfg.report.metrics, cfg.base_dir)
+    own = metric_refs.user_metrics(cfg.report.metrics, cfg.base_dir)
     for slot in slots:
         slot.task, slot.user_metrics = task, own
     if dist.enabled:

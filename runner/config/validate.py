@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from runner.build import components
+from runner.build import components, metric_refs
 from runner.build.arguments import describe_type, matches
 from runner.config import sweeps
 from runner.config.overrides import apply_overrides
@@ -303,15 +303,15 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
     r = cfg.report
     for i, name in enumerate(r.metrics or []):
-        if not isinstance(name, str) or (name not in METRIC_NAMES and not components.is_metric_reference(name)):
+        if not isinstance(name, str) or (name not in METRIC_NAMES and not metric_refs.is_metric_reference(name)):
             bad(f"report.metrics[{i}]", f"unknown metric {shown(name)}{did_you_mean(str(name), METRIC_NAMES)} (docs/metrics.md lists them; a metric of your own: my_metrics.py:name)")
     if r.metrics is not None and not r.metrics:
         bad("report.metrics", "expected at least one metric (or leave it unset for the task's defaults)")
-    own = components.check_metrics(r.metrics or [], src, "report.metrics", cfg.base_dir)
+    own = metric_refs.check_metrics(r.metrics or [], src, "report.metrics", cfg.base_dir)
     problems += own
     if r.rank_by is not None and not own:
         bare = r.rank_by.removeprefix("test_")
-        names = components.metric_names([m for m in r.metrics or [] if isinstance(m, str)], cfg.base_dir) or []
+        names = metric_refs.metric_names([m for m in r.metrics or [] if isinstance(m, str)], cfg.base_dir) or []
         if bare not in METRIC_NAMES and bare not in names:
             bad("report.rank_by", f"unknown metric {shown(r.rank_by)}{did_you_mean(bare, METRIC_NAMES + names)} (docs/metrics.md lists them; a metric of your own goes in report.metrics)")
         elif r.metrics is not None and bare not in names and bare != "acc":

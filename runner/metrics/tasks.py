@@ -74,6 +74,8 @@ def infer_task(target, prediction_shape: tuple[int, ...], loss_fn, all_targets: 
                     f"each sample's prediction has shape {shape} but its target has shape (): {loss_name(loss_fn)} would broadcast "
                     "[B, 1] against [B] to [B, B] and give wrong losses; return the output with .squeeze(-1), or give targets of shape (1,)"
                 )
+            if loss_name(loss_fn) in REGRESSION_LOSSES | set(BCE_LOSSES):  # torch only warns, then broadcasts
+                raise DataError(f"each sample's prediction has shape {shape} but its target has shape {tuple(t.shape)}: {loss_name(loss_fn)} needs equal shapes")
             return Task("other")
         width = int(torch.tensor(shape).prod()) if shape else 1
         name = loss_name(loss_fn)

@@ -162,10 +162,11 @@ def build(runs: list[RunData], metric: str = "test_acc", select: str | None = No
         j = identities.index(ident)
         if j < i:
             raise ReportError(f"{labels[j]} and {labels[i]} are on the same data ([data] settings equal): give one run per dataset (repeat seeds with experiment.seeds)")
-    column = f"{metric}_mean"
-    scores = pd.DataFrame({label: leaderboard_build([run], metric, select).table.set_index("model")[column] for label, run in zip(labels, runs)})
+    boards = [leaderboard_build([run], metric, select) for run in runs]
+    metric = boards[0].evidence.metric  # a metric name (rmse) as its column (test_rmse), as the leaderboard reads it
+    scores = pd.DataFrame({label: board.table.set_index("model")[f"{metric}_mean"] for label, board in zip(labels, boards)})
     names = list(dict.fromkeys(m for run in runs for m in run.model_names if m in scores.index))
-    return compare_scores(scores.reindex(names), dict(zip(labels, _describe(runs))), metric, alpha)
+    return compare_scores(scores.reindex(names), dict(zip(labels, _describe(runs))), metric, alpha, boards[0].evidence.higher_is_better)
 
 
 def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str = "test_acc", alpha: float = ALPHA, higher: bool | None = None) -> Across:

@@ -10,25 +10,33 @@ discarded. Nothing is trained, nothing is written, and the caller's random state
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from runner.build import components
+from runner.build import components, metric_refs
 from runner.config.schema import Config, ModelConfig
 from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.run.run_dir import holds_a_run
 from runner.build.flops import probe_batch
-from runner.build.slots import build_slot, data_task, resolve_device
+from runner.build.preflight import check_data_and_models, check_sample_shapes
+from runner.build.slots import build_slot, data_task, model_device, resolve_device
+from runner.run.distributed import Dist
 from runner.metrics.builtin import defaults, rank_metric
 from runner.metrics.outputs import shape_of
 from runner.metrics.tasks import Task
 from runner.build.references import describe, located, one_line
 from runner.engine.rng import preserved_rng
+
+
+# At most this much input goes through the probe: Pad(padding=1000) on 8x8 digits makes 16 MB
+# samples, and a whole batch of them cost minutes and gigabytes; the estimate needs only a few.
+PROBE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -87,8 +95,11 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
         check_val_split(cfg, data.val is not None)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
-        [(x, y)] = first_batches(cfg, cfg.seeds[0], data, device)  # the run's first batch
-    models = [measure(cfg, m, data, x, y, loss_fn, device) for m in cfg.models]
+        check_sample_shapes(cfg, data)  # what the run refuses before it trains, refused now
+        check_data_and_models(cfg, data, [])
+        probe = probe_size(cfg, data)
+        [(x, y)] = first_batches(replace(cfg, data=replace(d, batch_size=probe)), cfg.seeds[0], data, device)  # the run's first batch (its first `probe` samples)
+    models = [measure(cfg, m, data, x, y, loss_fn, model_device(cfg, m, device, Dist())) for m in cfg.models]
     task = data_task(cfg, data, models[0].output_shape[1:], loss_fn) if models else Task("other")
     return Plan(
         experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),
@@ -97,12 +108,23 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         num_classes=data.num_classes, batch_size=d.batch_size,
         batches_per_epoch=-(-len(data.train) // d.batch_size), eval_batches=-(-len(data.test) // d.eval_batch_size),
         epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
-        models=models, task=task, metrics=(metrics := components.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)),
+        models=models, task=task, metrics=(metrics := metric_refs.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)),
         rank=rank_metric(cfg.report.rank_by, task.kind, metrics),
     )
 
 
+def probe_size(cfg: Config, data) -> int:
+    """How many samples of the first batch the probe pushes through each model: all of them,
+    unless one batch's input would pass PROBE_BYTES (a Pad or Resize to thousands of pixels);
+    then as many as fit (at least 2, for BatchNorm), and the activations are scaled up."""
+    with preserved_rng():
+        sample = data.train[0][0]
+    each = sample.numel() * sample.element_size() if isinstance(sample, torch.Tensor) else 0
+    return max(2, min(cfg.data.batch_size, PROBE_BYTES // max(each, 1)))
+
+
 def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device) -> ModelPlan:
+    x, y = x.to(device), y.to(device)  # a model with a device of its own ([[model]] device)
     slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device, sample=probe_batch(data))  # the run's probe
     model, params = slot.model, list(slot.model.parameters())
     saved = SavedTensorBytes(params)
@@ -116,7 +138,9 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
         except Exception as err:  # noqa: BLE001 - the model does not fit the data: say so, per model
             raise UserCodeError(f"model {m.name}: the forward pass on a batch of shape {tuple(x.shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
         try:
-            loss = loss_fn(logits, y)
+            with warnings.catch_warnings():  # a broadcasting shape is refused, with both shapes, once the task is inferred
+                warnings.filterwarnings("ignore", message="Using a target size")
+                loss = loss_fn(logits, y)
             loss.backward()
         except Exception as err:  # noqa: BLE001
             shapes = f"output of shape {shape_of(logits, cfg.report.output)} and targets of shape {tuple(y.shape)}"
@@ -125,12 +149,14 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
         "weights": sum(p.numel() * p.element_size() for p in params),
         "gradients": sum(p.numel() * p.element_size() for p in params if p.requires_grad),
         "optimizer_state": optimizer_state_bytes(slot.optimizer),
-        "activations": saved.bytes,
+        "activations": saved.bytes * cfg.data.batch_size // len(x),  # probed on part of a batch: scaled to all of it
     }
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
         optimizer += f" + {m.scheduler.name}"
-    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, shape_of(logits, cfg.report.output), memory)
+    shape = shape_of(logits, cfg.report.output)
+    shape = (cfg.data.batch_size, *shape[1:]) if shape and shape[0] == len(x) else shape  # the whole batch's
+    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, shape, memory)
 
 
 class SavedTensorBytes:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from runner import atomic
-from runner.build import components
+from runner.build import components, metric_refs
 from runner.build.fusing import fused_labels
 from runner.build.preflight import check_data_and_models, check_sharding
 from runner.build.slots import build_slots, resolve_device
@@ -251,8 +251,8 @@ def task_facts(cfg: Config, slots: list) -> dict:
     task = slots[0].task if slots and slots[0].task is not None else None
     if task is None:
         return {}
-    metrics = components.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)
+    metrics = metric_refs.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)
     rank = rank_metric(cfg.report.rank_by, task.kind, metrics)
-    own = {components.resolve_metric(r, cfg.base_dir).name: r for r in cfg.report.metrics or [] if components.is_metric_reference(r)}
+    own = {metric_refs.resolve_metric(r, cfg.base_dir).name: r for r in cfg.report.metrics or [] if metric_refs.is_metric_reference(r)}
     facts = {"task": {"kind": task.kind, "width": task.width, "bytes_per_sample": task.bytes_per_sample()}, "metrics": metrics, "rank_by": rank}
     return facts | ({"user_metrics": own, "references_from": str(cfg.base_dir.resolve())} if own else {})

@@ -140,7 +140,7 @@ class SharedPass:
         best epoch on val (the paired tests of `report.select = "best_val"` read those)."""
         for slot in self.slots if self.dist.main else ():
             if slot.final is not None:
-                write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=slot.final, best=slot.best)
+                write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=slot.final, best=slot.best, reported=self.cfg.report.select)
                 if out.weights:
                     write_weights(out.run_dir, slot.name, self._seed_folder(), "final", slot.model)
 

@@ -106,16 +106,17 @@ class NullTensorBoardSink:
         pass
 
 
-def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple | None) -> Path:
+def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tensor, final: tuple, best: tuple | None, reported: str = "final") -> Path:
     """predictions/<model>/seed_<seed>.npz, plain arrays (read with np.load(..., allow_pickle=False);
     docs/metrics.md has the format): `target`; per selected epoch (`final`, and with a val split
     `best_val`, the best epoch on val) its epoch (`final_epoch`), its top-1 classes where the task
-    has classes (`final`), and every per-sample statistic the metrics need (`final.<stat>`).
-    Nothing here is chosen on test."""
+    has classes (`final`), and every per-sample statistic the metrics need (`final.<stat>`);
+    `reported` names the one the run's leaderboard reads ([report] select). Nothing here is
+    chosen on test."""
     folder = Path(run_dir) / "predictions" / model
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"seed_{seed}.npz"
-    arrays = {"target": targets.numpy()}
+    arrays = {"target": targets.numpy(), "reported": np.array(reported)}  # which epoch's arrays the run's leaderboard reads
     for key, chosen in (("final", final), ("best_val", best)):
         if chosen is None:
             continue
