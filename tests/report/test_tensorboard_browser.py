@@ -82,3 +82,17 @@ def test_every_model_is_a_run_with_an_hparams_row_and_the_dashboards_render(serv
     assert {"model", "params", "optimizer.lr", "seed"} <= {h["name"] for h in experiment["hparamInfos"]}
     for tab in ("scalars", "hparams"):
         screenshot(f"{base}/#{tab}", tmp_path / f"{tab}.png")
+
+
+def test_the_curves_are_drawn(served, tmp_path):
+    """Not only the run names: the first row of Time Series charts holds coloured curves.
+    Headless Chromium has no WebGL, where TensorBoard draws its charts by default (the chart
+    areas stay empty); TensorBoard's own feature flag `?forceSVG=true` draws them as SVG."""
+    base, _ = served
+    path = tmp_path / "timeseries.png"
+    screenshot(f"{base}/?forceSVG=true#timeseries", path)
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        # The plot areas of the first two cards (below the tag group's header, above their legends).
+        colourful = sum(1 for x in range(290, 1120, 2) for y in range(300, 545, 2) if max(rgb.getpixel((x, y))) - min(rgb.getpixel((x, y))) > 60)
+    assert colourful > 100, f"{path}: the chart areas hold {colourful} coloured pixels (sampled): no curves drawn"
