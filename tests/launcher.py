@@ -8,6 +8,7 @@ variables, a way to die at an exact point (the production code has no such hooks
                        checkpoint), 2 after leaderboard.csv, before leaderboard.md
   KILL_SIGNAL=NAME     send this signal instead of SIGKILL (TERM, INT): a signal at an exact point
   SLOW_STEP_S=x        sleep x seconds in each training forward (to send signals mid-run)
+  SLOW_START_S=x       sleep x seconds in start-up, while the data loads (to kill or signal it there)
   KILL_RANK=r          under torchrun: only rank r kills itself, and only on the first attempt
                        (TORCHELASTIC_RESTART_COUNT=0), so the restarted workers run through
 
@@ -137,6 +138,17 @@ def _in_reports(point: int, real):
     return wrapper
 
 
+import runner.run.experiment as experiment  # noqa: E402
+
+_load_data = experiment.load_data
+
+
+def _slow_load_data(*args, **kwargs):
+    time.sleep(float(os.environ.get("SLOW_START_S", 0)))
+    return _load_data(*args, **kwargs)
+
+
+experiment.load_data = _slow_load_data
 finalize.load_run = _in_reports(1, finalize.load_run)  # finalize_run's first step
 finalize.to_markdown = _in_reports(2, finalize.to_markdown)  # leaderboard.csv is written by then
 

@@ -3,6 +3,7 @@ is one clear line, not a crash in the middle of epoch 1."""
 from __future__ import annotations
 
 from runner.data.splits import known_targets
+from runner.engine.rng import preserved_rng
 from runner.errors import DataError
 
 
@@ -20,6 +21,23 @@ def check_data_and_models(cfg, data, slots) -> None:
         outputs = slot.info.get("outputs")
         if outputs is not None and high >= outputs:
             raise DataError(f"{cfg.source}: model.{slot.name}: outputs {outputs} classes but the dataset has label {high}")
+
+
+def check_sample_shapes(cfg, data) -> None:
+    """Models are built for one input shape (a train sample's) and evaluated on val/test samples:
+    data.train_transforms that end at another size (a train-only CenterCrop, Pad, Resize) would
+    fail every model at its first evaluation, after a whole epoch of training."""
+    if cfg.data.train_transforms is None or hasattr(data.test, "pipeline"):  # the cache checks its own steps
+        return
+    with preserved_rng():  # reading a sample may run user transforms that draw random numbers
+        sample = data.test[0]
+    x = sample[0] if isinstance(sample, (tuple, list)) and sample else None
+    train = tuple(data.input_shape)
+    if hasattr(x, "shape") and len(train) >= 2 and len(x.shape) == len(train) and tuple(x.shape) != train:
+        raise DataError(
+            f"{cfg.source}: data.train_transforms: train samples have shape {list(train)} but test samples {list(x.shape)}; "
+            "models are evaluated on samples of the shape they train on: end data.eval_transforms at the same size"
+        )
 
 
 def check_sharding(cfg, data, world: int) -> None:

@@ -1,11 +1,12 @@
 """`compare`'s entry point: every command module registers itself on the one typer app."""
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
 from runner.errors import CompareNote, CompareWarning, StopNow
-from runner.run.interrupts import stop_at_once_on_signals
+from runner.run.interrupts import SIGNALS, stop_at_once_on_signals
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -41,4 +42,16 @@ def main() -> None:
         app()
     except StopNow as err:
         sys.stderr.write(f"error: {err}\n")
+        _exiting()
         sys.exit(err.exit_code)
+    except SystemExit:
+        _exiting()
+        raise
+
+
+def _exiting() -> None:
+    """The exit code is decided: a signal during the interpreter's teardown (seconds with torch
+    loaded) would only turn it into a death by that signal (Python restores the default
+    handlers there), as a second SIGTERM after the first in start-up did."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

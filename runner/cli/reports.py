@@ -169,7 +169,7 @@ def plot_cmd(
         if len(runs) == 1:
             from runner.report.plots import write_plots  # noqa: PLC0415
 
-            notes: list[str] = []
+            notes = list(runs[0].notes)  # damaged prediction files, then plots skipped
             files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots", notes)
             for note in notes:
                 console.print(f"note: {note}", markup=False, highlight=False)

@@ -98,6 +98,7 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
 
 
 MAX_COUNT = 2**63 - 1  # sizes and counts: what a C index (sys.maxsize) holds
+MAX_WORKERS = 256  # data.num_workers: a fixed cap (not this machine's CPUs), so a run's config resumes on any machine
 MAX_DEPTH = 32  # tables and arrays in tables and arrays: far more than any config needs
 
 
@@ -323,8 +324,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     for key in ("batch_size", "eval_batch_size"):
         if not 1 <= getattr(d, key) <= MAX_COUNT:  # DataLoader's islice takes at most sys.maxsize
             bad(f"data.{key}", f"expected 1 to 2**63 - 1, got {shown(getattr(d, key))}")
-    if d.num_workers < 0:
-        bad("data.num_workers", f"expected >= 0, got {d.num_workers}")
+    if not 0 <= d.num_workers <= MAX_WORKERS:  # DataLoader would try to start them all (2**63 - 1 hung the run)
+        bad("data.num_workers", f"expected 0 to {MAX_WORKERS} worker processes, got {d.num_workers}")
     if not 0 <= d.val_fraction < 1:
         bad("data.val_fraction", f"expected a share of train from 0 (no val split) to below 1, got {shown(d.val_fraction)}")
     for key in ("subset", "test_subset"):

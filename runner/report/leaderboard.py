@@ -75,7 +75,7 @@ def build(runs: list[RunData], metric: str | None = None, select: str | None = N
     table.insert(1, "run", [keys[k][0] for k in table["model"]])
     table["model"] = [keys[k][1] for k in table["model"]]
     board.evidence.runs = list(dict.fromkeys(run for run, _ in keys.values()))
-    board.evidence.notes = notes + board.evidence.notes
+    board.evidence.notes = notes + [n for r in runs for n in r.notes] + board.evidence.notes  # damaged prediction files
     if board.evidence.reference is not None:
         run, model = keys[board.evidence.reference]
         board.evidence.reference = f"{model} ({run})"
@@ -108,6 +108,7 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     reference = table["model"].iloc[0] if len(table) else None
     evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval")), 0)
     evidence.protocol = _protocol(run, select, table)
+    evidence.notes += run.notes  # damaged prediction files: those models have no paired test
     if found is not None:
         _metric_tests(run, table, evidence, found, key)
     else:

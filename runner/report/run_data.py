@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import shlex
 import tomllib
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class RunData:
     config: dict  # config.toml as plain data ({} when absent)
     # model -> seed -> {"target", "final", "best_val": int arrays, "final_epoch", "best_val_epoch": int}
     predictions: dict[str, dict[int, dict]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # damaged prediction files, one line each
 
     @property
     def label(self) -> str:
@@ -105,7 +108,8 @@ def load_run(path: str | Path) -> RunData:
     models["model"] = models["model"].astype(str)
     env = _read_json(path / "env.json")
     config = _read_toml(path / "config.toml")
-    return RunData(path, history, models, env, config, _read_predictions(path / "predictions"))
+    predictions, notes = _read_predictions(path / "predictions")
+    return RunData(path, history, models, env, config, predictions, notes)
 
 
 def no_epoch_yet(path: Path) -> str:
@@ -144,21 +148,44 @@ def _read_toml(path: Path) -> dict:
         raise RunDirError(f"{path}{' (a symbolic link to ' + str(path.resolve()) + ')' if path.is_symlink() else ''}: cannot read: {clip(str(err), 120)}") from None
 
 
-def _read_predictions(folder: Path) -> dict[str, dict[int, dict]]:
+def read_prediction_file(path: Path) -> dict:
+    """One predictions/<model>/seed_<s>.npz as plain arrays; a RunDirError says why it cannot be
+    read (truncated, not a zip, a member whose CRC fails, arrays missing)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            pred = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise RunDirError(f"{type(err).__name__}: {clip(str(err), 80)}") from None
+    if "target" not in pred or not ("final" in pred or "final_epoch" in pred):
+        raise RunDirError("expected arrays 'target' and 'final_epoch'")
+    return pred
+
+
+def prediction_damage(path: Path) -> str | None:
+    """Why `path` cannot be read as a prediction file, or None."""
+    try:
+        read_prediction_file(path)
+    except RunDirError as err:
+        return f"damaged ({err})"
+    return None
+
+
+def _read_predictions(folder: Path) -> tuple[dict[str, dict[int, dict]], list[str]]:
+    """Every model's predictions by seed, and one note per damaged file: a model with one is
+    left out of the paired tests (its other seeds alone would be weaker evidence, silently)."""
     out: dict[str, dict[int, dict]] = {}
+    notes: list[str] = []
     if not folder.is_dir():
-        return out
+        return out, notes
     for model_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         for file in sorted(model_dir.glob("seed_*.npz")):
             stem = file.stem.removeprefix("seed_")
             if not stem.lstrip("-").isdigit():
                 continue  # e.g. a half-written seed_0.tmp.npz
             try:
-                with np.load(file, allow_pickle=False) as npz:
-                    pred = {k: npz[k] for k in npz.files}
-            except (OSError, ValueError) as err:
-                raise RunDirError(f"{file}: cannot read predictions: {err}") from None
-            if "target" not in pred or not ("final" in pred or "final_epoch" in pred):
-                raise RunDirError(f"{file}: expected arrays 'target' and 'final_epoch'")
-            out.setdefault(model_dir.name, {})[int(stem)] = pred
-    return out
+                out.setdefault(model_dir.name, {})[int(stem)] = read_prediction_file(file)
+            except RunDirError as err:
+                notes.append(f"{clip(str(file), 120)} is damaged ({err}): no paired test for {model_dir.name}; `compare resume` rebuilds it where the checkpoint holds it")
+                out[model_dir.name] = {}
+                break
+    return {m: seeds for m, seeds in out.items() if seeds}, notes

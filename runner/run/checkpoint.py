@@ -52,6 +52,7 @@ class Checkpointer:
         self.dist = dist
         self.history: HistorySink | None = None  # set once the run's history sink exists
         self.fused: dict | None = None  # model name -> fused group label ("" = unfused); None when fuse is off
+        self.kept: dict = {}  # seed -> its test predictions (runner/run/predictions.py): a resume rebuilds damaged files
         self.manifest: dict = {"format": FORMAT, "checkpoints": []}
         self.last_good: str | None = None  # where the newest trusted checkpoint stands, for messages
         self.loaded: Path | None = None  # the file a resume continues from
@@ -71,8 +72,11 @@ class Checkpointer:
         ranks = self.dist.gather_objects(shared.rank_state()) if self.dist.enabled else None
         self._commit(self._state(self.seeds.index(shared.seed), shared.state_dict(), ranks))
 
-    def end_seed(self, index: int) -> None:
-        """Seed `index` is done: the next one starts fresh; after the last, the run is finished."""
+    def end_seed(self, index: int, predictions: dict | None = None) -> None:
+        """Seed `index` is done: the next one starts fresh; after the last, the run is finished.
+        `predictions`: what its prediction files were written from, kept from now on."""
+        if predictions is not None:
+            self.kept[self.seeds[index]] = predictions
         ranks = self.dist.gather_objects(None) if self.dist.enabled else None
         self._commit(self._state(index + 1, None, ranks, finished=index + 1 == len(self.seeds)))
 
@@ -88,6 +92,7 @@ class Checkpointer:
             "world_size": self.dist.world,
             "ranks": ranks,
             "fused": self.fused,
+            "predictions": self.kept,  # absent from checkpoints written before it (still format 3)
         }
 
     def _commit(self, state: dict) -> None:

@@ -21,7 +21,7 @@ import torch
 from runner import atomic
 from runner.build import components, metric_refs
 from runner.build.fusing import fused_labels
-from runner.build.preflight import check_data_and_models, check_sharding
+from runner.build.preflight import check_data_and_models, check_sample_shapes, check_sharding
 from runner.build.slots import build_slots, resolve_device
 from runner.config import tomlio
 from runner.config.schema import Config
@@ -30,7 +30,7 @@ from runner.data.loaders import load_data
 from runner.data.splits import VAL_INDICES, split_facts
 from runner.metrics.builtin import defaults, rank_metric
 from runner.engine.slot import Slot
-from runner.errors import CompareError, RunDirError
+from runner.errors import CompareError, RunDirError, StopNow
 from runner.report.finalize import finalize_run
 from runner.run.checkpoint import Checkpointer, recorded_base_dir
 from runner.run.distributed import Dist, session
@@ -38,8 +38,9 @@ from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
-from runner.run.run_dir import LINKED, claim_run_dir, default_run_dir
+from runner.run.run_dir import LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
 from runner.run.shared_pass import Outputs, SharedPass
+from runner.run.predictions import kept_predictions, repair_predictions
 from runner.run.sinks import HistorySink, write_csv_atomic
 
 
@@ -137,30 +138,45 @@ class Experiment:
             board = dist.from_main(lambda: self._finish_again(run_dir, checkpoint, plots, stop))
             return RunResult(run_dir, board, HistorySink(run_dir, checkpoint["history"], write_file=False).frame(), already_finished=True)
 
-        # Build what can fail on bad input before touching the disk: a bad run leaves nothing.
-        data = load_data(cfg, device)
-        loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
-        if isinstance(loss_fn, torch.nn.Module):  # its tensor arguments (class weights) where the batches go
-            loss_fn.to(device)
-        first_seed = checkpoint["seed_index"] if checkpoint else 0
+        # Start-up (the data, the models: up to a minute on a loaded machine). A fresh run in a
+        # folder that holds no run claims it and writes config.toml first, so a kill or a signal
+        # from here on leaves a run `compare resume` starts; bad input found here takes it back.
+        lock, made = ExitStack(), None
+        if checkpoint is None:
+            made = dist.from_main(lambda: self._claim_early(run_dir, lock, overwrite or resume))
+        stop = stop if stop is not None else StopFlag()
+        after = f"{resume_command(run_dir)} starts it" if made is not None or resume else "nothing was written"
+        stop.at_once = f"stopped at once in start-up, before training; {after}"
+        try:
+            if stop:  # a signal while the config was read
+                raise StopNow(stop.signum, stop.at_once)
+            data = load_data(cfg, device)
+            check_sample_shapes(cfg, data)
+            loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
+            if isinstance(loss_fn, torch.nn.Module):  # its tensor arguments (class weights) where the batches go
+                loss_fn.to(device)
+            first_seed = checkpoint["seed_index"] if checkpoint else 0
+            fused = checkpoint.get("fused") if checkpoint else None  # a resumed run forms the same fused groups
 
-        fused = checkpoint.get("fused") if checkpoint else None  # a resumed run forms the same fused groups
+            def build(seed: int) -> list[Slot]:
+                return build_slots(cfg, seed, data, device, dist, fail_fast, loss_fn, fused)
 
-        def build(seed: int) -> list[Slot]:
-            return build_slots(cfg, seed, data, device, dist, fail_fast, loss_fn, fused)
-
-        slots = build(cfg.seeds[first_seed])
-        fused = fused_labels(slots)  # decided once per run: every seed fuses the same models
-        check_data_and_models(cfg, data, slots)
-        check_sharding(cfg, data, dist.world)
-
-        lock = ExitStack()
+            slots = build(cfg.seeds[first_seed])
+            fused = fused_labels(slots)  # decided once per run: every seed fuses the same models
+            check_data_and_models(cfg, data, slots)
+            check_sharding(cfg, data, dist.world)
+        except BaseException as err:
+            lock.close()
+            if made is not None and not resume and dist.main and isinstance(err, Exception):  # bad input leaves nothing
+                release_claim(run_dir, made)
+            raise
 
         def claim() -> None:
             """Rank 0's: claim the run directory (runner/run/run_dir.py: checked, locked,
             marked) for the run's lifetime, then write the run's static facts."""
             try:
-                lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
+                if made is None:  # not claimed in start-up
+                    lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
                 if checkpoint is None:
                     atomic.write_text(run_dir / "config.toml", tomlio.dumps(cfg.to_dict()))
                     atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data) | task_facts(cfg, slots), indent=2) + "\n")
@@ -176,9 +192,12 @@ class Experiment:
         dist.from_main(claim)
         with lock:
             dist.from_main(lambda: checkpointer.settle() if checkpoint is not None else checkpointer.start(cfg.base_dir))
+            stop.at_once = None  # training: a signal now checkpoints first
+            if checkpoint is not None:  # predictions of finished seeds a kill or an edit damaged
+                dist.from_main(lambda: repair_predictions(run_dir, checkpoint, cfg))
             history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None, write_file=dist.main)
             checkpointer.history, checkpointer.fused = history, fused
-            stop = stop if stop is not None else StopFlag()
+            checkpointer.kept = dict(checkpoint.get("predictions") or {}) if checkpoint else {}
             out = Outputs(run_dir, history, checkpointer, progress=progress or Progress(), stop=stop,
                           checkpoint_every_steps=cfg.experiment.checkpoint_every_steps, grad_histograms=cfg.experiment.grad_histograms)
             try:
@@ -191,7 +210,7 @@ class Experiment:
                         if dist.enabled:  # every rank takes back its own streams and partial sums
                             shared.load_rank_state(checkpoint["ranks"][dist.rank])
                     shared.run(out)
-                    checkpointer.end_seed(index)
+                    checkpointer.end_seed(index, kept_predictions(shared))
                     if stop:  # a signal during the seed's last evaluation or its predictions
                         done = "training finished" if index + 1 == len(cfg.seeds) else f"seed {seed} finished"
                         raise Interrupted(stop.signum, f"{done} and checkpointed; {resume_command(run_dir)} goes on from there")
@@ -210,6 +229,7 @@ class Experiment:
         claimed as for any resume (checked, locked)."""
         with claim_run_dir(run_dir, fresh=False):
             HistorySink(run_dir, checkpoint["history"]).write([])
+            repair_predictions(run_dir, checkpoint, self.config)
             return self._reports(run_dir, plots, stop).table
 
     def _reports(self, run_dir: Path, plots: bool, stop: StopFlag | None):
@@ -226,6 +246,20 @@ class Experiment:
         finally:
             if stop is not None:
                 stop.at_once = None
+
+    def _claim_early(self, run_dir: Path, lock: ExitStack, overwrite: bool) -> list[Path] | None:
+        """Rank 0's, before start-up: claim a folder that holds no run and write config.toml;
+        the folders it created (None: the folder holds a run, claimed once start-up is done)."""
+        if holds_a_run(run_dir):
+            return None
+        made = missing_folders(run_dir)
+        lock.enter_context(claim_run_dir(run_dir, fresh=True, overwrite=overwrite))
+        try:
+            atomic.write_text(run_dir / "config.toml", tomlio.dumps(self.config.to_dict()))
+        except BaseException:
+            lock.close()
+            raise
+        return made
 
     def _resume_point(self, run_dir: Path, checkpointer: Checkpointer) -> dict | None:
         """The checkpoint to continue from; None when the run never reached its first one."""

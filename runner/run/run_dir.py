@@ -6,8 +6,9 @@
 A directory is compare's when it carries the marker (`.compare-run`), written first, under the
 lock. `--overwrite` replaces only such a directory, and removes only the entries compare writes
 (RUN_FILES, RUN_FOLDERS, atomic-write temp files); anything else in it is left alone. A
-directory that holds nothing but the lock and the marker (a run killed before its config.toml)
-counts as empty. A symlinked run directory, or any symlink inside one, is refused: compare
+directory that holds nothing but the lock and the marker (a run killed before its config.toml),
+or those and config.toml (a run killed in start-up, before it trained: `claim_early`), counts as
+empty. A symlinked run directory, or any symlink inside one, is refused: compare
 never writes through a link. One writer per directory: `fcntl.flock` on `.lock` (docs/run-directory.md).
 """
 from __future__ import annotations
@@ -56,7 +57,28 @@ def holds_a_run(run_dir: Path) -> bool:
     def bookkeeping(name: str) -> bool:  # the lock, the marker, a half-done atomic write of compare's
         return name in (MARKER, LOCK) or (TEMP_FILE.match(name) is not None and _written_by_compare(name))
 
-    return run_dir.is_dir() and any(not bookkeeping(p.name) for p in run_dir.iterdir())
+    if not run_dir.is_dir():
+        return False
+    entries = [p.name for p in run_dir.iterdir() if not bookkeeping(p.name)]
+    never_started = entries == ["config.toml"] and (run_dir / MARKER).is_file()  # killed in start-up: nothing to lose
+    return bool(entries) and not never_started
+
+
+def missing_folders(run_dir: Path) -> list[Path]:
+    """The folders a claim of `run_dir` would create, outermost first."""
+    return [p for p in (run_dir, *run_dir.parents) if not p.exists()][::-1]
+
+
+def release_claim(run_dir: Path, made: list[Path]) -> None:
+    """Undo a claim made before start-up (bad input found there leaves nothing): the lock is
+    gone already; remove the marker, config.toml and the folders the claim created."""
+    for name in ("config.toml", MARKER):
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # something else was put there meanwhile: not ours to remove
+            return
 
 
 def check_path(run_dir: Path) -> None:
@@ -237,7 +259,7 @@ def claim_run_dir(run_dir: str | Path, fresh: bool, overwrite: bool = False) -> 
 
 def _make_dirs(run_dir: Path) -> None:
     """mkdir -p, except that a refused run directory leaves none of the folders it began."""
-    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()][::-1]  # check_path vetted the lengths
+    missing = missing_folders(run_dir)  # check_path vetted the lengths
     made: list[Path] = []
     try:
         for folder in missing:

@@ -1,0 +1,39 @@
+"""What a checkpoint keeps of each finished seed's test predictions, and how a resume rebuilds
+predictions/<model>/seed_<s>.npz from it when the file is missing or damaged (a truncated copy,
+a disk that lost it): the report then has its paired tests again."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from runner.config.schema import Config
+from runner.errors import CompareNote
+from runner.report.run_data import prediction_damage
+from runner.run.sinks import write_predictions
+
+
+def kept_predictions(shared) -> dict | None:
+    """A finished seed's pass (a SharedPass) -> what `write_predictions` was given for each of
+    its models: plain tensors and ints (a checkpoint loads them with weights_only=True)."""
+    def chosen(pair):
+        return None if pair is None else {"epoch": int(pair[0]), "stats": pair[1]}
+
+    models = {s.name: {"final": chosen(s.final), "best": chosen(s.best)} for s in shared.slots if s.final is not None}
+    return {"targets": shared.targets, "models": models} if models else None
+
+
+def repair_predictions(run_dir: Path, checkpoint: dict, cfg: Config) -> list[Path]:
+    """Rewrite each prediction file the checkpoint holds that is missing or unreadable; one note
+    a file. Returns the files rewritten. A checkpoint from before this record rebuilds none."""
+    rebuilt = []
+    for seed, record in (checkpoint.get("predictions") or {}).items():
+        for model, chosen in record["models"].items():
+            path = Path(run_dir) / "predictions" / model / f"seed_{seed}.npz"
+            why = "missing" if not path.exists() else prediction_damage(path)
+            if why is None:
+                continue
+            pair = {k: None if v is None else (v["epoch"], v["stats"]) for k, v in chosen.items()}
+            write_predictions(run_dir, model, seed, record["targets"], final=pair["final"], best=pair["best"], reported=cfg.report.select)
+            warnings.warn(f"{path} was {why}; rebuilt from the checkpoint", CompareNote, stacklevel=2)
+            rebuilt.append(path)
+    return rebuilt
