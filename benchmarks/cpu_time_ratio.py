@@ -14,8 +14,8 @@ import warnings
 import torch
 
 from runner.bench.measure import Steps
-from runner.build import components
-from runner.build.slots import build_slots
+from runner.assemble import components
+from runner.assemble.slots import build_slots
 from runner.config.validate import load_config
 from runner.data.loaders import config_streams, load_data
 from runner.engine.loop import train_one_epoch

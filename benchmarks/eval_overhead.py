@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from runner.build import components
-from runner.build.slots import build_slots, resolve_device
+from runner.assemble import components
+from runner.assemble.slots import build_slots, resolve_device
 from runner.config.validate import load_config
 from runner.data.loaders import config_streams, load_data
 from runner.engine.slot import concat

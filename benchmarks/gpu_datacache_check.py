@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runner.build import components
+from runner.assemble import components
 from runner.config.validate import config_from_dict
 from runner.data.cache import load_cached_data
 from runner.engine.loop import seeded_batches

@@ -58,7 +58,7 @@ def placement() -> None:
     from datasets import create_dataset
     from runner.engine import loop as engine
     from runner.config.validate import config_from_dict
-    from runner.build.slots import build_slot
+    from runner.assemble.slots import build_slot
     from runner.engine.rng import RngStream
 
     devices = ["cuda:0", "cuda", "cuda:0", "cpu"] + (["cuda:1"] if torch.cuda.device_count() > 1 else [])

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from runner.engine import loop as engine  # noqa: E402
 from runner.config.validate import config_from_dict  # noqa: E402
-from runner.build.slots import build_slot  # noqa: E402
+from runner.assemble.slots import build_slot  # noqa: E402
 from runner.engine.fused import FusedGroup  # noqa: E402
 from runner.engine.rng import RngStream  # noqa: E402
 from runner.engine.slot import Slot, SlotParts  # noqa: E402

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner.build import components
-from runner.build.slots import build_slots
+from runner.assemble import components
+from runner.assemble.slots import build_slots
 from runner.config.validate import config_from_dict
 from runner.engine.loop import train_one_epoch
 from runner.engine.rng import RngStream

@@ -30,8 +30,8 @@ def child(args: argparse.Namespace) -> None:
     """Runs under callgrind: each variant's instructions are one dump (`callgrind_control -d`)."""
     import torch
 
-    from runner.build import components
-    from runner.build.slots import build_slots, resolve_device
+    from runner.assemble import components
+    from runner.assemble.slots import build_slots, resolve_device
     from runner.config.validate import load_config
     from runner.data.loaders import first_batches, load_data
     from runner.engine.loop import read_health

@@ -15,8 +15,8 @@ import warnings
 from torch.profiler import ProfilerActivity, profile
 
 from runner.bench.measure import Steps
-from runner.build import components
-from runner.build.slots import build_slots, resolve_device
+from runner.assemble import components
+from runner.assemble.slots import build_slots, resolve_device
 from runner.config.validate import load_config
 from runner.data.loaders import config_streams, load_data
 from runner.engine.loop import train_one_epoch

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from datasets import create_dataset
 from models import create_model, register_model
 from runner.config.validate import config_from_dict
-from runner.build.slots import build_slot
+from runner.assemble.slots import build_slot
 from tests.helpers import digits_config, mlp
 
 SEEN: dict[str, list[str]] = {}  # model tag -> checksum of every training batch it received

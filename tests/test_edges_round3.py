@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.build import components
+from runner.assemble import components
 from runner.config import tomlio
 from runner.config.validate import config_from_dict
 from runner.errors import CompareNote

@@ -28,16 +28,16 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from runner.build import components
+from runner.assemble import components
 from runner.config.schema import Config
 from runner.config.validate import load_config
 from runner.engine.loop import train_one_epoch
 from runner.engine.rng import preserved_rng
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
-from runner.build.slots import build_slots, resolve_device
+from runner.assemble.slots import build_slots, resolve_device
 from runner.data.loaders import config_streams, load_data
 from runner.bench.peak import Peak, device_peak, precision_dtype
-from runner.build.preflight import check_data_and_models
+from runner.assemble.preflight import check_data_and_models
 from runner.run.shared_pass import SharedPass
 from runner.engine.timing import wall_seconds
 

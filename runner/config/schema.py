@@ -2,7 +2,7 @@
 unit in a comment), and the limits on names. runner/config/validate.py fills and checks them.
 
 From Python, `arch`, `data.dataset` and `loss.name` may also hold live objects (a class, a
-factory, an instance; see runner/build/components.py).
+factory, an instance; see runner/assemble/components.py).
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runner.engine.numerics import DTYPES
-from runner.engine.rng import derive_seed
+from runner.config.seeds import derive_seed
 
-PRECISIONS = tuple(DTYPES)  # "32", "bf16-mixed", "16-mixed": what autocast computes in
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # what autocast computes in (runner/engine/numerics.py maps them to dtypes)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model and experiment names become directory names (tb/<model>/, runs/<name>/): no separators, no "..", nothing empty.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,=+\-\[\]]*$")
@@ -178,7 +177,7 @@ class Config:
     def to_dict(self) -> dict:
         """The resolved config as plain TOML-able data (what `config.toml` in a run holds)."""
 
-        from runner.build.references import describe  # noqa: PLC0415
+        from runner.assemble.references import describe  # noqa: PLC0415
 
         def plain(obj) -> dict:  # live Python objects are written as "<python:module.QualName>"
             out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), (EarlyStoppingConfig, RaceConfig)) else v for f in fields(obj)}

@@ -11,8 +11,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from runner.build import components, metric_refs
-from runner.build.arguments import describe_type, matches
+from runner.assemble import components, metric_refs
+from runner.assemble.arguments import describe_type, matches
 from runner.config import sweeps
 from runner.config.overrides import apply_overrides
 from runner.metrics.builtin import BUILTIN

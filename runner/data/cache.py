@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from runner import atomic
-from runner.build import components
+from runner.assemble import components
 
-from runner.build import references
+from runner.assemble import references
 from runner.data.batch_augment import BatchPipeline, UnsupportedStep, split_steps
 from runner.errors import CompareWarning, ConfigError, DataError, Problem
 
@@ -47,7 +47,7 @@ class CachedSplit:
         return len(self.labels)
 
     @property
-    def targets(self) -> torch.Tensor:  # read by runner.build.preflight's label checks
+    def targets(self) -> torch.Tensor:  # read by runner.assemble.preflight's label checks
         return self.labels
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch.utils.data import default_collate
 
-from runner.build import references
+from runner.assemble import references
 from runner.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError
 
 FIX = "images: add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
-from runner.build import components
+from runner.assemble import components
 from runner.config.schema import Config
 from runner.config.validate import check_val_split
 from runner.data.cache import CachedData, CachedLoader, load_cached_data

@@ -30,7 +30,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from runner.errors import CompareWarning
-from runner.build.references import one_line
+from runner.assemble.references import one_line
 from runner.engine.rng import RngStream
 from runner.engine.slot import Slot, SlotParts, batch_loss_sum, is_signal, top1_classes
 from runner.metrics.outputs import prediction

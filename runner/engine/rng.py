@@ -10,7 +10,6 @@ move no stream at all (user code at load time, probes, the fusing trial, benchma
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import sys
 from contextlib import contextmanager
@@ -18,11 +17,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-
-def derive_seed(experiment_seed: int, name: str) -> int:
-    """A stable seed per (experiment seed, name): independent of which other models exist."""
-    digest = hashlib.sha256(f"{experiment_seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+from runner.config.seeds import derive_seed  # noqa: F401 - its home is below config and engine; read here as before
 
 
 def cuda_indices(devices: Iterable[torch.device]) -> list[int]:

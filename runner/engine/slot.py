@@ -3,7 +3,7 @@
 The loop uses what `runner.engine.loop.LoopSlot` lists (`train_step`, `eval_step`,
 `health_code`/`settle`, `unit`, ...), and the pass calls `end_epoch`, so other kinds of slot (a
 fused member, a DDP-wrapped model) stand behind the same interface. Each is built from the same
-`SlotParts` (runner/build/slots.py). A slot that fails or diverges leaves the pass; the others
+`SlotParts` (runner/assemble/slots.py). A slot that fails or diverges leaves the pass; the others
 never notice.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from runner.engine.early_stopping import maximize, selection_metric
+from runner.metrics.selection import maximize, selection_metric
 from runner.metrics.builtin import Metric, direction
 from runner.report import stats, verdict
 from runner.errors import ReportError, did_you_mean

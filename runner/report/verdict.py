@@ -45,7 +45,7 @@ def registered(run: RunData, metric: str) -> Metric | None:
     found = metrics_for(*run.task).get(name)
     reference = run.env.get("user_metrics", {}).get(name)
     if found is None and reference:
-        from runner.build.metric_refs import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
+        from runner.assemble.metric_refs import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
 
         found = resolve_metric(reference, run.env.get("references_from", "."))
     return found

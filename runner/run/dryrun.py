@@ -17,20 +17,20 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from runner.build import components, metric_refs
+from runner.assemble import components, metric_refs
 from runner.config.schema import Config, ModelConfig
 from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
 from runner.errors import CompareError, UserCodeError
 from runner.run.run_dir import holds_a_run
-from runner.build.flops import probe_batch
-from runner.build.preflight import check_data_and_models, check_sample_shapes
-from runner.build.slots import build_slot, data_task, model_device, resolve_device
+from runner.assemble.flops import probe_batch
+from runner.assemble.preflight import check_data_and_models, check_sample_shapes
+from runner.assemble.slots import build_slot, data_task, model_device, resolve_device
 from runner.run.distributed import Dist
 from runner.metrics.builtin import defaults, rank_metric
 from runner.metrics.outputs import shape_of
 from runner.metrics.tasks import Task
-from runner.build.references import describe, located, one_line
+from runner.assemble.references import describe, located, one_line
 from runner.engine.rng import preserved_rng
 
 

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from runner import atomic
-from runner.build import components, metric_refs
-from runner.build.fusing import fused_labels
-from runner.build.preflight import check_data_and_models, check_sample_shapes, check_sharding
-from runner.build.slots import build_slots, resolve_device
+from runner.assemble import components, metric_refs
+from runner.assemble.fusing import fused_labels
+from runner.assemble.preflight import check_data_and_models, check_sample_shapes, check_sharding
+from runner.assemble.slots import build_slots, resolve_device
 from runner.config import tomlio
 from runner.config.schema import Config
 from runner.config.validate import config_from_dict, load_config

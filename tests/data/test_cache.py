@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 from torchvision.transforms.v2 import functional as TF
 
-from runner.build import components
+from runner.assemble import components
 
 from runner.data import cache as datacache
 

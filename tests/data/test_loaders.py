@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from runner.build import components
+from runner.assemble import components
 from runner.config.validate import config_from_dict
 from runner.data.batch_augment import BatchPipeline, Crop
 from runner.data.cache import CachedData, CachedSplit

@@ -1,5 +1,5 @@
 """experiment.fuse: same-architecture models trained as one vmapped group (runner/engine/fused.py,
-runner/build/fusing.py) train as they would one by one (fp32 tolerance), keep their own optimizers,
+runner/assemble/fusing.py) train as they would one by one (fp32 tolerance), keep their own optimizers,
 statuses, outputs and checkpoints, and fall back with a reason where they cannot fuse."""
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner.build import components
+from runner.assemble import components
 
 from runner.engine import loop as engine
 from runner.config.validate import config_from_dict
-from runner.build.slots import build_slots
+from runner.assemble.slots import build_slots
 from runner.run.experiment import Experiment
 from runner.engine.fused import FusedMember
 from runner.run.interrupts import Interrupted, StopFlag

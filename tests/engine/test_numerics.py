@@ -10,7 +10,7 @@ import torch
 from datasets import create_dataset
 from runner.config.validate import config_from_dict
 from runner.errors import CompareWarning, ConfigError
-from runner.build.slots import build_slot
+from runner.assemble.slots import build_slot
 from tests.helpers import digits_config, mlp
 
 CONV = {"name": "r", "arch": "resnet18", "args": {"width": 4}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}}

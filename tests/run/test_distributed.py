@@ -16,7 +16,7 @@ from runner.config import tomlio
 from runner.config.validate import config_from_dict
 from runner.engine.loop import to_devices
 from runner.errors import ConfigError, DataError
-from runner.build.preflight import check_sharding
+from runner.assemble.preflight import check_sharding
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from tests.helpers import LAUNCHER, ROOT, digits_config, explodes, killable, launch
 

@@ -6,11 +6,11 @@ import warnings
 
 import torch
 
-from runner.build import components, metric_refs
-from runner.build.arguments import constructed
-from runner.build.flops import probe_batch, probe_forward
-from runner.build.fusing import fuse_slots
-from runner.build.references import describe, located, one_line
+from runner.assemble import components, metric_refs
+from runner.assemble.arguments import constructed
+from runner.assemble.flops import probe_batch, probe_forward
+from runner.assemble.fusing import fuse_slots
+from runner.assemble.references import describe, located, one_line
 from runner.config.schema import Config, ModelConfig
 from runner.engine.ddp_slot import DDPSlot
 from runner.engine.early_stopping import EarlyStopping
@@ -62,7 +62,7 @@ def arch_name(arch, args: dict) -> str:
 
 def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, num_classes: int, device: torch.device, fail_fast: bool = False, sample: torch.Tensor | None = None) -> Slot:
     """Seed the model's own stream, build the model in it; the stream continues from there.
-    `sample`: a batch of one for the probe (runner/build/flops.py), else zeros of `input_shape`."""
+    `sample`: a batch of one for the probe (runner/assemble/flops.py), else zeros of `input_shape`."""
     seed = cfg.model_seed(m, experiment_seed)
     rng = RngStream(seed, device)
     numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
@@ -138,7 +138,7 @@ def build_slots(
     cfg: Config, seed: int, data, device: torch.device, dist: Dist | None = None, fail_fast: bool = False, loss_fn=None, fused: dict[str, str] | None = None
 ) -> list[Slot]:
     """One seed's slots, in config order: one per model (wrapped for DDP under torchrun), or with
-    `experiment.fuse`, members of fused groups (runner/build/fusing.py). `fused` replays an earlier
+    `experiment.fuse`, members of fused groups (runner/assemble/fusing.py). `fused` replays an earlier
     decision (model name -> group label); `loss_fn` is the run's loss, for the fusing trial."""
     dist = dist or Dist()
     sample = probe_batch(data)  # a real sample, in its dtype (token ids stay integers)

@@ -21,12 +21,12 @@ import warnings
 
 import torch
 
-from runner.build import components
+from runner.assemble import components
 from runner.config.schema import Config
 from runner.data.loaders import first_batches
 from runner.errors import CompareWarning
 from runner.engine.fused import FusedGroup
-from runner.build.references import describe, one_line
+from runner.assemble.references import describe, one_line
 from runner.engine.rng import RngStream, derive_seed, preserved_rng
 from runner.engine.slot import Slot, SlotParts
 from runner.engine.timing import wall_seconds

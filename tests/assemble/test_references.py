@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.build import references
+from runner.assemble import references
 
 from runner.config import tomlio
 from runner.config.validate import config_from_dict, load_config

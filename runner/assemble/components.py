@@ -2,7 +2,7 @@
 config runs before anything is built. Models and datasets have registries of their own.
 
 Models, datasets and losses may also be references (`file.py:Attr`, `nb.ipynb:Attr`,
-`package.module:attr`, see runner/build/references.py) or, from Python, live objects. Each is
+`package.module:attr`, see runner/assemble/references.py) or, from Python, live objects. Each is
 resolved in one place (`resolve_model`, `resolve_dataset`, `resolve_loss`) that both the
 config check and the builders use.
 """
@@ -18,8 +18,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runner.build import arguments, references
-from runner.build.shared_loss import shared_state
+from runner.assemble import arguments, references
+from runner.assemble.shared_loss import shared_state
 from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, shown
 
 # The file named when a torch constructor refuses a config's arguments at build time, where the
@@ -91,7 +91,7 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, args: dict):
 
 
 # ---------------------------------------------------------------- checks used by the config
-# Each takes the file and the key of its table and returns Problems (runner/build/arguments.py).
+# Each takes the file and the key of its table and returns Problems (runner/assemble/arguments.py).
 
 
 def _checked(file: str, key: str, lookup: Callable[[], Any], then: Callable[[Any], list[Problem]]) -> list[Problem]:
