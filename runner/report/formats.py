@@ -61,7 +61,8 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
         out["params"] = [_si(v) for v in t["params"]]
     if "flops_per_sample" in t and not compact:
         out["flops/sample"] = ["n/a" if pd.isna(v) else _si(v) for v in t["flops_per_sample"]]  # n/a: FlopCounterMode could not count it
-    names = [metric] if compact else ["test_acc"] + ([metric] if metric != "test_acc" else [])
+    accuracy = "test_acc_mean" in t and t["test_acc_mean"].notna().any()  # a task without classes has none
+    names = [metric] if compact else (["test_acc"] if accuracy else []) + ([metric] if metric != "test_acc" else [])
     for name in names:
         fmt = ".4f" if "acc" in name or "loss" in name else ".4g"
         out[f"{name} ± std"] = [f"{_num(m, fmt)} ± {_num(s, fmt)}" if not pd.isna(s) else _num(m, fmt) for m, s in zip(t[f"{name}_mean"], t[f"{name}_std"])]
@@ -132,6 +133,7 @@ def evidence_lines(board: Leaderboard) -> list[str]:
         f"- **95% CI:** {e.interval}.",
     ]
     if e.reference is not None and e.comparisons:
+        mcnemar = e.test.startswith("exact McNemar")  # top-1 accuracy, top-k, subset accuracy
         lines.append(
             f"- **p_vs_best:** {e.test}, against **{e.reference}** (rank 1) on the same test samples, "
             f"Holm-corrected over {e.comparisons} comparison(s)."
@@ -148,15 +150,24 @@ def evidence_lines(board: Leaderboard) -> list[str]:
             "best (which is not proof that they are equal). `wins_vs_best` / `losses_vs_best` in "
             "leaderboard.csv count the test samples each side wins."
         )
-        lines.append(
-            f"- **mde_vs_best:** the smallest accuracy difference from the best this evidence resolves at alpha = {stats.ALPHA} "
-            f"with {stats.POWER:.0%} power: one seed, the exact McNemar test at the pair's observed discordance rate on test; "
-            "several seeds, the paired t-test over the per-seed accuracy differences. **seeds_needed:** the seeds that t-test "
-            "needs to resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
-        )
+        if not mcnemar:
+            lines.append(
+                f"- **mde_vs_best:** the smallest difference in `{e.metric}` from the best this evidence resolves at alpha = {stats.ALPHA} "
+                f"with {stats.POWER:.0%} power: one seed, (z_0.975 + z_0.8) x the standard error of the paired difference (docs/metrics.md); "
+                "several seeds, the paired t-test over the per-seed differences. **seeds_needed:** the seeds that t-test needs to "
+                "resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
+            )
+        else:
+            lines.append(
+                f"- **mde_vs_best:** the smallest difference in `{e.metric}` from the best this evidence resolves at alpha = {stats.ALPHA} "
+                f"with {stats.POWER:.0%} power: one seed, the exact McNemar test at the pair's observed discordance rate on test; "
+                "several seeds, the paired t-test over the per-seed differences. **seeds_needed:** the seeds that t-test "
+                "needs to resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
+            )
+        tested = "top-1 test predictions" if mcnemar else "per-sample test statistics (docs/metrics.md)"
         lines.append(
             "- **Caveats:** the rank-1 model is picked on the same test set, which favours it slightly; "
-            "intervals over seeds hold the test set fixed; the top-1 test predictions of the selected epoch are tested."
+            f"intervals over seeds hold the test set fixed; the {tested} of the selected epoch are tested."
         )
     lines += [f"- **Note:** {n}." for n in e.notes]
     return lines

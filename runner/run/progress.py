@@ -48,7 +48,11 @@ def mean_losses(slots) -> str:
 def epoch_line(record: dict, width: int) -> str:
     """`mlp   train_loss 0.412  val_acc 0.9012  test_acc 0.9100`, NaN metrics left out."""
     cells = [record["model"].ljust(width)]
-    for key in EPOCH_METRICS:
+    keys = list(EPOCH_METRICS)
+    if not math.isfinite(record.get("test_acc", math.nan)):  # no classes: the task's first metric instead (rmse, micro_f1, ...)
+        first = next((k.removeprefix("test_") for k in record if k.startswith("test_") and k not in EPOCH_METRICS), None)
+        keys += [f"val_{first}", f"test_{first}"] if first else []
+    for key in keys:
         value = record.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             cells.append(f"{key} {value:.4f}")
