@@ -221,6 +221,13 @@ def test_imbalanced_binary_majority_ranks_last_on_macro_f1(tmp_path):
     assert board.iloc[1]["status"] == "eliminated" and board.iloc[1]["eliminated_by"].startswith("mlp")  # raced on val_macro_f1
     history = pd.read_csv(run / "history.csv")
     assert (history[history["model"] == "majority"]["test_auroc"] == 0.5).all()
+    from sklearn.metrics import f1_score
+
+    per_class = launch("leaderboard", run, "--per-class", "--format", "csv")
+    rows = pd.read_csv(__import__("io").StringIO(per_class.stdout))
+    saved = np.load(run / "predictions" / "mlp" / "seed_0.npz")
+    f1 = rows[(rows["model"] == "mlp")].set_index("class")["f1"]
+    assert list(f1) == pytest.approx(list(f1_score(saved["target"], saved["final"], average=None)))
     by_acc = launch("leaderboard", run, "--metric", "acc")
     assert by_acc.returncode == 0 and "always predicting '0' scores accuracy" in by_acc.stdout and "majority do(es) not beat it" in by_acc.stdout
 
@@ -295,3 +302,15 @@ def test_a_column_output_against_scalar_targets_is_refused_not_broadcast(tmp_pat
         line = proc.stderr.strip()
         assert "(1,)" in line and "shape ()" in line and "[B, B]" in line and len(line.splitlines()) == 1
     assert not (tmp_path / "runs" / "column").exists()  # refused before anything was written
+
+
+def test_per_output_and_per_class_tables(regression, tmp_path):
+    from sklearn.metrics import r2_score, root_mean_squared_error
+
+    run, _, _ = regression
+    table = launch("leaderboard", run, "--per-class", "--format", "csv")
+    assert table.returncode == 0, table.stderr
+    rows = pd.read_csv(__import__("io").StringIO(table.stdout)).set_index("model")
+    saved = np.load(run / "predictions" / "mlp" / "seed_0.npz")
+    assert rows.at["mlp", "rmse"] == pytest.approx(root_mean_squared_error(saved["target"], saved["final.pred"][:, 0]))
+    assert rows.at["mlp", "r2"] == pytest.approx(r2_score(saved["target"], saved["final.pred"][:, 0]))

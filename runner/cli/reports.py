@@ -82,7 +82,7 @@ def leaderboard_cmd(
     metric: Annotated[Optional[str], typer.Option(help="Metric to rank by (docs/metrics.md: acc, macro_f1, rmse, ...) or a history.csv column, at the selected epoch, mean over seeds; default: the run's report.rank_by (test_acc for classification).")] = None,
     select: Annotated[Optional[str], typer.Option(help="Which epoch to report: final, or best_val (each model's best epoch on val); default: the run's report.select.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write csv/md/latex to this file instead of stdout.")] = None,
-    per_class: Annotated[bool, typer.Option("--per-class", help="One run: per-class precision, recall and F1 of every model instead (classification).")] = False,
+    per_class: Annotated[bool, typer.Option("--per-class", help="One run: per-class precision, recall and F1 of every model instead (classification; per output RMSE, MAE and R² for regression).")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Print or export the leaderboard of one or more finished runs."""
@@ -132,7 +132,7 @@ def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: 
         run = load_run(run_dirs[0])
         table = per_class(run, list(build([run]).table["model"]))
         if table.empty:
-            raise ReportError(f"{run.path}: --per-class: the run's task is {run.task[0]}, which has no classes")
+            raise ReportError(f"{run.path}: --per-class: the run's task is {run.task[0]}, which has neither classes nor outputs to split by")
         if out is not None and fmt is Format.table:
             raise ReportError("--out writes csv or md: add --format csv|md")
         text = table.to_csv(index=False) if fmt is Format.csv else formats.markdown_table(table.round(4).astype(str)) if fmt is Format.md else ""
@@ -141,8 +141,10 @@ def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: 
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
     if fmt is Format.table:
-        shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in ("precision", "recall", "f1")}, support=table["support"].map("{:g}".format), predicted=table["predicted"].map("{:g}".format))
-        console.print(frame_table(shown, f"{run.config.get('experiment', {}).get('name') or run.label}: per class (test, the reported epoch)", left={"model", "class"}, wrap={"model", "class"}))
+        numbers = [c for c in ("precision", "recall", "f1", "rmse", "mae", "r2") if c in table]
+        shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in numbers}, **{c: table[c].map("{:g}".format) for c in ("support", "predicted", "output") if c in table})
+        what = "per class" if "class" in table else "per output"
+        console.print(frame_table(shown, f"{run.config.get('experiment', {}).get('name') or run.label}: {what} (test, the reported epoch)", left={"model", "class"}, wrap={"model", "class"}))
     elif out is not None:
         console.print(f"wrote {out}", markup=False)
     else:

@@ -1,6 +1,7 @@
 """Per-class precision, recall and F1 of each model, from the top-1 test predictions of the
 epoch the leaderboard reports (counts summed over seeds), as a pandas table:
-`compare leaderboard RUN --per-class` prints it and plots/per_class.png draws its F1."""
+`compare leaderboard RUN --per-class` prints it and plots/per_class.png draws its F1. For a
+regression the same command gives each output's RMSE, MAE and R² (mean over seeds)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,8 @@ from runner.report.run_data import RunData
 def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
     """One row per (model, class): precision, recall, f1, support (test samples of the class,
     per seed) and predicted (per seed). Empty for a run without classes."""
+    if run.task[0] == "regression":
+        return per_output(run, order)
     if run.task[0] != "classification":
         return pd.DataFrame(columns=["model", "class", "precision", "recall", "f1", "support", "predicted"])
     rows = []
@@ -31,4 +34,27 @@ def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
         for c in range(k):
             rows.append({"model": model, "class": names[c], "precision": precision[c], "recall": recall[c], "f1": f1[c],
                          "support": true[c] / len(chosen), "predicted": pred[c] / len(chosen)})
+    return pd.DataFrame(rows)
+
+
+def per_output(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
+    """One row per (model, output) of a regression: rmse, mae, r2 (sklearn's definitions, one
+    output at a time), at the reported epoch, averaged over seeds."""
+    key = "best_val" if run.config.get("report", {}).get("select") == "best_val" else "final"
+    rows = []
+    for model in order or run.model_names:
+        per_seed = []
+        for pred in run.predictions.get(model, {}).values():
+            if f"{key}.pred" not in pred:
+                continue
+            p = pred[f"{key}.pred"].reshape(len(pred["target"]), -1).astype(np.float64)
+            y = pred["target"].reshape(len(p), -1).astype(np.float64)
+            err = p - y
+            sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+            with np.errstate(all="ignore"):
+                r2 = np.where(sst > 0, 1 - (err**2).sum(axis=0) / sst, np.where((err**2).sum(axis=0) == 0, 1.0, 0.0))
+            per_seed.append(np.stack([np.sqrt((err**2).mean(axis=0)), np.abs(err).mean(axis=0), r2]))
+        if per_seed:
+            mean = np.mean(per_seed, axis=0)
+            rows += [{"model": model, "output": j, "rmse": mean[0, j], "mae": mean[1, j], "r2": mean[2, j]} for j in range(mean.shape[1])]
     return pd.DataFrame(rows)

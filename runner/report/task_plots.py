@@ -90,7 +90,7 @@ def per_class_f1(run: RunData, order: list[str], run_name: str) -> Figure | None
     from runner.report.per_class import per_class  # noqa: PLC0415 - pandas tables, only for this plot
 
     table = per_class(run, order)
-    if table.empty:
+    if table.empty or "f1" not in table:  # regression: its per-output table has no F1
         return None
     grid = table.pivot(index="model", columns="class", values="f1").reindex(index=[m for m in order if m in set(table["model"])], columns=list(dict.fromkeys(table["class"])))
     import seaborn as sns  # noqa: PLC0415
