@@ -123,6 +123,11 @@ class StopNow(BaseException):
         super().__init__(f"interrupted by {signal.Signals(signum).name}; {where}")
 
 
+class WeightsError(CompareError):
+    """Weights a model starts from (`init`, a builder's pretrained `weights`) that cannot be
+    found, read or loaded into it; names the file and the first keys that do not fit."""
+
+
 class ReferenceNotFound(CompareError):
     """A reference (`file.py:Attr`, `nb.ipynb:Attr`, `package.module:attr`) names a file,
     module or attribute that does not exist, or an object of the wrong kind."""

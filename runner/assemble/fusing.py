@@ -89,6 +89,9 @@ def candidate_groups(cfg: Config, slots: list[Slot]) -> tuple[list[list[Slot]], 
         if m.device is not None:
             reasons.append(f"model {s.name}: model.{s.name}.device is set (models on their own devices train one by one)")
             continue
+        if m.freeze or m.param_groups:  # a fused group stacks every parameter under one optimizer layout
+            reasons.append(f"model {s.name}: model.{s.name}.{'freeze' if m.freeze else 'param_groups'} is set (fine-tuned models train one by one)")
+            continue
         if not any(True for _ in s.model.parameters()):
             reasons.append(f"model {s.name}: has no parameters to stack")
             continue

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from runner.assemble import components, metric_refs
+from runner.assemble import components, finetune, metric_refs
 from runner.assemble.arguments import constructed
 from runner.assemble.flops import probe_batch, probe_forward
 from runner.assemble.fusing import fuse_slots
@@ -68,12 +68,16 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     numerics = Numerics(cfg.experiment.precision, cfg.experiment.channels_last)
     where = f"model.{m.name}"
     args = components.dataset_args(m.args, input_shape, num_classes, cfg.source, f"{where}.args")
-    with rng.active():
+    with rng.active(), finetune.pretrained_download(m.arch, args, where):
         build = lambda: components.build_model(m.arch, args, input_shape, num_classes, cfg.base_dir, m.name)  # noqa: E731
         model = constructed(cfg.source, f"{where}.args", describe(m.arch), args, build).to(device)
+    if m.init is not None:  # fine-tuning (runner/assemble/finetune.py): no random draws, the stream stays in step
+        finetune.load_init(model, m, cfg.base_dir, where)
+    finetune.freeze(model, m, cfg.source, where)
     numerics = numerics.for_model(model, device, m.name)
     model = numerics.prepare(model)
-    make_optimizer = lambda: components.create_optimizer(m.optimizer.name, model.parameters(), m.optimizer.args)  # noqa: E731
+    params = finetune.optimizer_params(model, m, cfg.source, where)  # model.parameters(), or groups by name
+    make_optimizer = lambda: components.create_optimizer(m.optimizer.name, params, m.optimizer.args)  # noqa: E731
     optimizer = constructed(cfg.source, f"{where}.optimizer", m.optimizer.name, m.optimizer.args, make_optimizer)
     scheduler = None
     if m.scheduler is not None:

@@ -119,6 +119,11 @@ class ModelConfig:
     early_stopping: EarlyStoppingConfig | None = None  # overrides [experiment] early_stopping
     sweep_values: dict = field(default_factory=dict)  # set by sweep expansion: leaderboard columns sweep.<key>
     device: str | None = None  # cpu | cuda[:N] | mps: this model's own device; unset = experiment.device
+    # Fine-tuning (runner/assemble/finetune.py): applied after the model is built, before its optimizer.
+    init: str | None = None  # a state_dict file (torch.save) loaded into the built model; relative to the config's folder
+    init_strict: bool = True  # init's keys must match the model's exactly; false: missing/unexpected keys are one note
+    freeze: list[str] = field(default_factory=list)  # parameter-name globs (fnmatch) set to requires_grad = False
+    param_groups: list[dict] = field(default_factory=list)  # [{ params = "head.*", lr = 1e-2 }]: first match wins; the rest: the optimizer's args
 
 
 @dataclass
@@ -208,6 +213,11 @@ class Config:
                 entry["sweep_values"] = m.sweep_values
             if m.device is not None:
                 entry["device"] = m.device
+            for key in ("init", "freeze", "param_groups"):
+                if getattr(m, key):
+                    entry[key] = getattr(m, key)
+            if m.init is not None and not m.init_strict:
+                entry["init_strict"] = False
             models.append(entry)
         return {
             "experiment": plain(self.experiment),

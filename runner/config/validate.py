@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from runner.assemble import components, metric_refs
+from runner.assemble import components, finetune, metric_refs
 from runner.assemble.arguments import describe_type, matches
 from runner.config import sweeps
 from runner.config.overrides import apply_overrides
@@ -354,6 +354,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
             bad(f"{where}.device", f"expected auto, cpu, cuda, cuda:N or mps, got {m.device!r}")
         problems += components.check_model(m.arch, m.args, src, where, base)
         problems += components.check_optimizer(m.optimizer.name, m.optimizer.args, src, f"{where}.optimizer")
+        problems += finetune.check(m, src, where, base)
         if m.scheduler:
             problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")
 
