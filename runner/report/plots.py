@@ -72,7 +72,7 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
     is one line in `notes` (the caller prints them): a plot never fails a finished run."""
     out = check_no_links(Path(out_dir))  # before drawing: a planted link costs no seconds
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, other = [], []
     for filename, draw in figures(run, board).items():
         try:
             fig = draw()
@@ -81,11 +81,18 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
                 notes.append(f"{filename} skipped: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             continue
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
+            if TASK_ONLY.get(filename, run.task[0]) != run.task[0]:
+                other.append(filename)
             continue
         with atomic.atomic_write(check_no_links(out / filename)) as f:
             fig.savefig(f, format="png", dpi=DPI)  # constrained layout already fits titles and outside legends
         written.append(out / filename)
+    if other and notes is not None:
+        notes.append(f"not drawn, they fit another task than {run.task[0]}: {', '.join(other)}")
     return written
+
+
+TASK_ONLY = {"confusion_matrices.png": "classification", "calibration.png": "classification", "per_class.png": "classification", "regression.png": "regression"}
 
 
 def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
