@@ -55,7 +55,7 @@ def test_a_truncated_predictions_file_is_one_note_and_the_reports_go_on(run_dir)
     for command in ("leaderboard", "plot"):
         result = cli(command, run_dir)
         assert result.exit_code == 0, result.output
-        notes = [line for line in result.output.replace("\n", " ").split("note: ")[1:] if "damaged" in line]
+        notes = [line for line in " ".join(result.output.split()).split("note: ")[1:] if "damaged" in line]  # lines wrap at the terminal's width
         assert len(notes) == 1 and str(damaged) in notes[0] and "no paired test for a" in notes[0], result.output
 
 

@@ -33,6 +33,11 @@ def check_sample_shapes(cfg, data) -> None:
         sample = data.test[0]
     x = sample[0] if isinstance(sample, (tuple, list)) and sample else None
     train = tuple(data.input_shape)
+    if len(data.train) > 1:
+        with preserved_rng():
+            second = data.train[1]
+        if isinstance(second, (tuple, list)) and hasattr(second[0], "shape") and tuple(second[0].shape) != train:
+            return  # train samples differ among themselves: the collate's "different sizes" line says how to fix that
     if hasattr(x, "shape") and len(train) >= 2 and len(x.shape) == len(train) and tuple(x.shape) != train:
         raise DataError(
             f"{cfg.source}: data.train_transforms: train samples have shape {list(train)} but test samples {list(x.shape)}; "

@@ -38,7 +38,7 @@ from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
-from runner.run.run_dir import LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
+from runner.run.run_dir import check_path, LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
 from runner.run.shared_pass import Outputs, SharedPass
 from runner.run.predictions import kept_predictions, repair_predictions
 from runner.run.sinks import HistorySink, write_csv_atomic
@@ -250,6 +250,7 @@ class Experiment:
     def _claim_early(self, run_dir: Path, lock: ExitStack, overwrite: bool) -> list[Path] | None:
         """Rank 0's, before start-up: claim a folder that holds no run and write config.toml;
         the folders it created (None: the folder holds a run, claimed once start-up is done)."""
+        check_path(run_dir)  # a path the OS refuses (too long, a link, a file) is one line before anything is looked at
         if holds_a_run(run_dir):
             return None
         made = missing_folders(run_dir)

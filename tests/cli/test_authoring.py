@@ -59,7 +59,7 @@ def test_dry_run_names_the_model_that_does_not_fit_the_data(tmp_path):
     with pytest.raises(UserCodeError) as info:
         experiment.dry_run()
     message = str(info.value)
-    assert message.startswith("model rgb: the forward pass on one sample of shape (1, 8, 8) raised RuntimeError:") and "to have 3 channels" in message
+    assert message.startswith("model rgb: the forward pass on one sample of shape (1, 8, 8) (float32) raised RuntimeError:") and "to have 3 channels" in message
 
 
 def test_lazy_modules_get_their_shapes_before_the_optimizer_is_built(run):

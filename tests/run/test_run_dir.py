@@ -111,6 +111,8 @@ def test_claim_rules_without_a_run(tmp_path):
     (only_lock / LOCK).write_text("1")
     with claim_run_dir(only_lock, fresh=True):  # treated as empty
         (only_lock / "config.toml").write_text("")
+    with claim_run_dir(only_lock, fresh=True):  # marker and config.toml alone: a run killed in start-up, nothing to lose
+        (only_lock / "history.csv").write_text("")
     with pytest.raises(RunDirError, match="already holds a run; continue it with --resume"):
         with claim_run_dir(only_lock, fresh=True):
             pass
