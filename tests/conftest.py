@@ -65,3 +65,24 @@ def seeded_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("seeded") / "run"
     Experiment(config_from_dict(raw)).run(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def two_model_run(tmp_path_factory):
+    """A finished one-epoch run of two tiny models (a, b): checkpoint, TensorBoard logs, no PNGs.
+    Shared by the edge tests, which plant things in private copies (`two_model_run_copy`)."""
+    raw = digits_config([mlp("a"), mlp("b")], epochs=1, batch_size=100, eval_batch_size=100, subset=300, test_subset=100)
+    raw["experiment"]["grad_histograms"] = False
+    out = tmp_path_factory.mktemp("two_model_run") / "run"
+    Experiment(config_from_dict(raw)).run(out, plots=False)
+    return out
+
+
+@pytest.fixture
+def two_model_run_copy(two_model_run, tmp_path):
+    """A private copy of `two_model_run` (links kept as links), to damage or plant things in."""
+    import shutil  # noqa: PLC0415
+
+    copy = tmp_path / "run"
+    shutil.copytree(two_model_run, copy, symlinks=True)
+    return copy

@@ -1,6 +1,6 @@
 """Issue 24, "Edges, round 2": planted links at every path compare writes, checkpoints that
 cannot be verified, inputs that exited 1, and unclear messages. Tests that need a run directory
-copy one tiny finished run (`finished`, trained once per module)."""
+copy one tiny finished run (`two_model_run` in tests/conftest.py, trained once per session)."""
 from __future__ import annotations
 
 import shutil
@@ -9,11 +9,9 @@ import zipfile
 import pytest
 
 from runner.config import tomlio
-from runner.config.validate import config_from_dict
 from runner.errors import CompareWarning, RunDirError
 from runner.report.finalize import finalize_run
 from runner.run.checkpoint import FOLDER, LATEST, MANIFEST
-from runner.run.experiment import Experiment
 from runner.run.run_dir import check_no_links
 from tests.helpers import cli, digits_config, mlp
 
@@ -26,22 +24,9 @@ def listing(folder) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished one-epoch run of two tiny models: checkpoint, TensorBoard logs, no PNGs."""
-    raw = digits_config([mlp("a"), mlp("b")], epochs=1, batch_size=100, eval_batch_size=100, subset=300, test_subset=100)
-    raw["experiment"]["grad_histograms"] = False
-    out = tmp_path_factory.mktemp("finished") / "run"
-    Experiment(config_from_dict(raw)).run(out, plots=False)
-    return out
-
-
 @pytest.fixture
-def run_dir(finished, tmp_path):
-    """A private copy of the finished run, to plant things in."""
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy, symlinks=True)
-    return copy
+def run_dir(two_model_run_copy):
+    return two_model_run_copy  # tests/conftest.py: a private copy of a finished two-model run
 
 
 # --- 1. no writer goes through a link planted in the run directory ------------------------------

@@ -1,9 +1,8 @@
 """Issue 24, "Edges, round 2", items 5-7: damaged prediction files, a run stopped in start-up,
 and configs the dry run passed that the real run refused. Tests that need a run directory copy
-one tiny finished run (`finished`, trained once per module)."""
+one tiny finished run (`two_model_run` in tests/conftest.py, trained once per session)."""
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 
@@ -17,7 +16,6 @@ from runner.config.validate import config_from_dict
 from runner.errors import CompareNote
 from runner.report.run_data import read_prediction_file
 from runner.run.dryrun import PROBE_BYTES, probe_size
-from runner.run.experiment import Experiment
 from runner.run.run_dir import MARKER, holds_a_run
 from tests.helpers import cli, digits_config, killable, launch, mlp, write_config
 
@@ -26,21 +24,9 @@ def errors(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished one-epoch run of two tiny models, no PNGs."""
-    raw = digits_config([mlp("a"), mlp("b")], epochs=1, batch_size=100, eval_batch_size=100, subset=300, test_subset=100)
-    raw["experiment"]["grad_histograms"] = False
-    out = tmp_path_factory.mktemp("finished") / "run"
-    Experiment(config_from_dict(raw)).run(out, plots=False)
-    return out
-
-
 @pytest.fixture
-def run_dir(finished, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(finished, copy)
-    return copy
+def run_dir(two_model_run_copy):
+    return two_model_run_copy  # tests/conftest.py: a private copy of a finished two-model run
 
 
 def truncate(path, size: int = 200) -> None:
