@@ -180,6 +180,7 @@ def test_regression_ranks_by_rmse_with_evidence(regression):
     history = pd.read_csv(run / "history.csv")
     assert {"val_rmse", "test_rmse", "test_mae", "test_r2"} <= set(history.columns)
     assert (run / "plots" / "regression.png").is_file() and (run / "plots" / "grad_norms.png").is_file()
+    assert not (run / "plots" / "calibration.png").exists() and "they fit another task than regression: confusion_matrices.png" in result.stdout + result.stderr
     env = json.loads((run / "env.json").read_text())
     assert env["task"]["kind"] == "regression" and env["classes"] == []
 

@@ -173,8 +173,8 @@ def plot_cmd(
 
             notes = list(runs[0].notes)  # damaged prediction files, then plots skipped
             files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots", notes)
-            for note in notes:
-                console.print(f"note: {note}", markup=False, highlight=False)
+            for note in notes:  # on stderr: stdout lists the files written, one a line, for scripts
+                typer.echo(f"note: {note}", err=True)
         else:
             from runner.report.cd_plot import write_cd_plot  # noqa: PLC0415
 

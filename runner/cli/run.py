@@ -50,7 +50,9 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     from runner.report.leaderboard import build  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
-    print_board(build([load_run(result.run_dir)]), f"{experiment.config.experiment.name}: leaderboard")  # with its evidence lines (the protocol first)
+    board = build([load_run(result.run_dir)])
+    board.evidence.notes += [n for n in result.notes if n not in board.evidence.notes]  # what the plots said
+    print_board(board, f"{experiment.config.experiment.name}: leaderboard")  # with its evidence lines (the protocol first)
     console.print(f"run directory: {result.run_dir}", markup=False)
     plots = result.run_dir / "plots"
     console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)

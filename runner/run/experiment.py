@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tomllib
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +50,7 @@ class RunResult:
     leaderboard: pd.DataFrame
     history: pd.DataFrame
     already_finished: bool = False  # resume found nothing left to do
+    notes: list = field(default_factory=list)  # the reports' notes, plots not drawn included
 
     @property
     def some_failed(self) -> bool:
@@ -220,8 +221,9 @@ class Experiment:
                 raise
             # Reports read the run directory back, as `compare leaderboard` / `compare plot` do;
             # only rank 0 writes (and reads) them.
-            board = self._reports(run_dir, plots, stop).table if dist.main else pd.DataFrame()
-        return RunResult(run_dir, board, history.frame())
+            reports = self._reports(run_dir, plots, stop) if dist.main else None
+        board = reports.table if reports is not None else pd.DataFrame()
+        return RunResult(run_dir, board, history.frame(), notes=list(reports.evidence.notes) if reports is not None else [])
 
     def _finish_again(self, run_dir: Path, checkpoint: dict, plots: bool, stop: StopFlag | None) -> pd.DataFrame:
         """A finished run resumed: its reports again, from the checkpoint's history (it is the
