@@ -92,6 +92,14 @@ def test_model_files_are_checked_by_the_same_function(run_dir, tmp_path):
     assert result.exit_code == 2 and errors(result) == [f"error: {link} {LINKED}"], result.stderr
     assert listing(tmp_path / "victim") == {"learning_curves.png": b"precious"}
     assert check_no_links(run_dir / "models2" / "a.pt") == run_dir / "models2" / "a.pt"  # nothing linked
+    from torch import nn  # noqa: PLC0415
+
+    from runner.run.sinks import write_weights  # noqa: PLC0415 - the writer of models/<model>/final.pt itself
+
+    for which in ("final", "best_val"):
+        with pytest.raises(RunDirError, match=f"^{link} {LINKED}$"):
+            write_weights(run_dir, "a", None, which, nn.Linear(1, 1))
+    assert listing(tmp_path / "victim") == {"learning_curves.png": b"precious"}
 
 
 # --- 2. a checkpoint no manifest vouches for ------------------------------------------------------
