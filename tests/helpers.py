@@ -80,3 +80,38 @@ def cli(*args):
     from runner.cli.main import application  # noqa: PLC0415
 
     return CliRunner().invoke(application(), [str(a) for a in args])
+
+
+def plain_loop(model, optim, train, test, batch_size: int, seed: int, epochs: int, eval_batch_size: int, after_train_mode=None) -> pd.DataFrame:
+    """The loop users write by hand (DESIGN.md, "Plain-loop equivalence"): per epoch, one
+    seeded shuffled pass with the shared loss, then the test set in order under eval() and
+    no_grad(). `after_train_mode(model)` runs after each model.train() (a frozen BatchNorm's
+    eval()). Returns epoch, train_loss, test_loss, test_acc per epoch."""
+    import torch  # noqa: PLC0415 - helpers stay importable without torch for the config tests
+    from torch import nn  # noqa: PLC0415
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    expected = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        if after_train_mode is not None:
+            after_train_mode(model)
+        total, seen = 0.0, 0
+        for imgs, targets in loader:
+            loss = loss_fn(model(imgs), targets)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            total += loss.item() * len(targets)
+            seen += len(targets)
+        model.eval()
+        test_loss, correct = 0.0, 0
+        with torch.no_grad():
+            for imgs, targets in DataLoader(test, batch_size=eval_batch_size):
+                out = model(imgs)
+                test_loss += loss_fn(out, targets).item() * len(targets)
+                correct += (out.argmax(1) == targets).sum().item()
+        expected.append({"epoch": epoch, "train_loss": total / seen, "test_loss": test_loss / len(test), "test_acc": correct / len(test)})
+    return pd.DataFrame(expected)

@@ -6,13 +6,12 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from datasets import create_dataset
 from models import create_model, register_model
 from runner.config.validate import config_from_dict
 from runner.assemble.slots import build_slot
-from tests.helpers import digits_config, mlp
+from tests.helpers import digits_config, mlp, plain_loop
 
 SEEN: dict[str, list[str]] = {}  # model tag -> checksum of every training batch it received
 
@@ -78,30 +77,10 @@ def test_plain_loop_equivalence(run):
     torch.manual_seed(model_seed)
     model = create_model("mlp", (1, 8, 8), 10, hidden=[32], dropout=0.3)
     optim = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss_fn = nn.CrossEntropyLoss()
-    loader = DataLoader(train, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    expected = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, seen = 0.0, 0
-        for imgs, targets in loader:
-            loss = loss_fn(model(imgs), targets)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            total += loss.item() * len(targets)
-            seen += len(targets)
-        model.eval()
-        test_loss, correct = 0.0, 0
-        with torch.no_grad():
-            for imgs, targets in DataLoader(test, batch_size=eval_bs):
-                out = model(imgs)
-                test_loss += loss_fn(out, targets).item() * len(targets)
-                correct += (out.argmax(1) == targets).sum().item()
-        expected.append({"epoch": epoch, "train_loss": total / seen, "test_loss": test_loss / len(test), "test_acc": correct / len(test)})
+    expected = plain_loop(model, optim, train, test, bs, seed, epochs, eval_bs)
 
     got = metrics(result, "m")[["epoch", "train_loss", "test_loss", "test_acc"]]
-    pd.testing.assert_frame_equal(got, pd.DataFrame(expected), check_exact=True)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
 def test_gradient_isolation():

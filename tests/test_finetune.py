@@ -11,12 +11,10 @@ import torch
 from runner.assemble.components import build_model
 from runner.assemble.slots import build_slot
 from datasets import create_dataset
-from torch import nn
-from torch.utils.data import DataLoader
 from runner.config.validate import config_from_dict, load_config
 from runner.run.experiment import Experiment
 from runner.errors import CompareNote, ConfigError, WeightsError
-from tests.helpers import cli, compare, digits_config, mlp, write
+from tests.helpers import cli, compare, digits_config, mlp, plain_loop, write
 
 NET = """
 from torch import nn
@@ -200,26 +198,5 @@ def test_a_fine_tuned_model_trains_as_the_plain_loop_does_and_other_models_chang
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(("backbone.1.", "backbone.2.")))
     optim = torch.optim.SGD([{"params": [model.head.bias]}, {"params": [model.head.weight], "lr": 0.3, "momentum": 0.9}], lr=0.1)
-    loss_fn = nn.CrossEntropyLoss()
-    loader = DataLoader(train, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    expected = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        model.backbone[2].eval()  # frozen BatchNorm: its statistics stay
-        total, seen = 0.0, 0
-        for imgs, targets in loader:
-            loss = loss_fn(model(imgs), targets)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            total += loss.item() * len(targets)
-            seen += len(targets)
-        model.eval()
-        test_loss, correct = 0.0, 0
-        with torch.no_grad():
-            for imgs, targets in DataLoader(test, batch_size=100):
-                out = model(imgs)
-                test_loss += loss_fn(out, targets).item() * len(targets)
-                correct += (out.argmax(1) == targets).sum().item()
-        expected.append({"epoch": epoch, "train_loss": total / seen, "test_loss": test_loss / len(test), "test_acc": correct / len(test)})
-    pd.testing.assert_frame_equal(histories[0], pd.DataFrame(expected), check_exact=True)
+    expected = plain_loop(model, optim, train, test, bs, seed, epochs, 100, after_train_mode=lambda m: m.backbone[2].eval())  # frozen BatchNorm: its statistics stay
+    pd.testing.assert_frame_equal(histories[0], expected, check_exact=True)
