@@ -20,7 +20,7 @@ from torch import nn
 
 from runner.engine.early_stopping import BestEpoch, EarlyStopping, selection_metric
 from runner.errors import ModelFailedError, StopNow
-from runner.metrics.builtin import Kept, lookup
+from runner.metrics.builtin import Kept, defaults, lookup
 from runner.metrics.outputs import prediction
 from runner.metrics.tasks import Task, infer_task, sample_stats
 from runner.engine.numerics import Numerics
@@ -176,8 +176,6 @@ class Slot:
 
     def metric_names(self) -> list[str]:
         """The metrics history.csv gets val_/test_ columns for (acc comes from the meters)."""
-        from runner.metrics.builtin import defaults  # noqa: PLC0415 - tiny, but keeps the names in one place
-
         task = self.task or Task("other")
         names = list(self.parts.metrics) if self.parts.metrics is not None else defaults(task.kind, task.width)
         return [m for m in names if m != "acc"]
@@ -187,7 +185,7 @@ class Slot:
         names = self.metric_names()
         if kept is None or self.task is None:
             return {f"{split}_{m}": math.nan for m in names}
-        data = Kept({k: v.numpy() for k, v in kept.items() if k != "target"}, kept["target"].numpy(), self.task.width)
+        data = Kept.of(kept, self.task.width)
         return {f"{split}_{m}": lookup(m, self.task.kind, self.task.width, self.user_metrics).value(data) for m in names}
 
     user_metrics: dict | None = None  # [report] metrics given by reference (name -> Metric), set by the slot factory

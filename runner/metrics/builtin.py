@@ -34,6 +34,13 @@ class Kept:
     def __len__(self) -> int:
         return len(self.target)
 
+    @classmethod
+    def of(cls, kept: dict, width: int | None, target=None) -> "Kept":
+        """From an epoch's statistics as evaluation keeps them (CPU tensors, `target` among
+        them unless given)."""
+        target = kept["target"] if target is None else target
+        return cls({k: v.numpy() for k, v in kept.items() if k != "target"}, target.numpy(), width)
+
 
 Weighted = Callable[[np.ndarray], np.ndarray]  # w [B, n] -> the metric under each row of weights
 

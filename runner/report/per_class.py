@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from runner.report import stats
-from runner.report.run_data import RunData
+from runner.report.run_data import RunData, epoch_stats
 
 
 def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
@@ -40,14 +40,14 @@ def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
 def per_output(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
     """One row per (model, output) of a regression: rmse, mae, r2 (sklearn's definitions, one
     output at a time), at the reported epoch, averaged over seeds."""
-    key = "best_val" if run.config.get("report", {}).get("select") == "best_val" else "final"
     rows = []
     for model in order or run.model_names:
         per_seed = []
         for pred in run.predictions.get(model, {}).values():
-            if f"{key}.pred" not in pred:
+            stats = epoch_stats(pred, run.reported_key(pred))
+            if "pred" not in stats:
                 continue
-            p = pred[f"{key}.pred"].reshape(len(pred["target"]), -1).astype(np.float64)
+            p = stats["pred"].reshape(len(pred["target"]), -1).astype(np.float64)
             y = pred["target"].reshape(len(p), -1).astype(np.float64)
             err = p - y
             sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)

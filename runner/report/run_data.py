@@ -56,8 +56,13 @@ class RunData:
         pred = self.predictions.get(model, {}).get(seed)
         if pred is None or "final" not in pred:  # no classes (regression, multi-label): no top-1 predictions
             return None
-        key = "best_val" if self.config.get("report", {}).get("select") == "best_val" and "best_val" in pred else "final"
+        key = self.reported_key(pred)
         return pred[key], int(pred.get(f"{key}_epoch", 0))
+
+    def reported_key(self, pred: dict) -> str:
+        """Which epoch's arrays of a predictions file the leaderboard reads: "best_val" where the
+        run reports the best epoch on val and the file holds it, else "final"."""
+        return "best_val" if self.config.get("report", {}).get("select") == "best_val" and "best_val_epoch" in pred else "final"
 
     @property
     def task(self) -> tuple[str, int | None]:
@@ -82,6 +87,14 @@ class RunData:
             for pred in seeds.values():
                 return len(pred["target"])
         return None
+
+
+def epoch_stats(pred: dict, key: str) -> dict[str, np.ndarray]:
+    """The per-sample statistics a predictions file holds for one epoch ("final" or "best_val")."""
+    stats = {k.split(".", 1)[1]: v for k, v in pred.items() if k.startswith(key + ".")}
+    if "top1" not in stats and key in pred:  # a file from before per-sample statistics: top-1 only
+        stats["top1"] = pred[key]
+    return stats
 
 
 def run_labels(runs: list[RunData]) -> list[str]:

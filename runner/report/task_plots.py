@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from runner.metrics.builtin import ECE_BINS, Kept, metrics_for
 from runner.report.figure_kit import _figure, wrap
-from runner.report.run_data import RunData
+from runner.report.run_data import RunData, epoch_stats
 
 
 def _selected(run: RunData, model: str, stat: str) -> Kept | None:
@@ -19,8 +19,7 @@ def _selected(run: RunData, model: str, stat: str) -> Kept | None:
         return None
     seed = min(seeds)
     pred = seeds[seed]
-    key = "best_val" if run.config.get("report", {}).get("select") == "best_val" and f"best_val.{stat}" in pred else "final"
-    stats = {k.split(".", 1)[1]: v for k, v in pred.items() if k.startswith(key + ".")}
+    stats = epoch_stats(pred, run.reported_key(pred))
     return Kept(stats, pred["target"], run.task[1]) if stat in stats else None
 
 

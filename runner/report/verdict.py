@@ -23,7 +23,7 @@ from runner.metrics import paired
 from runner.metrics.builtin import Kept, Metric, metrics_for
 from runner.report import stats
 from runner.errors import ReportError
-from runner.report.run_data import RunData
+from runner.report.run_data import RunData, epoch_stats
 
 FAMILY_TEST = {
     "mcnemar": "exact McNemar test (per test sample, the seeds each model gets right; exact sign test where they differ)",
@@ -57,9 +57,7 @@ def kept(run: RunData, model: str, seed: int, key: str, metric: Metric) -> Kept 
     pred = run.predictions.get(model, {}).get(seed)
     if pred is None:
         return None
-    stats_ = {k.split(".", 1)[1]: v for k, v in pred.items() if k.startswith(key + ".")}
-    if "top1" not in stats_ and key in pred:  # predictions saved before per-sample statistics
-        stats_["top1"] = pred[key]
+    stats_ = epoch_stats(pred, key)
     if not all(n in stats_ for n in metric.needs):
         return None
     return Kept(stats_, pred["target"], run.task[1])

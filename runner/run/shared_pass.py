@@ -154,8 +154,7 @@ class SharedPass:
         live = {s.name: s for s in self.slots if s.live and s.val_predictions is not None and s.task is not None}
         task = next(iter(live.values())).task if live else None
         metric = lookup(self.cfg.experiment.race.metric.removeprefix("val_"), task.kind, task.width) if task else None
-        targets = val_targets.numpy()
-        kept = {n: Kept({k: v.numpy() for k, v in s.val_predictions.items() if k != "target"}, targets, task.width) for n, s in live.items()}
+        kept = {n: Kept.of(s.val_predictions, task.width, val_targets) for n, s in live.items()}
         found = self.race.look_on(epoch, kept, metric) if metric is not None else []
         rows = {r["model"]: r for r in records}
         for record in records:
