@@ -92,14 +92,9 @@ class Race:
         self.planned = looks(epochs, min_epochs, every)
         self.level = alpha / len(self.planned) if self.planned else 0.0  # Bonferroni over the looks
 
-    def look(self, epoch: int, predictions: dict[str, np.ndarray], targets: np.ndarray) -> list[Elimination]:
-        """At a planned look with two or more live models: the eliminations (val_acc)."""
-        if epoch not in self.planned or len(predictions) < 2:
-            return []
-        return decide({name: p == targets for name, p in predictions.items()}, self.level)
-
     def look_on(self, epoch: int, kept: dict[str, Kept], metric: Metric) -> list[Elimination]:
-        """`look` on any metric, from each live model's kept val statistics."""
+        """At a planned look with two or more live models: the eliminations, from each live
+        model's kept val statistics, by the race metric's own test."""
         if epoch not in self.planned or len(kept) < 2:
             return []
         return decide_on(kept, metric, self.level)

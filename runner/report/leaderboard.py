@@ -132,22 +132,14 @@ def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric:
     names = list(table["model"])
     v = verdict.judge(run, metric, names, evidence.reference, key)
     raw = np.array([v.p.get(m, math.nan) for m in names])
-    adjusted = stats.holm(raw)
-    tied = pd.array([pd.NA if math.isnan(p) else bool(p >= stats.ALPHA) for p in adjusted], dtype="boolean")
-    if evidence.reference is not None and len(table):
-        tied[0] = True
-    table["p_vs_best"], table["tied_with_best"], table["p_vs_best_raw"] = adjusted, tied, raw
-    table["mde_vs_best"] = [v.mde.get(m, math.nan) for m in names]
-    table["seeds_needed"] = [v.needed.get(m, math.nan) for m in names]
-    table["wins_vs_best"] = pd.array([v.wins.get(m, pd.NA) for m in names], dtype="Int64")
-    table["losses_vs_best"] = pd.array([v.losses.get(m, pd.NA) for m in names], dtype="Int64")
+    _write_tests(table, evidence, raw, [v.mde.get(m, math.nan) for m in names], [v.needed.get(m, math.nan) for m in names],
+                 pd.array([v.wins.get(m, pd.NA) for m in names], dtype="Int64"), pd.array([v.losses.get(m, pd.NA) for m in names], dtype="Int64"))
     col = evidence.metric
     if v.intervals:
         for i, m in enumerate(names):
             if m in v.intervals:
                 table.loc[i, [f"{col}_ci95_low", f"{col}_ci95_high"]] = v.intervals[m]
         evidence.interval = verdict.FAMILY_INTERVAL[metric.family] + ("; Student-t over seeds where a model has several" if len(run.seeds) > 1 else "")
-    evidence.comparisons = int(np.isfinite(raw).sum())
     evidence.test = verdict.FAMILY_TEST[metric.family] + f" on {metric.name}"
     evidence.notes += v.notes
 
@@ -316,15 +308,21 @@ def _paired_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, key: st
         for (s, _), c, r in zip(pairs, correct, correct_ref):
             b, c_ = stats.discordant(c, r)
             per_seed.append({"model": name, "seed": s, "only_model_right": b, "only_best_right": c_, "p_mcnemar": stats.mcnemar_exact(b, c_)})
+    _write_tests(table, evidence, raw, mde, needed, wins, losses)
+    evidence.per_seed = pd.DataFrame(per_seed) if per_seed else None
+
+
+def _write_tests(table: pd.DataFrame, evidence: Evidence, raw, mde, needed, wins, losses) -> None:
+    """The verdict columns from each model's raw p against the reference (Holm over those
+    tested; the reference is trivially tied with itself, its p stays empty), whatever the test."""
     adjusted = stats.holm(raw)
     tied = pd.array([pd.NA if math.isnan(p) else bool(p >= stats.ALPHA) for p in adjusted], dtype="boolean")
-    if ref is not None and len(table):
-        tied[0] = True  # the reference is trivially tied with itself; its p stays empty
+    if evidence.reference is not None and len(table):
+        tied[0] = True
     table["p_vs_best"], table["tied_with_best"], table["p_vs_best_raw"] = adjusted, tied, raw
     table["mde_vs_best"], table["seeds_needed"] = mde, needed
     table["wins_vs_best"], table["losses_vs_best"] = wins, losses
     evidence.comparisons = int(np.isfinite(raw).sum())
-    evidence.per_seed = pd.DataFrame(per_seed) if per_seed else None
 
 
 def _resolution(correct: np.ndarray, correct_ref: np.ndarray) -> tuple[float, float]:
