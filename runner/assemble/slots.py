@@ -94,6 +94,7 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         raise ConfigError([Problem(cfg.source, where, f"outputs {out_shape[0]} values per sample, but the dataset has {num_classes} classes (a classifier outputs one logit per class)")])
     info = {
         "model": m.name,
+        "family": cfg.family(m),  # the [[model]] table its sweep or search came from (docs/tuning.md)
         "arch": arch_name(m.arch, args),
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),  # what the optimizer moves

@@ -67,6 +67,10 @@ def print_plan(console: Console, plan) -> None:
     console.print("est. memory = weights + gradients + optimizer state + activations saved for one batch; FLOPs are the forward pass (a training step is about 3x)")
     total = sum(m.memory_bytes for m in plan.models)
     console.print(f"all models together: {_size(total)}")
+    if plan.families:
+        console.print(f"families ({len(plan.families) - sum(line.startswith('warning:') for line in plan.families)}; each one's best trial is chosen on val: docs/tuning.md):", markup=False)
+        for line in plan.families:
+            console.print(f"  {line}", markup=False, highlight=False)
     note = " (exists: add --overwrite or choose --out)" if plan.run_dir_exists else ""
     console.print(f"run directory: {escape(str(plan.run_dir))}{note}")
 

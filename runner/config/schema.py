@@ -95,6 +95,9 @@ class LossConfig:
     args: dict = field(default_factory=dict)
 
 
+DEFAULT_OPTIMIZER = {"name": "SGD", "lr": 0.01}  # a [[model]] without an optimizer table (a sweep of optimizer.lr starts from it)
+
+
 @dataclass
 class OptimizerConfig:
     name: str = "SGD"  # any torch.optim class
@@ -118,6 +121,7 @@ class ModelConfig:
     seed: int | None = None  # this model's RNG stream; unset = derived from (experiment seed, name)
     early_stopping: EarlyStoppingConfig | None = None  # overrides [experiment] early_stopping
     sweep_values: dict = field(default_factory=dict)  # set by sweep expansion: leaderboard columns sweep.<key>
+    family: str | None = None  # set by sweep/search expansion: the [[model]] table it came from; unset = its own name
     device: str | None = None  # cpu | cuda[:N] | mps: this model's own device; unset = experiment.device
     # Fine-tuning (runner/assemble/finetune.py): applied after the model is built, before its optimizer.
     init: str | None = None  # a state_dict file (torch.save) loaded into the built model; relative to the config's folder
@@ -132,6 +136,8 @@ class ReportConfig:
     metrics: list | None = None  # metric names (docs/metrics.md) kept as val_<m>/test_<m>; unset = the task's defaults
     rank_by: str | None = None  # the metric the leaderboard ranks by and best_val selects on; unset = the first of metrics (acc for classification)
     output: str | None = None  # where metrics find the prediction in a tuple/dict output: a key or a position; unset = docs/metrics.md's rule
+    by: str = "model"  # model | family: "family" adds the family verdict (each family's best trial chosen on val) and tuning curves
+    target: float | None = None  # with by = "family": the score whose budget (trials needed) each family's tuning curve reports
 
 
 @dataclass
@@ -143,6 +149,11 @@ class Config:
     source: str = "<config>"  # the file it came from, for messages
     references_from: Path | None = None  # `base_dir` of load_config: a run directory's copy resolves as its run did
     report: ReportConfig = field(default_factory=ReportConfig)
+    spaces: dict = field(default_factory=dict)  # [spaces.<name>]: named search spaces (runner/config/search.py)
+    families: dict = field(default_factory=dict)  # family -> how its points were made: sampler, trials, seed, space (set by expansion)
+
+    def family(self, model: ModelConfig) -> str:
+        return model.family or model.name
 
     @property
     def base_dir(self) -> Path:
@@ -164,6 +175,8 @@ class Config:
             out.append(("experiment.race", "racing compares the models on val"))
         if self.report.select == "best_val":
             out.append(("report.select", "'best_val' picks each model's epoch on val"))
+        if self.report.by == "family":
+            out.append(("report.by", "'family' picks each family's best trial on val"))
         for m in self.models:
             stop = self.early_stopping(m)
             if stop is not None and stop.metric.startswith("val_"):
@@ -211,6 +224,8 @@ class Config:
                 entry["early_stopping"] = plain(m.early_stopping)
             if m.sweep_values:
                 entry["sweep_values"] = m.sweep_values
+            if m.family is not None:
+                entry["family"] = m.family
             if m.device is not None:
                 entry["device"] = m.device
             for key in ("init", "freeze", "param_groups"):
@@ -225,4 +240,4 @@ class Config:
             "loss": plain(self.loss),
             "report": plain(self.report),
             "model": models,
-        }
+        } | ({"spaces": self.spaces} if self.spaces else {}) | ({"families": self.families} if self.families else {})

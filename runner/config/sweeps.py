@@ -11,6 +11,10 @@ expands to tudui[lr=0.1,width=32], tudui[lr=0.1,width=64], tudui[lr=0.03,width=3
 tudui[lr=0.03,width=64]. Keys are dotted paths inside the model's table. Expansion happens
 before validation, so every point is checked like a hand-written model. Each point carries
 `sweep_values = { lr = 0.1, width = 32 }`: leaderboard columns `sweep.lr`, `sweep.width`.
+
+`search = {...}` samples the points instead (runner/config/search.py). Either way the points of
+one [[model]] table form its family (`family = "tudui"`, the table's name), described for the
+plan and the family verdict in the config's `[families.<name>]` (docs/tuning.md).
 """
 from __future__ import annotations
 
@@ -20,50 +24,76 @@ import re
 from typing import Any
 
 from runner.errors import Problem, shown
+from runner.config import search
 from runner.config.overrides import plain_copy
+from runner.config.schema import DEFAULT_OPTIMIZER
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
-_NOT_SWEPT = ("name", "sweep", "sweep_values")
+_NOT_SWEPT = ("name", "sweep", "sweep_values", "search", "family")
 MAX_MODELS = 10_000  # models one config may make with its sweeps
 
 
-def expand(models: list, source: str, problems: list[Problem]) -> tuple[list, dict[str, list[str]]]:
-    """The model tables with every sweep expanded, and {swept model name: its point names}.
-    The grid is counted before anything is expanded: past MAX_MODELS, nothing is."""
+def expand(models: list, source: str, problems: list[Problem], spaces: dict | None = None) -> tuple[list, dict[str, list[str]], dict[str, dict]]:
+    """The model tables with every sweep and search expanded, {swept model name: its point
+    names}, and {family: how its points were made}. The grid is counted before anything is
+    expanded: past MAX_MODELS, nothing is."""
     count = sum(_size(entry) for entry in models)
     if count > MAX_MODELS:
         problems.append(Problem(source, "model", f"the sweeps make {count:,} models; at most {MAX_MODELS:,} per config (split the grid over several configs)"))
-        return [{k: v for k, v in e.items() if k != "sweep"} if isinstance(e, dict) else e for e in models], {}
-    out, points = [], {}
+        return [{k: v for k, v in e.items() if k not in ("sweep", "search")} if isinstance(e, dict) else e for e in models], {}, {}
+    out, points, families = [], {}, {}
     for entry in models:
-        if not isinstance(entry, dict) or "sweep" not in entry:
+        if not isinstance(entry, dict) or ("sweep" not in entry and "search" not in entry):
             out.append(entry)
             continue
-        base = {k: v for k, v in entry.items() if k != "sweep"}
+        base = {k: v for k, v in entry.items() if k not in ("sweep", "search")}
         name = entry.get("name")
-        where = f"model.{name}.sweep" if isinstance(name, str) else "model[?].sweep"
-        grid = _grid(entry["sweep"], where, source, problems)
-        if grid is None or not isinstance(name, str):
+        label = name if isinstance(name, str) else "[?]"
+        if "sweep" in entry and "search" in entry:
+            problems.append(Problem(source, f"model.{label}.search", "sweep (a grid) and search (sampled points) cannot be combined in one model: put the grid's keys into the search space as { choice = [...] }"))
+            out.append(base)
+            continue
+        made = _made_points(entry, label, source, problems, spaces or {})
+        if made is None or not isinstance(name, str):
             out.append(base)  # validated as it is; the sweep's problem is already reported
             continue
-        labels = _labels(list(grid))
-        texts = {key: _texts(values) for key, values in grid.items()}
-        points[name] = []
-        for combo in itertools.product(*(range(len(v)) for v in grid.values())):
-            point = _with_values(base, {key: grid[key][i] for key, i in zip(grid, combo)}, where, source, problems)
+        family, values = made
+        families[name], points[name] = family, []
+        labels = _labels(list(family["space"]))
+        grid = family["sampler"] == "grid"
+        for trial, (chosen, text) in enumerate(values, 1):
+            point = _with_values(base, chosen, f"model.{label}.{'sweep' if grid else 'search'}", source, problems)
             if point is None:
                 break
-            tags = ",".join(f"{labels[key]}={texts[key][i]}" for key, i in zip(grid, combo))
-            point["name"] = f"{name}[{tags}]"
-            point["sweep_values"] = dict(entry.get("sweep_values") or {}) | {labels[key]: _plain(grid[key][i], texts[key][i]) for key, i in zip(grid, combo)}
+            tags = ",".join(f"{labels[key]}={text[key]}" for key in chosen)
+            point["name"] = f"{name}[{tags}]" if grid else f"{name}[trial={trial},{tags}]"
+            point["sweep_values"] = dict(entry.get("sweep_values") or {}) | {labels[key]: _plain(v, text[key]) for key, v in chosen.items()}
+            point["family"] = name
             points[name].append(point["name"])
             out.append(point)
-    return out, points
+    return out, points, families
+
+
+def _made_points(entry: dict, label: str, source: str, problems: list[Problem], spaces: dict) -> tuple[dict, list[tuple[dict, dict]]] | None:
+    """(the family's description, ({dotted key: value}, {dotted key: its text}) per point) of a
+    sweep or a search."""
+    if "search" in entry:
+        spec = search.parse(entry["search"], spaces, f"model.{label}.search", source, problems)
+        return None if spec is None else (spec, [(p, {k: format_value(v) for k, v in p.items()}) for p in search.sample(spec)])
+    grid = _grid(entry["sweep"], f"model.{label}.sweep", source, problems)
+    if grid is None:
+        return None
+    texts = {key: _texts(values) for key, values in grid.items()}  # by position: values may be unhashable tables
+    combos = [({k: grid[k][i] for k, i in zip(grid, c)}, {k: texts[k][i] for k, i in zip(grid, c)}) for c in itertools.product(*(range(len(v)) for v in grid.values()))]
+    return {"sampler": "grid", "trials": len(combos), "space": {key: {"choice": values} for key, values in grid.items()}}, combos
 
 
 def _size(entry: Any) -> int:
     """How many models one [[model]] table makes (1 when its sweep is malformed)."""
     spec = entry.get("sweep") if isinstance(entry, dict) else None
+    trials = entry.get("search", {}).get("trials") if isinstance(entry, dict) and isinstance(entry.get("search"), dict) else None
+    if isinstance(trials, int) and not isinstance(trials, bool) and trials > 0:
+        return trials
     if not isinstance(spec, dict):
         return 1
     return math.prod(len(v) if isinstance(v, list) and v else 1 for v in spec.values())
@@ -87,6 +117,8 @@ def _grid(spec: Any, where: str, source: str, problems: list[Problem]) -> dict[s
 def _with_values(base: dict, values: dict[str, Any], where: str, source: str, problems: list[Problem]) -> dict | None:
     """A copy of `base` with each dotted key set (tables on the way are created)."""
     point = plain_copy(base)
+    if "optimizer" not in point and any(key.startswith("optimizer.") for key in values):
+        point["optimizer"] = dict(DEFAULT_OPTIMIZER)  # what the model trains with unswept
     for key, value in values.items():
         *path, last = key.split(".")
         table = point

@@ -13,10 +13,11 @@ from typing import Any
 
 from runner.assemble import components, finetune, metric_refs
 from runner.assemble.arguments import describe_type, matches
-from runner.config import sweeps
+from runner.config import search, sweeps
 from runner.config.overrides import apply_overrides
 from runner.metrics.builtin import BUILTIN
 from runner.config.schema import (
+    DEFAULT_OPTIMIZER,
     DEVICE_PATTERN,
     EARLY_STOPPING_METRICS,
     MAX_NAME_CHARS,
@@ -77,7 +78,10 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
     _check_depth(raw, "--set")  # the file was checked above: anything deeper now came from --set
     points: dict[str, list[str]] = {}
     if isinstance(raw.get("model"), list):
-        raw["model"], points = sweeps.expand(raw["model"], source, problems)
+        spaces = raw.get("spaces") if isinstance(raw.get("spaces"), dict) else {}
+        raw["model"], points, families = sweeps.expand(raw["model"], source, problems, spaces)
+        if families:
+            raw["families"] = (raw.get("families") if isinstance(raw.get("families"), dict) else {}) | families
         # An override of a swept table as written covers each of its points.
         overridden |= {
             key.replace(f"model.{base}.", f"model.{point}.", 1)
@@ -209,7 +213,7 @@ def _race(raw: Any, where: str, source: str, problems: list[Problem]) -> RaceCon
 
 
 def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | None = None) -> Config | None:
-    tables = ["experiment", "data", "loss", "report", "model"]
+    tables = ["experiment", "data", "loss", "report", "model", "spaces", "families"]
     for key in raw:
         if key not in tables:
             problems.append(Problem(source, key, f"unknown table{did_you_mean(key, tables)}"))
@@ -249,7 +253,7 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
         if name in seen:
             problems.append(Problem(source, f"{where}.name", f"duplicate model name {name!r}"))
         seen.add(name)
-        optimizer = _named_spec(entry.get("optimizer", {"name": "SGD", "lr": 0.01}), OptimizerConfig, f"{where}.optimizer", source, problems)
+        optimizer = _named_spec(entry.get("optimizer", DEFAULT_OPTIMIZER), OptimizerConfig, f"{where}.optimizer", source, problems)
         scheduler = None
         if "scheduler" in entry:
             scheduler = _named_spec(entry["scheduler"], SchedulerConfig, f"{where}.scheduler", source, problems)
@@ -259,11 +263,26 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
     # Keys with bad types were left out (defaults stand in), so names and ranges of the
     # others are still checked: the user sees every problem in one go.
     config = Config(ExperimentConfig(**exp), DataConfig(**data), LossConfig(**loss), models, source, base_dir, ReportConfig(**report))
+    config.spaces, config.families = _spaces(raw.get("spaces", {}), source, problems), raw.get("families", {})
+    if not isinstance(config.families, dict):
+        problems.append(Problem(source, "families", f"expected a table (written by the expansion of sweeps and searches), got {shown(config.families)}"))
+        config.families = {}
     _check_values(config, problems)
     return config
 
 
 METRIC_NAMES = sorted({m.name for m in BUILTIN})
+BY = ("model", "family")
+
+
+def _spaces(raw: Any, source: str, problems: list[Problem]) -> dict:
+    """[spaces.<name>] tables, each checked whether a search uses it or not."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(source, "spaces", f"expected tables like [spaces.lr_wd], got {shown(raw)}"))
+        return {}
+    for name, space in raw.items():
+        search.check_space(space, f"spaces.{name}", source, problems)
+    return raw
 
 
 def _check_values(cfg: Config, problems: list[Problem]) -> None:
@@ -299,6 +318,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         ("experiment.streams", e.streams, ("off", "on", "auto")),
         ("data.cache", d.cache, ("none", "memory", "device")),
         ("report.select", cfg.report.select, SELECT),
+        ("report.by", cfg.report.by, BY),
     ):
         if value not in allowed:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
@@ -310,6 +330,10 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad("report.metrics", "expected at least one metric (or leave it unset for the task's defaults)")
     own = metric_refs.check_metrics(r.metrics or [], src, "report.metrics", cfg.base_dir)
     problems += own
+    if r.by == "family" and e.race is not None:
+        bad("experiment.race", "racing stops trials early, which understates them in the family verdict's tuning curves; it cannot be combined with report.by = \"family\" (drop one)")
+    if r.target is not None and (isinstance(r.target, bool) or not math.isfinite(r.target)):
+        bad("report.target", f"expected a finite score, got {shown(r.target)}")
     if r.rank_by is not None and not own:
         bare = r.rank_by.removeprefix("test_")
         names = metric_refs.metric_names([m for m in r.metrics or [] if isinstance(m, str)], cfg.base_dir) or []

@@ -36,6 +36,22 @@ def model_colours(names) -> dict[str, tuple]:
     return out
 
 
+def family_colours(family_of: dict[str, str]) -> dict[str, tuple]:
+    """Sweeps and searches: each family its own colour (model_colours of the family names),
+    its trials shades of it from light to dark in trial order, so a family reads as one group."""
+    base = model_colours(family_of.values())
+    out = {}
+    for family in dict.fromkeys(family_of.values()):
+        members = [m for m, f in family_of.items() if f == family]
+        if len(members) == 1:
+            out[members[0]] = base[family]
+            continue
+        light = tuple(0.75 + 0.25 * c for c in base[family])
+        dark = tuple(0.55 * c for c in base[family])
+        out |= dict(zip(members, (tuple(c) for c in sns.blend_palette([light, base[family], dark], len(members)))))
+    return out
+
+
 def wrap(text: str, width_in: float, fontsize: float = 11) -> str:
     """Wrap each line of `text` to what fits `width_in` inches (a character ~0.55 em wide)."""
     chars = max(20, int(width_in * 72 / (fontsize * 0.55)))
@@ -56,6 +72,7 @@ def _figure(ncols: int = 1, width: float = 6.5, height: float = 4.5, nrows: int 
     """(figure, grid of axes, legend panel or None). `legend`: the labels the panel will hold;
     it is its own column, as wide as the longest label, so the title spans it too."""
     key_width = 0.9 + 0.075 * max(map(len, legend)) if legend else 0.0  # inches: 8 pt text
+    height = max(height, 1.6 + 0.19 * len(legend or ()) / nrows)  # a long legend (a 24-trial search) sets the height, not squashes the panels
     ratios = [width] * ncols + ([key_width] if legend else [])
     with sns.axes_style(style), sns.plotting_context("notebook", font_scale=0.9):
         fig = Figure(figsize=(width * ncols + key_width, height * nrows), layout="constrained")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from runner import atomic
-from runner.report.formats import title, to_markdown
+from runner.report import families
+from runner.report.formats import family_markdown, title, to_markdown
 from runner.report.leaderboard import Leaderboard, build
 from runner.report.run_data import RunData, load_run
 from runner.run.run_dir import check_no_links
@@ -28,12 +29,31 @@ def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
     return [csv, md]
 
 
+def write_families(run: RunData, board: families.FamilyBoard) -> list[Path]:
+    """families.csv, families.md and tuning_curves.csv: the family verdict of docs/tuning.md."""
+    csv, md, curves = (check_no_links(run.path / name, run.path) for name in ("families.csv", "families.md", "tuning_curves.csv"))
+    write_csv_atomic(board.table, csv)
+    write_csv_atomic(board.curves, curves)
+    atomic.write_text(md, family_markdown(board, f"{run.config.get('experiment', {}).get('name') or run.label}: families"))
+    return [csv, md, curves]
+
+
+def family_board(run: RunData) -> families.FamilyBoard | None:
+    """The family verdict where the run asks for it (`[report] by = "family"`)."""
+    report = run.config.get("report", {})
+    return families.build(run, target=report.get("target")) if report.get("by") == "family" else None
+
+
 def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
-    """Leaderboard files, TensorBoard views (where tb/ exists) and, unless `plots` is False,
-    the PNGs in RUN_DIR/plots/. Returns the leaderboard."""
+    """Leaderboard files (and the family verdict's, with `[report] by = "family"`), TensorBoard
+    views (where tb/ exists) and, unless `plots` is False, the PNGs in RUN_DIR/plots/. Returns
+    the leaderboard."""
     run = load_run(run_dir)
     board = build([run])
     write_leaderboard(run, board)
+    by_family = family_board(run)
+    if by_family is not None:
+        write_families(run, by_family)
     if (run.path / "tb").is_dir():
         from runner.report.tb_views import write_tb_views  # noqa: PLC0415 - imports tensorboard + matplotlib
 
@@ -41,5 +61,5 @@ def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
     if plots:
         from runner.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
 
-        write_plots(run, board, run.path / "plots", board.evidence.notes)  # a plot that fails is a note, not a failed run
+        write_plots(run, board, run.path / "plots", board.evidence.notes, by_family)  # a plot that fails is a note, not a failed run
     return board

@@ -11,6 +11,7 @@ import pandas as pd
 from runner.report import stats
 from runner.errors import ReportError, did_you_mean
 from runner.report.across import Across
+from runner.report.families import FamilyBoard
 from runner.report.leaderboard import Leaderboard
 from runner.report.run_data import RunData
 
@@ -55,6 +56,8 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
     if "run" in t:
         out["run"] = t["run"]
     out["model"] = t["model"]
+    if "family" in t and t["family"].duplicated().any():  # sweeps and searches: which table each point came from
+        out["family"] = t["family"].fillna("-").astype(str)
     if "arch" in t:
         out["arch"] = t["arch"].fillna("-").astype(str)
     if "params" in t:
@@ -304,3 +307,32 @@ def across_summary(a: Across) -> list[str]:
         lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}")
         lines.append(f"not significantly different (Nemenyi): {_groups(a)}")
     return lines + [f"note: {note}" for note in a.notes]
+
+
+# ---- the family verdict (runner/report/families.py) ----
+
+def family_display(board: FamilyBoard) -> pd.DataFrame:
+    """One row per family: its chosen trial, score with interval and test, and how much tuning moved it."""
+    t, name = board.table, board.metric.removeprefix("test_")
+    fmt = ".4f" if "acc" in name or name.endswith("f1") else ".4g"
+    out = pd.DataFrame({"rank": t["rank"].astype(str), "family": t["family"], "trials": t["trials"].astype(str), "chosen trial (on val)": t["chosen_trial"]})
+    out[f"val_{name}"] = [_num(v, fmt) for v in t[f"val_{name}"]]
+    out[f"test_{name}"] = [_num(v, fmt) for v in t[f"test_{name}"]]
+    out["95% CI"] = [f"[{_num(lo, fmt)}, {_num(hi, fmt)}]" for lo, hi in zip(t[f"test_{name}_ci95_low"], t[f"test_{name}_ci95_high"])]
+    out["p (Holm)"] = [_p(v) for v in t["p_vs_best"]]
+    out["tied"] = ["best" if i == 0 else "yes" if v else "no" for i, v in enumerate(t["tied_with_best"])]
+    out["MDE"] = [_num(v, ".3f") for v in t["mde_vs_best"]]
+    out["one-shot"] = [_num(v, fmt) for v in t["one_shot"]]
+    out["gain"] = [_num(v, "+.3f") for v in t["gain"]]
+    out["spread"] = [_num(v, ".3f") for v in t["spread"]]
+    out["budget s"] = [_num(v, ".1f") for v in t["budget_s"]]
+    if "trials_to_target" in t:
+        out["trials to target"] = t["trials_to_target"].astype(str)
+    return out
+
+
+def family_markdown(board: FamilyBoard, title: str) -> str:
+    name = board.metric.removeprefix("test_")
+    legend = (f"one-shot: the expected test {name} of one random trial; gain: what tuning all the trials added to it; "
+              "spread: the standard deviation of the trials' test scores (how much the answer depends on tuning); budget: training seconds of all trials")
+    return "\n".join([f"# {title}", "", *(f"- {line}" for line in board.lines + [legend]), "", markdown_table(family_display(board), left=("family", "chosen trial (on val)")), ""])

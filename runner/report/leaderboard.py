@@ -21,7 +21,7 @@ from runner.errors import ReportError, did_you_mean
 from runner.report.run_data import RunData, run_labels
 
 CORE = [
-    "rank", "run", "model", "arch", "params", "trainable_params", "flops_per_sample",
+    "rank", "run", "model", "family", "arch", "params", "trainable_params", "flops_per_sample",
     "test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "test_loss_mean",
     "selected_epoch", "selected_on", "val_acc_mean", "val_loss_mean",
     "train_time_s", "samples_per_s", "status", "stopped_at", "eliminated_by", "p_vs_best", "tied_with_best",
@@ -85,9 +85,9 @@ def build(runs: list[RunData], metric: str | None = None, select: str | None = N
 
 
 def leaderboard(run: RunData, metric: str | None = None, select: str | None = None) -> Leaderboard:
-    select = _select(run, select)
+    select = select_of(run, select)
     if "_selected" not in run.history:  # merged runs come marked, each run by itself
-        run = replace(run, history=_with_selection(run, select))
+        run = replace(run, history=with_selection(run, select))
     metric = verdict.column(run, metric or run.rank_by)
     key = "final" if select == "final" else "best_val"
     found = verdict.registered(run, metric) if metric != "test_acc" else None  # test_acc: the McNemar path below
@@ -144,7 +144,7 @@ def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric:
     evidence.notes += v.notes
 
 
-def _select(run: RunData, select: str | None) -> str:
+def select_of(run: RunData, select: str | None) -> str:
     """`select` (the CLI's --select), else the run's own `report.select`."""
     select = select or run.config.get("report", {}).get("select", "final")
     if select not in SELECTED_ON:
@@ -152,7 +152,7 @@ def _select(run: RunData, select: str | None) -> str:
     return select
 
 
-def _with_selection(run: RunData, select: str) -> pd.DataFrame:
+def with_selection(run: RunData, select: str) -> pd.DataFrame:
     """The run's history with a `_selected` column (the input is left as it is)."""
     has_val = "val_loss" in run.history and run.history["val_loss"].notna().any()
     if select == "best_val" and not has_val:
@@ -347,7 +347,7 @@ def _data_signature(run: RunData) -> tuple:
 def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, tuple[str, str]], list[str]]:
     """One RunData whose model names are "<run>/<model>" keys (model names cannot hold "/"),
     each run's epochs selected with its own config (or `select`)."""
-    chosen = {_select(r, select) for r in runs}
+    chosen = {select_of(r, select) for r in runs}
     if len(chosen) > 1:
         raise ReportError(f"the runs report differently selected epochs ({', '.join(sorted(chosen))}): pass --select final or --select best_val")
     select = chosen.pop()
@@ -362,7 +362,7 @@ def _merge(runs: list[RunData], select: str | None) -> tuple[RunData, dict[str, 
     for label, run in zip(labels, runs):
         key = {m: f"{label}/{m}" for m in run.model_names}
         keys |= {k: (label, m) for m, k in key.items()}
-        histories.append(_with_selection(run, select).assign(model=run.history["model"].map(key)))
+        histories.append(with_selection(run, select).assign(model=run.history["model"].map(key)))
         models.append(run.models.assign(model=run.models["model"].map(key)))
         predictions |= {key[m]: p for m, p in run.predictions.items() if m in key}
         first = next((p["target"] for seeds in run.predictions.values() for p in seeds.values()), None)

@@ -10,6 +10,7 @@ axes labelled with units, laid out for 2 to 20+ models with names of 30+ charact
     calibration.png         classification: reliability diagrams (runner/report/task_plots.py)
     regression.png          regression: predicted vs true, residuals (runner/report/task_plots.py)
     per_class.png           classification: per-class F1, models x classes (runner/report/per_class.py)
+    tuning_curves.png       [report] by = "family": expected best of n trials per family (runner/report/tuning_plot.py)
 
 Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
 one colour per model name, min-max bands with 2 seeds: docs/reading-results.md (checked by
@@ -35,8 +36,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from runner import atomic  # noqa: E402
-from runner.report import stats, task_plots  # noqa: E402
-from runner.report.figure_kit import DPI, PALETTE, _figure, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
+from runner.report import stats, task_plots, tuning_plot  # noqa: E402
+from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
 from runner.run.run_dir import check_no_links  # noqa: E402
@@ -44,10 +45,12 @@ from runner.run.run_dir import check_no_links  # noqa: E402
 EPOCH_LABEL = "epoch (passes over the train split)"
 
 
-def figures(run: RunData, board: Leaderboard) -> dict[str, Callable[[], Figure | None]]:
+def figures(run: RunData, board: Leaderboard, by_family=None) -> dict[str, Callable[[], Figure | None]]:
     """Every plot by file name, drawn when called; None where the run has no data for it."""
     order = list(board.table["model"])  # rank order: legends read best first
-    colours = model_colours(run.model_names + order)
+    family_of = dict(zip(board.table["model"], board.table["family"])) if "family" in board.table else {}
+    grouped = len(set(family_of.values())) < len(family_of)  # a sweep or search: its trials share a colour family
+    colours = family_colours(family_of) if grouped else model_colours(run.model_names + order)
     history = run.history.replace([np.inf, -np.inf], np.nan)
     n_seeds = len(run.seeds)
     title = run.config.get("experiment", {}).get("name") or run.label
@@ -64,16 +67,17 @@ def figures(run: RunData, board: Leaderboard) -> dict[str, Callable[[], Figure |
         "calibration.png": lambda: task_plots.calibration(run, order, colours, title),
         "regression.png": lambda: task_plots.regression(run, order, colours, title),
         "per_class.png": lambda: task_plots.per_class_f1(run, order, title),
+        "tuning_curves.png": lambda: tuning_plot.tuning_curves(by_family, title) if by_family is not None else None,
     }
 
 
-def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: list[str] | None = None) -> list[Path]:
+def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: list[str] | None = None, by_family=None) -> list[Path]:
     """Every plot this run has data for; returns the files written. A plot that cannot be drawn
     is one line in `notes` (the caller prints them): a plot never fails a finished run."""
     out = check_no_links(Path(out_dir))  # before drawing: a planted link costs no seconds
     out.mkdir(parents=True, exist_ok=True)
     written, other = [], []
-    for filename, draw in figures(run, board).items():
+    for filename, draw in figures(run, board, by_family).items():
         try:
             fig = draw()
         except Exception as err:  # noqa: BLE001 - one plot's trouble must not cost the others (or the run)

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+
+import pandas as pd
 
 from runner.report import stats
 from runner.report.run_data import RunData
@@ -65,7 +68,24 @@ def layout(run: RunData) -> dict:
         charts[f"val {m}"] = ["Multiline", [rf"^{m}/val$"]]
     accuracy = "test_acc" in run.history and run.history["test_acc"].notna().any()
     charts |= {k: v for k, v in LAYOUT["compare: every model"].items() if accuracy or "accuracy" not in k}
-    return {"compare: every model": {k: v for k, v in charts.items() if has_val(run) or not k.startswith("val ")}}
+    out = {"compare: every model": {k: v for k, v in charts.items() if has_val(run) or not k.startswith("val ")}}
+    name = run.rank_by.removeprefix("test_")
+    for family in dict.fromkeys(grouped_families(run).values()):  # a sweep's or search's trials side by side, family by family
+        out[f"family: {family}"] = {f"{split} {name}": ["Multiline", [rf"^{re.escape(family_tag(family, name, split))}$"]] for split in ("test", "val") if split == "test" or has_val(run)}
+    return out
+
+
+def grouped_families(run: RunData) -> dict[str, str]:
+    """model -> family, for the models of families with several trials (models.csv)."""
+    if "family" not in run.models:
+        return {}
+    sizes = run.models["family"].value_counts()
+    return {m: f for m, f in zip(run.models["model"], run.models["family"]) if isinstance(f, str) and sizes[f] > 1}
+
+
+def family_tag(family: str, metric: str, split: str) -> str:
+    """The tag a family's custom-scalars chart reads: only its trials write it (write_tb_views)."""
+    return f"family/{family}/{metric}/{split}"
 
 
 def run_dirs(run: RunData) -> dict[tuple[str, int], Path]:
@@ -120,6 +140,8 @@ def session_hparams(run: RunData, model: str, seed: int) -> dict:
     if len(static):
         skip = {"model"} | ({"optimizer", "lr", "scheduler"} | set(raw) if entry else set())  # the config says it richer
         raw |= {k: v for k, v in static.iloc[0].items() if k not in skip and not (entry and k.startswith("sweep."))}
+    if raw.get("family") == model:  # a family of one says nothing the model's name does not
+        del raw["family"]
     if len(h):
         raw |= {"model_seed": h["model_seed"].iloc[-1] if "model_seed" in h else None, "status": h["status"].iloc[-1] if "status" in h else None}
     if raw.get("model_seed") is not None:
@@ -216,6 +238,7 @@ def write_tb_views(run: RunData) -> list[Path]:
             for summary in (experiment, start, end):  # the same experiment in every run: any one is read
                 writer.file_writer.add_summary(summary)
             writer.add_custom_scalars(layout(run))
+            _family_scalars(writer, run, model, seed)
             writer.add_text(TEXT_TAG, settings_text(settings[(model, seed)]))
             image = _confusion_image(run, model, seed)
             if image is not None:
@@ -225,3 +248,18 @@ def write_tb_views(run: RunData) -> list[Path]:
         finally:
             writer.close()
     return written
+
+
+def _family_scalars(writer, run: RunData, model: str, seed: int) -> None:
+    """The rank metric per epoch again under the family's own tags, so that each family's
+    custom-scalars chart holds its trials alone (a chart's regex selects tags, not runs)."""
+    family = grouped_families(run).get(model)
+    if family is None:
+        return
+    name = run.rank_by.removeprefix("test_")
+    rows = run.history[(run.history["model"] == model) & (run.history["seed"] == seed)].sort_values("epoch")
+    for split in ("test", "val"):
+        column = f"{split}_{name}"
+        for epoch, value in zip(rows["epoch"], rows[column]) if column in rows else ():
+            if pd.notna(value):
+                writer.add_scalar(family_tag(family, name, split), float(value), global_step=int(epoch))

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from runner.assemble import components, metric_refs
+from runner.config import search
 from runner.config.schema import Config, ModelConfig
 from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
@@ -75,6 +76,7 @@ class Plan:
     task: Task = Task("other")  # what the data and the loss pose (runner/metrics/tasks.py)
     metrics: list[str] = field(default_factory=list)  # kept as val_<m>/test_<m>
     rank: str = "loss"  # what the leaderboard will rank by
+    families: list[str] = field(default_factory=list)  # each family's search space and budget (sweeps and searches)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([
@@ -110,7 +112,18 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
         models=models, task=task, metrics=(metrics := metric_refs.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)),
         rank=rank_metric(cfg.report.rank_by, task.kind, metrics),
+        families=_families(cfg),
     )
+
+
+def _families(cfg: Config) -> list[str]:
+    """Lines for the plan where the config has families of several trials (or asks by family)."""
+    members: dict[str, list[str]] = {}
+    for m in cfg.models:
+        members.setdefault(cfg.family(m), []).append(m.name)
+    if all(len(v) == 1 for v in members.values()) and cfg.report.by != "family":
+        return []
+    return search.family_lines(cfg.families, members)
 
 
 def probe_size(cfg: Config, data) -> int:
