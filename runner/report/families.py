@@ -64,28 +64,39 @@ def build(run: RunData, metric: str | None = None, target: float | None = None) 
     resamplers = [verdict.kept(run, t, s, key, found) for f in families for t in f.trials for s in seeds]
     if any(k is None for k in resamplers):
         raise ReportError(f"{run.path}: --by family needs the kept test statistics of every finished trial ({', '.join(found.needs)})")
-    n_test = len(resamplers[0])
-    boot = paired.bootstrap([found.resampler(k) for k in resamplers], n_test, RESAMPLES)  # [trials x seeds, B], shared rows
-    rows, curves, replicate, at = [], [], {}, 0
+    boot = paired.bootstrap([found.resampler(k) for k in resamplers], len(resamplers[0]), RESAMPLES)  # [trials x seeds, B], shared rows
+    test_b, at = {}, 0
     for f in families:
         size = len(f.trials) * len(seeds)
-        test_b = boot[at : at + size].reshape(len(f.trials), len(seeds), RESAMPLES).transpose(2, 1, 0)  # [B, seeds, trials]
+        test_b[f.name] = boot[at : at + size].reshape(len(f.trials), len(seeds), RESAMPLES).transpose(2, 1, 0)  # [B, seeds, trials]
         at += size
-        curve, replicate[f.name] = _curves(f, test_b, found.higher)
-        curves.append(curve)
-        rows.append(_row(run, f, curve, target, found.higher))
-    curves_frame = pd.concat(curves, ignore_index=True)
-    table = pd.DataFrame(rows).sort_values("score", ascending=not found.higher, kind="stable").reset_index(drop=True)
-    table.insert(0, "rank", range(1, len(table) + 1))
-    _tests(table, replicate, found.higher)
-    _p_best(curves_frame, replicate, families, found.higher)
-    name = column.removeprefix("test_")
-    table = table.rename(columns={"score": f"test_{name}", "score_low": f"test_{name}_ci95_low", "score_high": f"test_{name}_ci95_high", "val": f"val_{name}"})
+    table, curves, summary = judge(families, test_b, found.higher, target, column.removeprefix("test_"))
+    sweep = run.models.set_index("model").filter(like="sweep.") if "model" in run.models else pd.DataFrame()
+    for c in sweep.columns:  # the chosen trial's hyperparameters, where every seed chose the same trial
+        table[c] = [sweep.at[t, c] if t in sweep.index else math.nan for t in table["chosen_trial"]]
     lines = [
         f"protocol: each family's trial chosen per seed on {val_col} at its reported epoch (ties: lower val_loss, then the earlier trial); test read for the chosen trial only",
         f"test: tuning-aware paired bootstrap ({RESAMPLES:,} resamples of the trials within each family, rows shared by families that searched the same points, and of the test samples, on the same indices for every trial); p Holm-corrected against the best family",
-    ] + _budget_lines(families) + notes + [_summary(curves_frame, replicate, families, name, found.higher)]
-    return FamilyBoard(table, curves_frame, column, found.higher, [line for line in lines if line])
+    ] + _budget_lines(families) + notes + [summary]
+    return FamilyBoard(table, curves, column, found.higher, [line for line in lines if line])
+
+
+def judge(families: list[Family], test_b: dict[str, np.ndarray], higher: bool, target: float | None = None, metric: str = "score") -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(verdict table, curves, summary line) from each family's scores and its joint test
+    replicates [B, seeds, trials] (every family on the same test resample per row)."""
+    rows, curves, replicate = [], [], {}
+    for f in families:
+        curve, replicate[f.name] = _curves(f, test_b[f.name], higher)
+        curves.append(curve)
+        rows.append(_row(f, curve, target, higher))
+    frame = pd.concat(curves, ignore_index=True)
+    table = pd.DataFrame(rows).sort_values("score", ascending=not higher, kind="stable").reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    _tests(table, replicate, higher)
+    _p_best(frame, replicate, families, higher)
+    summary = _summary(frame, replicate, families, metric, higher)
+    table = table.rename(columns={"score": f"test_{metric}", "score_low": f"test_{metric}_ci95_low", "score_high": f"test_{metric}_ci95_high", "val": f"val_{metric}"})
+    return table, frame, summary
 
 
 def _families(run: RunData, history: pd.DataFrame, column: str, val_col: str, higher: bool) -> tuple[list[Family], list[str]]:
@@ -124,7 +135,7 @@ def _curves(f: Family, test_b: np.ndarray, higher: bool) -> tuple[pd.DataFrame, 
     """The family's tuning curves with their bands, and [B, n] of the expected test score per
     joint replicate (its last column: the family's score at its whole budget)."""
     ns = tuning.budgets(len(f.trials))
-    rows = tuning.trial_resamples(len(f.trials), RESAMPLES, zlib.crc32(f.points.encode()))  # [B, N]
+    rows = tuning.trial_resamples(len(f.trials), len(test_b), zlib.crc32(f.points.encode()))  # [B, N]
     expected_val = tuning.expected_best(f.val, higher, ns).mean(axis=0)
     expected_test = tuning.expected_selected(f.goodness, f.test, ns).mean(axis=0)
     val_b = np.mean([tuning.expected_best(v[rows], higher, ns) for v in f.val], axis=0)
@@ -138,10 +149,8 @@ def _curves(f: Family, test_b: np.ndarray, higher: bool) -> tuple[pd.DataFrame, 
     return curve, test_rep
 
 
-def _row(run: RunData, f: Family, curve: pd.DataFrame, target: float | None, higher: bool) -> dict:
+def _row(f: Family, curve: pd.DataFrame, target: float | None, higher: bool) -> dict:
     picks = [f.trials[int(np.argmax(g))] for g in f.goodness]
-    sweep = run.models.set_index("model").filter(like="sweep.") if "model" in run.models else pd.DataFrame()
-    values = {c: sweep.at[picks[0], c] for c in sweep.columns if picks[0] in sweep.index} if len(set(picks)) == 1 else {}
     spread = float(np.std(f.test.mean(axis=0), ddof=1)) if len(f.trials) > 1 else math.nan
     reach = tuning.trials_to_reach(curve["expected_test"].to_numpy(), curve["n"].to_numpy(), target, higher) if target is not None else None
     return {
@@ -151,7 +160,7 @@ def _row(run: RunData, f: Family, curve: pd.DataFrame, target: float | None, hig
         "score": float(curve["expected_test"].iloc[-1]),
         "one_shot": float(curve["expected_test"].iloc[0]), "gain": float(curve["expected_test"].iloc[-1] - curve["expected_test"].iloc[0]),
         "spread": spread, "budget_s": float(np.nansum(f.cost_s)),
-    } | ({"trials_to_target": reach if reach is not None else f">{len(f.trials)}"} if target is not None else {}) | values
+    } | ({"trials_to_target": reach if reach is not None else f">{len(f.trials)}"} if target is not None else {})
 
 
 def _tests(table: pd.DataFrame, replicate: dict[str, np.ndarray], higher: bool) -> None:
