@@ -105,6 +105,8 @@ def _families(run: RunData, history: pd.DataFrame, column: str, val_col: str, hi
     family_of = {m: (models.at[m, "family"] if "family" in models and m in models.index and isinstance(models.at[m, "family"], str) else m) for m in run.model_names}
     chosen = history[history["_selected"]]
     described = run.config.get("families", {})
+    by_seed = chosen.set_index(["seed", "model"])
+    seconds = history.groupby(["model", "seed"])["time_s"].sum().groupby("model").mean() if "time_s" in history else pd.Series(dtype=float)
     out, notes = [], []
     for name in dict.fromkeys(family_of.values()):
         members = [m for m, f in family_of.items() if f == name]
@@ -118,10 +120,9 @@ def _families(run: RunData, history: pd.DataFrame, column: str, val_col: str, hi
             notes.append(f"{name}: {len(members) - len(finished)} of {len(members)} trials failed, diverged or have no val/test score; the curves use the {len(finished)} that finished")
         if not finished:
             continue
-        grid = lambda col: np.array([[chosen[(chosen["model"] == m) & (chosen["seed"] == s)][col].iloc[0] for m in finished] for s in run.seeds], dtype=float)  # noqa: E731
+        grid = lambda col: by_seed[col].unstack("model").loc[run.seeds, finished].to_numpy(float)  # noqa: E731 - [seeds, trials]
         val = grid(val_col)
         loss = grid("val_loss") if "val_loss" in chosen else np.zeros_like(val)
-        seconds = history.groupby(["model", "seed"])["time_s"].sum().groupby("model").mean() if "time_s" in history else pd.Series(dtype=float)
         desc = described.get(name)
         points = f"{zlib.crc32(json.dumps(desc, sort_keys=True, default=str).encode())}:{len(finished)}" if desc and len(finished) == len(members) else name
         out.append(Family(name, finished, len(members), val, tuning.goodness(val, np.nan_to_num(loss, nan=np.inf), higher), grid(column),
