@@ -16,7 +16,7 @@ from rich.table import Table
 from runner.cli.app import app, console, fail, fit_columns, frame_table
 from runner.errors import ReportError, RunDirError, clip
 
-LEFT = {"run", "model", "arch", "status"}
+LEFT = {"run", "model", "family", "arch", "status"}
 
 
 class Format(str, Enum):
@@ -83,19 +83,25 @@ def leaderboard_cmd(
     select: Annotated[Optional[str], typer.Option(help="Which epoch to report: final, or best_val (each model's best epoch on val); default: the run's report.select.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write csv/md/latex to this file instead of stdout.")] = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="One run: per-class precision, recall and F1 of every model instead (classification; per output RMSE, MAE and R² for regression).")] = False,
+    by: Annotated[Optional[str], typer.Option(help="family: one row per family (the [[model]] table a sweep or search came from), its best trial chosen on val, compared with a tuning-aware test (docs/tuning.md); default: the run's report.by.")] = None,
+    target: Annotated[Optional[float], typer.Option(help="With --by family: report the trials each family needs to reach this expected test score.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Print or export the leaderboard of one or more finished runs."""
     if per_class:
         return per_class_cmd(run_dirs, fmt, out, debug)
+    if by not in (None, "model", "family"):
+        fail(ReportError(f"--by {by!r}: expected model or family"), debug)
+    if by == "family" or (by is None and target is not None):
+        return family_cmd(run_dirs, fmt, out, metric, target, debug)
     from runner.report import across, formats  # noqa: PLC0415 - keeps `compare --help` fast (and torch unimported)
     from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from runner.report.run_data import load_runs  # noqa: PLC0415
 
     try:
         if out is not None and fmt is Format.table:
             raise ReportError("--out writes csv, md or latex: add --format csv|md|latex")
-        runs = [load_run(p) for p in run_dirs]
+        runs = load_runs(run_dirs)  # the shards of one sharded run read as one run
         if across.applies(runs):
             if sort is not None:
                 raise ReportError("--sort: runs on different datasets are ordered by average rank (drop --sort, or sort the csv)")
@@ -113,10 +119,51 @@ def leaderboard_cmd(
         fail(err, debug)
     if fmt is Format.table:
         print_board(board, name)
+        if by is None and len(runs) == 1 and runs[0].config.get("report", {}).get("by") == "family":  # as `compare run` printed it
+            family_cmd(run_dirs, fmt, None, metric, None, debug)
     elif out is not None:
         console.print(f"wrote {out}", markup=False)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def family_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, metric: str | None, target: float | None, debug: bool) -> None:
+    """`compare leaderboard RUN --by family`: the family verdict (runner/report/families.py)."""
+    from runner.report import families, formats  # noqa: PLC0415
+    from runner.report.run_data import load_run  # noqa: PLC0415
+
+    try:
+        if len(run_dirs) != 1:
+            raise ReportError("--by family reads one run directory")
+        if out is not None and fmt is Format.table:
+            raise ReportError("--out writes csv or md: add --format csv|md")
+        if fmt is Format.latex:
+            raise ReportError("--by family writes table, csv or md")
+        run = load_run(run_dirs[0])
+        board = families.build(run, metric, target if target is not None else run.config.get("report", {}).get("target"))
+        name = f"{run.config.get('experiment', {}).get('name') or run.label}: families"
+        text = board.table.to_csv(index=False) if fmt is Format.csv else formats.family_markdown(board, name) if fmt is Format.md else ""
+        if out is not None:
+            write_out(out, text)
+    except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
+        fail(err, debug)
+    if fmt is Format.table:
+        print_families(board, name)
+    elif out is not None:
+        console.print(f"wrote {out}", markup=False)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def print_families(board, title: str) -> None:
+    from runner.report.formats import family_display  # noqa: PLC0415
+
+    frame, dropped = fit_columns(family_display(board), console.width, ["budget s", "spread", "one-shot", "trials to target", "gain", "MDE", "95% CI"], {"rank", "family", "chosen trial (on val)"})
+    console.print(frame_table(frame, title, left={"family", "chosen trial (on val)"}, wrap={"chosen trial (on val)"}))
+    if dropped:
+        console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
+    for line in board.lines:
+        console.print(line, markup=False, highlight=False)
 
 
 def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: bool) -> None:
@@ -162,17 +209,21 @@ def plot_cmd(
     Several runs on different datasets: critical_difference.png (Demšar's diagram of average ranks)."""
     from runner.report import across  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from runner.report.run_data import load_runs  # noqa: PLC0415
 
     from runner.atomic import is_disk_full  # noqa: PLC0415
 
     try:
-        runs = [load_run(p) for p in run_dirs]
+        runs = load_runs(run_dirs)  # the shards of one sharded run read as one run
+        if len(runs) == 1 and runs[0].shards and out is None:
+            raise ReportError("several shards of one run: give --out FOLDER for the plots (or `compare merge` them into one run first)")
         if len(runs) == 1:
             from runner.report.plots import write_plots  # noqa: PLC0415
 
+            from runner.report.finalize import family_board  # noqa: PLC0415
+
             notes = list(runs[0].notes)  # damaged prediction files, then plots skipped
-            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots", notes)
+            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots", notes, family_board(runs[0]))
             for note in notes:  # on stderr: stdout lists the files written, one a line, for scripts
                 typer.echo(f"note: {note}", err=True)
         else:

@@ -23,7 +23,7 @@ def seeds_override(text: str) -> str:
     return f"experiment.seeds=[{', '.join(map(str, seeds))}]"
 
 
-def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> None:
+def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str = "data", **options) -> None:
     """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes. A signal
     that stops at once (StopNow) goes up to runner/cli/main.py, which prints it."""
     from runner.run import launch  # noqa: PLC0415
@@ -36,7 +36,12 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
             experiment = experiment_factory()
             if launch.restart_count() > 0:  # torchrun restarted the workers (a node or process was lost)
                 options["resume"] = (Path(run_dir or experiment.default_run_dir()) / "config.toml").exists()
-            result = experiment.run(run_dir, progress=terminal_progress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
+            runner = experiment.run
+            if place == "models":  # each rank its share of the models; rank 0 merges (runner/run/placement.py)
+                from runner.run.placement import run_placed  # noqa: PLC0415
+
+                runner = lambda *args, **kwargs: run_placed(experiment, *args, **kwargs)  # noqa: E731
+            result = runner(run_dir, progress=terminal_progress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         if isinstance(err, Interrupted) and main:
             _print_partial(Path(run_dir or experiment.default_run_dir()))
@@ -53,6 +58,11 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, **options) -> 
     board = build([load_run(result.run_dir)])
     board.evidence.notes += [n for n in result.notes if n not in board.evidence.notes]  # what the plots said
     print_board(board, f"{experiment.config.experiment.name}: leaderboard")  # with its evidence lines (the protocol first)
+    if experiment.config.report.by == "family":
+        from runner.cli.reports import print_families  # noqa: PLC0415
+        from runner.report.finalize import family_board  # noqa: PLC0415
+
+        print_families(family_board(load_run(result.run_dir)), f"{experiment.config.experiment.name}: families (docs/tuning.md)")
     console.print(f"run directory: {result.run_dir}", markup=False)
     plots = result.run_dir / "plots"
     console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)
@@ -91,32 +101,72 @@ def run(
     accept_unverified: Annotated[bool, typer.Option("--accept-unverified", help="With --resume: continue from a checkpoint that checkpoints/manifest.json cannot vouch for (missing or unreadable); its zip checksums are still checked.")] = False,
     nproc: Annotated[Optional[int], typer.Option(help="Data parallel over this many processes on this node (starts torchrun's agent; one GPU each, or CPU with gloo).")] = None,
     max_restarts: Annotated[int, typer.Option(help="With --nproc: restart the workers this often after a failure; they resume from the last checkpoint.")] = 0,
+    place: Annotated[str, typer.Option(help="Under torchrun (--nproc): data (every model on every rank, the batch split: DDP) or models (each rank trains its share of the models over the full batches; rank 0 merges; docs/scale-out.md).")] = "data",
+    shard: Annotated[Optional[str], typer.Option(help="Train only the I-th of N shares of the models (I/N, 1-based; auto or auto/N: from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX) into RUN_DIR.shard-I-of-N; `compare merge` glues the shards into one run (docs/scale-out.md).")] = None,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
     try:
         overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
         if accept_unverified and not resume:
             raise ConfigError([Problem("--accept-unverified", "--accept-unverified", "applies to a resume only: add --resume (or use `compare resume --accept-unverified RUN_DIR`)")])
+        part = None
+        if place not in ("data", "models"):
+            raise ConfigError([Problem("--place", "--place", f"expected data or models, got {place!r}")])
+        if place == "models" and shard is not None:
+            raise ConfigError([Problem("--place", "--place", "models spreads the models over torchrun's ranks; --shard over separate jobs: use one of them")])
+        from runner.run import launch  # noqa: PLC0415 - torch-free
+
+        if place == "models" and nproc is None and not launch.launched() and not dry_run:
+            raise ConfigError([Problem("--place", "--place", "models spreads the models over torchrun's ranks: add --nproc N (or start it with torchrun)")])
+        if shard is not None:
+            from runner.run.shards import parse_shard  # noqa: PLC0415 - torch-free
+
+            part = parse_shard(shard)
+            if nproc is not None:
+                raise ConfigError([Problem("--shard", "--shard", "one process per shard: leave out --nproc")])
         # Imported here, after the checks of the options: `--help` and a bad `--seeds` need no torch.
         from runner.run.experiment import Experiment  # noqa: PLC0415
 
         if dry_run:
             from runner.cli.authoring import print_plan  # noqa: PLC0415
 
-            print_plan(console, Experiment.from_toml(config, overrides).dry_run(out))
+            experiment = Experiment.from_toml(config, overrides, shard=part)
+            if place == "models" and nproc is not None:
+                from runner.run.shards import Shard  # noqa: PLC0415
+
+                part = Shard(1, nproc)  # rank r trains shard r+1
+            if part is not None:
+                from runner.run.shards import refuse_race  # noqa: PLC0415
+
+                refuse_race(experiment.config, "--shard" if place == "data" else "--place models")
+            plan = experiment.dry_run(out)
+            print_plan(console, plan)
+            if part is not None:
+                _print_assignment(experiment.config, plan, part)
             return
     except Exception as err:  # noqa: BLE001
         fail(err, debug)
     if nproc is not None:
         worker_args = ["run", str(config), *(f"--set={s}" for s in overrides), *(["--out", str(out)] if out else [])]
+        worker_args += ["--place", place]
         flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--accept-unverified", accept_unverified), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
         worker_args += [flag for flag, on in flags if on]
-        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug)
+        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug, place)
         return
-    _train(lambda: Experiment.from_toml(config, overrides), out, debug, quiet, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
+    _train(lambda: Experiment.from_toml(config, overrides, shard=part), out, debug, quiet, place=place, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
 
 
-def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
+def _print_assignment(cfg, plan, part) -> None:
+    """The dry run with --shard: which models this shard trains, and every shard's share."""
+    from runner.run.shards import assignment_table, model_cost, plan as assigned  # noqa: PLC0415
+
+    samples = plan.train_samples * plan.epochs
+    costs = {m.name: {"cost": model_cost(m.flops_per_sample, m.params, samples)} for m in plan.models}
+    for line in assignment_table(assigned(cfg, {n: c["cost"] for n, c in costs.items()}, part), costs):
+        console.print(line, markup=False)
+
+
+def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool, place: str = "data") -> None:
     """Check the config once here (one message, not one per worker), then start the workers."""
     from runner.run import launch  # noqa: PLC0415
 
@@ -124,6 +174,10 @@ def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args:
         if launch.launched():
             raise ConfigError([Problem("--nproc", "--nproc", "starts torchrun itself; under torchrun, leave it out")])
         experiment = experiment_factory()  # a bad config fails here, before any worker starts
+        if place == "models":
+            from runner.run.shards import refuse_race  # noqa: PLC0415
+
+            refuse_race(experiment.config, "--place models")
         run_dir = out or experiment.default_run_dir()
         code = launch.launch(nproc, max_restarts, worker_args, run_dir)
     except Exception as err:  # noqa: BLE001
@@ -146,3 +200,23 @@ def resume(
     from runner.run.experiment import Experiment  # noqa: PLC0415
 
     _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
+
+
+@app.command()
+def merge(
+    shard_dirs: Annotated[list[Path], typer.Argument(help="The run directories of every shard (`compare run --shard I/N`).")],
+    out: Annotated[Path, typer.Option(help="The merged run directory.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (one of compare's).")] = False,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write RUN/plots/*.png.")] = True,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Glue the shards of one comparison into ONE run directory, as the unsharded run writes it."""
+    try:
+        from runner.cli.reports import print_board  # noqa: PLC0415
+        from runner.run.merge import merge_shards  # noqa: PLC0415
+
+        board = merge_shards(shard_dirs, out, overwrite=overwrite, plots=plots)
+    except Exception as err:  # noqa: BLE001
+        fail(err, debug)
+    print_board(board, f"{len(shard_dirs)} shards merged: leaderboard")
+    console.print(f"run directory: {out}", markup=False)

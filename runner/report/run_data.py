@@ -6,6 +6,7 @@ give the same answer on any run directory as `compare run` gave at the end of th
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import tomllib
 import zipfile
@@ -18,6 +19,7 @@ import pandas as pd
 
 from runner.errors import RunDirError, clip
 
+SHARD_SUFFIX = re.compile(r"\.shard-\d+-of-\d+$")  # runner/run/shards.py's default run directory suffix
 PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")  # plus <key>.<stat> per metric statistic
 
 
@@ -31,10 +33,11 @@ class RunData:
     # model -> seed -> {"target", "final", "best_val": int arrays, "final_epoch", "best_val_epoch": int}
     predictions: dict[str, dict[int, dict]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # damaged prediction files, one line each
+    shards: list[Path] = field(default_factory=list)  # several shards' directories read as one run (load_runs)
 
     @property
     def label(self) -> str:
-        return self.path.name
+        return SHARD_SUFFIX.sub("", self.path.name) if self.shards else self.path.name
 
     @property
     def model_names(self) -> list[str]:
@@ -123,6 +126,46 @@ def load_run(path: str | Path) -> RunData:
     config = _read_toml(path / "config.toml")
     predictions, notes = _read_predictions(path / "predictions")
     return RunData(path, history, models, env, config, predictions, notes)
+
+
+def load_runs(paths) -> list[RunData]:
+    """Each run directory read (load_run); the directories of shards of one sharded run
+    (`compare run --shard`: env.json's `shard`, same config and count) read as ONE run, in the
+    place of its first shard. A lone shard stays a run of its own models."""
+    runs, groups, order = [load_run(p) for p in paths], {}, []
+    for run in runs:
+        shard = run.env.get("shard")
+        key = (shard.get("config_sha256"), shard.get("count")) if isinstance(shard, dict) else id(run)
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(run)
+    return [groups[k][0] if len(groups[k]) == 1 else combine_shards(groups[k]) for k in order]
+
+
+def combine_shards(runs: list[RunData]) -> RunData:
+    """Several shards' runs as one: rows in the unsharded run's order (seed, epoch, config
+    order), one note naming any shard not given. `compare merge` writes such a run to disk."""
+    runs = sorted(runs, key=lambda r: r.env["shard"]["index"])
+    indices = [r.env["shard"]["index"] for r in runs]
+    count = runs[0].env["shard"]["count"]
+    if len(set(indices)) != len(indices):
+        twice = next(i for i in indices if indices.count(i) > 1)
+        raise RunDirError(f"shard {twice}/{count} given twice: {', '.join(str(r.path) for r in runs if r.env['shard']['index'] == twice)}")
+    order = [m.get("name") for m in runs[0].config.get("model", [])]
+    position = {name: i for i, name in enumerate(order)}
+    history = pd.concat([r.history for r in runs], ignore_index=True)
+    seeds = {s: i for i, s in enumerate(runs[0].config.get("experiment", {}).get("seeds") or sorted(history["seed"].unique()))}
+    keys = pd.DataFrame({"s": history["seed"].map(seeds), "e": history["epoch"], "m": history["model"].map(position)})
+    history = history.loc[keys.sort_values(["s", "e", "m"], kind="stable").index].reset_index(drop=True)
+    models = pd.concat([r.models for r in runs], ignore_index=True)
+    models = models.loc[models["model"].map(position).sort_values(kind="stable").index].reset_index(drop=True)
+    env = {k: v for k, v in runs[0].env.items() if k != "shard"}
+    predictions = {m: seeds for r in runs for m, seeds in r.predictions.items()}
+    notes = [n for r in runs for n in r.notes]
+    missing = [i for i in range(1, count + 1) if i not in indices]
+    if missing:
+        notes.append(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} not given: their models are not in this table")
+    return RunData(runs[0].path, history, models, env, runs[0].config, predictions, notes, shards=[r.path for r in runs])
 
 
 def no_epoch_yet(path: Path) -> str:

@@ -80,6 +80,10 @@ class Checkpointer:
         ranks = self.dist.gather_objects(None) if self.dist.enabled else None
         self._commit(self._state(index + 1, None, ranks, finished=index + 1 == len(self.seeds)))
 
+    def save_state(self, state: dict) -> None:
+        """A whole state made elsewhere (runner/run/merge.py: the shards' final states, merged)."""
+        self._commit(state)
+
     def _state(self, seed_index: int, pass_state: dict | None, ranks, finished: bool = False) -> dict:
         return {
             "version": FORMAT,

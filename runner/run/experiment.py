@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from runner.data.loaders import load_data
 from runner.data.splits import VAL_INDICES, split_facts
 from runner.metrics.builtin import defaults, rank_metric
 from runner.engine.slot import Slot
-from runner.errors import CompareError, RunDirError, StopNow
+from runner.errors import CompareError, ConfigError, Problem, RunDirError, StopNow
 from runner.report.finalize import finalize_run
 from runner.run.checkpoint import Checkpointer, recorded_base_dir
 from runner.run.distributed import Dist, session
@@ -40,6 +40,7 @@ from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.run.run_dir import check_path, LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
 from runner.run.shared_pass import Outputs, SharedPass
+from runner.run.shards import SHARD_FILE, Shard, config_hash, plan, probe_costs, read_shard, refuse_race, shard_config
 from runner.run.predictions import kept_predictions, repair_predictions
 from runner.run.sinks import HistorySink, write_csv_atomic
 
@@ -57,36 +58,37 @@ class RunResult:
         return bool(self.leaderboard["status"].str.contains("failed|diverged").any()) if len(self.leaderboard) else False
 
 
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
+def config_differences(saved: dict, current: dict, prefix: str = "", form: str = "{key} ({a!r} -> {b!r})") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, each written as `form`."""
     keys = sorted(set(saved) | set(current), key=str)
     out = []
     for key in keys:
         a, b = saved.get(key), current.get(key)
         where = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, where + ".")
+            out += config_differences(a, b, where + ".", form)
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(v, dict) for v in a + b):
             for i, (x, y) in enumerate(zip(a, b)):
-                out += config_differences(x, y, f"{where}[{i}].")
+                out += config_differences(x, y, f"{where}[{i}].", form)
         elif a != b:
-            out.append(f"{where} ({a!r} -> {b!r})")
+            out.append(form.format(key=where, a=a, b=b))
     return out
 
 
 class Experiment:
-    def __init__(self, config: Config | dict, overrides: list[str] = ()):
+    def __init__(self, config: Config | dict, overrides: list[str] = (), shard: Shard | None = None):
         """`config`: a validated Config, or a dict with the TOML file's schema, in which `arch`,
-        `data.dataset` and `loss.name` may also be live Python objects."""
+        `data.dataset` and `loss.name` may also be live Python objects. `shard`: train only
+        that share of the models (runner/run/shards.py) into a run directory of its own."""
         if isinstance(config, dict):
             config = config_from_dict(config, source="<dict>", overrides=list(overrides))
         elif overrides:
             raise CompareError("overrides apply to a dict or a TOML file; this config is already validated")
-        self.config = config
+        self.config, self.shard = config, shard
 
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: list[str] = ()) -> "Experiment":
-        return cls(load_config(path, list(overrides)))
+    def from_toml(cls, path: str | Path, overrides: list[str] = (), shard: Shard | None = None) -> "Experiment":
+        return cls(load_config(path, list(overrides)), shard=shard)
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "Experiment":
@@ -96,10 +98,11 @@ class Experiment:
         if not path.exists():
             raise RunDirError(f"{run_dir} is not a run directory (no config.toml)")
         # Relative references resolve from the folder of the config the run started from.
-        return cls(load_config(path, base_dir=recorded_base_dir(Path(run_dir))))
+        return cls(load_config(path, base_dir=recorded_base_dir(Path(run_dir))), shard=read_shard(Path(run_dir)))
 
     def default_run_dir(self) -> Path:
-        return default_run_dir(self.config.experiment.output_dir, self.config.experiment.name)
+        path = default_run_dir(self.config.experiment.output_dir, self.config.experiment.name)
+        return path.with_name(path.name + self.shard.suffix) if self.shard is not None else path
 
     def dry_run(self, run_dir: str | Path | None = None):
         """Build every model and the data, one forward pass each, and return the plan; trains
@@ -117,18 +120,25 @@ class Experiment:
         argv: list[str] | None = None,
         plots: bool = True,
         accept_unverified: bool = False,
+        single: bool = False,
     ) -> RunResult:
         """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
         by a signal handler: the run then checkpoints after the current step and raises
         `Interrupted` (see runner.run.interrupts). Under torchrun this runs on every rank, data
         parallel; rank 0 alone touches the run directory. `accept_unverified`: resume from a
-        checkpoint no manifest vouches for (runner/run/checkpoint.py)."""
-        with session(self.config.experiment.device) as dist:
+        checkpoint no manifest vouches for (runner/run/checkpoint.py). `single`: one process's
+        run even under torchrun (a rank's share of `--place models`, runner/run/placement.py)."""
+        if self.shard is not None:
+            refuse_race(self.config, "--shard")
+        with session(self.config.experiment.device) if not single else nullcontext(Dist()) as dist:
+            if self.shard is not None and dist.enabled:
+                raise ConfigError([Problem("--shard", "--shard", "one process per shard: leave out torchrun (--nproc N --place models spreads the models over ranks)")])
             return self._run(dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots, accept_unverified)
 
     def _run(self, dist: Dist, run_dir, overwrite, resume, progress, fail_fast, stop, argv, plots, accept_unverified=False) -> RunResult:
-        cfg = self.config
         run_dir = Path(run_dir) if run_dir is not None else self.default_run_dir()
+        shard = self._recorded_shard(run_dir, dist) if resume else self.shard
+        cfg = shard_config(self.config, shard.models) if shard is not None and shard.models else self.config
         device = dist.device if dist.enabled else resolve_device(cfg.experiment.device)
         checkpointer = Checkpointer(run_dir, cfg, dist, accept_unverified)
         # Rank 0 reads the checkpoint and hands it to the others: only its node needs the run dir.
@@ -152,6 +162,10 @@ class Experiment:
             if stop:  # a signal while the config was read
                 raise StopNow(stop.signum, stop.at_once)
             data = load_data(cfg, device)
+            if shard is not None and not shard.models:  # assigned from the config (and the data's shape) alone
+                shard = plan(self.config, {n: c["cost"] for n, c in probe_costs(self.config, data).items()}, shard)
+                cfg = shard_config(self.config, shard.models)
+                checkpointer = Checkpointer(run_dir, cfg, dist, accept_unverified)
             check_sample_shapes(cfg, data)
             loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
             if isinstance(loss_fn, torch.nn.Module):  # its tensor arguments (class weights) where the batches go
@@ -179,8 +193,11 @@ class Experiment:
                 if made is None:  # not claimed in start-up
                     lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
                 if checkpoint is None:
-                    atomic.write_text(run_dir / "config.toml", tomlio.dumps(cfg.to_dict()))
-                    atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data) | task_facts(cfg, slots), indent=2) + "\n")
+                    atomic.write_text(run_dir / "config.toml", tomlio.dumps(self.config.to_dict()))
+                    sharded = {"shard": shard.record(config_hash(self.config))} if shard is not None else {}
+                    if sharded:
+                        atomic.write_text(run_dir / SHARD_FILE, json.dumps(sharded["shard"], indent=1) + "\n")
+                    atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data) | task_facts(cfg, slots) | sharded, indent=2) + "\n")
                     if data.val_indices is not None:
                         write_csv_atomic(pd.DataFrame({"train_index": data.val_indices}), run_dir / VAL_INDICES)
                     models = pd.DataFrame([s.info for s in slots])
@@ -259,10 +276,24 @@ class Experiment:
         lock.enter_context(claim_run_dir(run_dir, fresh=True, overwrite=overwrite))
         try:
             atomic.write_text(run_dir / "config.toml", tomlio.dumps(self.config.to_dict()))
+            if self.shard is not None:  # a resume after a kill in start-up trains the same share
+                atomic.write_text(run_dir / SHARD_FILE, json.dumps(self.shard.record(config_hash(self.config)), indent=1) + "\n")
         except BaseException:
             lock.close()
             raise
         return made
+
+    def _recorded_shard(self, run_dir: Path, dist: Dist) -> Shard | None:
+        """On resume: the shard the run directory records (its models as assigned then); a
+        different --shard, or none for a shard's directory, is refused."""
+        recorded = dist.from_main(lambda: read_shard(run_dir) if run_dir.is_dir() else None)
+        mine = self.shard
+        if recorded is None and not (run_dir / "config.toml").exists():
+            return mine  # nothing to resume there: _resume_point says so
+        if (recorded is None) != (mine is None) or (mine is not None and (mine.index, mine.count) != (recorded.index, recorded.count)):
+            said = f"shard {recorded.label}" if recorded is not None else "no shard"
+            raise RunDirError(f"cannot resume {run_dir}: it holds {said}, but this run asks for {f'shard {mine.label}' if mine else 'no shard'}; resume it with `compare resume {run_dir}`")
+        return recorded if recorded is None or recorded.models else mine
 
     def _resume_point(self, run_dir: Path, checkpointer: Checkpointer) -> dict | None:
         """The checkpoint to continue from; None when the run never reached its first one."""

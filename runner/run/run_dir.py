@@ -32,6 +32,8 @@ FORMAT = 1  # the marker's format version
 # finalize, plots, tb_views). --overwrite removes these, and nothing else.
 RUN_FILES = frozenset({"config.toml", "env.json", "models.csv", "history.csv", "leaderboard.csv", "leaderboard.md", "val_indices.csv"})
 RUN_FOLDERS = frozenset({"tb", "checkpoints", "predictions", "errors", "plots", "models"})
+# Written only by a shard (shard.json: runner/run/shards.py) or by --place models (.shards/: runner/run/placement.py).
+SHARDED = frozenset({"shard.json", ".shards"})
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`
 NAME_MAX, PATH_MAX = 255, 4096  # bytes in one file or folder name, and in a whole path (Linux)
 LINKED = "is a symbolic link; compare writes only real files in its run directory: remove the link"
@@ -48,7 +50,7 @@ def default_run_dir(output_dir: str | Path, name: str) -> Path:
 def _written_by_compare(name: str) -> bool:
     temp = TEMP_FILE.match(name)
     name = temp["name"] if temp else name
-    return name in RUN_FILES or name in RUN_FOLDERS or name in (MARKER, LOCK)
+    return name in RUN_FILES or name in RUN_FOLDERS or name in SHARDED or name in (MARKER, LOCK)
 
 
 def holds_a_run(run_dir: Path) -> bool:
@@ -60,7 +62,7 @@ def holds_a_run(run_dir: Path) -> bool:
     if not run_dir.is_dir():
         return False
     entries = [p.name for p in run_dir.iterdir() if not bookkeeping(p.name)]
-    never_started = entries == ["config.toml"] and (run_dir / MARKER).is_file()  # killed in start-up: nothing to lose
+    never_started = sorted(entries) in (["config.toml"], ["config.toml", "shard.json"]) and (run_dir / MARKER).is_file()  # killed in start-up: nothing to lose
     return bool(entries) and not never_started
 
 
@@ -72,7 +74,7 @@ def missing_folders(run_dir: Path) -> list[Path]:
 def release_claim(run_dir: Path, made: list[Path]) -> None:
     """Undo a claim made before start-up (bad input found there leaves nothing): the lock is
     gone already; remove the marker, config.toml and the folders the claim created."""
-    for name in ("config.toml", MARKER):
+    for name in ("config.toml", "shard.json", MARKER):
         (run_dir / name).unlink(missing_ok=True)
     for folder in reversed(made):
         try:

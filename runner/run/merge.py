@@ -1,0 +1,188 @@
+"""`compare merge SHARD_DIR... --out RUN`: the shards of one comparison (runner/run/shards.py)
+glued into ONE run directory, as the unsharded run would have written it.
+
+Checked first, each a RunDirError (exit 2) naming what is wrong: every directory is a shard's,
+all hold the same resolved config (config.toml; the first differing key is named) and the same
+assignment, every shard 1..N is there exactly once, and each one finished (its checkpoint
+manifest vouches for a final checkpoint). Then, under the run-directory rules of
+runner/run/run_dir.py (a fresh directory, or one of compare's with --overwrite):
+
+    config.toml, val_indices.csv      copied (the same in every shard)
+    env.json                          the first shard's, with `merged_from` instead of `shard`
+    models.csv                        every shard's rows, cell for cell, in config order
+    history.csv                       the shards' epoch rows from their final checkpoints, in the
+                                      unsharded run's order (seed, epoch, config order), written
+                                      by the run's own HistorySink
+    predictions/, models/, tb/<model>/, errors/    each model's files, copied byte for byte
+    checkpoints/                      one final checkpoint holding the merged state, so
+                                      `compare resume RUN` finds a finished run, as for any run
+    leaderboard.*, plots/, TB views   runner/report/finalize.py, as at the end of a run
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+
+from runner import atomic
+from runner.errors import RunDirError
+from runner.report.finalize import finalize_run
+from runner.run.checkpoint import Checkpointer, recorded_base_dir
+from runner.run.distributed import Dist
+from runner.run.experiment import config_differences
+from runner.run.run_dir import check_no_links, claim_run_dir
+from runner.run.shards import SHARD_FILE, Shard, read_shard
+from runner.run.sinks import HistorySink, write_csv_atomic
+
+COPIED = ("predictions", "models", "tb")  # <folder>/<model>/... per model
+
+
+@dataclass
+class ShardDir:
+    path: Path
+    shard: Shard
+    config: dict
+    config_text: str
+
+    @property
+    def name(self) -> str:
+        return f"shard {self.shard.label} ({self.path})"
+
+
+def read_shards(dirs: list[Path]) -> list[ShardDir]:
+    """Each directory's shard record and config, checked to be one complete sharded run; in
+    shard order."""
+    shards = []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise RunDirError(f"{d}: no such shard directory")
+        shard = read_shard(d)
+        if shard is None or not shard.models:
+            raise RunDirError(f"{d} is not a shard's run directory (no {SHARD_FILE} naming its models); give the directories `compare run --shard I/N` wrote")
+        try:
+            text = (d / "config.toml").read_text()
+            shards.append(ShardDir(d, shard, tomllib.loads(text), text))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise RunDirError(f"{d / 'config.toml'}: cannot read: {type(err).__name__}") from None
+    first = shards[0]
+    for s in shards[1:]:
+        if s.shard.count != first.shard.count:
+            raise RunDirError(f"{s.name} is one of {s.shard.count} shards, {first.name} one of {first.shard.count}: not the same sharded run")
+        differences = config_differences(first.config, s.config, form="key {key} differs ({a!r} vs {b!r})")
+        if differences:
+            raise RunDirError(f"{s.name} has another config than {first.name}: {'; '.join(differences[:3])}")
+        if s.shard.assignment != first.shard.assignment:
+            raise RunDirError(f"{s.name} was assigned other models than {first.name} (its shard.json differs): not the same sharded run")
+    seen: dict[int, ShardDir] = {}
+    for s in shards:
+        if s.shard.index in seen:
+            raise RunDirError(f"shard {s.shard.label} given twice: {seen[s.shard.index].path} and {s.path}")
+        seen[s.shard.index] = s
+    missing = [i for i in range(1, first.shard.count + 1) if i not in seen]
+    if missing:
+        raise RunDirError(", ".join(f"shard {i}/{first.shard.count} missing" for i in missing) + ": give every shard's run directory")
+    return [seen[i] for i in sorted(seen)]
+
+
+def final_state(s: ShardDir) -> dict:
+    """The shard's final checkpoint (vouched for by its manifest); not finished: a RunDirError."""
+    e = s.config.get("experiment", {})
+    seeds = list(e.get("seeds") or [e.get("seed", 0)])
+    keys = SimpleNamespace(seeds=seeds, models=[SimpleNamespace(name=n) for n in s.shard.models])  # what a Checkpointer reads of a Config
+    checkpointer = Checkpointer(s.path, keys, Dist())
+    state = checkpointer.load()
+    if state is None or not state["finished"]:
+        at = f"its last checkpoint is at {checkpointer.last_good}" if state is not None else "no checkpoint yet"
+        raise RunDirError(f"{s.name} has not finished ({at}): `compare resume {s.path}` first")
+    return state
+
+
+def merge_shards(dirs: list[Path], out: Path, overwrite: bool = False, plots: bool = True):
+    """Check the shards, write RUN, finalize it; returns the leaderboard (runner/report)."""
+    shards = read_shards(dirs)
+    inside = next((s for s in shards if Path(out).resolve() in s.path.resolve().parents), None)
+    if inside is not None:  # RUN/.shards/...: --overwrite would remove what is being merged
+        raise RunDirError(f"{inside.path} lies inside --out {out}; merge into another folder")
+    states = [final_state(s) for s in shards]
+    with claim_run_dir(out, fresh=True, overwrite=overwrite):
+        return write_merged(shards, states, Path(out), plots)
+
+
+def write_merged(shards: list[ShardDir], states: list[dict], out: Path, plots: bool = True):
+    """Write the merged run into `out`, whose claim the caller holds; returns the leaderboard."""
+    config = shards[0].config
+    order = [m["name"] for m in config.get("model", [])]
+    e = config.get("experiment", {})
+    seeds = list(e.get("seeds") or [e.get("seed", 0)])
+    atomic.write_text(out / "config.toml", shards[0].config_text)
+    env = json.loads((shards[0].path / "env.json").read_text())
+    env.pop("shard", None)
+    env["merged_from"] = {"shards": len(shards), "dirs": [str(s.path.resolve()) for s in shards], "assignment": [list(s.shard.models) for s in shards]}
+    atomic.write_text(out / "env.json", json.dumps(env, indent=2) + "\n")
+    if (shards[0].path / "val_indices.csv").exists():
+        atomic.write_bytes(out / "val_indices.csv", (shards[0].path / "val_indices.csv").read_bytes())
+    _merge_models_csv(shards, order, out)
+    position = {name: i for i, name in enumerate(order)}
+    rows = sorted((r for st in states for r in st["history"]), key=lambda r: (seeds.index(r["seed"]), r["epoch"], position[r["model"]]))
+    HistorySink(out, rows).write([])
+    for s in shards:
+        for model in s.shard.models:
+            for folder in COPIED:
+                _copy_tree(s.path / folder / model, out / folder / model, out)
+            error = s.path / "errors" / f"{model}.txt"
+            if error.is_file():
+                _copy_tree(error, out / "errors" / error.name, out)
+    checkpointer = Checkpointer(out, SimpleNamespace(seeds=seeds, models=[SimpleNamespace(name=n) for n in order]), Dist())
+    checkpointer.start(recorded_base_dir(shards[0].path) or Path("."))
+    checkpointer.save_state(_merged_state(states, order, rows))
+    return finalize_run(out, plots=plots)
+
+
+def _merged_state(states: list[dict], order: list[str], rows: list[dict]) -> dict:
+    """The final checkpoint the unsharded run would have left: every model's history, fused
+    labels and kept predictions; the rest as in any finished run."""
+    fused = None
+    if any(st.get("fused") is not None for st in states):
+        fused = {k: v for st in states for k, v in (st.get("fused") or {}).items()}
+    kept: dict = {}
+    for st in states:
+        for seed, record in (st.get("predictions") or {}).items():
+            merged = kept.setdefault(seed, {"targets": record["targets"], "models": {}})
+            merged["models"] |= record["models"]
+    for record in kept.values():
+        record["models"] = {m: record["models"][m] for m in order if m in record["models"]}
+    return states[0] | {"models": sorted(order), "history": rows, "fused": fused, "predictions": kept, "ranks": None, "world_size": 1}
+
+
+def _merge_models_csv(shards: list[ShardDir], order: list[str], out: Path) -> None:
+    """models.csv cell for cell (read as text, so no number is re-formatted), rows in config order."""
+    frames = [pd.read_csv(s.path / "models.csv", dtype=str, keep_default_na=False) for s in shards if (s.path / "models.csv").exists()]
+    if not frames:
+        return
+    rows, columns = {}, []
+    for frame in frames:
+        for record in frame.to_dict("records"):
+            rows[record["model"]] = (record, list(frame.columns))
+    for name in order:
+        if name in rows:
+            columns += [c for c in rows[name][1] if c not in columns]
+    table = pd.DataFrame([rows[n][0] for n in order if n in rows], columns=columns).fillna("")
+    write_csv_atomic(table, out / "models.csv")
+
+
+def _copy_tree(src: Path, dst: Path, run_dir: Path) -> None:
+    """A file, or a folder's files, copied byte for byte (atomic writes; never through a link)."""
+    if not src.exists():
+        return
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+    for file in files:
+        if file.is_symlink():
+            raise RunDirError(f"{file} is a symbolic link; compare copies only real files")
+        target = dst / file.relative_to(src) if src.is_dir() else dst
+        check_no_links(target, run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(target, file.read_bytes())
