@@ -49,8 +49,11 @@ def assert_same_run(merged: Path, reference: Path) -> None:
     assert list(pd.read_csv(merged / "history.csv")["model"].unique()) == ["a", "b", "c", "d"]  # config order
     for name in ("config.toml", "models.csv", "val_indices.csv"):
         assert (merged / name).read_bytes() == (reference / name).read_bytes(), name
-    files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.suffix in (".npz", ".pt") and "checkpoints" not in p.parts)
-    assert files and files == sorted(p.relative_to(merged) for p in merged.rglob("*") if p.suffix in (".npz", ".pt") and "checkpoints" not in p.parts)
+    def outputs(run):  # predictions and weights, not checkpoints nor --place models' shard folders
+        return sorted(p.relative_to(run) for p in run.rglob("*") if p.suffix in (".npz", ".pt") and not {"checkpoints", ".shards"} & set(p.relative_to(run).parts))
+
+    files = outputs(reference)
+    assert files and files == outputs(merged)
     for rel in files:
         if rel.suffix == ".npz":
             with np.load(reference / rel) as want, np.load(merged / rel) as got:
