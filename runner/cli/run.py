@@ -135,10 +135,10 @@ def run(
                 from runner.run.shards import Shard  # noqa: PLC0415
 
                 part = Shard(1, nproc)  # rank r trains shard r+1
-            if part is not None:
+            if part is not None and place == "data":  # --place models races through RaceLooks
                 from runner.run.shards import refuse_race  # noqa: PLC0415
 
-                refuse_race(experiment.config, "--shard" if place == "data" else "--place models")
+                refuse_race(experiment.config)
             plan = experiment.dry_run(out)
             print_plan(console, plan)
             if part is not None:
@@ -151,7 +151,7 @@ def run(
         worker_args += ["--place", place]
         flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--accept-unverified", accept_unverified), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
         worker_args += [flag for flag, on in flags if on]
-        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug, place)
+        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug)
         return
     _train(lambda: Experiment.from_toml(config, overrides, shard=part), out, debug, quiet, place=place, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
 
@@ -166,7 +166,7 @@ def _print_assignment(cfg, plan, part) -> None:
         console.print(line, markup=False)
 
 
-def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool, place: str = "data") -> None:
+def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
     """Check the config once here (one message, not one per worker), then start the workers."""
     from runner.run import launch  # noqa: PLC0415
 
@@ -174,10 +174,6 @@ def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args:
         if launch.launched():
             raise ConfigError([Problem("--nproc", "--nproc", "starts torchrun itself; under torchrun, leave it out")])
         experiment = experiment_factory()  # a bad config fails here, before any worker starts
-        if place == "models":
-            from runner.run.shards import refuse_race  # noqa: PLC0415
-
-            refuse_race(experiment.config, "--place models")
         run_dir = out or experiment.default_run_dir()
         code = launch.launch(nproc, max_restarts, worker_args, run_dir)
     except Exception as err:  # noqa: BLE001

@@ -76,15 +76,17 @@ def config_differences(saved: dict, current: dict, prefix: str = "", form: str =
 
 
 class Experiment:
-    def __init__(self, config: Config | dict, overrides: list[str] = (), shard: Shard | None = None):
+    def __init__(self, config: Config | dict, overrides: list[str] = (), shard: Shard | None = None, looks=None):
         """`config`: a validated Config, or a dict with the TOML file's schema, in which `arch`,
         `data.dataset` and `loss.name` may also be live Python objects. `shard`: train only
-        that share of the models (runner/run/shards.py) into a run directory of its own."""
+        that share of the models (runner/run/shards.py) into a run directory of its own.
+        `looks`: where a shard's race meets the other shards' models (--place models'
+        RaceLooks, runner/run/placement.py); without it a shard cannot race."""
         if isinstance(config, dict):
             config = config_from_dict(config, source="<dict>", overrides=list(overrides))
         elif overrides:
             raise CompareError("overrides apply to a dict or a TOML file; this config is already validated")
-        self.config, self.shard = config, shard
+        self.config, self.shard, self.looks = config, shard, looks
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: list[str] = (), shard: Shard | None = None) -> "Experiment":
@@ -128,8 +130,8 @@ class Experiment:
         parallel; rank 0 alone touches the run directory. `accept_unverified`: resume from a
         checkpoint no manifest vouches for (runner/run/checkpoint.py). `single`: one process's
         run even under torchrun (a rank's share of `--place models`, runner/run/placement.py)."""
-        if self.shard is not None:
-            refuse_race(self.config, "--shard")
+        if self.shard is not None and self.looks is None:
+            refuse_race(self.config)
         with session(self.config.experiment.device) if not single else nullcontext(Dist()) as dist:
             if self.shard is not None and dist.enabled:
                 raise ConfigError([Problem("--shard", "--shard", "one process per shard: leave out torchrun (--nproc N --place models spreads the models over ranks)")])
@@ -221,7 +223,7 @@ class Experiment:
             try:
                 for index in range(first_seed, len(cfg.seeds)):
                     seed = cfg.seeds[index]
-                    shared = SharedPass(cfg, seed, slots if index == first_seed else build(seed), data, loss_fn, device, dist)
+                    shared = SharedPass(cfg, seed, slots if index == first_seed else build(seed), data, loss_fn, device, dist, self.looks)
                     if checkpoint is not None and index == first_seed and checkpoint["pass"] is not None:
                         shared.load_state_dict(checkpoint["pass"])
                         torch.set_rng_state(checkpoint["global_rng"])

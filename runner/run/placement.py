@@ -18,11 +18,13 @@ to resume after a restart moves it.
 
 The process group is gloo on every device, with a long timeout: the ranks talk only at the
 start (rank 0 claims RUN first) and at the end (the barrier), and a rank with the lighter share
-may wait at the barrier for hours. Racing compares every model at each look: refused here.
+may wait at the barrier for hours. Racing compares every model at each look: the ranks meet
+there through files (RaceLooks), so every rank decides on all the models, as one process would.
 """
 from __future__ import annotations
 
 import os
+import time
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -32,14 +34,63 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+from runner import atomic
+from runner.errors import RunDirError
 from runner.run.distributed import Dist
 from runner.run.launch import restart_count
 from runner.run.merge import final_state, read_shards, write_merged
 from runner.run.run_dir import claim_run_dir, holds_a_run
-from runner.run.shards import Shard, refuse_race
+from runner.run.shards import Shard
 
 SHARDS = ".shards"  # RUN/.shards/shard-I-of-N: one rank's share (runner/run/run_dir.py RUN_FOLDERS)
 BARRIER_TIMEOUT = timedelta(days=7)  # the lightest share may wait this long for the heaviest
+LOOKS = "looks"  # RUN/.shards/looks/seed-<s>/epoch-<e>/rank-<r>.pt: a rank's live models at a race look
+POLL_S = 0.05
+
+
+class RaceLooks:
+    """Racing under --place models (runner/engine/race.py): at each planned look every rank
+    writes its live models' val statistics to a file, reads every rank's, and decides on all the
+    models in config order, exactly as one process decides; each rank then eliminates its own.
+
+    Files rather than a collective: after torchrun restarts the workers, they resume from
+    different checkpoints, and a rank that replays the look of epoch e finds the other ranks'
+    statistics of e still there (they are past it). A rank whose pass ends before the last look
+    (its models eliminated, diverged or failed) writes empty files for the looks it will not reach.
+    """
+
+    def __init__(self, folder: Path, rank: int, world: int, order: list[str]):
+        self.folder, self.rank, self.world, self.order = Path(folder), rank, world, order
+
+    def _path(self, seed: int, epoch: int, rank: int) -> Path:
+        return self.folder / f"seed-{seed}" / f"epoch-{epoch}" / f"rank-{rank}.pt"
+
+    def _write(self, seed: int, epoch: int, live: dict) -> None:
+        path = self._path(seed, epoch, self.rank)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_write(path) as f:  # a replayed look writes the same bytes again
+            torch.save(live, f)
+
+    def _read(self, seed: int, epoch: int, rank: int) -> dict:
+        path, deadline = self._path(seed, epoch, rank), time.monotonic() + BARRIER_TIMEOUT.total_seconds()
+        while not path.exists():  # a lost rank makes torchrun stop (or restart) every worker
+            if time.monotonic() > deadline:
+                raise RunDirError(f"rank {rank} did not reach the race look after epoch {epoch} (seed {seed}) in {BARRIER_TIMEOUT}: {path} is missing")
+            time.sleep(POLL_S)
+        return torch.load(path, weights_only=True)
+
+    def exchange(self, seed: int, epoch: int, live: dict[str, dict]) -> dict[str, dict]:
+        """Every rank's live models' val statistics at this look, in config order."""
+        self._write(seed, epoch, live)
+        everyone: dict[str, dict] = {}
+        for rank in range(self.world):
+            everyone |= live if rank == self.rank else self._read(seed, epoch, rank)
+        return {name: everyone[name] for name in self.order if name in everyone}
+
+    def pass_ended(self, seed: int, epochs: list[int]) -> None:
+        """This rank's pass of `seed` ended before these looks: it has no live model at them."""
+        for epoch in epochs:
+            self._write(seed, epoch, {})
 
 
 @contextmanager
@@ -68,7 +119,6 @@ def run_placed(experiment, run_dir=None, overwrite: bool = False, resume: bool =
     from runner.run.experiment import Experiment, RunResult  # noqa: PLC0415 - experiment sits above this module's callers
 
     cfg = experiment.config
-    refuse_race(cfg, "--place models")
     run_dir = Path(run_dir) if run_dir is not None else experiment.default_run_dir()
     resuming = resume or restart_count() > 0
     with placement_group() as group, ExitStack() as lock:
@@ -80,7 +130,8 @@ def run_placed(experiment, run_dir=None, overwrite: bool = False, resume: bool =
             lock.enter_context(claim_run_dir(run_dir, fresh=fresh, overwrite=overwrite))
 
         group.from_main(claim)
-        own = Experiment(cfg, shard=shard)
+        looks = RaceLooks(Path(run_dir) / SHARDS / LOOKS, group.rank, group.world, [m.name for m in cfg.models]) if cfg.experiment.race else None
+        own = Experiment(cfg, shard=shard, looks=looks)
         result = own.run(mine, resume=resuming and (mine / "config.toml").exists(), plots=False, single=True, **options)
         dist.barrier()
         if not group.main:

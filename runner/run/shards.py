@@ -28,8 +28,8 @@ from runner.errors import ConfigError, Problem, RunDirError
 
 SHARD_FILE = "shard.json"  # written with config.toml when a shard claims its run directory
 RACE_REFUSED = (
-    "racing compares the models with each other at every look, so they must train together: "
-    "leave out {how} (one process, or --nproc N with --place data), or remove [experiment.race]"
+    "racing compares the models with each other at every look, so a shard cannot race alone: "
+    "use --nproc N --place models (the ranks meet at each look), leave out --shard, or remove [experiment.race]"
 )
 
 
@@ -109,10 +109,10 @@ def parse_shard(text: str, env: Mapping[str, str] | None = None) -> Shard:
     raise _bad("--shard", "auto: neither SLURM_ARRAY_TASK_ID (a Slurm array) nor JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) is set; give --shard I/N")
 
 
-def refuse_race(cfg: Config, how: str) -> None:
-    """Racing needs every model in one pass: one line, exit 2."""
+def refuse_race(cfg: Config) -> None:
+    """A --shard job cannot race (its models never meet the others'): one line, exit 2."""
     if cfg.experiment.race is not None:
-        raise ConfigError([Problem(cfg.source, "experiment.race", RACE_REFUSED.format(how=how))])
+        raise ConfigError([Problem(cfg.source, "experiment.race", RACE_REFUSED)])
 
 
 def units(cfg: Config) -> list[tuple[str, ...]]:

@@ -40,8 +40,9 @@ class Outputs:
 
 
 class SharedPass:
-    def __init__(self, cfg: Config, seed: int, slots: list[Slot], data, loss_fn, device: torch.device, dist: Dist | None = None):
-        self.cfg, self.seed, self.slots, self.loss_fn, self.device = cfg, seed, slots, loss_fn, device
+    def __init__(self, cfg: Config, seed: int, slots: list[Slot], data, loss_fn, device: torch.device, dist: Dist | None = None, looks=None):
+        """`looks`: under --place models, where the race meets the other ranks' models."""
+        self.cfg, self.seed, self.slots, self.loss_fn, self.device, self.looks = cfg, seed, slots, loss_fn, device, looks
         self.dist = dist = dist or Dist()
         # The train and test streams (runner/data/loaders.py: DataLoader or cache, sharded
         # under torchrun) and the generators a checkpoint saves.
@@ -70,6 +71,8 @@ class SharedPass:
         try:
             while not self.finished and any(s.live for s in self.slots):
                 self._epoch(out, tb, seed_label=(cfg.seeds.index(self.seed) + 1, len(cfg.seeds)) if multi else None)
+            if self.looks is not None and self.race is not None:  # the other ranks still look
+                self.looks.pass_ended(self.seed, [e for e in self.race.planned if e >= self.epoch])
             self._finish(out, tb)
         finally:
             tb.close()
@@ -150,16 +153,20 @@ class SharedPass:
 
     def _race(self, epoch: int, records: list[dict], val_targets: torch.Tensor) -> None:
         """Eliminate the live models val shows to be worse (runner/engine/race.py); their row of
-        this epoch is their last. Every rank decides alike: the predictions are gathered."""
+        this epoch is their last. Every rank decides alike: under DDP the predictions are
+        gathered; under --place models every rank's live models meet at the look (`looks`)."""
         live = {s.name: s for s in self.slots if s.live and s.val_predictions is not None and s.task is not None}
-        task = next(iter(live.values())).task if live else None
+        stats = {n: s.val_predictions for n, s in live.items()}
+        if self.looks is not None and epoch in self.race.planned:
+            stats = self.looks.exchange(self.seed, epoch, stats)
+        task = next(iter(live.values())).task if live else None  # none live here: nothing to eliminate here
         metric = lookup(self.cfg.experiment.race.metric.removeprefix("val_"), task.kind, task.width) if task else None
-        kept = {n: Kept.of(s.val_predictions, task.width, val_targets) for n, s in live.items()}
+        kept = {n: Kept.of(v, task.width, val_targets) for n, v in stats.items()} if task else {}
         found = self.race.look_on(epoch, kept, metric) if metric is not None else []
         rows = {r["model"]: r for r in records}
         for record in records:
             record.setdefault("eliminated_by", "")
-        for e in found:
+        for e in (e for e in found if e.model in live):  # another rank eliminates its own
             slot = live[e.model]
             slot.eliminate(epoch, describe(e))
             slot.reported = True

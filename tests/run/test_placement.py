@@ -1,13 +1,16 @@
 """`--place models` (runner/run/placement.py): the models spread over torchrun's ranks (2 CPU
 processes, gloo), each rank over the full batches, rank 0 merging: bitwise the one-process run,
-also when a worker is killed mid-epoch and torchrun restarts the workers."""
+with a race whose eliminations cross the ranks, also when a worker is killed mid-epoch and
+torchrun restarts the workers."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 
-from tests.helpers import LAUNCHER, ROOT, cli, launch, mlp
+import pandas as pd
+
+from tests.helpers import LAUNCHER, ROOT, cli, killable, launch
 from tests.run.test_shards import assert_same_run, config
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun gives each worker one thread: so does the reference (CPU sums depend on it)
@@ -19,23 +22,32 @@ def torchrun(*args, env=None, restarts=0):
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
 
 
-def test_models_over_two_ranks_equal_one_process_bitwise_after_a_restart(tmp_path):
-    cfg = config(tmp_path)
+ADAM = {"name": "Adam", "lr": 0.01}
+STILL = {"name": "SGD", "lr": 1e-5}  # learns nothing in 5 epochs: the race eliminates it
+RACED = [killable("a", optimizer=ADAM), killable("b", optimizer=STILL), killable("c", args={"hidden": [16], "dropout": 0.1}, optimizer=ADAM), killable("d", seed=7, optimizer=STILL)]
+
+
+def test_raced_models_over_two_ranks_equal_one_process_bitwise_after_a_restart(tmp_path):
+    cfg = config(tmp_path, models=RACED, epochs=5, race={"min_epochs": 1})  # looks after epochs 1-4
     reference = launch("run", cfg, "--out", tmp_path / "one", "-q", env=ONE_THREAD)
     assert reference.returncode == 0, reference.stderr
-    # Rank 1 (shard 2: two of the four models) dies mid-epoch 2; torchrun restarts both workers:
-    # rank 0 finds its share finished, rank 1 resumes its own from its checkpoint.
-    proc = torchrun("run", cfg, "--place", "models", "--out", tmp_path / "placed", "-q", "--no-plots", env={"KILL_AT_STEP": "7", "KILL_RANK": "1"}, restarts=1)
+    plan = launch("run", cfg, "--place", "models", "--nproc", "2", "--dry-run")
+    assert plan.returncode == 0 and "shard 1/2: a, d" in plan.stdout and "shard 2/2: b, c" in plan.stdout, plan.stdout + plan.stderr
+    # Rank 0 (a, d) dies in epoch 3 before its look; rank 1 waits there for it; torchrun restarts
+    # both, and each replays the look from its own checkpoint and the other's file.
+    proc = torchrun("run", cfg, "--place", "models", "--out", tmp_path / "placed", "-q", "--no-plots", env={"KILL_AT_STEP": "18", "KILL_RANK": "0"}, restarts=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "exitcode: -9" in proc.stderr  # rank 1 killed, the workers restarted (else no exit 0)
-    assert sorted(p.name for p in (tmp_path / "placed" / ".shards").iterdir()) == ["shard-1-of-2", "shard-2-of-2"]
+    assert "exitcode: -9" in proc.stderr  # rank 0 killed, the workers restarted (else no exit 0)
+    shards = tmp_path / "placed" / ".shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["looks", "shard-1-of-2", "shard-2-of-2"]
     assert_same_run(tmp_path / "placed", tmp_path / "one")
+    last = pd.read_csv(tmp_path / "placed" / "history.csv").groupby("model").tail(1).set_index("model")
+    # b and c (rank 1) lose to a (rank 0); d to a on its own rank; rank 1 has nothing left at look 4.
+    assert last["status"].to_dict() == {"a": "done", "b": "eliminated", "c": "eliminated", "d": "eliminated"}
+    assert all(last.loc[m, "eliminated_by"].startswith("a (Holm p") for m in "bcd")
+    assert last.loc["c", "epoch"] < 4 and (shards / "looks" / "seed-0" / "epoch-4" / "rank-1.pt").exists()
 
 
-def test_racing_is_refused_with_place_models(tmp_path):
-    cfg = config(tmp_path, models=[mlp("a"), mlp("b")], race={"min_epochs": 1})
-    for extra in (["--nproc", "2"], ["--nproc", "2", "--dry-run"]):
-        result = cli("run", cfg, "--place", "models", *extra)
-        assert result.exit_code == 2 and "experiment.race" in result.stderr and "--place models" in result.stderr, result.stderr
-    lone = cli("run", cfg, "--place", "models")
+def test_place_models_needs_torchrun():
+    lone = cli("run", "experiments/digits.toml", "--place", "models")
     assert lone.exit_code == 2 and "add --nproc N" in lone.stderr
