@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 from runner.config import tomlio
+from shard_placement import bootstrap  # benchmarks/: the same paired bootstrap of a ratio of medians
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("placement", "ddp", "devices")
@@ -71,16 +71,6 @@ def timed(mode: str, cfg: Path, out: Path, nproc: int) -> float | str:
     proc = subprocess.run([sys.executable, "-m", "runner", "run", str(cfg), "--out", str(out), "-q", "--no-plots", *extra], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - tick
     return seconds if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}"
-
-
-def interval(top: list[float], bottom: list[float], n: int = 10_000) -> tuple[float, float]:
-    """95% percentile bootstrap of median(top) / median(bottom), the repeats resampled in pairs."""
-    rng, ratios = random.Random(0), []
-    for _ in range(n):
-        pick = [rng.randrange(len(top)) for _ in top]
-        ratios.append(statistics.median(top[i] for i in pick) / statistics.median(bottom[i] for i in pick))
-    ratios.sort()
-    return ratios[int(0.025 * n)], ratios[int(0.975 * n)]
 
 
 def main() -> None:
@@ -124,7 +114,7 @@ def main() -> None:
     if "devices" not in failures:
         for mode in ("placement", "ddp"):
             if mode not in failures:
-                low, high = interval(times["devices"], times[mode])
+                low, high = bootstrap(times["devices"], times[mode])
                 ratio = statistics.median(times["devices"]) / statistics.median(times[mode])
                 lines.append(f"throughput {mode} / devices: {ratio:.3f}, 95% bootstrap interval [{low:.3f}, {high:.3f}]")
     lines.append(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -117,14 +117,12 @@ def leaderboard_cmd(
             write_out(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
-    if fmt is Format.table:
+    def table() -> None:
         print_board(board, name)
         if by is None and len(runs) == 1 and runs[0].config.get("report", {}).get("by") == "family":  # as `compare run` printed it
             family_cmd(run_dirs, fmt, None, metric, None, debug)
-    elif out is not None:
-        console.print(f"wrote {out}", markup=False)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+    show(fmt, out, text, table)
 
 
 def family_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, metric: str | None, target: float | None, debug: bool) -> None:
@@ -147,8 +145,13 @@ def family_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, metric: st
             write_out(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
+    show(fmt, out, text, lambda: print_families(board, name))
+
+
+def show(fmt: "Format", out: Path | None, text: str, table) -> None:
+    """What a report command prints: the table (`table()`), where --out wrote, or the csv/md."""
     if fmt is Format.table:
-        print_families(board, name)
+        table()
     elif out is not None:
         console.print(f"wrote {out}", markup=False)
     else:
@@ -187,15 +190,14 @@ def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: 
             write_out(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
-    if fmt is Format.table:
+
+    def print_table() -> None:
         numbers = [c for c in ("precision", "recall", "f1", "rmse", "mae", "r2") if c in table]
         shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in numbers}, **{c: table[c].map("{:g}".format) for c in ("support", "predicted", "output") if c in table})
         what = "per class" if "class" in table else "per output"
         console.print(frame_table(shown, f"{run.config.get('experiment', {}).get('name') or run.label}: {what} (test, the reported epoch)", left={"model", "class"}, wrap={"model", "class"}))
-    elif out is not None:
-        console.print(f"wrote {out}", markup=False)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+    show(fmt, out, text, print_table)
 
 
 @app.command("plot")

@@ -5,7 +5,6 @@ reports and at startup. Commands run in children forked by one tests/launcher.py
 process, so a trial costs its training, not a Python start."""
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 
 from runner.config import tomlio
-from tests.helpers import LAUNCHER, ROOT, digits_config, history, killable
+from tests.helpers import ROOT, digits_config, history, killable
 
 KILLS, KILLS_PER_RUN = 30, 6  # random kill points; a run directory takes at most 6 in a row
 # Per run: 6 steps x 2 models = 12 training forwards per epoch; 2 eval batches x 2 models per
@@ -25,30 +24,6 @@ KILLS, KILLS_PER_RUN = 30, 6  # random kill points; a run directory takes at mos
 # directory exists); a checkpoint every 4 steps, after epoch 1 and at the end: 2 epochs hold
 # forwards 1-24, evaluations 3-10 and checkpoints 1-4.
 POINTS = {"KILL_AT_STEP": (1, 24), "KILL_AT_EVAL": (3, 10), "KILL_IN_SAVE": (1, 4)}
-
-
-class Trials:
-    """One `tests/launcher.py --trials` process: each command runs in a child it forks."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.count = tmp, 0
-        self.proc = subprocess.Popen([sys.executable, str(LAUNCHER), "--trials"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def __call__(self, *args, **env) -> tuple[int, str]:
-        """(exit status, output) of `compare ARGS` with ENV."""
-        self.count += 1
-        log = self.tmp / f"trial{self.count}.log"
-        self.proc.stdin.write(json.dumps({"args": [str(a) for a in args], "env": env, "log": str(log)}) + "\n")
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline()), log.read_text()
-
-
-@pytest.fixture(scope="module")
-def trials(tmp_path_factory):
-    forker = Trials(tmp_path_factory.mktemp("trials"))
-    yield forker
-    forker.proc.stdin.close()
-    forker.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

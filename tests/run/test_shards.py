@@ -17,7 +17,6 @@ import torch
 from runner.config import tomlio
 from runner.run.shards import assign, parse_shard
 from tests.helpers import cli, digits_config, killable, mlp
-from tests.run.test_crash import Trials
 
 # Wall-clock columns: the only ones a sharded run may differ in.
 TIMING = {"time_s", "eval_time_s", "samples_per_s", "data_time_s", "train_time_s"}
@@ -30,14 +29,6 @@ def config(tmp: Path, name: str = "exp.toml", models=MODELS, **experiment) -> Pa
     path = tmp / name
     path.write_text(tomlio.dumps(raw))
     return path
-
-
-@pytest.fixture(scope="module")
-def trials(tmp_path_factory):
-    forker = Trials(tmp_path_factory.mktemp("shard-trials"))
-    yield forker
-    forker.proc.stdin.close()
-    forker.proc.wait(timeout=60)
 
 
 def assert_same_run(merged: Path, reference: Path) -> None:
