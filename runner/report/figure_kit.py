@@ -84,3 +84,9 @@ def _figure(ncols: int = 1, width: float = 6.5, height: float = 4.5, nrows: int 
         ax.remove()
     key.set_axis_off()
     return fig, grid[:, :-1], key
+
+
+def legend_panel(key, handles: list, title: str) -> None:
+    """The figure's one legend, in its own panel (long names never cover data or the title)."""
+    key.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1), borderaxespad=0, title=title, frameon=False,
+               fontsize=8, title_fontsize=9, alignment="left")

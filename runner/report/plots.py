@@ -37,7 +37,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from runner import atomic  # noqa: E402
 from runner.report import stats, task_plots, tuning_plot  # noqa: E402
-from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
+from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
 from runner.run.run_dir import check_no_links  # noqa: E402
@@ -116,12 +116,6 @@ def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
     return tuple(float(np.exp(v)) for v in (centre, low, high)) if log else (centre, low, high)
 
 
-def _legend(key, handles: list, title: str) -> None:
-    """The figure's one legend, in its own panel (long names never cover data or the title)."""
-    key.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1), borderaxespad=0, title=title, frameon=False,
-               fontsize=8, title_fontsize=9, alignment="left")
-
-
 def _draw(ax, history: pd.DataFrame, column: str, models, colours, log: bool, dashed: bool = False) -> list[tuple]:
     """One line (+ band) per model; returns each line's (epochs, values), for zooming."""
     if column not in history or not history[column].notna().any():
@@ -162,6 +156,7 @@ def _curves(history: pd.DataFrame, panels, order, colours, n_seeds: int, title: 
     if any(dashed and c in history and history[c].notna().any() for _, columns, _, _ in panels for c, dashed in columns):
         handles += [Line2D([], [], color="#444444", label="test", linestyle="-"), Line2D([], [], color="#444444", label="val", linestyle="--")]
     fig, axes, key = _figure(len(panels), width=4.6, height=4.2, legend=[h.get_label() for h in handles])
+    clipped = False
     for ax, (panel_title, columns, ylabel, log) in zip(axes[0], panels):
         present = [c for c, _ in columns if c in history and history[c].notna().any()]
         log = log and bool(present) and all((history[c].dropna() > 0).all() for c in present)
@@ -170,6 +165,7 @@ def _curves(history: pd.DataFrame, panels, order, colours, n_seeds: int, title: 
             lines += _draw(ax, history, column, models, colours, log, dashed)
         if log:
             _log_axis(ax, ax.yaxis)
+        clipped |= _leave_diverged_off(ax, history, present, log)
         if "acc" in columns[0][0]:
             _zoom(ax, lines)
             ylabel += ", zoomed"
@@ -177,10 +173,24 @@ def _curves(history: pd.DataFrame, panels, order, colours, n_seeds: int, title: 
         ax.set_xlabel(EPOCH_LABEL)
         ax.set_ylabel(ylabel + (", log scale" if log else ""))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _legend(key, handles, "model")
+    legend_panel(key, handles, "model")
     width = fig.get_figwidth()
+    heading += "; a diverged model's last epoch runs off the top" if clipped else ""
     fig.suptitle(wrap(f"{title}: {heading}", width - 1) + "\n" + wrap(seeds_note(n_seeds), width - 1, 9), fontsize=11)
     return fig
+
+
+def _leave_diverged_off(ax, history: pd.DataFrame, present: list[str], log: bool) -> bool:
+    """Scale the axis to the epochs that did not diverge: one diverged epoch's loss (1e29) would
+    squash every other line against the bottom. True where it clipped."""
+    diverged = history["status"] == "diverged" if "status" in history else pd.Series(False, index=history.index)
+    steady, wild = (history.loc[rows, present].to_numpy(float).ravel() for rows in (~diverged, diverged))
+    steady = steady[np.isfinite(steady) & ((steady > 0) | (not log))]
+    if not len(steady) or not (wild[np.isfinite(wild)] > steady.max()).any():
+        return False
+    low, high = steady.min(), steady.max()
+    ax.set_ylim(*((low / 1.3, high * 1.3) if log else (low - 0.1 * (high - low), high + 0.1 * (high - low))))
+    return True
 
 
 def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric: str = "test_acc") -> Figure:
@@ -272,7 +282,7 @@ def leaderboard_chart(board: Leaderboard, run_name: str) -> Figure:
         ax.set_xlabel(f"test accuracy at the selected epoch (fraction of {n_test:,} test samples)" if n_test else "test accuracy at the selected epoch (fraction correct)")
     else:
         ax.set_xlabel(f"{words} at the selected epoch" + (f", {n_test:,} test samples" if n_test else ""))
-    _legend(key, handles, "verdict")
+    legend_panel(key, handles, "verdict")
     seeds = len(board.evidence.seeds)
     how = f"mean over {seeds} seeds, whiskers = 95% t-interval" if seeds > 1 else "one seed, whiskers = 95% " + board.evidence.interval.split(" 95%")[0]
     note = f"\n{seeds_note(seeds, band=False)}" if 1 < seeds < 3 else ""
@@ -325,7 +335,7 @@ def pareto(board: Leaderboard, colours: dict, cost: str, xlabel: str, what: str,
     _cost_axis(ax, x, xlabel)
     ax.margins(x=0.08)
     ax.set_ylabel("test accuracy at the selected epoch (fraction correct)" if metric == "test_acc" else words)
-    _legend(key, handles, "model (rank)")
+    legend_panel(key, handles, "model (rank)")
     width = fig.get_figwidth() - 0.5
     name = "accuracy" if metric == "test_acc" else metric.removeprefix("test_")
     fig.suptitle(wrap(f"{run_name}: {name} vs {what}", width) + "\n"

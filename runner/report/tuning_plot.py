@@ -7,7 +7,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from runner.report.families import FamilyBoard
-from runner.report.figure_kit import _figure, model_colours, wrap
+from runner.report.figure_kit import _figure, legend_panel, model_colours, wrap
 
 
 def tuning_curves(board: FamilyBoard, run_name: str) -> Figure | None:
@@ -43,7 +43,7 @@ def tuning_curves(board: FamilyBoard, run_name: str) -> Figure | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = [Line2D([], [], color=colours[f], marker="o", ms=3, label=label) for f, label in zip(families, labels)]
     handles.append(Line2D([], [], color="grey", linestyle="--", label="expected best val of n"))
-    key.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, 1), borderaxespad=0, title="family", frameon=False, fontsize=8, title_fontsize=9, alignment="left")
+    legend_panel(key, handles, "family")
     summary = board.lines[-1] if board.lines else ""
     fig.suptitle(wrap(f"{run_name}: tuning curves (band: 95% over resampled trials and test samples)\n{summary}", fig.get_figwidth(), 10), fontsize=10)
     return fig

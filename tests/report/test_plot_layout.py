@@ -136,6 +136,21 @@ def test_three_seeds_draw_the_t_interval(long_run):
     assert any(b.min() < values.min() or b.max() > values.max() for b in bands)  # wider than the seeds' range
 
 
+def test_a_diverged_epoch_runs_off_the_top_instead_of_squashing_the_other_lines(long_run):
+    history = long_run.history.copy()
+    last = (history["model"] == NAMES[0]) & (history["epoch"] == 2)
+    history.loc[last, ["train_loss", "status"]] = [8e29, "diverged"]  # what a diverged epoch's mean loss looks like
+    fig = curves(dataclasses.replace(long_run, history=history))
+    check_layout(fig, "learning_curves.png (a diverged model)")
+    train_loss = fig.axes[2]
+    steady = history.loc[~last, "train_loss"]
+    low, high = train_loss.get_ylim()
+    assert low <= steady.min() and steady.max() <= high < 2 * steady.max()  # the others fill the panel
+    assert [t.get_text() for t in train_loss.get_yticklabels() if t.get_text()]  # labelled, not 30 bare decades
+    assert "a diverged model's last epoch runs off the top" in fig._suptitle.get_text()
+    assert "runs off the top" not in curves(long_run)._suptitle.get_text()
+
+
 def test_val_curves_are_dashed_next_to_test_when_history_has_them(long_run):
     plain = curves(long_run)
     assert {line.get_linestyle() for line in plain.axes[0].get_lines()} == {"-"}
