@@ -220,6 +220,20 @@ def test_leaderboard_by_family_as_a_table_as_markdown_and_with_a_target(fam_run)
     assert "trials_to_target" not in by_family_csv(run_dir)
 
 
+def test_a_narrow_terminal_keeps_the_verdict_and_drops_the_val_score_first(fam_run, monkeypatch):
+    from runner.cli import reports
+
+    monkeypatch.setattr(reports.console, "width", 90)
+    shown = cli("leaderboard", fam_run[0], "--by", "family")
+    assert shown.exit_code == 0, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    header = next(line for line in lines if "chosen trial (on val)" in line)
+    assert all(column in header for column in ("rank", "family", "test_acc", "p (Holm)", "tied")) and "val_acc" not in header
+    left_out = flat(shown.stdout).split("left out at 90 columns: ")[1]
+    assert "95% CI" in left_out and "val_acc" in left_out
+    assert max(map(len, lines[: lines.index(next(line for line in lines if line.startswith("left out")))])) <= 90
+
+
 def test_the_family_verdict_never_reads_test_to_choose_a_trial(fam_run, tmp_path):
     """In a copy, every trial val did not choose is made perfect on test and every chosen one
     wrong on every test sample (history.csv and the kept predictions alike): the choice stays,

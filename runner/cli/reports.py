@@ -161,7 +161,11 @@ def show(fmt: "Format", out: Path | None, text: str, table) -> None:
 def print_families(board, title: str) -> None:
     from runner.report.formats import family_display  # noqa: PLC0415
 
-    frame, dropped = fit_columns(family_display(board), console.width, ["budget s", "spread", "one-shot", "trials to target", "gain", "MDE", "95% CI"], {"rank", "family", "chosen trial (on val)"})
+    frame = family_display(board)
+    val, test = frame.columns[4], frame.columns[5]  # val_<metric>, test_<metric>
+    # At a narrow terminal the verdict (test score, p, tied) outlasts the val score that chose the trial.
+    drop_first = ["budget s", "spread", "one-shot", "trials to target", "gain", "MDE", "95% CI", "trials", val]
+    frame, dropped = fit_columns(frame, console.width, drop_first, {"rank", "family", "chosen trial (on val)", test, "p (Holm)", "tied"})
     console.print(frame_table(frame, title, left={"family", "chosen trial (on val)"}, wrap={"chosen trial (on val)"}))
     if dropped:
         console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
