@@ -117,6 +117,7 @@ def leaderboard_cmd(
             write_out(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
+
     def table() -> None:
         print_board(board, name)
         if by is None and len(runs) == 1 and runs[0].config.get("report", {}).get("by") == "family":  # as `compare run` printed it
@@ -161,11 +162,10 @@ def show(fmt: "Format", out: Path | None, text: str, table) -> None:
 def print_families(board, title: str) -> None:
     from runner.report.formats import family_display  # noqa: PLC0415
 
-    frame = family_display(board)
-    val, test = frame.columns[4], frame.columns[5]  # val_<metric>, test_<metric>
+    name = board.metric.removeprefix("test_")
     # At a narrow terminal the verdict (test score, p, tied) outlasts the val score that chose the trial.
-    drop_first = ["budget s", "spread", "one-shot", "trials to target", "gain", "MDE", "95% CI", "trials", val]
-    frame, dropped = fit_columns(frame, console.width, drop_first, {"rank", "family", "chosen trial (on val)", test, "p (Holm)", "tied"})
+    drop_first = ["budget s", "spread", "one-shot", "trials to target", "gain", "MDE", "95% CI", "trials", f"val_{name}"]
+    frame, dropped = fit_columns(family_display(board), console.width, drop_first, {"rank", "family", "chosen trial (on val)", f"test_{name}", "p (Holm)", "tied"})
     console.print(frame_table(frame, title, left={"family", "chosen trial (on val)"}, wrap={"chosen trial (on val)"}))
     if dropped:
         console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
