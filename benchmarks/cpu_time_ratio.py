@@ -14,9 +14,9 @@ import warnings
 import torch
 
 from runner.bench.measure import Steps
-from runner.assemble import components
+from runner.resolve import components
 from runner.assemble.slots import build_slots
-from runner.config.validate import load_config
+from runner.assemble.validate import load_config
 from runner.data.loaders import config_streams, load_data
 from runner.engine.loop import train_one_epoch
 from runner.run.shared_pass import SharedPass

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.assemble.slots import build_slots, resolve_device
-from runner.config.validate import load_config
+from runner.assemble.validate import load_config
 from runner.data.loaders import config_streams, load_data
-from runner.engine.slot import concat
+from runner.engine.meters import concat
 from runner.metrics.tasks import Task
 
 

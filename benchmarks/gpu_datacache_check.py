@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runner.assemble import components
-from runner.config.validate import config_from_dict
+from runner.resolve import components
+from runner.assemble.validate import config_from_dict
 from runner.data.cache import load_cached_data
 from runner.engine.loop import seeded_batches
 from runner.run.experiment import Experiment

@@ -57,7 +57,7 @@ def placement() -> None:
 
     from datasets import create_dataset
     from runner.engine import loop as engine
-    from runner.config.validate import config_from_dict
+    from runner.assemble.validate import config_from_dict
     from runner.assemble.slots import build_slot
     from runner.engine.rng import RngStream
 

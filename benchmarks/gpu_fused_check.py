@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runner.engine import loop as engine  # noqa: E402
-from runner.config.validate import config_from_dict  # noqa: E402
+from runner.assemble.validate import config_from_dict  # noqa: E402
 from runner.assemble.slots import build_slot  # noqa: E402
 from runner.engine.fused import FusedGroup  # noqa: E402
 from runner.engine.rng import RngStream  # noqa: E402

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.assemble.slots import build_slots
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.engine.loop import train_one_epoch
 from runner.engine.rng import RngStream
 from runner.engine.streams import Streams

@@ -30,9 +30,9 @@ def child(args: argparse.Namespace) -> None:
     """Runs under callgrind: each variant's instructions are one dump (`callgrind_control -d`)."""
     import torch
 
-    from runner.assemble import components
+    from runner.resolve import components
     from runner.assemble.slots import build_slots, resolve_device
-    from runner.config.validate import load_config
+    from runner.assemble.validate import load_config
     from runner.data.loaders import first_batches, load_data
     from runner.engine.loop import read_health
     from runner.engine.rng import handover

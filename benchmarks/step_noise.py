@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import torch
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.assemble.slots import build_slots, resolve_device
-from runner.config.validate import load_config
+from runner.assemble.validate import load_config
 from runner.data.loaders import first_batches, load_data
 from runner.engine.timing import synchronize
 

@@ -52,6 +52,11 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def write_csv(path: str | Path, frame) -> None:
+    """A pandas DataFrame as CSV without its index (pandas is imported by the caller, not here)."""
+    write_text(path, frame.to_csv(index=False))
+
+
 def is_disk_full(err: BaseException) -> bool:
     """ENOSPC/EDQUOT, also when torch.save wraps it in a RuntimeError ("unexpected pos")."""
     while err is not None:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import difflib
 import signal
+import types
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 # Exit codes (documented in README).
 EXIT_OK = 0  # every model trained
@@ -24,6 +25,16 @@ def clip(text: str, limit: int = SHOWN_CHARS) -> str:
         return text
     tail = f"... ({len(text):,} characters)"
     return text[: limit - len(tail)] + tail
+
+
+def describe(obj: Any) -> str:
+    """A name for anything a config may hold; live Python objects as `<python:module.QualName>`."""
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+        return f"<python:{obj.__module__}.{obj.__qualname__}>"
+    cls = type(obj)
+    return f"<python:{cls.__module__}.{cls.__qualname__} instance>"
 
 
 def shown(value) -> str:
@@ -172,3 +183,8 @@ class CollateError(UserCodeError):
     def __init__(self, message: str = message):  # the last line of a worker's traceback is this error's own
         lines = [line for line in str(message).splitlines() if line.strip()]
         super().__init__((lines[-1] if lines else self.message).split(f"{type(self).__name__}: ", 1)[-1])
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line: what the CLI prints and notes quote."""
+    return " ".join(str(err).split()) or "(no message)"

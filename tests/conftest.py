@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.run.experiment import Experiment
 from tests.helpers import SHARED_DATA, digits_config, mlp
 

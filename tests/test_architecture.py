@@ -20,7 +20,7 @@ def module_name(path) -> str:
 def imports(path, module_level_only: bool) -> set[str]:
     """The runner modules `path` imports (`from runner.x import y` counts runner.x.y if it is a module)."""
     tree = ast.parse(path.read_text())
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    nodes = tree.body if module_level_only else list(_walk_outside_type_checking(tree))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found = set()
     for node in nodes:
@@ -33,6 +33,15 @@ def imports(path, module_level_only: bool) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found |= {base} | {f"{base}.{a.name}" for a in node.names}
     return {name for name in found if name.startswith("runner")}
+
+
+def _walk_outside_type_checking(node):
+    """ast.walk, but not into `if TYPE_CHECKING:` blocks (annotations only, never run)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+            continue
+        yield from _walk_outside_type_checking(child)
 
 
 def graph(module_level_only: bool) -> dict[str, set[str]]:
@@ -78,11 +87,69 @@ def test_importing_runner_and_the_cli_imports_no_heavy_module():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+# The floors of runner/, bottom first (docs/architecture.md "Floors"). A package imports only
+# packages on floors below its own, at module level or lazily; packages on one floor import
+# nothing from each other.
+FLOORS = [
+    {"errors"},
+    {"atomic", "registry"},
+    {"metrics", "rundir"},
+    {"config"},
+    {"engine"},
+    {"resolve"},
+    {"data", "report"},
+    {"assemble"},
+    {"run"},
+    {"bench"},
+    {"cli"},
+    {"__main__"},
+]
+# Upward imports with a reason: (importer, imported module).
+EXCEPTIONS = {
+    ("runner", "runner.run.experiment"): "`from runner import Experiment`, the public API, imported on first use",
+}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "runner"
+
+
+def upward_imports() -> list[str]:
+    floor = {name: level for level, names in enumerate(FLOORS) for name in names}
+    wrong = []
+    for module, targets in graph(module_level_only=False).items():
+        low = package_of(module)
+        for target in sorted(targets):
+            high = package_of(target)
+            if high != low and (module, target) not in EXCEPTIONS and floor.get(high, -1) >= floor.get(low, len(FLOORS)):
+                wrong.append(f"{module} imports {target} ({high} is not below {low})")
+    return wrong
+
+
 def test_runner_is_subpackages_with_few_top_level_modules():
     top = {p.name for p in RUNNER.glob("*.py")}
     assert top <= TOP_LEVEL_MODULES, top - TOP_LEVEL_MODULES
     packages = {p.name for p in RUNNER.iterdir() if (p / "__init__.py").exists()}
-    assert packages == {"config", "assemble", "data", "metrics", "engine", "run", "report", "bench", "cli"}
+    assert packages == set().union(*FLOORS) - {p.removesuffix(".py") for p in TOP_LEVEL_MODULES}
+
+
+def test_every_package_imports_only_packages_on_lower_floors():
+    """Module-level and lazy imports alike (TYPE_CHECKING imports aside): a fact two floors need
+    lives below both; docs/architecture.md lists the floors."""
+    assert upward_imports() == []
+
+
+def test_the_floor_check_finds_an_upward_import(monkeypatch):
+    real = graph
+
+    def planted(module_level_only):
+        edges = real(module_level_only)
+        edges["runner.metrics.builtin"] = edges["runner.metrics.builtin"] | {"runner.report.leaderboard"}
+        return edges
+
+    monkeypatch.setitem(globals(), "graph", planted)
+    assert upward_imports() == ["runner.metrics.builtin imports runner.report.leaderboard (report is not below metrics)"]
 
 
 def test_each_package_init_names_its_surface_and_imports_nothing():
@@ -92,25 +159,15 @@ def test_each_package_init_names_its_surface_and_imports_nothing():
         assert not [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], init
 
 
+def test_each_package_init_names_every_module_of_its_package():
+    """The docstring is the package's table of contents: each module named at the start of a line."""
+    for init in RUNNER.glob("*/__init__.py"):
+        listed = {line.strip().lstrip("-").split(":")[0].split()[0] for line in ast.get_docstring(ast.parse(init.read_text())).splitlines() if line.strip().lstrip("-").strip()}
+        modules = {p.stem for p in init.parent.glob("*.py")} - {"__init__"}
+        assert modules <= listed, f"{init.relative_to(ROOT)} does not name {sorted(modules - listed)}"
+
+
 def test_no_source_file_exceeds_400_lines():
     sources = [*RUNNER.rglob("*.py"), *(ROOT / "models").rglob("*.py"), *(ROOT / "datasets").rglob("*.py")]
     long = {str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text().splitlines())) > 400}
     assert not long
-
-
-def test_the_bottom_packages_import_nothing_above_them():
-    """errors, atomic, metrics at the bottom; config's schema below engine; the report never
-    reaches into the engine for a rule (the selection rule lives in runner/metrics/selection.py).
-    Module-level imports: a lazy import inside a function (a CLI command, user code) is no layer."""
-    edges = graph(module_level_only=True)
-    above = {
-        "runner.metrics": ("runner.config", "runner.assemble", "runner.data", "runner.engine", "runner.run", "runner.report", "runner.cli"),
-        "runner.config.schema": ("runner.assemble", "runner.data", "runner.engine", "runner.run", "runner.report", "runner.cli"),
-        "runner.config.seeds": ("runner.assemble", "runner.data", "runner.engine", "runner.run", "runner.report", "runner.cli"),
-        "runner.report": ("runner.engine", "runner.cli"),
-    }
-    for module, targets in edges.items():
-        for low, forbidden in above.items():
-            if module == low or module.startswith(low + "."):
-                wrong = sorted(t for t in targets if t.startswith(forbidden))
-                assert not wrong, f"{module} imports {wrong}"

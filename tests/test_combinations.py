@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from runner.config import tomlio
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from tests.helpers import LAUNCHER, ROOT, history, launch
 
 FACTORS: dict[str, tuple] = {

@@ -9,7 +9,7 @@ from torch import nn
 
 from datasets import create_dataset
 from models import create_model, register_model
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.assemble.slots import build_slot
 from tests.helpers import digits_config, mlp, plain_loop
 

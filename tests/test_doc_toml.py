@@ -12,7 +12,7 @@ import tomllib
 import pytest
 import typer
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from tests.helpers import ROOT
 
 FENCE = re.compile(r"^```toml([^\n]*)\n(.*?)^```\s*$", re.S | re.M)

@@ -11,8 +11,8 @@ import pytest
 from runner.config import tomlio
 from runner.errors import CompareWarning, RunDirError
 from runner.report.finalize import finalize_run
-from runner.run.checkpoint import FOLDER, LATEST, MANIFEST
-from runner.run.run_dir import check_no_links
+from runner.rundir.layout import CHECKPOINT as LATEST, CHECKPOINTS as FOLDER, MANIFEST
+from runner.rundir.guard import check_no_links
 from tests.helpers import cli, digits_config, mlp
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.config import tomlio
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.errors import CompareNote
 from runner.report.run_data import read_prediction_file
 from runner.run.dryrun import PROBE_BYTES, probe_size
-from runner.run.run_dir import MARKER, holds_a_run
+from runner.rundir.guard import MARKER, holds_a_run
 from tests.helpers import cli, digits_config, killable, launch, mlp, write_config
 
 

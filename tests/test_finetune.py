@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.assemble.components import build_model
+from runner.resolve.components import build_model
 from runner.assemble.slots import build_slot
 from datasets import create_dataset
-from runner.config.validate import config_from_dict, load_config
+from runner.assemble.validate import config_from_dict, load_config
 from runner.run.experiment import Experiment
 from runner.errors import CompareNote, ConfigError, WeightsError
 from tests.helpers import cli, compare, digits_config, mlp, plain_loop, write

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from datasets.digits import Digits
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.data.loaders import load_data
 from runner.data.splits import known_targets, stratified_holdout
 from runner.run.experiment import Experiment

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from runner.assemble import references
+from runner.resolve import references
 from runner.errors import CompareNote
 from tests.helpers import cli, digits_config, launch, mlp, write
 

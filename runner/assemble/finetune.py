@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.config.schema import ModelConfig
 from runner.errors import CompareNote, ConfigError, Problem, WeightsError, clip, shown
 

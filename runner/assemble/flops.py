@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
-from runner.assemble.references import call_user
+from runner.resolve.references import call_user
 from runner.engine.rng import preserved_rng
 from runner.metrics.outputs import shape_of
 

@@ -21,13 +21,13 @@ import warnings
 
 import torch
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.config.schema import Config
 from runner.data.loaders import first_batches
-from runner.errors import CompareWarning
+from runner.errors import CompareWarning, describe, one_line
 from runner.engine.fused import FusedGroup
-from runner.assemble.references import describe, one_line
-from runner.engine.rng import RngStream, derive_seed, preserved_rng
+from runner.config.seeds import derive_seed
+from runner.engine.rng import RngStream, preserved_rng
 from runner.engine.slot import Slot, SlotParts
 from runner.engine.timing import wall_seconds
 

@@ -6,11 +6,12 @@ import warnings
 
 import torch
 
-from runner.assemble import components, finetune, metric_refs
-from runner.assemble.arguments import constructed
+from runner.resolve import components, metric_refs
+from runner.assemble import finetune
+from runner.resolve.arguments import constructed
 from runner.assemble.flops import probe_batch, probe_forward
 from runner.assemble.fusing import fuse_slots
-from runner.assemble.references import describe, located, one_line
+from runner.resolve.references import located
 from runner.config.schema import Config, ModelConfig
 from runner.engine.ddp_slot import DDPSlot
 from runner.engine.early_stopping import EarlyStopping
@@ -18,10 +19,10 @@ from runner.engine.numerics import CompiledForward, Numerics
 from runner.engine.rng import RngStream
 from runner.engine.slot import Slot, SlotParts
 from runner.data.splits import known_targets
-from runner.errors import CompareNote, CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError
-from runner.metrics.builtin import direction, lookup
+from runner.errors import CompareNote, CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError, describe, one_line
+from runner.metrics.builtin import higher_is_better, lookup
 from runner.metrics.tasks import Task, infer_task
-from runner.run.distributed import Dist
+from runner.engine.dist import Dist
 
 
 def resolve_device(spec: str, key: str = "experiment.device") -> torch.device:
@@ -113,7 +114,7 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and interval == "step":  # its step needs the val metric: once per epoch
         raise ConfigError([Problem(cfg.source, f"{where}.scheduler.interval", "'step' is not for ReduceLROnPlateau: it steps on a val metric, known once per epoch; leave interval out (or 'epoch')")])
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and r.rank_by:
-        higher = direction(r.rank_by)
+        higher = higher_is_better(r.rank_by)
         if (scheduler.mode == "max") != bool(higher):
             want = "max" if higher else "min"
             raise ConfigError([Problem(cfg.source, f"{where}.scheduler.args.mode", f"ReduceLROnPlateau reads val_{r.rank_by.removeprefix('test_')} ([report] rank_by), where {'higher' if higher else 'lower'} is better: set mode = {want!r}")])

@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.config.schema import Config
-from runner.config.validate import load_config
+from runner.assemble.validate import load_config
 from runner.engine.loop import train_one_epoch
 from runner.engine.rng import preserved_rng
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean

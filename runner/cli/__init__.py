@@ -1,2 +1,7 @@
-"""The thin typer layer: app (the app, console, and the one error -> exit-code mapping), the
-commands (run, reports, authoring, bench), and main (registers them; the entry point)."""
+"""The thin typer layer, the top floor: it parses, prints and maps errors to exit codes.
+- app: the app, the console, `fail` (the one error -> exit-code mapping), table fitting
+- run: `compare run`, `resume` and `merge`
+- reports: `compare leaderboard`, `plot`, `tensorboard`
+- authoring: `compare init`, `list`, the dry-run plan's printing
+- bench: `compare bench`
+- main: registers the commands; the entry point"""

@@ -90,7 +90,7 @@ def summary(obj, module_first: bool = False) -> str:
 
 def entries(kind: str) -> list[tuple[str, str]]:
     """(name, one-line description) of every entry of `kind` that a config can use here."""
-    from runner.assemble import components  # noqa: PLC0415
+    from runner.resolve import components  # noqa: PLC0415
 
     if kind == "models":
         from models import MODELS, list_models  # noqa: PLC0415

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
+from runner import atomic
 from runner.cli.app import app, console, fail, fit_columns, frame_table, table_width
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def bench_cmd(
         overrides = list(set_ or []) + ([f'experiment.device="{device}"'] if device is not None else [])
         result = run_bench(config, overrides, parse_modes(modes), steps, repeats, warmup, on_measurement=show)
         for path in out or []:
-            path.write_text(markdown(result) if path.suffix.lower() in (".md", ".markdown") else result.table().to_csv(index=False))
+            atomic.write_text(path, markdown(result) if path.suffix.lower() in (".md", ".markdown") else result.table().to_csv(index=False))
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
     print_bench(result)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from runner.cli.app import app, console, fail, fit_columns, frame_table
 from runner.errors import ReportError, RunDirError, clip
+from runner.rundir import layout
 
 LEFT = {"run", "model", "family", "arch", "status"}
 
@@ -61,7 +62,7 @@ def print_board(board, title: str) -> None:
 def write_out(out: Path, text: str) -> None:
     """--out FILE: never through a link in a run directory, never into a folder it must invent."""
     from runner import atomic  # noqa: PLC0415
-    from runner.run.run_dir import check_no_links  # noqa: PLC0415
+    from runner.rundir.guard import check_no_links  # noqa: PLC0415
 
     check_no_links(out)
     if not out.parent.is_dir():
@@ -229,7 +230,7 @@ def plot_cmd(
             from runner.report.finalize import family_board  # noqa: PLC0415
 
             notes = list(runs[0].notes)  # damaged prediction files, then plots skipped
-            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / "plots", notes, family_board(runs[0]))
+            files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / layout.PLOTS, notes, family_board(runs[0]))
             for note in notes:  # on stderr: stdout lists the files written, one a line, for scripts
                 typer.echo(f"note: {note}", err=True)
         else:
@@ -268,7 +269,7 @@ def tensorboard_cmd(
     dry_run: Annotated[bool, typer.Option(help="Print the command instead of starting TensorBoard.")] = False,
 ):
     """Start TensorBoard on RUN_DIR/tb: curves, HParams, custom scalars, confusion matrices."""
-    tb = run_dir / "tb"
+    tb = run_dir / layout.TB
     shown_host = "0.0.0.0" if bind_all else host or "localhost"
     try:
         if host is not None and bind_all:

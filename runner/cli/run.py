@@ -2,6 +2,7 @@
 leaderboard; errors go to `fail` (runner/cli/app.py)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,7 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from runner.cli.app import app, console, fail
+from runner.config.schema import PLACES
 from runner.errors import EXIT_SOME_FAILED, ConfigError, Problem
+from runner.rundir.layout import CONFIG, ERRORS, LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS
 
 
 def seeds_override(text: str) -> str:
@@ -23,7 +26,7 @@ def seeds_override(text: str) -> str:
     return f"experiment.seeds=[{', '.join(map(str, seeds))}]"
 
 
-def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str = "data", **options) -> None:
+def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str | None = None, shard=None, **options) -> None:
     """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes. A signal
     that stops at once (StopNow) goes up to runner/cli/main.py, which prints it."""
     from runner.run import launch  # noqa: PLC0415
@@ -35,13 +38,9 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str = "
         with graceful_interrupts() as stop:
             experiment = experiment_factory()
             if launch.restart_count() > 0:  # torchrun restarted the workers (a node or process was lost)
-                options["resume"] = (Path(run_dir or experiment.default_run_dir()) / "config.toml").exists()
-            runner = experiment.run
-            if place == "models":  # each rank its share of the models; rank 0 merges (runner/run/placement.py)
-                from runner.run.placement import run_placed  # noqa: PLC0415
-
-                runner = lambda *args, **kwargs: run_placed(experiment, *args, **kwargs)  # noqa: E731
-            result = runner(run_dir, progress=terminal_progress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
+                options["resume"] = (Path(run_dir or experiment.default_run_dir()) / CONFIG).exists()
+            placement = _placement(experiment.config, place, shard, nproc=None, dry_run=False)
+            result = placement.train(experiment, run_dir, progress=terminal_progress() if main and not quiet else Progress(), stop=stop, argv=sys.argv, **options)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         if isinstance(err, Interrupted) and main:
             _print_partial(Path(run_dir or experiment.default_run_dir()))
@@ -64,18 +63,28 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str = "
 
         print_families(family_board(load_run(result.run_dir)), f"{experiment.config.experiment.name}: families (docs/tuning.md)")
     console.print(f"run directory: {result.run_dir}", markup=False)
-    plots = result.run_dir / "plots"
-    console.print(f"leaderboard: {result.run_dir / 'leaderboard.md'}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)
+    plots = result.run_dir / PLOTS
+    console.print(f"leaderboard: {result.run_dir / LEADERBOARD_MD}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)
     console.print(f"TensorBoard: compare tensorboard {result.run_dir}", markup=False)
     if result.some_failed:
-        sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / 'errors'}\n")
+        sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / ERRORS}\n")
         if not launch.launched():  # under torchrun a non-zero exit would restart the run
             raise typer.Exit(EXIT_SOME_FAILED)
 
 
+def _placement(cfg, place: str | None, shard, nproc: int | None, dry_run: bool):
+    """runner/run/placement.py's choice for this config and command line; a refusal names
+    `--place` when the command line chose, else the config's experiment.place."""
+    from runner.run import launch  # noqa: PLC0415
+    from runner.run.placement import choose  # noqa: PLC0415
+
+    where = ("--place", "--place") if place is not None else (cfg.source, "experiment.place")
+    return choose(cfg.experiment.place, where, shard, nproc, launch.launched(), dry_run)
+
+
 def _print_partial(run_dir: Path) -> None:
     """An interrupted run's partial leaderboard (its finished epochs), as `compare leaderboard` shows it."""
-    if not (run_dir / "leaderboard.csv").exists():
+    if not (run_dir / LEADERBOARD_CSV).exists():
         return
     from runner.cli.reports import print_board  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415
@@ -101,7 +110,7 @@ def run(
     accept_unverified: Annotated[bool, typer.Option("--accept-unverified", help="With --resume: continue from a checkpoint that checkpoints/manifest.json cannot vouch for (missing or unreadable); its zip checksums are still checked.")] = False,
     nproc: Annotated[Optional[int], typer.Option(help="Data parallel over this many processes on this node (starts torchrun's agent; one GPU each, or CPU with gloo).")] = None,
     max_restarts: Annotated[int, typer.Option(help="With --nproc: restart the workers this often after a failure; they resume from the last checkpoint.")] = 0,
-    place: Annotated[str, typer.Option(help="Under torchrun (--nproc): data (every model on every rank, the batch split: DDP) or models (each rank trains its share of the models over the full batches; rank 0 merges; docs/scale-out.md).")] = "data",
+    place: Annotated[Optional[str], typer.Option(help="Under torchrun (--nproc): data (every model on every rank, the batch split: DDP) or models (each rank trains its share of the models over the full batches; rank 0 merges; docs/scale-out.md). Sets experiment.place (default data).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Train only the I-th of N shares of the models (I/N, 1-based; auto or auto/N: from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX) into RUN_DIR.shard-I-of-N; `compare merge` glues the shards into one run (docs/scale-out.md).")] = None,
 ):
     """Train every [[model]] of CONFIG in one shared pass over the data; write the run directory."""
@@ -109,21 +118,17 @@ def run(
         overrides = (set_ or []) + ([seeds_override(seeds)] if seeds is not None else [])
         if accept_unverified and not resume:
             raise ConfigError([Problem("--accept-unverified", "--accept-unverified", "applies to a resume only: add --resume (or use `compare resume --accept-unverified RUN_DIR`)")])
-        part = None
-        if place not in ("data", "models"):
-            raise ConfigError([Problem("--place", "--place", f"expected data or models, got {place!r}")])
-        if place == "models" and shard is not None:
-            raise ConfigError([Problem("--place", "--place", "models spreads the models over torchrun's ranks; --shard over separate jobs: use one of them")])
+        if place is not None:
+            if place not in PLACES:
+                raise ConfigError([Problem("--place", "--place", f"expected {' or '.join(PLACES)}, got {place!r}")])
+            overrides.append(f"experiment.place={json.dumps(place)}")
         from runner.run import launch  # noqa: PLC0415 - torch-free
+        from runner.run.placement import choose  # noqa: PLC0415 - torch-free
+        from runner.run.shards import parse_shard  # noqa: PLC0415 - torch-free
 
-        if place == "models" and nproc is None and not launch.launched() and not dry_run:
-            raise ConfigError([Problem("--place", "--place", "models spreads the models over torchrun's ranks: add --nproc N (or start it with torchrun)")])
-        if shard is not None:
-            from runner.run.shards import parse_shard  # noqa: PLC0415 - torch-free
-
-            part = parse_shard(shard)
-            if nproc is not None:
-                raise ConfigError([Problem("--shard", "--shard", "one process per shard: leave out --nproc")])
+        part = parse_shard(shard) if shard is not None else None
+        if place is not None:  # the command line's placement is checked before torch is imported
+            choose(place, ("--place", "--place"), part, nproc, launch.launched(), dry_run)
         # Imported here, after the checks of the options: `--help` and a bad `--seeds` need no torch.
         from runner.run.experiment import Experiment  # noqa: PLC0415
 
@@ -131,29 +136,22 @@ def run(
             from runner.cli.authoring import print_plan  # noqa: PLC0415
 
             experiment = Experiment.from_toml(config, overrides, shard=part)
-            if place == "models" and nproc is not None:
-                from runner.run.shards import Shard  # noqa: PLC0415
-
-                part = Shard(1, nproc)  # rank r trains shard r+1
-            if part is not None and place == "data":  # --place models races through RaceLooks
-                from runner.run.shards import refuse_race  # noqa: PLC0415
-
-                refuse_race(experiment.config)
+            placement = _placement(experiment.config, place, part, nproc, dry_run=True)
+            placement.check(experiment.config)
             plan = experiment.dry_run(out)
             print_plan(console, plan)
-            if part is not None:
-                _print_assignment(experiment.config, plan, part)
+            if (share := placement.dry_run_shard()) is not None:
+                _print_assignment(experiment.config, plan, share)
             return
     except Exception as err:  # noqa: BLE001
         fail(err, debug)
     if nproc is not None:
         worker_args = ["run", str(config), *(f"--set={s}" for s in overrides), *(["--out", str(out)] if out else [])]
-        worker_args += ["--place", place]
         flags = (("--overwrite", overwrite), ("--resume", resume), ("--fail-fast", fail_fast), ("--accept-unverified", accept_unverified), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
         worker_args += [flag for flag, on in flags if on]
-        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug)
+        _launch(lambda: Experiment.from_toml(config, overrides), out, nproc, max_restarts, worker_args, debug, place)
         return
-    _train(lambda: Experiment.from_toml(config, overrides, shard=part), out, debug, quiet, place=place, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
+    _train(lambda: Experiment.from_toml(config, overrides, shard=part), out, debug, quiet, place=place, shard=part, overwrite=overwrite, resume=resume, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
 
 
 def _print_assignment(cfg, plan, part) -> None:
@@ -166,7 +164,7 @@ def _print_assignment(cfg, plan, part) -> None:
         console.print(line, markup=False)
 
 
-def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool) -> None:
+def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool, place: str | None) -> None:
     """Check the config once here (one message, not one per worker), then start the workers."""
     from runner.run import launch  # noqa: PLC0415
 
@@ -174,12 +172,13 @@ def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args:
         if launch.launched():
             raise ConfigError([Problem("--nproc", "--nproc", "starts torchrun itself; under torchrun, leave it out")])
         experiment = experiment_factory()  # a bad config fails here, before any worker starts
+        placement = _placement(experiment.config, place, None, nproc, dry_run=False)
         run_dir = out or experiment.default_run_dir()
-        code = launch.launch(nproc, max_restarts, worker_args, run_dir)
+        code = launch.launch(nproc, max_restarts, worker_args + placement.worker_args(), run_dir)
     except Exception as err:  # noqa: BLE001
         fail(err, debug)
     if code == EXIT_SOME_FAILED:
-        sys.stderr.write(f"warning: some models failed or diverged; see {run_dir / 'errors'}\n")
+        sys.stderr.write(f"warning: some models failed or diverged; see {run_dir / ERRORS}\n")
     raise typer.Exit(code)
 
 

@@ -1,8 +1,8 @@
 """The experiment config's schema: one dataclass per table, each field with its default (and
-unit in a comment), and the limits on names. runner/config/validate.py fills and checks them.
+unit in a comment), and the limits on names. runner/assemble/validate.py fills and checks them.
 
 From Python, `arch`, `data.dataset` and `loss.name` may also hold live objects (a class, a
-factory, an instance; see runner/assemble/components.py).
+factory, an instance; see runner/resolve/components.py).
 """
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from runner.config.seeds import derive_seed
+from runner.errors import describe
 
+PLACES = ("data", "models")  # experiment.place: the ways runner/run/placement.py knows
+UNRECORDED = ("place",)  # keys config.toml leaves out (how the run was placed: env.json)
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # what autocast computes in (runner/engine/numerics.py maps them to dtypes)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Model and experiment names become directory names (tb/<model>/, runs/<name>/): no separators, no "..", nothing empty.
@@ -63,6 +66,11 @@ class ExperimentConfig:
     compile: bool | str = False
     fuse: str = "off"  # off | on | auto: train same-architecture models as one vmapped group (auto: where measured faster)
     streams: str = "auto"  # off | on | auto: on CUDA each model (or fused group) on its own CUDA stream (auto: where measured faster)
+    # Under torchrun (--nproc): data = every model on every rank, the batch split (DDP); models =
+    # each rank its share of the models over the full batches (docs/scale-out.md). `--place` sets
+    # it. How a run was placed is recorded in env.json, not config.toml: placement changes no
+    # number, so a run placed any way has the same config (and config hash) as the one-process run.
+    place: str = "data"
 
 
 @dataclass
@@ -195,10 +203,8 @@ class Config:
     def to_dict(self) -> dict:
         """The resolved config as plain TOML-able data (what `config.toml` in a run holds)."""
 
-        from runner.assemble.references import describe  # noqa: PLC0415
-
         def plain(obj) -> dict:  # live Python objects are written as "<python:module.QualName>"
-            out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), (EarlyStoppingConfig, RaceConfig)) else v for f in fields(obj)}
+            out = {f.name: plain(v) if isinstance(v := getattr(obj, f.name), (EarlyStoppingConfig, RaceConfig)) else v for f in fields(obj) if f.name not in UNRECORDED}
             for key in ("dataset", "name", "collate"):
                 if key in out and out[key] is not None and not isinstance(out[key], str):
                     out[key] = describe(out[key])

@@ -10,10 +10,12 @@ runs at once. Nothing is overwritten.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from string import Template
 
+from runner import atomic
 from runner.errors import CompareError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a file name and a Python class name
@@ -144,17 +146,18 @@ class ${cls}Data(DatasetAdapter):
 
 
 def write_templates(name: str, directory: str | Path = "experiments") -> list[Path]:
-    """Write the three files; refuse (CompareError, nothing written) if any exists."""
+    """Write the three files; refuse (CompareError, nothing written) if any exists (a symbolic
+    link too, even one pointing nowhere: compare never replaces a file it did not create)."""
     if not NAME_PATTERN.match(name):
         raise CompareError(f"init: {name!r} is not a usable name: start with a letter, then letters, digits or _ (it names files and a class)")
     directory = Path(directory)
     toml = directory / f"{name}.toml"
     values = {"name": name, "cls": "".join(part[:1].upper() + part[1:] for part in name.split("_")), "toml": toml.as_posix()}
     files = {toml: EXPERIMENT, directory / f"{name}_model.py": MODEL, directory / f"{name}_data.py": DATA}
-    existing = [str(p) for p in files if p.exists()]
+    existing = [str(p) for p in files if os.path.lexists(p)]
     if existing:
         raise CompareError(f"init: {', '.join(existing)} already exist(s); nothing was written (choose another NAME or remove them)")
     directory.mkdir(parents=True, exist_ok=True)
     for path, template in files.items():
-        path.write_text(template.substitute(values))
+        atomic.write_text(path, template.substitute(values))
     return list(files)

@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from runner import atomic
-from runner.assemble import components
+from runner.resolve import components
 
-from runner.assemble import references
+from runner.resolve import references
 from runner.data.batch_augment import BatchPipeline, UnsupportedStep, split_steps
 from runner.errors import CompareWarning, ConfigError, DataError, Problem
 

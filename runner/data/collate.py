@@ -10,8 +10,8 @@ from typing import Callable
 import torch
 from torch.utils.data import default_collate
 
-from runner.assemble import references
-from runner.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError
+from runner.resolve import references
+from runner.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError, describe
 
 FIX = "images: add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)"
 PAD = 'sequences: pad them in a collate function ([data] collate = "my_collate.py:pad", or the DatasetAdapter\'s collate_fn)'
@@ -45,7 +45,7 @@ class UserCollate:
 def collate_for(data) -> Callable:
     """The collate of `data`'s batch streams: its own collate_fn, else `collate` above."""
     fn = getattr(data, "collate_fn", None)
-    return collate if fn is None else UserCollate(fn, references.describe(fn) if not hasattr(fn, "__self__") else f"{type(fn.__self__).__name__}.collate_fn")
+    return collate if fn is None else UserCollate(fn, describe(fn) if not hasattr(fn, "__self__") else f"{type(fn.__self__).__name__}.collate_fn")
 
 
 def check_collate(d, file: str, key: str, base_dir: str | Path = ".") -> list[Problem]:

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.config.schema import Config
-from runner.config.validate import check_val_split
 from runner.data.cache import CachedData, CachedLoader, load_cached_data
 from runner.data.collate import collate_for
 from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
-from runner.engine.rng import RngStream, derive_seed, preserved_rng
+from runner.data.splits import check_val_split
+from runner.config.seeds import derive_seed
+from runner.engine.rng import RngStream, preserved_rng
 
 DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
 

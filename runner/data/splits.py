@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-from runner.engine.rng import derive_seed
+from runner.config.schema import VAL_FIX, Config
+from runner.config.seeds import derive_seed
+from runner.errors import ConfigError, Problem
 
 VAL_STREAM = "<val split>"  # the hold-out's seed is derived from (experiment seed, this name)
 
@@ -60,9 +62,6 @@ def root_indices(ds: Dataset, positions: list[int]) -> list[int]:
     return out
 
 
-VAL_INDICES = "val_indices.csv"  # in the run directory: the held-out train indices, one per row
-
-
 def split_facts(data) -> dict:
     """What env.json records of the splits: sizes, classes and where each split came from."""
     return {
@@ -72,3 +71,12 @@ def split_facts(data) -> dict:
         "classes": data.classes,
         "splits": dict(data.sources),
     }
+
+
+def check_val_split(cfg: Config, has_val: bool) -> None:
+    """Once the data is loaded: every decision that reads val needs a val split."""
+    if has_val:
+        return
+    problems = [Problem(cfg.source, key, f"{what}, but the run has no val split; {VAL_FIX}") for key, what in cfg.needs_val()]
+    if problems:
+        raise ConfigError(problems)

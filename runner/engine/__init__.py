@@ -1,2 +1,14 @@
-"""The loop (`train_one_epoch`, `evaluate`) and what it steps: Slot and its kinds (fused group,
-DDP slot), numerics (precision, layout, compile), random streams, timers, early stopping."""
+"""The loop and what it steps, one floor above the config and the metrics:
+- loop: `train_one_epoch` and `evaluate`, the plain loop of DESIGN.md with slots in it
+- slot: one model's Slot (its step, evaluation, status, quarantine, kept statistics)
+- fused: a fused group of same-architecture models stepped as one (torch.func)
+- ddp_slot: a Slot under torchrun's data parallelism
+- dist: the ranks of a run and the few collectives the shared pass needs (`Dist`)
+- step_log: a training step's loss, hits and gradient norms, kept on the device until read
+- meters: evaluation sums and the small tensor helpers they use
+- numerics: precision, channels_last, compile (and the dtype table)
+- rng: a model's random stream, and work that must move no stream
+- streams: a CUDA stream per model
+- timing: timers (wall seconds, CUDA events)
+- early_stopping: early stopping and the best epoch, on val
+- race: racing, which models val shows to be worse (tests: runner/metrics/significance.py)"""

@@ -23,11 +23,13 @@ import traceback
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from runner.run.distributed import Dist
+from runner.engine.dist import Dist
 from runner.errors import ModelFailedError
 from runner.engine.numerics import CompiledForward
-from runner.engine.rng import RngStream, derive_seed
-from runner.engine.slot import FAILED, RAISED, Meter, Slot, SlotParts, concat, is_signal
+from runner.config.seeds import derive_seed
+from runner.engine.rng import RngStream
+from runner.engine.meters import Meter, concat
+from runner.engine.slot import FAILED, RAISED, Slot, SlotParts, is_signal
 from runner.engine.step_log import StepLog
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from runner.metrics.selection import maximize, selection_metric  # noqa: F401 - the rule's home, below engine and report
+from runner.metrics.builtin import higher_is_better
 
 
 @dataclass
@@ -25,7 +25,7 @@ class BestEpoch:
         value = record[self.metric]
         if math.isnan(value):
             return False
-        if self.best is not None and not (value > self.best + self.min_delta if maximize(self.metric, self.higher) else value < self.best - self.min_delta):
+        if self.best is not None and not (value > self.best + self.min_delta if higher_is_better(self.metric, self.higher) else value < self.best - self.min_delta):
             return False
         self.best, self.best_epoch = value, record["epoch"]
         return True

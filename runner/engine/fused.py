@@ -29,10 +29,10 @@ import warnings
 import torch
 from torch.func import functional_call, vmap
 
-from runner.errors import CompareWarning
-from runner.assemble.references import one_line
+from runner.errors import CompareWarning, one_line
 from runner.engine.rng import RngStream
-from runner.engine.slot import Slot, SlotParts, batch_loss_sum, is_signal, top1_classes
+from runner.engine.meters import batch_loss_sum, top1_classes
+from runner.engine.slot import Slot, SlotParts, is_signal
 from runner.metrics.outputs import prediction
 from runner.engine.timing import clock
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.metrics import paired
 from runner.metrics.builtin import Kept, Metric
-from runner.report.stats import holm, mcnemar_exact_many
+from runner.metrics.significance import bootstrap, bootstrap_p, holm, mcnemar_exact, sign_flip_p
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def decide(correct: dict[str, np.ndarray], level: float) -> list[Elimination]:
     pairs = list(itertools.combinations(names, 2))
     wins = np.array([np.sum(correct[a] & ~correct[b]) for a, b in pairs])
     losses = np.array([np.sum(~correct[a] & correct[b]) for a, b in pairs])
-    adjusted = holm(mcnemar_exact_many(wins, losses))
+    adjusted = holm(mcnemar_exact(wins, losses))
     accuracy = {n: float(np.mean(c)) for n, c in correct.items()}
     beaten: dict[str, Elimination] = {}
     for (a, b), p in zip(pairs, adjusted):
@@ -69,11 +68,11 @@ def decide_on(kept: dict[str, Kept], metric: Metric, level: float) -> list[Elimi
     value = {n: metric.value(k) for n, k in kept.items()}
     pairs = list(itertools.combinations(names, 2))
     if metric.family == "additive":
-        raw = [paired.sign_flip_p(metric.per_sample(kept[a]) - metric.per_sample(kept[b])) for a, b in pairs]
+        raw = [sign_flip_p(metric.per_sample(kept[a]) - metric.per_sample(kept[b])) for a, b in pairs]
     else:
         n = len(next(iter(kept.values())))
-        boot = dict(zip(names, paired.bootstrap([metric.resampler(kept[m]) for m in names], n)))
-        raw = [paired.bootstrap_p(value[a] - value[b], boot[a] - boot[b]) for a, b in pairs]
+        boot = dict(zip(names, bootstrap([metric.resampler(kept[m]) for m in names], n)))
+        raw = [bootstrap_p(value[a] - value[b], boot[a] - boot[b]) for a, b in pairs]
     adjusted = holm(raw)
     key = (lambda m: value[m]) if metric.higher else (lambda m: -value[m])
     beaten: dict[str, Elimination] = {}

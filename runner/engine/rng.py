@@ -6,7 +6,7 @@ own work runs. Another model's draws can then never shift this model's numbers. 
 a batch's models inside `handover`, so each switch goes straight from one model's stream to the
 next. Work that must
 move no stream at all (user code at load time, probes, the fusing trial, benchmarks) runs under
-`preserved_rng`. Seeds per name come from `derive_seed`.
+`preserved_rng`. Seeds per name come from `derive_seed` (runner/config/seeds.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from typing import Iterable, Iterator
 
 import torch
 
-from runner.config.seeds import derive_seed  # noqa: F401 - its home is below config and engine; read here as before
 
 
 def cuda_indices(devices: Iterable[torch.device]) -> list[int]:

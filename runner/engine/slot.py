@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from runner.engine.early_stopping import BestEpoch, EarlyStopping, selection_metric
+from runner.engine.early_stopping import BestEpoch, EarlyStopping
+from runner.metrics.selection import selection_metric
 from runner.errors import ModelFailedError, StopNow
 from runner.metrics.builtin import Kept, defaults, lookup
 from runner.metrics.outputs import prediction
@@ -26,7 +27,7 @@ from runner.metrics.tasks import Task, infer_task, sample_stats
 from runner.engine.numerics import Numerics
 from runner.engine.rng import RngStream
 from runner.engine.step_log import StepLog, first_nonfinite
-from runner.engine.meters import Meter, batch_loss_sum, concat, top1_classes  # noqa: F401 - importable from here as before
+from runner.engine.meters import Meter, batch_loss_sum, concat, top1_classes
 from runner.engine.timing import WorkTimer
 
 if TYPE_CHECKING:

@@ -1,4 +1,9 @@
-"""Metrics, one concern with one home: what a model's output means (`outputs`), which task the
-data and loss pose and what evaluation keeps per sample (`tasks`), every built-in metric with
-its statistics, direction and paired-test family (`builtin`), and the resampling behind the
-intervals and paired tests of any metric (`paired`). docs/metrics.md is the reference."""
+"""Metrics, the bottom floor of what a comparison means (docs/metrics.md is the reference):
+- outputs: what a model's output means (the tensor the metrics read from it)
+- tasks: which task the data and loss pose, and what evaluation keeps per sample
+- builtin: every built-in metric with its statistics, paired-test family and direction (THE
+  direction rule, `higher_is_better`), and the headline metric's name (`HEADLINE`, `split_column`)
+- selection: which val metric a best epoch is chosen on (engine and report share it)
+- significance: every paired test and interval, once (McNemar, sign flips, the paired
+  bootstrap, Holm; t, Wilson, percentile intervals; which seeds pair)
+- power: how much a verdict resolves (power, the MDE, seeds needed)"""

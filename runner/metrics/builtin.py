@@ -217,9 +217,17 @@ def _r2(s, k):
     return r2.mean(axis=1)
 
 
+HEADLINE = "acc"  # the metric the engine counts for every run with classes, and ranks a classification by
+
+
+def split_column(split: str, metric: str = HEADLINE) -> str:
+    """A metric's history.csv column on a split: split_column("test") is test_acc."""
+    return f"{split}_{metric}"
+
+
 CLS, ML, REG = ("classification",), ("multilabel",), ("regression",)
 BUILTIN: list[Metric] = [
-    Metric("acc", CLS, ("top1",), True, "mcnemar", "share of samples whose top-1 class is the target",
+    Metric(HEADLINE, CLS, ("top1",), True, "mcnemar", "share of samples whose top-1 class is the target",
            per_sample=lambda k: (k.stats["top1"] == k.target).astype(np.float64)),
     *[Metric(f"top{kk}_acc", CLS, ("top",), True, "mcnemar", f"share of samples whose target is among the {kk} highest logits",
              per_sample=_top_k(kk)) for kk in range(2, 6)],
@@ -260,8 +268,8 @@ BUILTIN: list[Metric] = [
 ]
 
 DEFAULTS = {  # what history.csv and the leaderboard show when [report] metrics is not set; the first ranks
-    "classification": ["acc", "top5_acc", "macro_f1", "nll", "ece"],
-    "binary": ["acc", "balanced_acc", "macro_f1", "auroc", "average_precision", "nll", "ece"],
+    "classification": [HEADLINE, "top5_acc", "macro_f1", "nll", "ece"],
+    "binary": [HEADLINE, "balanced_acc", "macro_f1", "auroc", "average_precision", "nll", "ece"],
     "multilabel": ["micro_f1", "macro_f1", "subset_acc", "hamming", "map"],
     "regression": ["rmse", "mae", "r2"],
     "other": [],
@@ -290,19 +298,22 @@ def defaults(kind: str, width: int | None = None) -> list[str]:
 def rank_metric(rank_by: str | None, kind: str, metrics: list[str]) -> str:
     """What a run ranks by: [report] rank_by, else acc for classification, else the task's first
     metric (the loss where the task has none)."""
-    rank = rank_by or ("acc" if kind == "classification" else metrics[0] if metrics else "loss")
+    rank = rank_by or (HEADLINE if kind == "classification" else metrics[0] if metrics else "loss")
     return rank.removeprefix("test_")
 
 
-def direction(name: str) -> bool | None:
-    """True if higher is better for a metric name (any task), None if unknown."""
+def higher_is_better(name: str, own: bool | None = None) -> bool:
+    """THE direction rule, for a metric or any history.csv column: `own`, the direction a
+    metric of the user's own declares; else a built-in metric's (any task; `val_`, `test_`,
+    `train_` prefixes aside); else higher for an accuracy and for samples_per_s, lower for the
+    rest (the loss, times)."""
+    if own is not None:
+        return own
     bare = name.removeprefix("val_").removeprefix("test_").removeprefix("train_")
     found = {m.higher for m in BUILTIN if m.name == bare}
     if len(found) == 1:
         return found.pop()
-    if bare == "loss":
-        return False
-    return bare.endswith("acc") or None
+    return bare.endswith("acc") or bare == "samples_per_s"
 
 
 def lookup(name: str, kind: str, width: int | None, user: dict[str, Metric] | None = None) -> Metric:

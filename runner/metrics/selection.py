@@ -1,17 +1,12 @@
 """The selection rule every training-time decision and the report share: which val metric a
-model's best epoch is chosen on, and in which direction. Below runner/engine (early stopping,
-the best epoch) and runner/report (the leaderboard picks the same epoch from history.csv)."""
+model's best epoch is chosen on. Below runner/engine (early stopping, the best epoch) and
+runner/report (the leaderboard picks the same epoch from history.csv); the direction it is
+chosen in: runner/metrics/builtin.py `higher_is_better`."""
 from __future__ import annotations
 
 import math
 
-from runner.metrics.builtin import direction
-
-
-def maximize(metric: str, higher: bool | None = None) -> bool:
-    """Each metric in its own direction (runner/metrics/builtin.py; `higher` for a metric of the
-    user's own); a loss is minimised."""
-    return higher if higher is not None else bool(direction(metric))
+from runner.metrics.builtin import split_column
 
 
 def selection_metric(stop_metric: str | None, val_acc: float, rank: str | None = None) -> str:
@@ -22,4 +17,4 @@ def selection_metric(stop_metric: str | None, val_acc: float, rank: str | None =
         return stop_metric
     if rank is not None:
         return rank
-    return "val_loss" if math.isnan(val_acc) else "val_acc"
+    return "val_loss" if math.isnan(val_acc) else split_column("val")

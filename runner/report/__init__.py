@@ -1,2 +1,17 @@
-"""Reports read from a run directory only: run_data (reading it), leaderboard, statistics,
-formats (terminal, csv, md, latex), plots (seaborn), TensorBoard comparison views, finalize."""
+"""Reports read from a run directory only:
+- run_data: reading a run directory (and shards of one) into a RunData
+- leaderboard: one row per model, best first, with its evidence
+- verdict: any metric's values, interval and paired test against the best (the tests: runner/metrics)
+- stats: descriptive summaries (the Pareto front, the confusion matrix)
+- per_class: per-class precision, recall and F1 (per-output errors for a regression)
+- families: the family verdict of tuned families (`--by family`)
+- tuning: the tuning-curve estimators behind it
+- across: verdicts across datasets (ranks, Friedman, Nemenyi, Wilcoxon)
+- formats: terminal, CSV, Markdown and LaTeX renderings
+- figure_kit: what every plot shares (colours, layout, the seeds note)
+- plots: the run's plots (seaborn)
+- task_plots: plots of one task (calibration, regression)
+- tuning_plot: the tuning curves' plot
+- cd_plot: the critical-difference diagram
+- tb_views: TensorBoard comparison views
+- finalize: the end of a run, where the reports touch the disk"""

@@ -22,12 +22,11 @@ import pandas as pd
 from scipy import stats as sp
 
 from runner.errors import ReportError
-from runner.report import stats
+from runner.metrics.builtin import higher_is_better, split_column
+from runner.metrics.significance import ALPHA, holm
 from runner.report.leaderboard import build as leaderboard_build
-from runner.report.leaderboard import higher_is_better
 from runner.report.run_data import RunData, run_labels
 
-ALPHA = stats.ALPHA
 # [data] keys that change how batches are loaded, not which samples a model learns and is tested on.
 LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers", "cache", "disk_cache", "download"}
 
@@ -153,7 +152,7 @@ def _describe(runs: list[RunData]) -> list[str]:
     return [f if short.count(s) > 1 else s for s, f in zip(short, full)]
 
 
-def build(runs: list[RunData], metric: str = "test_acc", select: str | None = None, alpha: float = ALPHA) -> Across:
+def build(runs: list[RunData], metric: str = split_column("test"), select: str | None = None, alpha: float = ALPHA) -> Across:
     """The models x datasets comparison of runs that are each on a different dataset; the
     scores are each run's leaderboard headline (`<metric>_mean`, as `compare leaderboard RUN`)."""
     labels = run_labels(runs)
@@ -169,12 +168,12 @@ def build(runs: list[RunData], metric: str = "test_acc", select: str | None = No
     return compare_scores(scores.reindex(names), dict(zip(labels, _describe(runs))), metric, alpha, boards[0].evidence.higher_is_better)
 
 
-def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str = "test_acc", alpha: float = ALPHA, higher: bool | None = None) -> Across:
+def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str = split_column("test"), alpha: float = ALPHA, higher: bool | None = None) -> Across:
     """`scores`: models (index, in display order) x datasets (columns), NaN where a model has
     no score; `datasets`: column -> description; `higher`: whether higher scores are better
     (default: the leaderboard's rule for `metric`). Ranks and tests use the complete rows."""
     scores = scores.astype(float)
-    hib = higher_is_better(metric) if higher is None else higher
+    hib = higher_is_better(metric, higher)
     names, labels = list(scores.index), list(scores.columns)
     complete = scores.notna().all(axis=1)
     tested = [m for m in names if complete[m]]
@@ -209,7 +208,7 @@ def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str =
     else:
         notes.append(f"{k} model(s) with {metric} on every dataset: nothing to rank")
     table["avg_rank"] = avg.to_numpy()
-    table["p_vs_best"] = stats.holm(p_raw.to_numpy())  # Holm over the k - 1 tests against the best
+    table["p_vs_best"] = holm(p_raw.to_numpy())  # Holm over the k - 1 tests against the best
     table["p_vs_best_raw"] = p_raw.to_numpy()
     table["in_test"] = [m in tested for m in names]
     table = table.sort_values("avg_rank", na_position="last", kind="stable").reset_index(drop=True)

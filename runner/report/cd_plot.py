@@ -20,7 +20,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from runner import atomic  # noqa: E402
 from runner.errors import ReportError  # noqa: E402
 from runner.report.across import Across  # noqa: E402
-from runner.run.run_dir import check_no_links  # noqa: E402
+from runner.rundir.guard import check_no_links  # noqa: E402
+from runner.rundir.layout import CRITICAL_DIFFERENCE_PNG  # noqa: E402
 
 DPI = 120
 FONT = 10  # points
@@ -102,7 +103,7 @@ def cd_figure(a: Across) -> Figure:
 def write_cd_plot(a: Across, out_dir: str | Path) -> Path:
     out = check_no_links(Path(out_dir))
     out.mkdir(parents=True, exist_ok=True)
-    path = check_no_links(out / "critical_difference.png")
+    path = check_no_links(out / CRITICAL_DIFFERENCE_PNG)
     fig = cd_figure(a)
     with atomic.atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=DPI)

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from runner.errors import ReportError
-from runner.metrics import paired
-from runner.report import stats, tuning, verdict
+from runner.metrics.power import mde_from_se
+from runner.metrics.significance import ALPHA, bootstrap, bootstrap_p, holm, percentile_interval
+from runner.report import tuning, verdict
 from runner.report.leaderboard import NOT_SELECTABLE, select_of, with_selection
 from runner.report.run_data import RunData
 
@@ -64,7 +65,7 @@ def build(run: RunData, metric: str | None = None, target: float | None = None) 
     resamplers = [verdict.kept(run, t, s, key, found) for f in families for t in f.trials for s in seeds]
     if any(k is None for k in resamplers):
         raise ReportError(f"{run.path}: --by family needs the kept test statistics of every finished trial ({', '.join(found.needs)})")
-    boot = paired.bootstrap([found.resampler(k) for k in resamplers], len(resamplers[0]), RESAMPLES)  # [trials x seeds, B], shared rows
+    boot = bootstrap([found.resampler(k) for k in resamplers], len(resamplers[0]), RESAMPLES)  # [trials x seeds, B], shared rows
     test_b, at = {}, 0
     for f in families:
         size = len(f.trials) * len(seeds)
@@ -172,7 +173,7 @@ def _tests(table: pd.DataFrame, replicate: dict[str, np.ndarray], higher: bool) 
     raw, mde, low, high = [], [], [], []
     for name, score in zip(table["family"], table["score"]):
         mine = replicate[name][:, -1]
-        lo, hi = paired.percentile_interval(mine)
+        lo, hi = percentile_interval(mine)
         low.append(lo)
         high.append(hi)
         if name == best:
@@ -180,12 +181,12 @@ def _tests(table: pd.DataFrame, replicate: dict[str, np.ndarray], higher: bool) 
             mde.append(math.nan)
             continue
         diffs = mine - ref
-        raw.append(paired.bootstrap_p(score - table["score"].iloc[0], diffs))
-        mde.append(paired.mde_from_se(float(np.nanstd(diffs, ddof=1))))
-    adjusted = stats.holm(np.array(raw))
+        raw.append(bootstrap_p(score - table["score"].iloc[0], diffs))
+        mde.append(mde_from_se(float(np.nanstd(diffs, ddof=1))))
+    adjusted = holm(np.array(raw))
     table["score_low"], table["score_high"] = low, high
     table["p_vs_best"] = adjusted
-    table["tied_with_best"] = [True if n == best else bool(p >= stats.ALPHA) for n, p in zip(table["family"], adjusted)]
+    table["tied_with_best"] = [True if n == best else bool(p >= ALPHA) for n, p in zip(table["family"], adjusted)]
     table["mde_vs_best"], table["p_vs_best_raw"] = mde, raw
 
 
@@ -222,7 +223,7 @@ def _summary(curves: pd.DataFrame, replicate: dict[str, np.ndarray], families: l
     order = sorted(at, key=at.get, reverse=higher)
     lead, second = order[0], order[1]
     diffs = replicate[lead][:, n_eq - 1] - replicate[second][:, n_eq - 1]
-    p = paired.bootstrap_p(at[lead] - at[second], diffs)
+    p = bootstrap_p(at[lead] - at[second], diffs)
     scale, unit = (100, " points") if "acc" in metric or metric.endswith(("f1", "_acc")) else (1, "")
     line = f"at n = {n_eq} trials {lead} leads {second} by {abs(at[lead] - at[second]) * scale:.3g}{unit} of expected test {metric} (p = {p:.3g})"
     ns = curves[curves["family"] == families[0].name]["n"].to_numpy()

@@ -9,7 +9,7 @@ import zlib
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from runner.report import stats
+from runner.metrics.significance import t_quantile_note
 
 DPI = 120
 # 20 distinguishable colours: tab10, then tab20's light partner of each.
@@ -63,7 +63,7 @@ def seeds_note(n_seeds: int, band: bool = True) -> str:
     if n_seeds <= 1:
         return "one seed: no spread over seeds"
     if n_seeds < 3:
-        return stats.t_quantile_note(n_seeds) + (f" (band = min–max over the {n_seeds} seeds)" if band else "")
+        return t_quantile_note(n_seeds) + (f" (band = min–max over the {n_seeds} seeds)" if band else "")
     return f"{n_seeds} seeds: band = 95% t-interval over seeds"
 
 

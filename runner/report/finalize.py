@@ -15,25 +15,25 @@ from runner.report import families
 from runner.report.formats import family_markdown, title, to_markdown
 from runner.report.leaderboard import Leaderboard, build
 from runner.report.run_data import RunData, load_run
-from runner.run.run_dir import check_no_links
-from runner.run.sinks import write_csv_atomic
+from runner.rundir import layout
+from runner.rundir.guard import check_no_links
 
 
 def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
-    csv, md = (check_no_links(run.path / name, run.path) for name in ("leaderboard.csv", "leaderboard.md"))
+    csv, md = (check_no_links(run.path / name, run.path) for name in (layout.LEADERBOARD_CSV, layout.LEADERBOARD_MD))
     table = board.table
     if "flops_per_sample" in table:  # n/a: not counted (a note said why); read_csv reads it back as NaN
         table = table.assign(flops_per_sample=["n/a" if pd.isna(v) else v for v in table["flops_per_sample"]])
-    write_csv_atomic(table, csv)
+    atomic.write_csv(csv, table)
     atomic.write_text(md, to_markdown(board, title(run)))
     return [csv, md]
 
 
 def write_families(run: RunData, board: families.FamilyBoard) -> list[Path]:
     """families.csv, families.md and tuning_curves.csv: the family verdict of docs/tuning.md."""
-    csv, md, curves = (check_no_links(run.path / name, run.path) for name in ("families.csv", "families.md", "tuning_curves.csv"))
-    write_csv_atomic(board.table, csv)
-    write_csv_atomic(board.curves, curves)
+    csv, md, curves = (check_no_links(run.path / name, run.path) for name in (layout.FAMILIES_CSV, layout.FAMILIES_MD, layout.TUNING_CURVES))
+    atomic.write_csv(csv, board.table)
+    atomic.write_csv(curves, board.curves)
     atomic.write_text(md, family_markdown(board, f"{run.config.get('experiment', {}).get('name') or run.label}: families"))
     return [csv, md, curves]
 
@@ -54,12 +54,12 @@ def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
     by_family = family_board(run)
     if by_family is not None:
         write_families(run, by_family)
-    if (run.path / "tb").is_dir():
+    if (run.path / layout.TB).is_dir():
         from runner.report.tb_views import write_tb_views  # noqa: PLC0415 - imports tensorboard + matplotlib
 
         write_tb_views(run)
     if plots:
         from runner.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
 
-        write_plots(run, board, run.path / "plots", board.evidence.notes, by_family)  # a plot that fails is a note, not a failed run
+        write_plots(run, board, run.path / layout.PLOTS, board.evidence.notes, by_family)  # a plot that fails is a note, not a failed run
     return board

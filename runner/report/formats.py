@@ -8,11 +8,12 @@ import math
 
 import pandas as pd
 
-from runner.report import stats
+from runner.metrics.power import POWER
+from runner.metrics.significance import ALPHA
 from runner.errors import ReportError, did_you_mean
 from runner.report.across import Across
 from runner.report.families import FamilyBoard
-from runner.report.leaderboard import Leaderboard
+from runner.report.leaderboard import TEST_ACC, Leaderboard
 from runner.report.run_data import RunData
 
 
@@ -64,8 +65,8 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
         out["params"] = [_si(v) for v in t["params"]]
     if "flops_per_sample" in t and not compact:
         out["flops/sample"] = ["n/a" if pd.isna(v) else _si(v) for v in t["flops_per_sample"]]  # n/a: FlopCounterMode could not count it
-    accuracy = "test_acc_mean" in t and t["test_acc_mean"].notna().any()  # a task without classes has none
-    names = [metric] if compact else (["test_acc"] if accuracy else []) + ([metric] if metric != "test_acc" else [])
+    accuracy = f"{TEST_ACC}_mean" in t and t[f"{TEST_ACC}_mean"].notna().any()  # a task without classes has none
+    names = [metric] if compact else ([TEST_ACC] if accuracy else []) + ([metric] if metric != TEST_ACC else [])
     for name in names:
         fmt = ".4f" if "acc" in name or "loss" in name else ".4g"
         out[f"{name} ± std"] = [f"{_num(m, fmt)} ± {_num(s, fmt)}" if not pd.isna(s) else _num(m, fmt) for m, s in zip(t[f"{name}_mean"], t[f"{name}_std"])]
@@ -93,7 +94,7 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
 
 
 SHORT = {  # terminal headers; leaderboard.csv has the full column names
-    "test_acc 95% CI": "95% CI", "test_loss": "loss",
+    f"{TEST_ACC} 95% CI": "95% CI", "test_loss": "loss",
     "train_time_s": "time s", "p_vs_best (Holm)": "p (Holm)", "tied_with_best": "tied", "grad_norm_final": "grad final",
     "grad_nonfinite": "nonfinite", "mde_vs_best": "MDE", "seeds_needed": "seeds needed",
 }
@@ -149,21 +150,21 @@ def evidence_lines(board: Leaderboard) -> list[str]:
             f"counted as independent evidence. Holm-corrected over {e.comparisons} comparison(s)."
         )
         lines.append(
-            f"- **tied_with_best:** corrected p >= {stats.ALPHA}: the data do not show a difference from the "
+            f"- **tied_with_best:** corrected p >= {ALPHA}: the data do not show a difference from the "
             "best (which is not proof that they are equal). `wins_vs_best` / `losses_vs_best` in "
             "leaderboard.csv count the test samples each side wins."
         )
         if not mcnemar:
             lines.append(
-                f"- **mde_vs_best:** the smallest difference in `{e.metric}` from the best this evidence resolves at alpha = {stats.ALPHA} "
-                f"with {stats.POWER:.0%} power: one seed, (z_0.975 + z_0.8) x the standard error of the paired difference (docs/metrics.md); "
+                f"- **mde_vs_best:** the smallest difference in `{e.metric}` from the best this evidence resolves at alpha = {ALPHA} "
+                f"with {POWER:.0%} power: one seed, (z_0.975 + z_0.8) x the standard error of the paired difference (docs/metrics.md); "
                 "several seeds, the paired t-test over the per-seed differences. **seeds_needed:** the seeds that t-test needs to "
                 "resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
             )
         else:
             lines.append(
-                f"- **mde_vs_best:** the smallest difference in `{e.metric}` from the best this evidence resolves at alpha = {stats.ALPHA} "
-                f"with {stats.POWER:.0%} power: one seed, the exact McNemar test at the pair's observed discordance rate on test; "
+                f"- **mde_vs_best:** the smallest difference in `{e.metric}` from the best this evidence resolves at alpha = {ALPHA} "
+                f"with {POWER:.0%} power: one seed, the exact McNemar test at the pair's observed discordance rate on test; "
                 "several seeds, the paired t-test over the per-seed differences. **seeds_needed:** the seeds that t-test "
                 "needs to resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
             )
@@ -222,8 +223,8 @@ def evidence_summary(board: Leaderboard) -> list[str]:
         test = "exact McNemar test" if one else "exact sign test over test samples, seeds combined per sample (McNemar per seed in leaderboard.md)"
         if not e.test.startswith("exact McNemar test on top-1"):
             test = e.test
-        lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {stats.ALPHA}")
-        lines.append(f"MDE: smallest difference from the best this evidence resolves (alpha {stats.ALPHA}, power {stats.POWER:.0%}); seeds needed: for the observed difference")
+        lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {ALPHA}")
+        lines.append(f"MDE: smallest difference from the best this evidence resolves (alpha {ALPHA}, power {POWER:.0%}); seeds needed: for the observed difference")
     return lines + [f"note: {n}" for n in e.notes]
 
 

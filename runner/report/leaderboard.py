@@ -14,16 +14,19 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from runner.metrics.selection import maximize, selection_metric
-from runner.metrics.builtin import Metric, direction
-from runner.report import stats, verdict
 from runner.errors import ReportError, did_you_mean
+from runner.metrics.builtin import HEADLINE, Metric, higher_is_better, split_column
+from runner.metrics.selection import selection_metric
+from runner.metrics.significance import ALPHA, accuracy_interval, holm, t_interval, t_quantile_note
+from runner.report import verdict
 from runner.report.run_data import RunData, run_labels
 
+TEST_ACC, VAL_ACC = split_column("test"), split_column("val")  # the headline accuracy's history.csv columns
+PARTS = ("mean", "std", "ci95_low", "ci95_high")  # a ranked metric's columns: test_acc_mean, ...
 CORE = [
     "rank", "run", "model", "family", "arch", "params", "trainable_params", "flops_per_sample",
-    "test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "test_loss_mean",
-    "selected_epoch", "selected_on", "val_acc_mean", "val_loss_mean",
+    *(f"{TEST_ACC}_{part}" for part in PARTS), "test_loss_mean",
+    "selected_epoch", "selected_on", f"{VAL_ACC}_mean", "val_loss_mean",
     "train_time_s", "samples_per_s", "status", "stopped_at", "eliminated_by", "p_vs_best", "tied_with_best",
     "mde_vs_best", "seeds_needed", "p_vs_best_raw", "wins_vs_best", "losses_vs_best",
     "grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite",
@@ -49,18 +52,13 @@ class Evidence:
     notes: list[str] = field(default_factory=list)
     protocol: str = ""  # one line: how the reported epoch was selected, and what test read
     per_seed: pd.DataFrame | None = None  # exact McNemar per seed against the reference
-    test: str = "exact McNemar test on top-1 correctness"  # the paired test behind p_vs_best, in words
+    test: str = verdict.HEADLINE_TEST  # the paired test behind p_vs_best, in words
 
 
 @dataclass
 class Leaderboard:
     table: pd.DataFrame
     evidence: Evidence
-
-
-def higher_is_better(metric: str) -> bool:
-    found = direction(metric)
-    return bool(found) if found is not None else "acc" in metric or metric == "samples_per_s"
 
 
 def build(runs: list[RunData], metric: str | None = None, select: str | None = None) -> Leaderboard:
@@ -90,14 +88,14 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
         run = replace(run, history=with_selection(run, select))
     metric = verdict.column(run, metric or run.rank_by)
     key = "final" if select == "final" else "best_val"
-    found = verdict.registered(run, metric) if metric != "test_acc" else None  # test_acc: the McNemar path below
-    if found is not None:
+    found = verdict.registered(run, metric)
+    if found is not None and metric != TEST_ACC:  # the engine counts accuracy on every row: a NaN there is the run's own
         run = replace(run, history=verdict.filled(run, metric, found, key))
     history = run.history
     candidates = [c for c in history.columns if c not in NOT_METRICS and not c.startswith("_") and pd.api.types.is_numeric_dtype(history[c])]
     if metric not in candidates:
         raise ReportError(f"--metric {metric!r}: not a numeric history.csv column{did_you_mean(metric, candidates)} (one of {', '.join(candidates)})")
-    hib = found.higher if found is not None else higher_is_better(metric)
+    hib = higher_is_better(metric, found.higher if found is not None else None)
     n_test = run.test_samples
     rows = [_summarise(run, name, metric, n_test, select) for name in run.model_names if (history["model"] == name).any()]
     table = pd.DataFrame(rows)
@@ -109,26 +107,30 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval")), 0)
     evidence.protocol = _protocol(run, select, table)
     evidence.notes += run.notes  # damaged prediction files: those models have no paired test
-    if found is not None:
-        _metric_tests(run, table, evidence, found, key)
+    tested = found if found is not None else verdict.registered(run, TEST_ACC)  # a column with no test of its own (the loss, a time): accuracy's
+    if tested is not None:
+        _metric_tests(run, table, evidence, tested, key)
     else:
-        _paired_tests(run, table, evidence, key)
-    if (note := stats.t_quantile_note(len(run.seeds))) is not None:
+        _write_tests(table, evidence, *[np.full(len(table), math.nan) for _ in range(3)], *[pd.array([pd.NA] * len(table), dtype="Int64") for _ in range(2)])
+        evidence.notes.append(f"{metric} has no paired test of its own (docs/metrics.md), and the task has no accuracy to test instead: no paired test")
+    if (note := t_quantile_note(len(run.seeds))) is not None:
         evidence.notes.append(note)
-    if metric == "test_acc" and (note := verdict.base_rate(run, table)) is not None:
+    if metric == TEST_ACC and (note := verdict.base_rate(run, table)) is not None:
         evidence.notes.append(note)
 
     # models.csv: arch, params, FLOPs, optimizer, lr, scheduler and whatever columns it grows (sweeps).
     table = table.merge(run.models.drop(columns=[c for c in run.models.columns if c in table.columns and c != "model"]), on="model", how="left")
-    metric_cols = [f"{metric}_{part}" for part in ("mean", "std", "ci95_low", "ci95_high")] if metric != "test_acc" else []
+    metric_cols = [f"{metric}_{part}" for part in PARTS] if metric != TEST_ACC else []
     first = [c for c in CORE if c in table.columns and c not in metric_cols]
-    first = first[: first.index("test_acc_mean")] + metric_cols + first[first.index("test_acc_mean") :]
+    at = first.index(f"{TEST_ACC}_mean")
+    first = first[:at] + metric_cols + first[at:]
     return Leaderboard(table[first + [c for c in table.columns if c not in first]], evidence)
 
 
 def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric: Metric, key: str) -> None:
     """p_vs_best, tied_with_best, mde_vs_best, seeds_needed and (one seed) the bootstrap
-    interval for any registered metric, in its own test family (runner/report/verdict.py)."""
+    interval for any registered metric, accuracy included, in its own test family
+    (runner/report/verdict.py); for accuracy, the per-seed McNemar table of leaderboard.md."""
     names = list(table["model"])
     v = verdict.judge(run, metric, names, evidence.reference, key)
     raw = np.array([v.p.get(m, math.nan) for m in names])
@@ -140,7 +142,8 @@ def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric:
             if m in v.intervals:
                 table.loc[i, [f"{col}_ci95_low", f"{col}_ci95_high"]] = v.intervals[m]
         evidence.interval = verdict.FAMILY_INTERVAL[metric.family] + ("; Student-t over seeds where a model has several" if len(run.seeds) > 1 else "")
-    evidence.test = verdict.FAMILY_TEST[metric.family] + f" on {metric.name}"
+    evidence.test = verdict.described_test(metric)
+    evidence.per_seed = pd.DataFrame(v.per_seed) if v.per_seed and metric.name == HEADLINE else None
     evidence.notes += v.notes
 
 
@@ -172,11 +175,11 @@ def _selected_rows(run: RunData, select: str) -> pd.Series:
         pick = rows.index[-1]
         if select == "best_val":
             ok = rows[~rows.get("status", pd.Series("", index=rows.index)).isin(NOT_SELECTABLE)]
-            metric = selection_metric(stop_metric(run.config, model), float(ok["val_acc"].iloc[0]) if len(ok) else math.nan, selection_rank(run))
+            metric = selection_metric(stop_metric(run.config, model), float(ok[VAL_ACC].iloc[0]) if len(ok) else math.nan, selection_rank(run))
             values = ok[metric].dropna()
-            own = verdict.registered(run, "test_" + metric.removeprefix("val_")) if metric.startswith("val_") and direction(metric) is None else None
+            own = verdict.registered(run, "test_" + metric.removeprefix("val_")) if metric.startswith("val_") else None
             if len(values):
-                pick = values.idxmax() if maximize(metric, own.higher if own is not None else None) else values.idxmin()
+                pick = values.idxmax() if higher_is_better(metric, own.higher if own is not None else None) else values.idxmin()
         chosen[pick] = True
     return chosen
 
@@ -217,16 +220,16 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select:
     final = h.loc[h.groupby("seed")["epoch"].idxmax()].sort_values("seed")  # last epoch of every seed
     chosen = h[h["_selected"]].sort_values("seed")  # the reported epoch of every seed
     col = lambda frame, c: frame[c] if c in frame else pd.Series(math.nan, index=frame.index)  # noqa: E731
-    acc = stats.accuracy_interval(col(chosen, "test_acc"), n_test)
+    acc = accuracy_interval(col(chosen, TEST_ACC), n_test)
     seconds = col(h, "time_s")
     epochs = [str(int(e)) for e in chosen["epoch"]]
     row = {
         "model": name,
-        "test_acc_mean": acc.mean, "test_acc_std": acc.std, "test_acc_ci95_low": acc.low, "test_acc_ci95_high": acc.high,
+        **{f"{TEST_ACC}_{part}": v for part, v in zip(PARTS, (acc.mean, acc.std, acc.low, acc.high))},
         "test_loss_mean": col(chosen, "test_loss").mean(),
         "selected_epoch": int(epochs[0]) if len(set(epochs)) == 1 else "/".join(epochs),  # as leaderboard.csv reads back
         "selected_on": SELECTED_ON[select],
-        "val_acc_mean": col(chosen, "val_acc").mean(),
+        f"{VAL_ACC}_mean": col(chosen, VAL_ACC).mean(),
         "val_loss_mean": col(chosen, "val_loss").mean(),
         "train_time_s": seconds.groupby(h["seed"]).sum().mean(),
         "samples_per_s": col(h, "train_samples").sum() / seconds.sum() if seconds.sum() > 0 else math.nan,
@@ -243,10 +246,10 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select:
         "test_samples": n_test,
         "_interval": acc.method,
     }
-    if metric != "test_acc":
+    if metric != TEST_ACC:
         n = n_test if metric.startswith("test_") else int(final["train_samples"].iloc[-1]) if "train_samples" in final else None
-        iv = stats.accuracy_interval(chosen[metric], n) if "acc" in metric else stats.t_interval(chosen[metric])
-        row |= {f"{metric}_mean": iv.mean, f"{metric}_std": iv.std, f"{metric}_ci95_low": iv.low, f"{metric}_ci95_high": iv.high}
+        iv = accuracy_interval(chosen[metric], n) if "acc" in metric else t_interval(chosen[metric])
+        row |= {f"{metric}_{part}": v for part, v in zip(PARTS, (iv.mean, iv.std, iv.low, iv.high))}
     return row
 
 
@@ -267,74 +270,17 @@ def _interval_words(methods: pd.Series) -> str:
     return "; ".join(words[m] for m in used) if used else "none (no finite values)"
 
 
-def _pair_seeds(a: dict[int, dict], b: dict[int, dict]) -> list[tuple[int, int]]:
-    """Seeds both models have predictions for; runs with disjoint seed lists pair in order
-    (independent training runs either way). Equal counts keep the sign test's null exact."""
-    common = sorted(set(a) & set(b))
-    if common:
-        return [(s, s) for s in common]
-    return list(zip(sorted(a), sorted(b)))
-
-
-def _paired_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, key: str) -> None:
-    """p_vs_best / tied_with_best: each model vs the rank-1 model (stats.paired_over_seeds) on
-    the test predictions of the selected epoch (`key`: "final" or "best_val"), Holm-corrected
-    over the models compared; mde_vs_best / seeds_needed: how much difference that evidence
-    can resolve (stats.mde_mcnemar, stats.mde_over_seeds, stats.seeds_needed)."""
-    n = len(table)
-    raw, mde, needed = np.full(n, math.nan), np.full(n, math.nan), np.full(n, math.nan)
-    wins, losses = pd.array([pd.NA] * n, dtype="Int64"), pd.array([pd.NA] * n, dtype="Int64")
-    ref = evidence.reference
-    per_seed = []
-    ref_preds = run.predictions.get(ref, {}) if ref is not None else {}
-    if ref is not None and not ref_preds:
-        evidence.notes.append(f"no saved test predictions for {ref}: no paired test")
-    for i, name in enumerate(table["model"]):
-        preds = run.predictions.get(name, {})
-        if name == ref or not ref_preds or not preds:
-            continue
-        pairs = _pair_seeds(preds, ref_preds)
-        if not all(np.array_equal(preds[s]["target"], ref_preds[r]["target"]) for s, r in pairs):
-            evidence.notes.append(f"{name}: test targets differ from {ref}'s: not paired")
-            continue
-        if not all(key in preds[s] and key in ref_preds[r] for s, r in pairs):
-            evidence.notes.append(f"{name}: no saved test predictions at the {key} epoch: not paired")
-            continue
-        correct = np.stack([preds[s][key] == preds[s]["target"] for s, _ in pairs])
-        correct_ref = np.stack([ref_preds[r][key] == ref_preds[r]["target"] for _, r in pairs])
-        result = stats.paired_over_seeds(correct, correct_ref)
-        raw[i], wins[i], losses[i] = result.p, result.wins, result.losses
-        mde[i], needed[i] = _resolution(correct, correct_ref)
-        for (s, _), c, r in zip(pairs, correct, correct_ref):
-            b, c_ = stats.discordant(c, r)
-            per_seed.append({"model": name, "seed": s, "only_model_right": b, "only_best_right": c_, "p_mcnemar": stats.mcnemar_exact(b, c_)})
-    _write_tests(table, evidence, raw, mde, needed, wins, losses)
-    evidence.per_seed = pd.DataFrame(per_seed) if per_seed else None
-
-
 def _write_tests(table: pd.DataFrame, evidence: Evidence, raw, mde, needed, wins, losses) -> None:
     """The verdict columns from each model's raw p against the reference (Holm over those
     tested; the reference is trivially tied with itself, its p stays empty), whatever the test."""
-    adjusted = stats.holm(raw)
-    tied = pd.array([pd.NA if math.isnan(p) else bool(p >= stats.ALPHA) for p in adjusted], dtype="boolean")
+    adjusted = holm(raw)
+    tied = pd.array([pd.NA if math.isnan(p) else bool(p >= ALPHA) for p in adjusted], dtype="boolean")
     if evidence.reference is not None and len(table):
         tied[0] = True
     table["p_vs_best"], table["tied_with_best"], table["p_vs_best_raw"] = adjusted, tied, raw
     table["mde_vs_best"], table["seeds_needed"] = mde, needed
     table["wins_vs_best"], table["losses_vs_best"] = wins, losses
     evidence.comparisons = int(np.isfinite(raw).sum())
-
-
-def _resolution(correct: np.ndarray, correct_ref: np.ndarray) -> tuple[float, float]:
-    """(mde_vs_best, seeds_needed) from (seeds, samples) correctness. One seed: the exact
-    McNemar MDE at the observed discordance rate, no seed estimate. Several: the paired t-test
-    over the per-seed accuracy differences, with their observed spread."""
-    seeds, samples = correct.shape
-    if seeds == 1:
-        return stats.mde_mcnemar(samples, float(np.mean(correct[0] != correct_ref[0]))), math.nan
-    diffs = correct.mean(axis=1) - correct_ref.mean(axis=1)
-    sd = float(np.std(diffs, ddof=1))
-    return stats.mde_over_seeds(sd, seeds), stats.seeds_needed(float(diffs.mean()), sd)
 
 
 def _data_signature(run: RunData) -> tuple:

@@ -36,11 +36,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from runner import atomic  # noqa: E402
+from runner.metrics.significance import t_interval  # noqa: E402
 from runner.report import stats, task_plots, tuning_plot  # noqa: E402
 from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
-from runner.run.run_dir import check_no_links  # noqa: E402
+from runner.rundir import layout  # noqa: E402
+from runner.rundir.guard import check_no_links  # noqa: E402
 
 EPOCH_LABEL = "epoch (passes over the train split)"
 
@@ -57,17 +59,17 @@ def figures(run: RunData, board: Leaderboard, by_family=None) -> dict[str, Calla
     title = title if title == run.label else f"{title} ({run.label})"  # experiment and run directory
     metric = board.evidence.metric
     return {
-        "learning_curves.png": lambda: learning_curves(history, order, colours, n_seeds, title, metric),
-        "leaderboard.png": lambda: leaderboard_chart(board, title),
+        layout.LEARNING_CURVES_PNG: lambda: learning_curves(history, order, colours, n_seeds, title, metric),
+        layout.LEADERBOARD_PNG: lambda: leaderboard_chart(board, title),
         # trainable parameters where models.csv has them (a frozen backbone costs no training); older runs: all
-        "pareto_params.png": lambda: pareto(board, colours, *(("trainable_params", "trainable parameters (count)", "trainable parameter count") if "trainable_params" in board.table else ("params", "parameters (count)", "parameter count")), title),
-        "pareto_train_time.png": lambda: pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
-        "confusion_matrices.png": lambda: confusion_grid(run, order, title),
-        "grad_norms.png": lambda: grad_norms(history, order, colours, n_seeds, title),
-        "calibration.png": lambda: task_plots.calibration(run, order, colours, title),
-        "regression.png": lambda: task_plots.regression(run, order, colours, title),
-        "per_class.png": lambda: task_plots.per_class_f1(run, order, title),
-        "tuning_curves.png": lambda: tuning_plot.tuning_curves(by_family, title) if by_family is not None else None,
+        layout.PARETO_PARAMS_PNG: lambda: pareto(board, colours, *(("trainable_params", "trainable parameters (count)", "trainable parameter count") if "trainable_params" in board.table else ("params", "parameters (count)", "parameter count")), title),
+        layout.PARETO_TRAIN_TIME_PNG: lambda: pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
+        layout.CONFUSION_PNG: lambda: confusion_grid(run, order, title),
+        layout.GRAD_NORMS_PNG: lambda: grad_norms(history, order, colours, n_seeds, title),
+        layout.CALIBRATION_PNG: lambda: task_plots.calibration(run, order, colours, title),
+        layout.REGRESSION_PNG: lambda: task_plots.regression(run, order, colours, title),
+        layout.PER_CLASS_PNG: lambda: task_plots.per_class_f1(run, order, title),
+        layout.TUNING_CURVES_PNG: lambda: tuning_plot.tuning_curves(by_family, title) if by_family is not None else None,
     }
 
 
@@ -96,7 +98,7 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
     return written
 
 
-TASK_ONLY = {"confusion_matrices.png": "classification", "calibration.png": "classification", "per_class.png": "classification", "regression.png": "regression"}
+TASK_ONLY = {layout.CONFUSION_PNG: "classification", layout.CALIBRATION_PNG: "classification", layout.PER_CLASS_PNG: "classification", layout.REGRESSION_PNG: "regression"}
 
 
 def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
@@ -111,7 +113,7 @@ def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
     if len(x) == 2:
         low, high = float(x.min()), float(x.max())
     elif len(x) >= 3:
-        iv = stats.t_interval(x)
+        iv = t_interval(x)
         low, high = iv.low, iv.high
     return tuple(float(np.exp(v)) for v in (centre, low, high)) if log else (centre, low, high)
 

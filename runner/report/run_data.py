@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from runner.errors import RunDirError, clip
+from runner.rundir import layout
+from runner.metrics.builtin import HEADLINE, split_column
 
 SHARD_SUFFIX = re.compile(r"\.shard-\d+-of-\d+$")  # runner/run/shards.py's default run directory suffix
 PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")  # plus <key>.<stat> per metric statistic
@@ -78,8 +80,8 @@ class RunData:
     @property
     def rank_by(self) -> str:
         """The history column the run ranks by: test_<[report] rank_by>, else test_acc."""
-        rank = self.config.get("report", {}).get("rank_by") or self.env.get("rank_by") or "acc"
-        return rank if rank.startswith(("test_", "val_", "train_")) or rank in self.history else f"test_{rank}"
+        rank = self.config.get("report", {}).get("rank_by") or self.env.get("rank_by") or HEADLINE
+        return rank if rank.startswith(("test_", "val_", "train_")) or rank in self.history else split_column("test", rank)
 
     @property
     def test_samples(self) -> int | None:
@@ -112,19 +114,19 @@ def load_run(path: str | Path) -> RunData:
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: no such run directory")
-    started = (path / "config.toml").exists()  # a run that stopped before its first epoch ended
-    if started and not (path / "history.csv").exists():
+    started = (path / layout.CONFIG).exists()  # a run that stopped before its first epoch ended
+    if started and not (path / layout.HISTORY).exists():
         raise RunDirError(no_epoch_yet(path))
-    history = _read_csv(path / "history.csv", required=("model", "seed", "epoch"))
+    history = _read_csv(path / layout.HISTORY, required=("model", "seed", "epoch"))
     if history.empty:
         raise RunDirError(no_epoch_yet(path))
     history["model"] = history["model"].astype(str)
-    models_path = path / "models.csv"
+    models_path = path / layout.MODELS_CSV
     models = _read_csv(models_path, required=("model",)) if models_path.exists() else pd.DataFrame({"model": history["model"].unique()})
     models["model"] = models["model"].astype(str)
-    env = _read_json(path / "env.json")
-    config = _read_toml(path / "config.toml")
-    predictions, notes = _read_predictions(path / "predictions")
+    env = _read_json(path / layout.ENV)
+    config = _read_toml(path / layout.CONFIG)
+    predictions, notes = _read_predictions(path / layout.PREDICTIONS)
     return RunData(path, history, models, env, config, predictions, notes)
 
 
@@ -169,7 +171,7 @@ def combine_shards(runs: list[RunData]) -> RunData:
 
 
 def no_epoch_yet(path: Path) -> str:
-    resume = "; `compare resume " + shlex.quote(str(path)) + "` goes on from its checkpoint" if (path / "checkpoints").is_dir() else ""
+    resume = "; `compare resume " + shlex.quote(str(path)) + "` goes on from its checkpoint" if (path / layout.CHECKPOINTS).is_dir() else ""
     return f"{path}: no finished epoch yet, so nothing to report (the run stopped during its first epoch){resume}"
 
 
@@ -234,12 +236,12 @@ def _read_predictions(folder: Path) -> tuple[dict[str, dict[int, dict]], list[st
     if not folder.is_dir():
         return out, notes
     for model_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for file in sorted(model_dir.glob("seed_*.npz")):
-            stem = file.stem.removeprefix("seed_")
-            if not stem.lstrip("-").isdigit():
+        for file in sorted(model_dir.iterdir()):
+            seed = layout.predictions_seed(file)
+            if seed is None:
                 continue  # e.g. a half-written seed_0.tmp.npz
             try:
-                out.setdefault(model_dir.name, {})[int(stem)] = read_prediction_file(file)
+                out.setdefault(model_dir.name, {})[seed] = read_prediction_file(file)
             except RunDirError as err:
                 notes.append(f"{clip(str(file), 120)} is damaged ({err}): no paired test for {model_dir.name}; `compare resume` rebuilds it where the checkpoint holds it")
                 out[model_dir.name] = {}

@@ -24,7 +24,8 @@ import pandas as pd
 
 from runner.report import stats
 from runner.report.run_data import RunData
-from runner.run.run_dir import check_no_links
+from runner.rundir.layout import TB, tb_run
+from runner.rundir.guard import check_no_links
 
 SUFFIX = ".compare-views"
 METRICS = ["accuracy/test", "loss/test", "accuracy/train", "loss/train"]  # last value = final metric
@@ -90,11 +91,11 @@ def family_tag(family: str, metric: str, split: str) -> str:
 
 def run_dirs(run: RunData) -> dict[tuple[str, int], Path]:
     """(model, seed) -> its TensorBoard run directory, as the experiment laid them out."""
-    tb = run.path / "tb"
+    tb = run.path / TB
     out = {}
     for model in run.model_names:
         for seed in sorted(run.history.loc[run.history["model"] == model, "seed"].unique()):
-            for candidate in (tb / model / f"seed_{int(seed)}", tb / model):
+            for candidate in (tb / tb_run(model, int(seed)), tb / tb_run(model)):
                 if candidate.is_dir():
                     out[(model, int(seed))] = candidate
                     break

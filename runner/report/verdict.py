@@ -3,13 +3,15 @@ the kept per-sample statistics, its 95% interval, and a paired test against the 
 in the metric's own family, with the MDE that evidence resolves.
 
 - "mcnemar" (a per-sample 0/1: acc, top-k, subset accuracy): the exact sign test per sample,
-  seeds combined per sample (stats.paired_over_seeds; exact McNemar with one seed); Wilson.
+  seeds combined per sample (significance.paired_over_seeds; exact McNemar with one seed);
+  Wilson; the per-seed McNemar counts.
 - "additive" (a per-sample mean: mse, mae, nll, brier, hamming): the paired sign-flip
   permutation test on the per-sample differences (seeds summed per sample); percentile bootstrap.
 - "bootstrap" (F1, balanced accuracy, R², AUROC, AP, ECE): the paired bootstrap, every model
   on the SAME resamples; percentile bootstrap interval.
 With several seeds the interval is Student-t over the per-seed values and the MDE and seeds
-needed come from the per-seed differences (stats.mde_over_seeds, stats.seeds_needed).
+needed come from the per-seed differences (power.seed_resolution). The tests themselves:
+runner/metrics/significance.py and runner/metrics/power.py.
 """
 from __future__ import annotations
 
@@ -19,21 +21,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from runner.metrics import paired
-from runner.metrics.builtin import Kept, Metric, metrics_for
-from runner.report import stats
 from runner.errors import ReportError
+from runner.metrics import power, significance
+from runner.metrics.builtin import HEADLINE, Kept, Metric, metrics_for, split_column
 from runner.report.run_data import RunData, epoch_stats
 
 FAMILY_TEST = {
     "mcnemar": "exact McNemar test (per test sample, the seeds each model gets right; exact sign test where they differ)",
-    "additive": f"paired sign-flip permutation test on the per-sample differences ({paired.RESAMPLES:,} flips, p = (c+1)/(B+1))",
-    "bootstrap": f"paired bootstrap, every model on the same {paired.RESAMPLES:,} resamples of the test samples (p = (c+1)/(B+1))",
+    "additive": f"paired sign-flip permutation test on the per-sample differences ({significance.RESAMPLES:,} flips, p = (c+1)/(B+1))",
+    "bootstrap": f"paired bootstrap, every model on the same {significance.RESAMPLES:,} resamples of the test samples (p = (c+1)/(B+1))",
 }
 FAMILY_INTERVAL = {
-    "additive": f"percentile bootstrap 95% interval over the test samples ({paired.RESAMPLES:,} resamples; one seed)",
-    "bootstrap": f"percentile bootstrap 95% interval over the test samples ({paired.RESAMPLES:,} resamples; one seed)",
+    "additive": f"percentile bootstrap 95% interval over the test samples ({significance.RESAMPLES:,} resamples; one seed)",
+    "bootstrap": f"percentile bootstrap 95% interval over the test samples ({significance.RESAMPLES:,} resamples; one seed)",
 }
+HEADLINE_TEST = "exact McNemar test on top-1 correctness"  # accuracy's test, worded at length in leaderboard.md
+
+
+def described_test(metric: Metric) -> str:
+    """The paired test behind p_vs_best, in words."""
+    return HEADLINE_TEST if metric.name == HEADLINE else FAMILY_TEST[metric.family] + f" on {metric.name}"
 
 
 def registered(run: RunData, metric: str) -> Metric | None:
@@ -45,7 +52,7 @@ def registered(run: RunData, metric: str) -> Metric | None:
     found = metrics_for(*run.task).get(name)
     reference = run.env.get("user_metrics", {}).get(name)
     if found is None and reference:
-        from runner.assemble.metric_refs import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
+        from runner.resolve.metric_refs import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
 
         found = resolve_metric(reference, run.env.get("references_from", "."))
     return found
@@ -107,7 +114,7 @@ def base_rate(run: RunData, table: pd.DataFrame) -> str | None:
     if not imbalanced(share, classes):
         return None
     name = run.classes[int(counts.argmax())] if int(counts.argmax()) < len(run.classes) else str(int(counts.argmax()))
-    below = [m for m, v in zip(table["model"], table["test_acc_mean"]) if v <= share]
+    below = [m for m, v in zip(table["model"], table[f"{split_column('test')}_mean"]) if v <= share]
     return (f"imbalanced test set: always predicting {name!r} scores accuracy {share:.4f} (the base rate)"
             + (f"; {', '.join(below)} do(es) not beat it" if below else "")
             + "; rank by macro_f1 or balanced_acc ([report] rank_by, or --metric) for a verdict over every class")
@@ -122,6 +129,7 @@ class Verdict:
     needed: dict[str, float] = field(default_factory=dict)
     wins: dict[str, int] = field(default_factory=dict)
     losses: dict[str, int] = field(default_factory=dict)
+    per_seed: list[dict] = field(default_factory=list)  # mcnemar: each seed's discordant counts and exact McNemar p
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,41 +146,43 @@ def judge(run: RunData, metric: Metric, models: list[str], reference: str | None
     if boot:
         names = [m for m in models if data[m]]
         resamplers = [_seed_mean([metric.resampler(k) for k in data[m].values()]) for m in names]
-        values = dict(zip(names, paired.bootstrap(resamplers, n)))
-        out.intervals = {m: paired.percentile_interval(values[m]) for m in names if m in one_seed}
+        values = dict(zip(names, significance.bootstrap(resamplers, n)))
+        out.intervals = {m: significance.percentile_interval(values[m]) for m in names if m in one_seed}
     ref = data.get(reference) if reference is not None else None
     if not ref:
         return out
     for m in models:
         if m == reference or not data[m]:
             continue
-        pairs = _pair_seeds(data[m], ref)
+        pairs = significance.pair_seeds(data[m], ref)
         if not all(np.array_equal(data[m][s].target, ref[r].target) for s, r in pairs):
             out.notes.append(f"{m}: test targets differ from {reference}'s: not paired")
             continue
         if metric.family == "mcnemar":
             a = np.stack([metric.per_sample(data[m][s]) > 0.5 for s, _ in pairs])
             b = np.stack([metric.per_sample(ref[r]) > 0.5 for _, r in pairs])
-            result = stats.paired_over_seeds(a, b)
+            result = significance.paired_over_seeds(a, b)
             out.p[m], out.wins[m], out.losses[m] = result.p, result.wins, result.losses
-            single = stats.mde_mcnemar(n, float(np.mean(a[0] != b[0]))) if len(pairs) == 1 else math.nan
+            for (s, _), mine, best in zip(pairs, a, b):
+                only_mine, only_best = significance.discordant(mine, best)
+                out.per_seed.append({"model": m, "seed": s, "only_model_right": only_mine, "only_best_right": only_best,
+                                     "p_mcnemar": significance.mcnemar_exact(only_mine, only_best)})
+            single = power.mde_mcnemar(n, float(np.mean(a[0] != b[0]))) if len(pairs) == 1 else math.nan
         elif metric.family == "additive":
             d = sum(metric.per_sample(data[m][s]) - metric.per_sample(ref[r]) for s, r in pairs)
-            out.p[m] = paired.sign_flip_p(d)
-            single = paired.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d))) if len(pairs) == 1 and len(d) > 1 else math.nan
+            out.p[m] = significance.sign_flip_p(d)
+            single = power.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d))) if len(pairs) == 1 and len(d) > 1 else math.nan
             if metric.finish is not None:  # rmse: from mse units by the delta method, d sqrt(x) = dx / (2 sqrt(x))
                 single /= 2 * out.values[reference][pairs[0][1]]
         else:
             delta = values[m] - values[reference]
             observed = float(np.mean([out.values[m][s] for s, _ in pairs]) - np.mean([out.values[reference][r] for _, r in pairs]))
-            out.p[m] = paired.bootstrap_p(observed, delta)
-            single = paired.mde_from_se(float(np.nanstd(delta, ddof=1))) if len(pairs) == 1 else math.nan
+            out.p[m] = significance.bootstrap_p(observed, delta)
+            single = power.mde_from_se(float(np.nanstd(delta, ddof=1))) if len(pairs) == 1 else math.nan
         if len(pairs) == 1:
             out.mde[m], out.needed[m] = single, math.nan
         else:
-            diffs = np.array([out.values[m][s] - out.values[reference][r] for s, r in pairs])
-            sd = float(np.std(diffs, ddof=1))
-            out.mde[m], out.needed[m] = stats.mde_over_seeds(sd, len(pairs)), stats.seeds_needed(float(diffs.mean()), sd)
+            out.mde[m], out.needed[m] = power.seed_resolution(np.array([out.values[m][s] - out.values[reference][r] for s, r in pairs]))
     return out
 
 
@@ -181,9 +191,3 @@ def _seed_mean(resamplers):
     if len(resamplers) == 1:
         return resamplers[0]
     return lambda w: np.mean([r(w) for r in resamplers], axis=0)
-
-
-def _pair_seeds(a: dict, b: dict) -> list[tuple[int, int]]:
-    """Seeds both models have; runs with disjoint seed lists pair in order."""
-    common = sorted(set(a) & set(b))
-    return [(s, s) for s in common] if common else list(zip(sorted(a), sorted(b)))

@@ -1,2 +1,16 @@
-"""Running an experiment: the seed loop (experiment), one seed's shared pass, checkpoints, the
-run directory and its lock, sinks (history.csv, TensorBoard), torchrun, signals, dry run, progress."""
+"""Running an experiment, above the slot factory and the report:
+- experiment: the seed loop, `Experiment` and `RunResult`
+- shared_pass: one seed's pass over the data for every model
+- placement: which process trains which models (one process, DDP, models over ranks, shards)
+- ranks: `--place models`, the models spread over torchrun's ranks, merged by rank 0
+- shards: a shard's share of the models (`--shard I/N`), its record and assignment
+- merge: shards glued into one run directory (`compare merge`)
+- checkpoint: what a checkpoint holds, its integrity, fallback
+- predictions: the saved predictions, rebuilt from the checkpoint when damaged
+- sinks: history.csv, TensorBoard runs, predictions and kept weights
+- distributed: the process group from torchrun's environment
+- launch: torchrun's agent started for the user (`--nproc`), exit codes mapped back
+- interrupts: SIGINT/SIGTERM and the resume command they print
+- dryrun: the plan, built without training or writing
+- envinfo: versions, machine and command for env.json
+- progress: the progress display (a bar on a terminal, plain lines in a log)"""

@@ -29,16 +29,15 @@ import torch
 
 from runner import atomic
 from runner.errors import CompareWarning, RunDirError, clip
+from runner.rundir.layout import CHECKPOINT, CHECKPOINT_NEXT, CHECKPOINT_PREV, CHECKPOINTS, ERRORS, HISTORY, MANIFEST, PREDICTIONS, TB, WEIGHTS
 
 if TYPE_CHECKING:
     from runner.config.schema import Config
-    from runner.run.distributed import Dist
+    from runner.engine.dist import Dist
     from runner.run.sinks import HistorySink
 
 FORMAT = 3  # the layout of the state below; another value is another compare's checkpoint (3: train meters are step logs)
-FOLDER, MANIFEST = "checkpoints", "manifest.json"
-LATEST, NEXT, PREVIOUS = "checkpoint.pt", "checkpoint.next.pt", "checkpoint.prev.pt"
-PROGRESS = ("history.csv", "tb", "errors", "predictions", "models")  # written only once the manifest exists
+PROGRESS = (HISTORY, TB, ERRORS, PREDICTIONS, WEIGHTS)  # written only once the manifest exists
 
 
 class Checkpointer:
@@ -46,7 +45,7 @@ class Checkpointer:
     hands rank 0 its own random streams and partial sums)."""
 
     def __init__(self, run_dir: Path, cfg: Config, dist: Dist, accept_unverified: bool = False):
-        self.run_dir, self.folder = Path(run_dir), Path(run_dir) / FOLDER
+        self.run_dir, self.folder = Path(run_dir), Path(run_dir) / CHECKPOINTS
         self.seeds = cfg.seeds
         self.models = sorted(m.name for m in cfg.models)
         self.dist = dist
@@ -105,19 +104,19 @@ class Checkpointer:
     def _write(self, state: dict) -> None:
         entry = {"where": self.where(state)}
         try:
-            with atomic.atomic_write(self.folder / NEXT) as f:
+            with atomic.atomic_write(self.folder / CHECKPOINT_NEXT) as f:
                 torch.save(state, f)
-            entry["sha256"] = sha256(self.folder / NEXT)
+            entry["sha256"] = sha256(self.folder / CHECKPOINT_NEXT)
             self.manifest["checkpoints"] = [entry] + self.manifest["checkpoints"][:1]
             self._write_manifest()
         except (OSError, RuntimeError) as err:
             if not atomic.is_disk_full(err):
                 raise
             last = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was written yet"
-            raise RunDirError(f"no space left on device writing {self.folder / LATEST}; {last}; free some space, then `compare resume {self.run_dir}`") from None
-        if (self.folder / LATEST).exists():
-            os.replace(self.folder / LATEST, self.folder / PREVIOUS)
-        os.replace(self.folder / NEXT, self.folder / LATEST)
+            raise RunDirError(f"no space left on device writing {self.folder / CHECKPOINT}; {last}; free some space, then `compare resume {self.run_dir}`") from None
+        if (self.folder / CHECKPOINT).exists():
+            os.replace(self.folder / CHECKPOINT, self.folder / CHECKPOINT_PREV)
+        os.replace(self.folder / CHECKPOINT_NEXT, self.folder / CHECKPOINT)
         atomic.fsync_dir(self.folder)
         self.last_good = entry["where"]
 
@@ -142,13 +141,13 @@ class Checkpointer:
         up once the run directory's lock is held."""
         trusted, unverifiable = self._trusted_hashes()
         rejected: list[str] = []
-        for name in (LATEST, NEXT, PREVIOUS):
+        for name in (CHECKPOINT, CHECKPOINT_NEXT, CHECKPOINT_PREV):
             path = self.folder / name
             if not path.is_file():
                 continue
             if trusted is not None and sha256(path) not in trusted:
-                if name != NEXT:  # an unvouched NEXT is a write a crash cut short: not damage
-                    rejected.append(self._pass_over(path, "its sha256 differs from the one manifest.json records: the file is damaged"))
+                if name != CHECKPOINT_NEXT:  # an unvouched checkpoint.next.pt is a write a crash cut short: not damage
+                    rejected.append(self._pass_over(path, f"its sha256 differs from the one {MANIFEST} records: the file is damaged"))
                 continue
             if trusted is None:  # what can be checked without the manifest: every member's CRC32
                 problem = zip_damage(path)
@@ -157,10 +156,10 @@ class Checkpointer:
                     continue
                 if not self.accept_unverified:
                     raise RunDirError(
-                        f"cannot resume {self.run_dir}: {FOLDER}/{MANIFEST} is {unverifiable}, so {name} cannot be verified "
+                        f"cannot resume {self.run_dir}: {CHECKPOINTS}/{MANIFEST} is {unverifiable}, so {name} cannot be verified "
                         "(its zip checksums pass, which not every change fails); --accept-unverified trusts it anyway"
                     )
-                warnings.warn(f"{FOLDER}/{MANIFEST} is {unverifiable}: resuming from {name}, checked by its zip checksums only (--accept-unverified)", CompareWarning, stacklevel=3)
+                warnings.warn(f"{CHECKPOINTS}/{MANIFEST} is {unverifiable}: resuming from {name}, checked by its zip checksums only (--accept-unverified)", CompareWarning, stacklevel=3)
             problem, state = self._read(path)
             if problem is None:
                 self.last_good, self.loaded = self.where(state), path
@@ -171,7 +170,7 @@ class Checkpointer:
         if trusted == set():
             return None  # a fresh run killed before its first checkpoint: nothing to lose
         if trusted:
-            raise self._damaged(f"{self.folder} lost the checkpoint files manifest.json lists")
+            raise self._damaged(f"{self.folder} lost the checkpoint files {MANIFEST} lists")
         progress = [name for name in PROGRESS if (self.run_dir / name).exists()]
         if progress:
             raise self._damaged(f"{self.folder} is missing, yet the run wrote {', '.join(progress)}")
@@ -183,9 +182,9 @@ class Checkpointer:
         keeps a good previous one), and temp files of writes a crash cut short go."""
         for stale in self.folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-        if self.loaded.name != LATEST:
-            os.replace(self.loaded, self.folder / LATEST)
-        self.manifest["checkpoints"] = [{"where": self.last_good, "sha256": sha256(self.folder / LATEST)}]
+        if self.loaded.name != CHECKPOINT:
+            os.replace(self.loaded, self.folder / CHECKPOINT)
+        self.manifest["checkpoints"] = [{"where": self.last_good, "sha256": sha256(self.folder / CHECKPOINT)}]
         self._write_manifest()
 
     def _trusted_hashes(self) -> tuple[set[str] | None, str]:
@@ -250,7 +249,7 @@ def recorded_base_dir(run_dir: Path) -> Path | None:
     """The absolute folder a run resolved relative references from (None for a run that
     predates the record, or whose manifest is unreadable)."""
     try:
-        base = json.loads((Path(run_dir) / FOLDER / MANIFEST).read_text()).get("base_dir")
+        base = json.loads((Path(run_dir) / CHECKPOINTS / MANIFEST).read_text()).get("base_dir")
     except (OSError, ValueError, AttributeError):
         return None
     return Path(base) if isinstance(base, str) else None

@@ -17,21 +17,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from runner.assemble import components, metric_refs
+from runner.resolve import components, metric_refs
 from runner.config import search
 from runner.config.schema import Config, ModelConfig
-from runner.config.validate import check_val_split
 from runner.data.loaders import first_batches
-from runner.errors import CompareError, UserCodeError
-from runner.run.run_dir import holds_a_run
+from runner.data.splits import check_val_split
+from runner.errors import CompareError, UserCodeError, describe, one_line
+from runner.rundir.guard import holds_a_run
 from runner.assemble.flops import probe_batch
 from runner.assemble.preflight import check_data_and_models, check_sample_shapes
 from runner.assemble.slots import build_slot, data_task, model_device, resolve_device
-from runner.run.distributed import Dist
+from runner.engine.dist import Dist
 from runner.metrics.builtin import defaults, rank_metric
 from runner.metrics.outputs import shape_of
 from runner.metrics.tasks import Task
-from runner.assemble.references import describe, located, one_line
+from runner.resolve.references import located
 from runner.engine.rng import preserved_rng
 
 

@@ -19,30 +19,32 @@ import pandas as pd
 import torch
 
 from runner import atomic
-from runner.assemble import components, metric_refs
+from runner.resolve import components, metric_refs
 from runner.assemble.fusing import fused_labels
 from runner.assemble.preflight import check_data_and_models, check_sample_shapes, check_sharding
 from runner.assemble.slots import build_slots, resolve_device
 from runner.config import tomlio
 from runner.config.schema import Config
-from runner.config.validate import config_from_dict, load_config
+from runner.assemble.validate import config_from_dict, load_config
 from runner.data.loaders import load_data
-from runner.data.splits import VAL_INDICES, split_facts
+from runner.data.splits import split_facts
 from runner.metrics.builtin import defaults, rank_metric
 from runner.engine.slot import Slot
 from runner.errors import CompareError, ConfigError, Problem, RunDirError, StopNow
 from runner.report.finalize import finalize_run
 from runner.run.checkpoint import Checkpointer, recorded_base_dir
-from runner.run.distributed import Dist, session
+from runner.engine.dist import Dist
+from runner.run.distributed import session
 from runner.run.dryrun import make_plan
 from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
-from runner.run.run_dir import check_path, LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
+from runner.rundir import layout
+from runner.rundir.guard import check_path, LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
 from runner.run.shared_pass import Outputs, SharedPass
-from runner.run.shards import SHARD_FILE, Shard, config_hash, plan, probe_costs, read_shard, refuse_race, shard_config
+from runner.run.shards import Shard, config_hash, plan, probe_costs, read_shard, refuse_race, shard_config
 from runner.run.predictions import kept_predictions, repair_predictions
-from runner.run.sinks import HistorySink, write_csv_atomic
+from runner.run.sinks import HistorySink
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Experiment:
         `data.dataset` and `loss.name` may also be live Python objects. `shard`: train only
         that share of the models (runner/run/shards.py) into a run directory of its own.
         `looks`: where a shard's race meets the other shards' models (--place models'
-        RaceLooks, runner/run/placement.py); without it a shard cannot race."""
+        RaceLooks, runner/run/ranks.py); without it a shard cannot race."""
         if isinstance(config, dict):
             config = config_from_dict(config, source="<dict>", overrides=list(overrides))
         elif overrides:
@@ -94,7 +96,7 @@ class Experiment:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "Experiment":
-        path = Path(run_dir) / "config.toml"
+        path = Path(run_dir) / layout.CONFIG
         if path.is_symlink():  # its target's TOML errors would be reported as the run's
             raise RunDirError(f"{path} {LINKED}")
         if not path.exists():
@@ -129,7 +131,7 @@ class Experiment:
         `Interrupted` (see runner.run.interrupts). Under torchrun this runs on every rank, data
         parallel; rank 0 alone touches the run directory. `accept_unverified`: resume from a
         checkpoint no manifest vouches for (runner/run/checkpoint.py). `single`: one process's
-        run even under torchrun (a rank's share of `--place models`, runner/run/placement.py)."""
+        run even under torchrun (a rank's share of `--place models`, runner/run/ranks.py)."""
         if self.shard is not None and self.looks is None:
             refuse_race(self.config)
         with session(self.config.experiment.device) if not single else nullcontext(Dist()) as dist:
@@ -189,22 +191,22 @@ class Experiment:
             raise
 
         def claim() -> None:
-            """Rank 0's: claim the run directory (runner/run/run_dir.py: checked, locked,
+            """Rank 0's: claim the run directory (runner/rundir/guard.py: checked, locked,
             marked) for the run's lifetime, then write the run's static facts."""
             try:
                 if made is None:  # not claimed in start-up
                     lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
                 if checkpoint is None:
-                    atomic.write_text(run_dir / "config.toml", tomlio.dumps(self.config.to_dict()))
+                    atomic.write_text(run_dir / layout.CONFIG, tomlio.dumps(self.config.to_dict()))
                     sharded = {"shard": shard.record(config_hash(self.config))} if shard is not None else {}
                     if sharded:
-                        atomic.write_text(run_dir / SHARD_FILE, json.dumps(sharded["shard"], indent=1) + "\n")
-                    atomic.write_text(run_dir / "env.json", json.dumps(environment(device, argv) | {"world_size": dist.world} | split_facts(data) | task_facts(cfg, slots) | sharded, indent=2) + "\n")
+                        atomic.write_text(run_dir / layout.SHARD, json.dumps(sharded["shard"], indent=1) + "\n")
+                    atomic.write_text(run_dir / layout.ENV, json.dumps(environment(device, argv) | {"world_size": dist.world, "place": cfg.experiment.place} | split_facts(data) | task_facts(cfg, slots) | sharded, indent=2) + "\n")
                     if data.val_indices is not None:
-                        write_csv_atomic(pd.DataFrame({"train_index": data.val_indices}), run_dir / VAL_INDICES)
+                        atomic.write_csv(run_dir / layout.VAL_INDICES, pd.DataFrame({"train_index": data.val_indices}))
                     models = pd.DataFrame([s.info for s in slots])
                     models["flops_per_sample"] = ["n/a" if pd.isna(v) else int(v) for v in models["flops_per_sample"]]  # n/a: not counted (a note said why)
-                    write_csv_atomic(models, run_dir / "models.csv")
+                    atomic.write_csv(run_dir / layout.MODELS_CSV, models)
             except BaseException:
                 lock.close()
                 raise
@@ -277,9 +279,9 @@ class Experiment:
         made = missing_folders(run_dir)
         lock.enter_context(claim_run_dir(run_dir, fresh=True, overwrite=overwrite))
         try:
-            atomic.write_text(run_dir / "config.toml", tomlio.dumps(self.config.to_dict()))
+            atomic.write_text(run_dir / layout.CONFIG, tomlio.dumps(self.config.to_dict()))
             if self.shard is not None:  # a resume after a kill in start-up trains the same share
-                atomic.write_text(run_dir / SHARD_FILE, json.dumps(self.shard.record(config_hash(self.config)), indent=1) + "\n")
+                atomic.write_text(run_dir / layout.SHARD, json.dumps(self.shard.record(config_hash(self.config)), indent=1) + "\n")
         except BaseException:
             lock.close()
             raise
@@ -290,7 +292,7 @@ class Experiment:
         different --shard, or none for a shard's directory, is refused."""
         recorded = dist.from_main(lambda: read_shard(run_dir) if run_dir.is_dir() else None)
         mine = self.shard
-        if recorded is None and not (run_dir / "config.toml").exists():
+        if recorded is None and not (run_dir / layout.CONFIG).exists():
             return mine  # nothing to resume there: _resume_point says so
         if (recorded is None) != (mine is None) or (mine is not None and (mine.index, mine.count) != (recorded.index, recorded.count)):
             said = f"shard {recorded.label}" if recorded is not None else "no shard"
@@ -301,7 +303,7 @@ class Experiment:
         """The checkpoint to continue from; None when the run never reached its first one."""
         if not run_dir.is_dir() or not any(run_dir.iterdir()):
             raise RunDirError(f"nothing to resume in {run_dir}: it holds no run; leave out --resume to start one there")
-        saved_config = run_dir / "config.toml"
+        saved_config = run_dir / layout.CONFIG
         if saved_config.is_symlink():
             raise RunDirError(f"{saved_config} {LINKED}")
         if not saved_config.exists():

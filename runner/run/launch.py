@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from runner.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, Problem
+from runner.rundir.layout import LEADERBOARD_CSV
 
 # What torchrun (and other env:// launchers) set for every worker.
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -54,7 +55,7 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path)
         return exit_code(err.failures)
     except SignalException as err:  # Ctrl-C / SIGTERM: the agent passed it on; the workers checkpointed
         return 128 + int(err.sigval)
-    board = Path(run_dir) / "leaderboard.csv"
+    board = Path(run_dir) / LEADERBOARD_CSV
     import pandas as pd  # noqa: PLC0415 - the CLI's error path (fail -> env_rank) stays free of pandas
 
     if board.exists() and pd.read_csv(board)["status"].isin(["failed", "diverged"]).any():

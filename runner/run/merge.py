@@ -5,7 +5,7 @@ Checked first, each a RunDirError (exit 2) naming what is wrong: every directory
 all hold the same resolved config (config.toml; the first differing key is named) and the same
 assignment, every shard 1..N is there exactly once, and each one finished (its checkpoint
 manifest vouches for a final checkpoint). Then, under the run-directory rules of
-runner/run/run_dir.py (a fresh directory, or one of compare's with --overwrite):
+runner/rundir/guard.py (a fresh directory, or one of compare's with --overwrite):
 
     config.toml, val_indices.csv      copied (the same in every shard)
     env.json                          the first shard's, with `merged_from` instead of `shard`
@@ -32,13 +32,14 @@ from runner import atomic
 from runner.errors import RunDirError
 from runner.report.finalize import finalize_run
 from runner.run.checkpoint import Checkpointer, recorded_base_dir
-from runner.run.distributed import Dist
+from runner.engine.dist import Dist
 from runner.run.experiment import config_differences
-from runner.run.run_dir import check_no_links, claim_run_dir
-from runner.run.shards import SHARD_FILE, Shard, read_shard
-from runner.run.sinks import HistorySink, write_csv_atomic
+from runner.rundir import layout
+from runner.rundir.guard import check_no_links, claim_run_dir
+from runner.run.shards import Shard, read_shard
+from runner.run.sinks import HistorySink
 
-COPIED = ("predictions", "models", "tb")  # <folder>/<model>/... per model
+COPIED = (layout.PREDICTIONS, layout.WEIGHTS, layout.TB)  # <folder>/<model>/... per model
 
 
 @dataclass
@@ -62,12 +63,12 @@ def read_shards(dirs: list[Path]) -> list[ShardDir]:
             raise RunDirError(f"{d}: no such shard directory")
         shard = read_shard(d)
         if shard is None or not shard.models:
-            raise RunDirError(f"{d} is not a shard's run directory (no {SHARD_FILE} naming its models); give the directories `compare run --shard I/N` wrote")
+            raise RunDirError(f"{d} is not a shard's run directory (no {layout.SHARD} naming its models); give the directories `compare run --shard I/N` wrote")
         try:
-            text = (d / "config.toml").read_text()
+            text = (d / layout.CONFIG).read_text()
             shards.append(ShardDir(d, shard, tomllib.loads(text), text))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            raise RunDirError(f"{d / 'config.toml'}: cannot read: {type(err).__name__}") from None
+            raise RunDirError(f"{d / layout.CONFIG}: cannot read: {type(err).__name__}") from None
     first = shards[0]
     for s in shards[1:]:
         if s.shard.count != first.shard.count:
@@ -118,13 +119,13 @@ def write_merged(shards: list[ShardDir], states: list[dict], out: Path, plots: b
     order = [m["name"] for m in config.get("model", [])]
     e = config.get("experiment", {})
     seeds = list(e.get("seeds") or [e.get("seed", 0)])
-    atomic.write_text(out / "config.toml", shards[0].config_text)
-    env = json.loads((shards[0].path / "env.json").read_text())
+    atomic.write_text(out / layout.CONFIG, shards[0].config_text)
+    env = json.loads((shards[0].path / layout.ENV).read_text())
     env.pop("shard", None)
     env["merged_from"] = {"shards": len(shards), "dirs": [str(s.path.resolve()) for s in shards], "assignment": [list(s.shard.models) for s in shards]}
-    atomic.write_text(out / "env.json", json.dumps(env, indent=2) + "\n")
-    if (shards[0].path / "val_indices.csv").exists():
-        atomic.write_bytes(out / "val_indices.csv", (shards[0].path / "val_indices.csv").read_bytes())
+    atomic.write_text(out / layout.ENV, json.dumps(env, indent=2) + "\n")
+    if (shards[0].path / layout.VAL_INDICES).exists():
+        atomic.write_bytes(out / layout.VAL_INDICES, (shards[0].path / layout.VAL_INDICES).read_bytes())
     _merge_models_csv(shards, order, out)
     position = {name: i for i, name in enumerate(order)}
     rows = sorted((r for st in states for r in st["history"]), key=lambda r: (seeds.index(r["seed"]), r["epoch"], position[r["model"]]))
@@ -133,9 +134,9 @@ def write_merged(shards: list[ShardDir], states: list[dict], out: Path, plots: b
         for model in s.shard.models:
             for folder in COPIED:
                 _copy_tree(s.path / folder / model, out / folder / model, out)
-            error = s.path / "errors" / f"{model}.txt"
+            error = layout.error_file(s.path, model)
             if error.is_file():
-                _copy_tree(error, out / "errors" / error.name, out)
+                _copy_tree(error, layout.error_file(out, model), out)
     checkpointer = Checkpointer(out, SimpleNamespace(seeds=seeds, models=[SimpleNamespace(name=n) for n in order]), Dist())
     checkpointer.start(recorded_base_dir(shards[0].path) or Path("."))
     checkpointer.save_state(_merged_state(states, order, rows))
@@ -160,7 +161,7 @@ def _merged_state(states: list[dict], order: list[str], rows: list[dict]) -> dic
 
 def _merge_models_csv(shards: list[ShardDir], order: list[str], out: Path) -> None:
     """models.csv cell for cell (read as text, so no number is re-formatted), rows in config order."""
-    frames = [pd.read_csv(s.path / "models.csv", dtype=str, keep_default_na=False) for s in shards if (s.path / "models.csv").exists()]
+    frames = [pd.read_csv(s.path / layout.MODELS_CSV, dtype=str, keep_default_na=False) for s in shards if (s.path / layout.MODELS_CSV).exists()]
     if not frames:
         return
     rows, columns = {}, []
@@ -171,7 +172,7 @@ def _merge_models_csv(shards: list[ShardDir], order: list[str], out: Path) -> No
         if name in rows:
             columns += [c for c in rows[name][1] if c not in columns]
     table = pd.DataFrame([rows[n][0] for n in order if n in rows], columns=columns).fillna("")
-    write_csv_atomic(table, out / "models.csv")
+    atomic.write_csv(out / layout.MODELS_CSV, table)
 
 
 def _copy_tree(src: Path, dst: Path, run_dir: Path) -> None:

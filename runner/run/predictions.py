@@ -9,6 +9,7 @@ from pathlib import Path
 from runner.config.schema import Config
 from runner.errors import CompareNote
 from runner.report.run_data import prediction_damage
+from runner.rundir.layout import predictions_file
 from runner.run.sinks import write_predictions
 
 
@@ -28,7 +29,7 @@ def repair_predictions(run_dir: Path, checkpoint: dict, cfg: Config) -> list[Pat
     rebuilt = []
     for seed, record in (checkpoint.get("predictions") or {}).items():
         for model, chosen in record["models"].items():
-            path = Path(run_dir) / "predictions" / model / f"seed_{seed}.npz"
+            path = predictions_file(run_dir, model, seed)
             why = "missing" if not path.exists() else prediction_damage(path)
             if why is None:
                 continue

@@ -25,8 +25,8 @@ from typing import Mapping
 
 from runner.config.schema import Config
 from runner.errors import ConfigError, Problem, RunDirError
+from runner.rundir.layout import SHARD as SHARD_FILE  # written with config.toml when a shard claims its run directory
 
-SHARD_FILE = "shard.json"  # written with config.toml when a shard claims its run directory
 RACE_REFUSED = (
     "racing compares the models with each other at every look, so a shard cannot race alone: "
     "use --nproc N --place models (the ranks meet at each look), leave out --shard, or remove [experiment.race]"
@@ -118,7 +118,7 @@ def refuse_race(cfg: Config) -> None:
 def units(cfg: Config) -> list[tuple[str, ...]]:
     """The config's models in placement units, in config order: with `experiment.fuse` on or
     auto, models that could fuse (same arch, args, device) form one unit and stay together."""
-    from runner.assemble.references import describe  # noqa: PLC0415
+    from runner.errors import describe  # noqa: PLC0415
 
     if cfg.experiment.fuse == "off":
         return [(m.name,) for m in cfg.models]

@@ -14,12 +14,13 @@ from runner import atomic
 from runner.config.schema import Config
 from runner.data.loaders import config_streams
 from runner.run.checkpoint import Checkpointer
-from runner.run.distributed import Dist
+from runner.engine.dist import Dist
 from runner.engine.loop import evaluate, read_health, train_one_epoch
 from runner.engine.race import Race, describe
 from runner.metrics.builtin import Kept, lookup
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
+from runner.rundir import layout
 from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, write_weights
 from runner.engine.slot import Slot
 from runner.engine.streams import Streams
@@ -66,8 +67,8 @@ class SharedPass:
     def run(self, out: Outputs) -> None:
         cfg = self.cfg
         multi = len(cfg.seeds) > 1
-        runs = {s.name: s.name + (f"/seed_{self.seed}" if multi else "") for s in self.slots}
-        tb = TensorBoardSink(out.run_dir / "tb", runs, purge_step=self.epoch if self.resumed else None) if self.dist.main else NullTensorBoardSink()
+        runs = {s.name: layout.tb_run(s.name, self._seed_folder()) for s in self.slots}
+        tb = TensorBoardSink(out.run_dir / layout.TB, runs, purge_step=self.epoch if self.resumed else None) if self.dist.main else NullTensorBoardSink()
         try:
             while not self.finished and any(s.live for s in self.slots):
                 self._epoch(out, tb, seed_label=(cfg.seeds.index(self.seed) + 1, len(cfg.seeds)) if multi else None)
@@ -175,9 +176,9 @@ class SharedPass:
     def _write_errors(self, run_dir: Path) -> None:
         for slot in self.slots if self.dist.main else ():
             if slot.error and slot.name not in self.error_files:
-                folder = run_dir / "errors"
-                folder.mkdir(exist_ok=True)
-                atomic.write_text(folder / f"{slot.name}.txt", f"{slot.status} at {slot.where}\n\n{slot.error}")
+                path = layout.error_file(run_dir, slot.name)
+                path.parent.mkdir(exist_ok=True)
+                atomic.write_text(path, f"{slot.status} at {slot.where}\n\n{slot.error}")
                 self.error_files.add(slot.name)
 
     # ------------------------------------------------------------ checkpoints

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from runner import atomic
-from runner.run.run_dir import check_no_links
+from runner.atomic import write_csv  # by name: tests patch sinks.write_csv to fill the disk
+from runner.rundir import layout
+from runner.rundir.guard import check_no_links
 
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
@@ -39,20 +41,16 @@ def metric_tags(record: dict) -> dict[str, str]:
     return {c: f"{c.split('_', 1)[1]}/{c.split('_', 1)[0]}" for c in record if c.startswith(("val_", "test_")) and c not in TB_TAGS and isinstance(record[c], float)}
 
 
-def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    atomic.write_text(path, df.to_csv(index=False))
-
-
 class HistorySink:
     def __init__(self, run_dir: Path, rows: list[dict] | None = None, write_file: bool = True):
-        self.path = Path(run_dir) / "history.csv"
+        self.path = Path(run_dir) / layout.HISTORY
         self.rows: list[dict] = list(rows or [])  # restored from a checkpoint on resume
         self.write_file = write_file  # False on DDP ranks > 0: they keep the rows, rank 0 writes
 
     def write(self, records: list[dict]) -> None:
         self.rows += records
         if self.write_file:
-            write_csv_atomic(self.frame(), self.path)
+            write_csv(self.path, self.frame())
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows)
@@ -113,9 +111,8 @@ def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tenso
     has classes (`final`), and every per-sample statistic the metrics need (`final.<stat>`);
     `reported` names the one the run's leaderboard reads ([report] select). Nothing here is
     chosen on test."""
-    folder = Path(run_dir) / "predictions" / model
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"seed_{seed}.npz"
+    path = layout.predictions_file(run_dir, model, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"target": targets.numpy(), "reported": np.array(reported)}  # which epoch's arrays the run's leaderboard reads
     for key, chosen in (("final", final), ("best_val", best)):
         if chosen is None:
@@ -133,10 +130,9 @@ def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tenso
 def write_weights(run_dir: Path, model: str, seed: int | None, which: str, module: nn.Module) -> Path:
     """models/<model>/<which>.pt (models/<model>/seed_<s>/<which>.pt with several seeds): the
     state_dict on the CPU, written atomically; load it with torch.load(..., weights_only=True)."""
-    folder = Path(run_dir) / "models" / model / (f"seed_{seed}" if seed is not None else "")
-    check_no_links(folder / f"{which}.pt", Path(run_dir))  # never through a link planted in the run directory
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{which}.pt"
+    path = layout.weights_file(run_dir, model, seed, which)
+    check_no_links(path, Path(run_dir))  # never through a link planted in the run directory
+    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     with atomic.atomic_write(path) as f:
         torch.save(state, f)

@@ -15,7 +15,7 @@ from torch import nn
 from datasets.digits import Digits
 from runner import Experiment
 from runner.config import tomlio
-from runner.config.validate import load_config
+from runner.assemble.validate import load_config
 from runner.errors import UserCodeError
 from tests.helpers import ROOT, compare, digits_config, mlp
 

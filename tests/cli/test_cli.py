@@ -182,10 +182,10 @@ def test_a_full_disk_mid_run_is_exit_2_naming_the_file(tmp_path, monkeypatch):
     any other write that finds the disk full (history.csv here) is the user's to fix too."""
     from runner.run import sinks  # noqa: PLC0415
 
-    def full(frame, path):
+    def full(path, frame):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(sinks, "write_csv_atomic", full)
+    monkeypatch.setattr(sinks, "write_csv", full)
     result = cli("run", write(tmp_path, digits_config([mlp("a")], epochs=1, subset=200)), "--out", tmp_path / "run", "-q", "--no-plots")
     assert result.exit_code == 2, result.stderr
     assert result.stderr.strip().splitlines() == [

@@ -6,7 +6,7 @@ import tomllib
 import pytest
 
 from runner.config import tomlio
-from runner.config.validate import config_from_dict, load_config
+from runner.assemble.validate import config_from_dict, load_config
 from runner.errors import ConfigError
 from tests.helpers import ROOT, digits_config, mlp
 

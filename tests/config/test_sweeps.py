@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.errors import ConfigError
 from tests.helpers import digits_config, mlp
 

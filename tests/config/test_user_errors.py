@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.errors import LINE_CHARS, ConfigError
 from tests.helpers import cli, digits_config, mlp, write
 

@@ -11,13 +11,13 @@ import torch
 from scipy import stats
 from torchvision.transforms.v2 import functional as TF
 
-from runner.assemble import components
+from runner.resolve import components
 
 from runner.data import cache as datacache
 
 from runner.config import tomlio
 from runner.data.batch_augment import BatchPipeline, Crop, crop_and_flip
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.data.cache import load_cached_data
 from runner.engine.loop import seeded_batches
 from runner.errors import CompareWarning, ConfigError

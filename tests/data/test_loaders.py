@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from runner.assemble import components
-from runner.config.validate import config_from_dict
+from runner.resolve import components
+from runner.assemble.validate import config_from_dict
 from runner.data.batch_augment import BatchPipeline, Crop
 from runner.data.cache import CachedData, CachedSplit
 from runner.data.loaders import config_streams, first_batches, make_streams

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner.assemble import components
+from runner.resolve import components
 
 from runner.engine import loop as engine
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.assemble.slots import build_slots
 from runner.run.experiment import Experiment
 from runner.engine.fused import FusedMember

@@ -13,9 +13,9 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
-from runner.assemble import components
+from runner.resolve import components
 from runner.assemble.slots import build_slots
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.engine import loop
 from runner.engine.rng import RngStream
 from runner.engine.slot import DIVERGED

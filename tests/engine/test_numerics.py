@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datasets import create_dataset
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.errors import CompareWarning, ConfigError
 from runner.assemble.slots import build_slot
 from tests.helpers import digits_config, mlp

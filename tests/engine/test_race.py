@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.engine.race import Race, decide, looks
 from runner.run.experiment import Experiment
 from tests.helpers import compare, digits_config, killable, launch, mlp, write
@@ -95,10 +95,3 @@ def test_racing_needs_a_val_split_and_reads_only_val(tmp_path):
     raw["experiment"]["race"] = RACE | {"metric": "test_acc", "alpha": 1.5}
     proc = compare("run", write(tmp_path, raw), "--out", tmp_path / "r")
     assert proc.returncode == 2 and "experiment.race.metric" in proc.stderr and "experiment.race.alpha" in proc.stderr
-
-
-def test_the_many_pairs_mcnemar_is_the_exact_one():
-    from runner.report.stats import mcnemar_exact, mcnemar_exact_many  # noqa: PLC0415
-
-    wins, losses = np.array([0, 3, 10, 7, 40]), np.array([0, 12, 10, 0, 22])
-    assert np.allclose(mcnemar_exact_many(wins, losses), [mcnemar_exact(int(b), int(c)) for b, c in zip(wins, losses)])

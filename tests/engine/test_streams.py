@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.engine import streams as streams_module
 from runner.engine.streams import TRIAL_STEPS, Streams
 from runner.errors import ConfigError

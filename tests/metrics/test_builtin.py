@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from runner.metrics import paired
+from runner.metrics import significance
 from runner.metrics.builtin import BUILTIN, ECE_BINS, Kept, metrics_for
 from runner.metrics.tasks import Task, sample_stats
 
@@ -313,7 +313,7 @@ def test_resampler_equals_metric_on_the_resampled_arrays(name):
     kind, kept = _case(name)
     metric = _metric(name, kind, kept.width)
     n = len(kept)
-    w = next(paired.resample_blocks(n, resamples=25, seed=3))  # [25, n] counts, as the bootstrap draws them
+    w = next(significance.resample_blocks(n, resamples=25, seed=3))  # [25, n] counts, as the bootstrap draws them
     assert w.shape == (25, n) and (w.sum(axis=1) == n).all()
     under_weights = metric.resampler(kept)(w)
     for row, value in zip(w, under_weights):

@@ -4,7 +4,7 @@ by simulation with fixed seeds:
 - A/A (soundness): two predictors drawn from the same noise model; at alpha = 0.05 the test
   may reject at most 5 % of the time (plus 3 binomial standard errors of the simulation).
 - A/B (power): a known difference is found in most repeats, at roughly the power the
-  family's MDE claims (stats.mde_mcnemar / paired.mde_from_se).
+  family's MDE claims (power.mde_mcnemar / power.mde_from_se).
 
 Each test is called the way verdict.judge calls it. `pytest -s` prints the measured rates;
 docs/metrics.md records them.
@@ -17,9 +17,8 @@ import numpy as np
 from scipy import stats as sps
 from scipy.optimize import brentq
 
-from runner.metrics import paired
+from runner.metrics import power, significance
 from runner.metrics.builtin import Kept, metrics_for
-from runner.report import stats
 
 ALPHA = 0.05
 RESAMPLES = 999  # fewer than the report's 10,000, to stay fast; the tests are valid at any B
@@ -59,22 +58,22 @@ def _regressor(rng, target: np.ndarray, scale: np.ndarray) -> Kept:
 # ---------------------------------------------------------------- the three families, as verdict.judge runs them
 
 
-def mcnemar_p(a: Kept, b: Kept) -> stats.PairedResult:
-    return stats.paired_over_seeds(ACC.per_sample(a)[None] > 0.5, ACC.per_sample(b)[None] > 0.5)
+def mcnemar_p(a: Kept, b: Kept) -> significance.PairedResult:
+    return significance.paired_over_seeds(ACC.per_sample(a)[None] > 0.5, ACC.per_sample(b)[None] > 0.5)
 
 
 def additive_p(metric, a: Kept, b: Kept) -> tuple[float, float]:
     """(p, the MDE verdict.judge states) for one seed."""
     d = metric.per_sample(a) - metric.per_sample(b)
-    return paired.sign_flip_p(d, resamples=RESAMPLES), paired.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d)))
+    return significance.sign_flip_p(d, resamples=RESAMPLES), power.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d)))
 
 
 def bootstrap_p(metric, a: Kept, b: Kept) -> tuple[float, float]:
     """(p, the MDE verdict.judge states) for one seed: both models on the same resamples."""
-    values = paired.bootstrap([metric.resampler(a), metric.resampler(b)], len(a), resamples=RESAMPLES)
+    values = significance.bootstrap([metric.resampler(a), metric.resampler(b)], len(a), resamples=RESAMPLES)
     delta = values[0] - values[1]
     observed = metric.value(a) - metric.value(b)
-    return paired.bootstrap_p(observed, delta), paired.mde_from_se(float(np.nanstd(delta, ddof=1)))
+    return significance.bootstrap_p(observed, delta), power.mde_from_se(float(np.nanstd(delta, ddof=1)))
 
 
 # ---------------------------------------------------------------- A/A
@@ -127,7 +126,7 @@ def test_aa_bootstrap_macro_f1():
 
 def test_ab_mcnemar_acc_ten_points():
     """A right with probability 0.8, B with 0.7, independently per sample: the discordance is
-    0.8 * 0.3 + 0.2 * 0.7 = 0.38 and the exact power is stats.mcnemar_power(400, 0.38, 0.10)."""
+    0.8 * 0.3 + 0.2 * 0.7 = 0.38 and the exact power is power.mcnemar_power(400, 0.38, 0.10)."""
     rng = np.random.default_rng(400)
     repeats, n, classes = 200, 400, 4
     rejected, mdes = 0, []
@@ -136,9 +135,9 @@ def test_ab_mcnemar_acc_ten_points():
         a, b = _classifier(rng, target, np.full(n, 0.8), classes), _classifier(rng, target, np.full(n, 0.7), classes)
         result = mcnemar_p(a, b)
         rejected += result.p < ALPHA
-        mdes.append(stats.mde_mcnemar(n, float(np.mean(ACC.per_sample(a) != ACC.per_sample(b)))))
+        mdes.append(power.mde_mcnemar(n, float(np.mean(ACC.per_sample(a) != ACC.per_sample(b)))))
     rate = rejected / repeats
-    claimed = stats.mcnemar_power(n, 0.38, 0.10)
+    claimed = power.mcnemar_power(n, 0.38, 0.10)
     print(f"\nA/B acc 80% vs 70%, n={n}, {repeats} repeats: rejection rate {rate:.3f}; claimed power {claimed:.3f}; median MDE {np.median(mdes):.4f}")
     assert rate > 0.5
     assert abs(rate - claimed) < 0.1
@@ -149,7 +148,7 @@ def test_ab_mcnemar_at_its_mde():
     """A true difference equal to mde_mcnemar(n, p_d) is found in about 80 % of repeats."""
     rng = np.random.default_rng(401)
     repeats, n, p_d = 200, 400, 0.3
-    mde = stats.mde_mcnemar(n, p_d)
+    mde = power.mde_mcnemar(n, p_d)
     rejected = 0
     for _ in range(repeats):
         discordant = rng.random(n) < p_d
@@ -157,7 +156,7 @@ def test_ab_mcnemar_at_its_mde():
         both_right = rng.random(n) < 0.7
         a = np.where(discordant, a_wins, both_right)
         b = np.where(discordant, ~a_wins, both_right)
-        rejected += stats.paired_over_seeds(a[None], b[None]).p < ALPHA
+        rejected += significance.paired_over_seeds(a[None], b[None]).p < ALPHA
     rate = rejected / repeats
     print(f"\nA/B acc at the McNemar MDE ({mde:.4f}, n={n}, discordance {p_d}), {repeats} repeats: rejection rate {rate:.3f} (claimed 0.80)")
     assert abs(rate - 0.8) < 0.1

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from runner.config.validate import config_from_dict, load_config
+from runner.assemble.validate import config_from_dict, load_config
 from runner.report import across
 from runner.run.experiment import Experiment
 from tests.helpers import ROOT, cli, digits_config, mlp

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sp
 
-from runner.report import stats
+from runner.metrics import significance
 from runner.errors import ReportError, RunDirError
 from runner.report.leaderboard import build
 from runner.report.run_data import load_run
@@ -62,7 +62,7 @@ def test_paired_test_against_the_best_is_computed_on_the_saved_predictions(seede
         assert (board.loc[model, "wins_vs_best"], board.loc[model, "losses_vs_best"]) == (wins, losses)
         raw[model] = sp.binomtest(wins, wins + losses, 0.5).pvalue
         assert board.loc[model, "p_vs_best_raw"] == pytest.approx(raw[model])
-    adjusted = dict(zip(raw, stats.holm(list(raw.values()))))
+    adjusted = dict(zip(raw, significance.holm(list(raw.values()))))
     for model, p in adjusted.items():
         assert board.loc[model, "p_vs_best"] == pytest.approx(p)
         assert bool(board.loc[model, "tied_with_best"]) == (p >= 0.05)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.report.leaderboard import build
 from runner.report.plots import confusion_grid, figures, grad_norms, learning_curves, model_colours, pareto
 from runner.report.run_data import RunData, load_run

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from runner.config import search
-from runner.metrics import paired
+from runner.metrics import significance
 from runner.report import families, tuning
-from runner.report.stats import ALPHA
+from runner.metrics.significance import ALPHA
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -115,7 +115,7 @@ def simulate(repeats: int, spread: float, shift: float, shared_points: bool, see
         difficulty = rng.random(n_test)
         correct = {"A": _test_correctness(rng, acc_a, difficulty), "B": _test_correctness(rng, acc_b, difficulty)}
         fams = [_family(n, rng, a, n_val, correct[n], "space" if shared_points else n) for n, a in (("A", acc_a), ("B", acc_b))]
-        w = next(paired.resample_blocks(n_test, resamples, seed=r))  # the same test resamples for every trial
+        w = next(significance.resample_blocks(n_test, resamples, seed=r))  # the same test resamples for every trial
         test_b = {f.name: ((w @ correct[f.name].T) / n_test)[:, None, :] for f in fams}
         table, _, _ = families.judge(fams, test_b, higher=True)
         rejected += bool((table["p_vs_best"] < ALPHA).any())

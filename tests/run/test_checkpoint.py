@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.errors import CompareWarning, RunDirError
 from runner.run.checkpoint import FORMAT, sha256
 from runner.run.experiment import Experiment

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from runner.config import tomlio
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.engine.loop import to_devices
 from runner.errors import ConfigError, DataError
 from runner.assemble.preflight import check_sharding

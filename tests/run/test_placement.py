@@ -1,4 +1,4 @@
-"""`--place models` (runner/run/placement.py): the models spread over torchrun's ranks (2 CPU
+"""`--place models` (runner/run/ranks.py): the models spread over torchrun's ranks (2 CPU
 processes, gloo), each rank over the full batches, rank 0 merging: bitwise the one-process run,
 with a race whose eliminations cross the ranks, also when a worker is killed mid-epoch and
 torchrun restarts the workers."""

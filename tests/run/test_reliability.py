@@ -12,8 +12,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from runner.config import tomlio
-from runner.config.validate import load_config
-from runner.run.run_dir import claim_run_dir
+from runner.assemble.validate import load_config
+from runner.rundir.guard import claim_run_dir
 from tests.helpers import digits_config, explodes, history, killable, launch, mlp, write_config
 
 

@@ -25,15 +25,9 @@ from typing import Iterator
 
 from runner import atomic
 from runner.errors import RunDirError, clip
+from runner.rundir.layout import CONFIG, HISTORY, LOCK, MARKER, RUN_FILES, RUN_FOLDERS, SHARD, SHARDED
 
-MARKER, LOCK = ".compare-run", ".lock"
 FORMAT = 1  # the marker's format version
-# Every top-level entry a run writes (experiment claim, sinks, shared_pass errors, checkpoint,
-# finalize, plots, tb_views). --overwrite removes these, and nothing else.
-RUN_FILES = frozenset({"config.toml", "env.json", "models.csv", "history.csv", "leaderboard.csv", "leaderboard.md", "val_indices.csv"})
-RUN_FOLDERS = frozenset({"tb", "checkpoints", "predictions", "errors", "plots", "models"})
-# Written only by a shard (shard.json: runner/run/shards.py) or by --place models (.shards/: runner/run/placement.py).
-SHARDED = frozenset({"shard.json", ".shards"})
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`
 NAME_MAX, PATH_MAX = 255, 4096  # bytes in one file or folder name, and in a whole path (Linux)
 LINKED = "is a symbolic link; compare writes only real files in its run directory: remove the link"
@@ -62,7 +56,7 @@ def holds_a_run(run_dir: Path) -> bool:
     if not run_dir.is_dir():
         return False
     entries = [p.name for p in run_dir.iterdir() if not bookkeeping(p.name)]
-    never_started = sorted(entries) in (["config.toml"], ["config.toml", "shard.json"]) and (run_dir / MARKER).is_file()  # killed in start-up: nothing to lose
+    never_started = sorted(entries) in ([CONFIG], [CONFIG, SHARD]) and (run_dir / MARKER).is_file()  # killed in start-up: nothing to lose
     return bool(entries) and not never_started
 
 
@@ -74,7 +68,7 @@ def missing_folders(run_dir: Path) -> list[Path]:
 def release_claim(run_dir: Path, made: list[Path]) -> None:
     """Undo a claim made before start-up (bad input found there leaves nothing): the lock is
     gone already; remove the marker, config.toml and the folders the claim created."""
-    for name in ("config.toml", "shard.json", MARKER):
+    for name in (CONFIG, SHARD, MARKER):
         (run_dir / name).unlink(missing_ok=True)
     for folder in reversed(made):
         try:
@@ -112,7 +106,7 @@ def find_run_dir(path: str | Path) -> Path | None:
     marker, or history.csv for a run from before the marker; None outside every run directory."""
     path = Path(path).absolute()
     for folder in (path, *path.parents):
-        if (folder / MARKER).is_file() or (folder / "history.csv").is_file():
+        if (folder / MARKER).is_file() or (folder / HISTORY).is_file():
             return folder
     return None
 

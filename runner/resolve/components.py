@@ -2,7 +2,7 @@
 config runs before anything is built. Models and datasets have registries of their own.
 
 Models, datasets and losses may also be references (`file.py:Attr`, `nb.ipynb:Attr`,
-`package.module:attr`, see runner/assemble/references.py) or, from Python, live objects. Each is
+`package.module:attr`, see runner/resolve/references.py) or, from Python, live objects. Each is
 resolved in one place (`resolve_model`, `resolve_dataset`, `resolve_loss`) that both the
 config check and the builders use.
 """
@@ -18,9 +18,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runner.assemble import arguments, references
-from runner.assemble.shared_loss import shared_state
-from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, shown
+from runner.resolve import arguments, references
+from runner.resolve.shared_loss import shared_state
+from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, describe, shown
 
 # The file named when a torch constructor refuses a config's arguments at build time, where the
 # Config's source is not at hand; the config check builds the same objects first and names it.
@@ -91,7 +91,7 @@ def create_scheduler(name: str, optimizer: torch.optim.Optimizer, args: dict):
 
 
 # ---------------------------------------------------------------- checks used by the config
-# Each takes the file and the key of its table and returns Problems (runner/assemble/arguments.py).
+# Each takes the file and the key of its table and returns Problems (runner/resolve/arguments.py).
 
 
 def _checked(file: str, key: str, lookup: Callable[[], Any], then: Callable[[Any], list[Problem]]) -> list[Problem]:
@@ -217,7 +217,7 @@ def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
     if not isinstance(arch, str) and not callable(arch):
         raise ReferenceNotFound(f"expected a model name (`compare list models`), a reference ({references.FORMS}) or, from Python, an nn.Module class, factory or instance; got {shown(arch)}")
     target = references.resolve(arch, base_dir) if isinstance(arch, str) else arch
-    what = references.describe(arch)
+    what = describe(arch)
     if isinstance(target, nn.Module):
         return target
     if isinstance(target, type) and not issubclass(target, nn.Module):
@@ -259,7 +259,7 @@ def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: 
         from models import create_model  # noqa: PLC0415
 
         return create_model(arch, input_shape, num_classes, **args)
-    what = f"model {name} ({references.describe(arch)})" if name else references.describe(arch)
+    what = f"model {name} ({describe(arch)})" if name else describe(arch)
     if isinstance(target, nn.Module):
         return copy.deepcopy(target)  # each run (and each model) starts from the instance's weights
     # input_shape where the signature names it; num_classes also to a `**kwargs` factory (timm:create_model).
@@ -289,9 +289,9 @@ def resolve_dataset(spec: Any, base_dir: str | Path = "."):
     if isinstance(target, adapter):
         return target
     if not (isinstance(target, type) and issubclass(target, adapter)):
-        raise ReferenceNotFound(f"{references.describe(spec)} is {references.describe(target)}; expected a subclass of datasets.DatasetAdapter that overrides load_data()")
+        raise ReferenceNotFound(f"{describe(spec)} is {describe(target)}; expected a subclass of datasets.DatasetAdapter that overrides load_data()")
     if inspect.isabstract(target):
-        raise ReferenceNotFound(f"{references.describe(spec)}: {target.__name__} does not override load_data()")
+        raise ReferenceNotFound(f"{describe(spec)}: {target.__name__} does not override load_data()")
     return target
 
 
@@ -303,7 +303,7 @@ def load_dataset(data, base_dir: str | Path = ".", seed: int = 0):
 def build_adapter(data, base_dir: str | Path = "."):
     """The `[data]` adapter, with the configured transforms; nothing loaded yet."""
     target = resolve_dataset(data.dataset, base_dir)
-    what = references.describe(data.dataset)
+    what = describe(data.dataset)
     if isinstance(target, type):
         build = target if registered(data.dataset) else functools.partial(references.call_user, what, target)
         adapter = build(root=data.root, download=data.download, augment=data.augment, **data.args)
@@ -318,7 +318,7 @@ def build_adapter(data, base_dir: str | Path = "."):
 
 
 def prepare_dataset(adapter, data, seed: int = 0):
-    what = references.describe(data.dataset)
+    what = describe(data.dataset)
     # Loading reads files and runs the transforms on the first sample: what fails there is the
     # data or the config (a missing file, a crop larger than the image), reported as such.
     return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed, val_fraction=data.val_fraction)
@@ -346,7 +346,7 @@ def resolve_loss(name: Any, base_dir: str | Path = ".") -> Any:
         raise ReferenceNotFound(f"expected a torch.nn loss name (`compare list losses`), a reference ({references.FORMS}) or, from Python, a loss class or callable; got {shown(name)}")
     target = references.resolve(name, base_dir) if isinstance(name, str) else name
     if not callable(target):
-        raise ReferenceNotFound(f"{references.describe(name)} is {shown(target)} ({type(target).__name__}); expected a loss class or a callable loss(logits, targets)")
+        raise ReferenceNotFound(f"{describe(name)} is {shown(target)} ({type(target).__name__}); expected a loss class or a callable loss(logits, targets)")
     return target
 
 
@@ -362,7 +362,7 @@ def _loss_arguments(target, args: dict, file: str, key: str) -> list[Problem]:
 def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callable:
     """ONE loss object for every model. Warns (CompareWarning) when it keeps state between calls."""
     target = resolve_loss(loss.name, base_dir)
-    what = references.describe(loss.name)
+    what = describe(loss.name)
     if isinstance(target, type):
         if registered(loss.name):
             fn = arguments.constructed(BUILT_FROM, "loss.args", loss.name, loss.args, lambda: target(**arguments.tensor_args(target, loss.args)))

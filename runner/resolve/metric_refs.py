@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner.assemble import references
+from runner.resolve import references
 from runner.errors import CompareError, Problem, UserCodeError
 from runner.metrics.builtin import Metric
 

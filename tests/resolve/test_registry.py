@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import create_model, list_models
-from runner.assemble import components
+from runner.resolve import components
 from runner.errors import CompareError, UnknownNameError
 
 BUILT_IN = [n for n in list_models() if not n.startswith(("torchvision.", "test_"))]

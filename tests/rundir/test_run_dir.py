@@ -1,4 +1,4 @@
-"""The run directory (runner/run/run_dir.py, docs/run-directory.md): compare writes only inside
+"""The run directory (runner/rundir/guard.py, docs/run-directory.md): compare writes only inside
 it, replaces only what it wrote, never writes through a symlink, and one run at a time holds it."""
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.validate import config_from_dict
+from runner.assemble.validate import config_from_dict
 from runner.errors import ConfigError, RunDirError
 from runner.report.finalize import finalize_run
 from runner.run.experiment import Experiment
-from runner.run.run_dir import LOCK, MARKER, RUN_FILES, RUN_FOLDERS, claim_run_dir, run_dir_lock
+from runner.rundir.guard import LOCK, MARKER, claim_run_dir, run_dir_lock
+from runner.rundir.layout import RUN_FILES, RUN_FOLDERS
 from tests.helpers import ROOT, compare, digits_config, explodes, killable, launch, mlp, write, write_config
 
 REPRO = '[experiment]\nname="{name}"\ndevice="cpu"\n[data]\ndataset="digits"\n[[model]]\nname="m"\narch="mlp"\n'
@@ -197,7 +198,7 @@ RACE = r"""
 import json, multiprocessing, os, sys
 from pathlib import Path
 from runner.errors import RunDirError
-from runner.run.run_dir import LOCK, MARKER, claim_run_dir
+from runner.rundir.guard import LOCK, MARKER, claim_run_dir
 
 def racer(root, rounds, barrier, results):
     for i in range(rounds):
@@ -251,7 +252,7 @@ def test_two_processes_racing_for_a_directory_one_wins_every_time(tmp_path):
 
 DIES_HOLDING = r"""
 import os, signal, sys
-from runner.run.run_dir import run_dir_lock
+from runner.rundir.guard import run_dir_lock
 with run_dir_lock(sys.argv[1]):
     ready, tell = os.pipe()
     child = os.fork()

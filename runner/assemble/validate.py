@@ -11,8 +11,9 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from runner.assemble import components, finetune, metric_refs
-from runner.assemble.arguments import describe_type, matches
+from runner.resolve import components, metric_refs
+from runner.assemble import finetune
+from runner.resolve.arguments import describe_type, matches
 from runner.config import search, sweeps
 from runner.config.overrides import apply_overrides
 from runner.metrics.builtin import BUILTIN
@@ -23,6 +24,7 @@ from runner.config.schema import (
     MAX_NAME_CHARS,
     MAX_PATH_PART_BYTES,
     NAME_PATTERN,
+    PLACES,
     PRECISIONS,
     SELECT,
     VAL_FIX,
@@ -316,6 +318,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         ("experiment.precision", e.precision, PRECISIONS),
         ("experiment.fuse", e.fuse, ("off", "on", "auto")),
         ("experiment.streams", e.streams, ("off", "on", "auto")),
+        ("experiment.place", e.place, PLACES),
         ("data.cache", d.cache, ("none", "memory", "device")),
         ("report.select", cfg.report.select, SELECT),
         ("report.by", cfg.report.by, BY),
@@ -381,12 +384,3 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         problems += finetune.check(m, src, where, base)
         if m.scheduler:
             problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")
-
-
-def check_val_split(cfg: Config, has_val: bool) -> None:
-    """Once the data is loaded: every decision that reads val needs a val split."""
-    if has_val:
-        return
-    problems = [Problem(cfg.source, key, f"{what}, but the run has no val split; {VAL_FIX}") for key, what in cfg.needs_val()]
-    if problems:
-        raise ConfigError(problems)

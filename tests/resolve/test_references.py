@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.assemble import references
+from runner.resolve import references
 
 from runner.config import tomlio
-from runner.config.validate import config_from_dict, load_config
+from runner.assemble.validate import config_from_dict, load_config
 from runner.errors import CompareWarning, ConfigError, UserCodeError
 from runner.run.experiment import Experiment
 from tests.helpers import compare, digits_config, mlp

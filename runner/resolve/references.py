@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runner.engine.rng import preserved_rng
-from runner.errors import CompareError, CompareNote, ReferenceNotFound, UserCodeError, did_you_mean
+from runner.errors import CompareError, CompareNote, ReferenceNotFound, UserCodeError, describe, did_you_mean, one_line
 
 SKIP_TAG = "skip-compare"
 FORMS = "package.module:attr, path/to/file.py:Attr or path/to/notebook.ipynb:Attr"
@@ -57,16 +57,6 @@ _FOLDERS: set[str] = set()  # folders of referenced files, put on sys.path
 def is_reference(value: Any) -> bool:
     """`a.b:c`, `x.py:C`, `nb.ipynb:C` (registry names never hold a colon)."""
     return isinstance(value, str) and ":" in value
-
-
-def describe(obj: Any) -> str:
-    """A name for anything a config may hold; live Python objects as `<python:module.QualName>`."""
-    if isinstance(obj, str):
-        return obj
-    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
-        return f"<python:{obj.__module__}.{obj.__qualname__}>"
-    cls = type(obj)
-    return f"<python:{cls.__module__}.{cls.__qualname__} instance>"
 
 
 def resolve(text: str, base_dir: str | Path = ".") -> Any:
@@ -328,10 +318,6 @@ def call_user(what: str, fn: Callable, *args, **kwargs) -> Any:
         raise
     except Exception as err:  # noqa: BLE001 - the user's code: report it, do not crash
         raise UserCodeError(f"{what} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or "(no message)"
 
 
 # Frames in these are not "where the user's code failed".
