@@ -105,12 +105,24 @@ def final_state(s: ShardDir) -> dict:
 def merge_shards(dirs: list[Path], out: Path, overwrite: bool = False, plots: bool = True):
     """Check the shards, write RUN, finalize it; returns the leaderboard (runner/report)."""
     shards = read_shards(dirs)
-    inside = next((s for s in shards if Path(out).resolve() in s.path.resolve().parents), None)
-    if inside is not None:  # RUN/.shards/...: --overwrite would remove what is being merged
-        raise RunDirError(f"{inside.path} lies inside --out {out}; merge into another folder")
+    refuse_overlap([s.path for s in shards], Path(out))
     states = [final_state(s) for s in shards]
     with claim_run_dir(out, fresh=True, overwrite=overwrite):
         return write_merged(shards, states, Path(out), plots)
+
+
+def refuse_overlap(inputs: list[Path], out: Path) -> None:
+    """--out must be none of the shards, hold none of them and lie inside none of them: with
+    --overwrite the claim would remove what is being merged (before anything is removed)."""
+    target = out.resolve()
+    for path in inputs:
+        shard = path.resolve()
+        if shard == target:
+            raise RunDirError(f"--out {out} is the shard {path} itself; merge into another folder")
+        if target in shard.parents:  # RUN/.shards/...
+            raise RunDirError(f"{path} lies inside --out {out}; merge into another folder")
+        if shard in target.parents:
+            raise RunDirError(f"--out {out} lies inside the shard {path}; merge into another folder")
 
 
 def write_merged(shards: list[ShardDir], states: list[dict], out: Path, plots: bool = True):

@@ -77,6 +77,12 @@ def test_shards_merged_equal_the_unsharded_run_bitwise_also_after_a_kill(trials,
     code, log = trials("resume", tmp_path / "merged", "--no-plots", "-q")  # a merged run is a finished run
     assert code == 0 and "already finished" in log, log
 
+    listing = {s: sorted(p.relative_to(s) for p in s.rglob("*")) for s in shards}
+    for out in (shards[0], shards[1], shards[0] / "inside", tmp_path / "runs"):  # is, lies inside, holds a shard
+        refused = cli("merge", *shards, "--out", out, "--overwrite", "--no-plots")
+        assert refused.exit_code == 2 and "merge into another folder" in refused.stderr and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert {s: sorted(p.relative_to(s) for p in s.rglob("*")) for s in shards} == listing and not (shards[0] / "inside").exists()
+
     board = cli("leaderboard", *reversed(shards), "--format", "csv")  # the shards read as one run
     assert board.exit_code == 0, board.stderr
     got, want = pd.read_csv(io.StringIO(board.stdout)), pd.read_csv(reference / "leaderboard.csv")
