@@ -225,6 +225,9 @@ def split_column(split: str, metric: str = HEADLINE) -> str:
     return f"{split}_{metric}"
 
 
+VAL_HEADLINE, TEST_HEADLINE = split_column("val"), split_column("test")  # val_acc, test_acc
+
+
 CLS, ML, REG = ("classification",), ("multilabel",), ("regression",)
 BUILTIN: list[Metric] = [
     Metric(HEADLINE, CLS, ("top1",), True, "mcnemar", "share of samples whose top-1 class is the target",

@@ -36,6 +36,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from runner import atomic  # noqa: E402
+from runner.metrics.builtin import TEST_HEADLINE  # noqa: E402
 from runner.metrics.significance import t_interval  # noqa: E402
 from runner.report import stats, task_plots, tuning_plot  # noqa: E402
 from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
@@ -195,10 +196,10 @@ def _leave_diverged_off(ax, history: pd.DataFrame, present: list[str], log: bool
     return True
 
 
-def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric: str = "test_acc") -> Figure:
+def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric: str = TEST_HEADLINE) -> Figure:
     """The rank metric (accuracy unless the run ranks by another test metric), the losses."""
     if not metric.startswith("test_") or metric == "test_loss" or metric not in history or not history[metric].notna().any():
-        metric = "test_acc"
+        metric = TEST_HEADLINE
     name = metric.removeprefix("test_")
     val = [c for c in (f"val_{name}", "val_loss") if c in history and history[c].notna().any()]
     splits = "test solid, val dashed" if val else "test"
@@ -225,7 +226,7 @@ def grad_norms(history, order, colours, n_seeds: int, run_name: str) -> Figure |
     return _curves(history, panels, order, colours, n_seeds, run_name, heading)
 
 
-def _ci_errors(table: pd.DataFrame, metric: str = "test_acc") -> np.ndarray:
+def _ci_errors(table: pd.DataFrame, metric: str = TEST_HEADLINE) -> np.ndarray:
     mean = table[f"{metric}_mean"].to_numpy(float)
     low = np.where(np.isfinite(table[f"{metric}_ci95_low"].to_numpy(float)), table[f"{metric}_ci95_low"], mean)
     high = np.where(np.isfinite(table[f"{metric}_ci95_high"].to_numpy(float)), table[f"{metric}_ci95_high"], mean)
@@ -235,7 +236,7 @@ def _ci_errors(table: pd.DataFrame, metric: str = "test_acc") -> np.ndarray:
 def _metric_words(board: Leaderboard) -> tuple[str, str]:
     """(column prefix, axis words) of the rank metric."""
     metric = board.evidence.metric
-    if metric == "test_acc":
+    if metric == TEST_HEADLINE:
         return metric, "test accuracy"
     return metric, f"{metric.removeprefix('test_')} on test ({'higher' if board.evidence.higher_is_better else 'lower'} is better)"
 
@@ -280,7 +281,7 @@ def leaderboard_chart(board: Leaderboard, run_name: str) -> Figure:
     ax.set_yticks(y, [f"{r}. {m}" for r, m in zip(table["rank"], table["model"])])
     ax.set_ylim(len(table) - 0.5, -0.9)  # best on top, room for its value label under the title
     n_test = board.evidence.test_samples
-    if metric == "test_acc":
+    if metric == TEST_HEADLINE:
         ax.set_xlabel(f"test accuracy at the selected epoch (fraction of {n_test:,} test samples)" if n_test else "test accuracy at the selected epoch (fraction correct)")
     else:
         ax.set_xlabel(f"{words} at the selected epoch" + (f", {n_test:,} test samples" if n_test else ""))
@@ -336,10 +337,10 @@ def pareto(board: Leaderboard, colours: dict, cost: str, xlabel: str, what: str,
     ax.step(x[front][order], acc[front][order], where="post", color="black", linewidth=1.2, zorder=2)
     _cost_axis(ax, x, xlabel)
     ax.margins(x=0.08)
-    ax.set_ylabel("test accuracy at the selected epoch (fraction correct)" if metric == "test_acc" else words)
+    ax.set_ylabel("test accuracy at the selected epoch (fraction correct)" if metric == TEST_HEADLINE else words)
     legend_panel(key, handles, "model (rank)")
     width = fig.get_figwidth() - 0.5
-    name = "accuracy" if metric == "test_acc" else metric.removeprefix("test_")
+    name = "accuracy" if metric == TEST_HEADLINE else metric.removeprefix("test_")
     fig.suptitle(wrap(f"{run_name}: {name} vs {what}", width) + "\n"
                  + wrap(f"front: no other model is both cheaper and better on {name}; bars = 95% CI", width, 9), fontsize=11)
     return fig

@@ -24,6 +24,7 @@ import pandas as pd
 
 from runner.report import stats
 from runner.report.run_data import RunData
+from runner.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE
 from runner.rundir.layout import TB, tb_run
 from runner.rundir.guard import check_no_links
 
@@ -50,7 +51,7 @@ LAYOUT = {
 
 
 def has_val(run: RunData) -> bool:
-    return any(c in run.history and run.history[c].notna().any() for c in ("val_acc", "val_loss"))
+    return any(c in run.history and run.history[c].notna().any() for c in (VAL_HEADLINE, "val_loss"))
 
 
 def task_metrics(run: RunData) -> list[str]:
@@ -67,7 +68,7 @@ def layout(run: RunData) -> dict:
     for m in task_metrics(run):
         charts[f"test {m}"] = ["Multiline", [rf"^{m}/test$"]]
         charts[f"val {m}"] = ["Multiline", [rf"^{m}/val$"]]
-    accuracy = "test_acc" in run.history and run.history["test_acc"].notna().any()
+    accuracy = TEST_HEADLINE in run.history and run.history[TEST_HEADLINE].notna().any()
     charts |= {k: v for k, v in LAYOUT["compare: every model"].items() if accuracy or "accuracy" not in k}
     out = {"compare: every model": {k: v for k, v in charts.items() if has_val(run) or not k.startswith("val ")}}
     name = run.rank_by.removeprefix("test_")

@@ -15,8 +15,10 @@ from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 
+from runner.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE
+
 # Shown after each epoch when the record holds them (val_* only where the run has a val split).
-EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "test_loss", "test_acc")
+EPOCH_METRICS = ("train_loss", "val_loss", VAL_HEADLINE, "test_loss", TEST_HEADLINE)
 
 
 class Progress:
@@ -49,7 +51,7 @@ def epoch_line(record: dict, width: int) -> str:
     """`mlp   train_loss 0.412  val_acc 0.9012  test_acc 0.9100`, NaN metrics left out."""
     cells = [record["model"].ljust(width)]
     keys = list(EPOCH_METRICS)
-    if not math.isfinite(record.get("test_acc", math.nan)):  # no classes: the task's first metric instead (rmse, micro_f1, ...)
+    if not math.isfinite(record.get(TEST_HEADLINE, math.nan)):  # no classes: the task's first metric instead (rmse, micro_f1, ...)
         first = next((k.removeprefix("test_") for k in record if k.startswith("test_") and k not in EPOCH_METRICS), None)
         keys += [f"val_{first}", f"test_{first}"] if first else []
     for key in keys:
