@@ -17,7 +17,7 @@ from runner.errors import CompareNote
 from runner.report.run_data import read_prediction_file
 from runner.run.dryrun import PROBE_BYTES, probe_size
 from runner.rundir.guard import MARKER, holds_a_run
-from tests.helpers import cli, digits_config, killable, launch, mlp, write_config
+from tests.helpers import cli, digits_config, killable, launch, mlp, write, write_config
 
 
 def errors(result) -> list[str]:
@@ -142,3 +142,39 @@ def test_the_dry_run_probes_a_bounded_part_of_a_huge_batch():
     assert probe_size(cfg, data) == PROBE_BYTES // (2008 * 2008 * 4) < cfg.data.batch_size
     small = config_from_dict(digits_config([mlp("a")], subset=300, test_subset=100))
     assert probe_size(small, components.load_dataset(small.data, small.base_dir)) == small.data.batch_size
+
+
+# --- Issue 36, "Edges, round 3" ------------------------------------------------------------------
+
+DICT_MODEL = '''
+import torch
+from torch import nn
+
+
+class TwoHeads(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.main, self.aux = nn.Linear(64, num_classes), nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return {"logits": self.main(x.flatten(1)), "aux": self.aux(x.flatten(1))}
+
+
+class Plain(TwoHeads):
+    def forward(self, x):
+        return super().forward(x)["logits"]
+'''
+
+
+@pytest.mark.parametrize("arch", ["TwoHeads", "Plain"])
+def test_a_report_output_typo_names_the_output_keys_not_a_forward_error(tmp_path, arch):
+    (tmp_path / "heads.py").write_text(DICT_MODEL)
+    raw = digits_config([{"name": "a", "arch": f"heads.py:{arch}", "optimizer": {"name": "SGD", "lr": 0.1}}], epochs=1)
+    raw["report"] = {"output": "logit"}  # a typo for `logits`; a tensor has a `logit` method
+    result = cli("run", write(tmp_path, raw), "--out", tmp_path / "dry", "--dry-run")
+    assert result.exit_code == 2, result.output
+    expected = {
+        "TwoHeads": "report.output: the model's output has no key 'logit'; it has: logits, aux; did you mean 'logits'?",
+        "Plain": "report.output: 'logit': the model returns a plain tensor, which has no keys (remove the setting)",
+    }[arch]
+    assert errors(result) == [f"error: {tmp_path / 'exp.toml'}: {expected}"], result.stderr

@@ -200,3 +200,25 @@ def test_a_fine_tuned_model_trains_as_the_plain_loop_does_and_other_models_chang
     optim = torch.optim.SGD([{"params": [model.head.bias]}, {"params": [model.head.weight], "lr": 0.3, "momentum": 0.9}], lr=0.1)
     expected = plain_loop(model, optim, train, test, bs, seed, epochs, 100, after_train_mode=lambda m: m.backbone[2].eval())  # frozen BatchNorm: its statistics stay
     pd.testing.assert_frame_equal(histories[0], expected, check_exact=True)
+
+
+def test_a_raw_pickle_init_is_one_error_without_torchs_warning(tmp_path):
+    """Issue 36, 26a: torch.load's UserWarning (a pickle protocol it does not expect) named a site-packages file."""
+    import pickle  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    (tmp_path / "raw.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(WeightsError, match="cannot read it"):
+        warnings.simplefilter("always")
+        built(tmp_path, net(init="raw.pkl"))
+    assert [str(w.message) for w in seen if not issubclass(w.category, CompareNote)] == []
+
+
+@pytest.mark.parametrize(("init", "what"), [("/dev/zero", "is not a regular file"), (".", "is a directory")])
+def test_an_init_that_is_not_a_regular_file_says_what_it_is(tmp_path, init, what):
+    """Issue 36, 26b: these said "no such file"."""
+    (tmp_path / "net.py").write_text(NET)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(digits_config([net(init=init)]), source=str(tmp_path / "exp.toml"))
+    [message] = [p.message for p in info.value.problems if p.key == "model.n.init"]
+    assert message.startswith(f"{init!r}: {what}") and "no such file" not in message, message

@@ -63,8 +63,17 @@ def check(m: ModelConfig, file: str, where: str, base_dir: Path) -> list[Problem
     if m.init is not None:
         path = base_dir / m.init
         if not path.is_file():
-            problems.append(Problem(file, f"{where}.init", f"{shown(m.init)}: no such file ({path}; relative to the config's folder)"))
+            problems.append(Problem(file, f"{where}.init", f"{shown(m.init)}: {_not_a_file(path)} ({path}; relative to the config's folder)"))
     return problems
+
+
+def _not_a_file(path: Path) -> str:
+    """What `path` is, when it is not a regular file `init` can load."""
+    if path.is_dir():
+        return "is a directory, not a state_dict file"
+    if path.exists():  # /dev/zero, a FIFO, a socket: torch.load would read forever or fail
+        return "is not a regular file"
+    return "no such file"
 
 
 # ------------------------------------------------------------ at build time
@@ -73,8 +82,12 @@ def check(m: ModelConfig, file: str, where: str, base_dir: Path) -> list[Problem
 def load_init(model: nn.Module, m: ModelConfig, base_dir: Path, where: str) -> None:
     """`init`: a state_dict file loaded into the built model (torch.load, weights_only=True)."""
     path = base_dir / m.init
+    if not path.is_file():  # checked before too; the file may have gone since
+        raise WeightsError(f"{where}.init: {path}: {_not_a_file(path)} (relative to the config's folder)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings (a pickle protocol it does not expect) name site-packages; the error below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{where}.init: {path}: no such file (relative to the config's folder)") from None
     except Exception as err:  # noqa: BLE001 - not a file torch.load reads with weights_only (pickled code, damaged, not torch)

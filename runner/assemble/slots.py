@@ -21,6 +21,7 @@ from runner.engine.slot import Slot, SlotParts
 from runner.data.splits import known_targets
 from runner.errors import CompareNote, CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError, describe, one_line
 from runner.metrics.builtin import higher_is_better, lookup
+from runner.metrics.outputs import OutputKeyError
 from runner.metrics.tasks import Task, infer_task
 from runner.engine.dist import Dist
 
@@ -86,6 +87,8 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         scheduler = constructed(cfg.source, f"{where}.scheduler", m.scheduler.name, m.scheduler.args, make_scheduler)
     try:
         flops, out_shape, why = probe_forward(model, input_shape if sample is None else sample, device, cfg.report.output)
+    except OutputKeyError as err:  # the forward ran; [report] output names nothing it returned
+        raise ConfigError([Problem(cfg.source, "report.output", one_line(err))]) from err
     except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
         shape = tuple(input_shape) if sample is None else f"{tuple(sample.shape[1:])} ({str(sample.dtype).removeprefix('torch.')})"
         raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {shape} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err

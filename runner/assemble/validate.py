@@ -106,6 +106,7 @@ def config_from_dict(raw: dict, source: str = "<dict>", overrides: list[str] = (
 MAX_COUNT = 2**63 - 1  # sizes and counts: what a C index (sys.maxsize) holds
 MAX_WORKERS = 256  # data.num_workers: a fixed cap (not this machine's CPUs), so a run's config resumes on any machine
 MAX_DEPTH = 32  # tables and arrays in tables and arrays: far more than any config needs
+MAX_SEED = 2**63 - 1  # seeds: torch takes up to 2**64 - 1, but the test subset draws with seed + 1 (see _check_values)
 
 
 def _arch_key(key: str) -> str | None:
@@ -300,8 +301,10 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad("experiment.seeds", f"expected distinct seeds, got {e.seeds}")
     seeds = [("experiment.seed", e.seed)] + [("experiment.seeds", s) for s in e.seeds or []] + [(f"model.{m.name}.seed", m.seed) for m in cfg.models if m.seed is not None]
     for key, seed in seeds:
-        if not -(2**63) <= seed < 2**64:
-            bad(key, f"expected a seed from -2**63 to 2**64 - 1 (what torch.manual_seed takes), got {shown(seed)}")
+        # torch.manual_seed takes -2**63 .. 2**64 - 1, but a negative seed wraps (-1 is 2**64 - 1)
+        # and the test subset is drawn with seed + 1, which overflows at 2**64 - 1: [0, MAX_SEED].
+        if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+            bad(key, f"expected a seed from 0 to 2**63 - 1, got {shown(seed)}")
     if e.checkpoint_every_steps is not None and e.checkpoint_every_steps < 1:
         bad("experiment.checkpoint_every_steps", f"expected >= 1, got {e.checkpoint_every_steps}")
     if e.epochs < 1:

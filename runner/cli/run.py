@@ -70,6 +70,8 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str | N
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / ERRORS}\n")
         if not launch.launched():  # under torchrun a non-zero exit would restart the run
             raise typer.Exit(EXIT_SOME_FAILED)
+    elif len(result.leaderboard) and result.leaderboard["status"].astype(str).str.contains("diverged").any():
+        sys.stderr.write(f"note: some trials of a search diverged: bad points of its space, reported as diverged and counted in the family's trials (exit 0; docs/tuning.md); see {result.run_dir / ERRORS}\n")
 
 
 def _placement(cfg, place: str | None, shard, nproc: int | None, dry_run: bool):

@@ -31,7 +31,9 @@ SAMPLERS = ("sobol", "random")
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 SEARCH_KEYS = ("space", "trials", "sampler", "seed")
 DIGITS = 3  # significant digits a sampled float keeps
-MAX_TRIALS = 10_000
+# One search's points are each a model the plan builds and the dry run probes: 1,000 plan in
+# seconds on a laptop, 10,000 took minutes before anything trained (issue 36). docs/tuning.md.
+MAX_TRIALS = 1_000
 
 
 def parse(spec: Any, spaces: dict, where: str, source: str, problems: list[Problem]) -> dict | None:

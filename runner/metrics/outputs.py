@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from runner.errors import UserCodeError
+from runner.errors import UserCodeError, did_you_mean
 
 
 def prediction(output: Any, key: str | None = None) -> torch.Tensor:
@@ -35,19 +35,29 @@ def prediction(output: Any, key: str | None = None) -> torch.Tensor:
     raise UserCodeError(f"the model returned {type(output).__name__}: metrics need a tensor, a tuple/list whose first element is one, or a dict with 'logits' (or set [report] output)")
 
 
+class OutputKeyError(UserCodeError):
+    """`[report] output` names nothing the model's output has: a config problem (the build
+    reports it against `report.output`), not the model's forward raising."""
+
+
 def _by_key(output: Any, key: str) -> Any:
+    if isinstance(output, torch.Tensor):  # before attributes: `logit` would find Tensor.logit
+        raise OutputKeyError(f"{key!r}: the model returns a plain tensor, which has no keys (remove the setting)")
     if isinstance(output, Mapping):
         if key in output:
             return output[key]
-    elif isinstance(output, (tuple, list)) and key.lstrip("-").isdigit():
-        if -len(output) <= int(key) < len(output):
+        names = [str(k) for k in output]
+    elif isinstance(output, (tuple, list)):
+        if key.lstrip("-").isdigit() and -len(output) <= int(key) < len(output):
             return output[int(key)]
-    elif hasattr(output, key):
-        return getattr(output, key)
-    elif isinstance(output, torch.Tensor):
-        raise UserCodeError(f"[report] output = {key!r}: the model returns a plain tensor, which has no keys (remove the setting)")
-    keys = list(output) if isinstance(output, Mapping) else f"positions 0..{len(output) - 1}" if isinstance(output, (tuple, list)) else "none"
-    raise UserCodeError(f"[report] output = {key!r}: not in the model's output (it has {keys})")
+        raise OutputKeyError(f"{key!r}: the model's output is a {type(output).__name__} of {len(output)}: use a position 0..{len(output) - 1}")
+    else:
+        value = getattr(output, key, None)
+        if value is not None and not callable(value):  # an attribute (a field, a property), never a method
+            return value
+        names = [k for k, v in getattr(output, "__dict__", {}).items() if not k.startswith("_") and not callable(v)]
+    has = f"it has: {', '.join(names)}" if names else f"it has no keys or attributes ({type(output).__name__})"
+    raise OutputKeyError(f"the model's output has no key {key!r}; {has}{did_you_mean(key, names)}")
 
 
 def _tensor(value: Any, what: str) -> torch.Tensor:

@@ -253,6 +253,24 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select:
     return row
 
 
+def searched_families(families: dict) -> set[str]:
+    """The families (config.families) whose points a search sampled (sobol, random), not a grid."""
+    return {name for name, made in (families or {}).items() if made.get("sampler", "grid") != "grid"}
+
+
+def failures(table: pd.DataFrame, searched: set[str]) -> list[str]:
+    """The models that make a finished run exit 3: one that failed, or one that diverged outside
+    a search. A diverged trial of a searched family is a result of the search (a bad point of its
+    space, counted in the family's trials), reported as diverged; it alone does not fail the run
+    (docs/tuning.md)."""
+    if not len(table) or "status" not in table:
+        return []
+    status = table["status"].astype(str)
+    family = table["family"].astype(str) if "family" in table else table["model"].astype(str)
+    bad = status.str.contains("failed") | (status.str.contains("diverged") & ~family.isin(searched))
+    return table.loc[bad, "model"].astype(str).tolist()
+
+
 def _status(statuses: pd.Series) -> str:
     """One word when every seed ended the same way, else counts ("done x2, diverged x1")."""
     counts = Counter(str(s) for s in statuses.dropna())

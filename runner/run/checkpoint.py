@@ -44,7 +44,7 @@ class Checkpointer:
     """One per run. Rank 0 alone reads and writes; under DDP `save` is collective (every rank
     hands rank 0 its own random streams and partial sums)."""
 
-    def __init__(self, run_dir: Path, cfg: Config, dist: Dist, accept_unverified: bool = False):
+    def __init__(self, run_dir: Path, cfg: Config, dist: Dist, accept_unverified: bool = False, merging: bool = False):
         self.run_dir, self.folder = Path(run_dir), Path(run_dir) / CHECKPOINTS
         self.seeds = cfg.seeds
         self.models = sorted(m.name for m in cfg.models)
@@ -56,6 +56,7 @@ class Checkpointer:
         self.last_good: str | None = None  # where the newest trusted checkpoint stands, for messages
         self.loaded: Path | None = None  # the file a resume continues from
         self.accept_unverified = accept_unverified  # no manifest: trust a file whose zip CRCs pass
+        self.merging = merging  # `compare merge` reads a shard's final checkpoint: its messages speak of merging
 
     # ------------------------------------------------------------ writing
 
@@ -147,13 +148,16 @@ class Checkpointer:
                 continue
             if trusted is not None and sha256(path) not in trusted:
                 if name != CHECKPOINT_NEXT:  # an unvouched checkpoint.next.pt is a write a crash cut short: not damage
-                    rejected.append(self._pass_over(path, f"its sha256 differs from the one {MANIFEST} records: the file is damaged"))
+                    changed = "the file or the manifest changed after the shard wrote them" if self.merging else "the file is damaged"
+                    rejected.append(self._pass_over(path, f"its sha256 differs from the one {MANIFEST} records: {changed}"))
                 continue
             if trusted is None:  # what can be checked without the manifest: every member's CRC32
                 problem = zip_damage(path)
                 if problem is not None:
                     rejected.append(self._pass_over(path, problem))
                     continue
+                if self.merging:
+                    raise RunDirError(f"cannot merge shard {self.run_dir}: {CHECKPOINTS}/{MANIFEST} is {unverifiable}, so {name} cannot be verified; merge reads only a checkpoint the manifest vouches for (rerun the shard)")
                 if not self.accept_unverified:
                     raise RunDirError(
                         f"cannot resume {self.run_dir}: {CHECKPOINTS}/{MANIFEST} is {unverifiable}, so {name} cannot be verified "
@@ -220,6 +224,8 @@ class Checkpointer:
         return f"{path.name}: {problem}"
 
     def _damaged(self, what: str) -> RunDirError:
+        if self.merging:
+            return RunDirError(f"cannot merge shard {self.run_dir}: {what}. Nothing was written; rerun the shard (its config with --shard and --overwrite)")
         return RunDirError(
             f"cannot resume {self.run_dir}: {what}. Nothing was deleted; to start over, "
             "run its config with --overwrite (or another --out)"

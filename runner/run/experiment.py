@@ -32,6 +32,7 @@ from runner.metrics.builtin import defaults, rank_metric
 from runner.engine.slot import Slot
 from runner.errors import CompareError, ConfigError, Problem, RunDirError, StopNow
 from runner.report.finalize import finalize_run
+from runner.report.leaderboard import failures, searched_families
 from runner.run.checkpoint import Checkpointer, recorded_base_dir
 from runner.engine.dist import Dist
 from runner.run.distributed import session
@@ -54,10 +55,12 @@ class RunResult:
     history: pd.DataFrame
     already_finished: bool = False  # resume found nothing left to do
     notes: list = field(default_factory=list)  # the reports' notes, plots not drawn included
+    searched: set = field(default_factory=set)  # families a search sampled: their diverged trials are results
 
     @property
     def some_failed(self) -> bool:
-        return bool(self.leaderboard["status"].str.contains("failed|diverged").any()) if len(self.leaderboard) else False
+        """Exit 3: a model failed, or diverged outside a search (runner/report/leaderboard.py `failures`)."""
+        return bool(failures(self.leaderboard, self.searched))
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "", form: str = "{key} ({a!r} -> {b!r})") -> list[str]:
@@ -151,7 +154,7 @@ class Experiment:
             raise RunDirError(f"{run_dir} was checkpointed by {checkpoint.get('world_size', 1)} process(es); resume it with as many (now {dist.world})")
         if checkpoint is not None and checkpoint["finished"]:
             board = dist.from_main(lambda: self._finish_again(run_dir, checkpoint, plots, stop))
-            return RunResult(run_dir, board, HistorySink(run_dir, checkpoint["history"], write_file=False).frame(), already_finished=True)
+            return RunResult(run_dir, board, HistorySink(run_dir, checkpoint["history"], write_file=False).frame(), already_finished=True, searched=searched_families(self.config.families))
 
         # Start-up (the data, the models: up to a minute on a loaded machine). A fresh run in a
         # folder that holds no run claims it and writes config.toml first, so a kill or a signal
@@ -244,7 +247,7 @@ class Experiment:
             # only rank 0 writes (and reads) them.
             reports = self._reports(run_dir, plots, stop) if dist.main else None
         board = reports.table if reports is not None else pd.DataFrame()
-        return RunResult(run_dir, board, history.frame(), notes=list(reports.evidence.notes) if reports is not None else [])
+        return RunResult(run_dir, board, history.frame(), notes=list(reports.evidence.notes) if reports is not None else [], searched=searched_families(self.config.families))
 
     def _finish_again(self, run_dir: Path, checkpoint: dict, plots: bool, stop: StopFlag | None) -> pd.DataFrame:
         """A finished run resumed: its reports again, from the checkpoint's history (it is the

@@ -7,10 +7,11 @@ codes are mapped back to compare's: a run that finished with failed or diverged 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 from runner.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, Problem
-from runner.rundir.layout import LEADERBOARD_CSV
+from runner.rundir.layout import CONFIG, LEADERBOARD_CSV
 
 # What torchrun (and other env:// launchers) set for every worker.
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -58,6 +59,10 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path)
     board = Path(run_dir) / LEADERBOARD_CSV
     import pandas as pd  # noqa: PLC0415 - the CLI's error path (fail -> env_rank) stays free of pandas
 
-    if board.exists() and pd.read_csv(board)["status"].isin(["failed", "diverged"]).any():
+    from runner.report.leaderboard import failures, searched_families  # noqa: PLC0415 - pandas, as above
+
+    config = Path(run_dir) / CONFIG
+    searched = searched_families(tomllib.loads(config.read_text()).get("families", {})) if config.exists() else set()
+    if board.exists() and failures(pd.read_csv(board), searched):
         return EXIT_SOME_FAILED
     return EXIT_OK

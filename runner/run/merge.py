@@ -94,7 +94,7 @@ def final_state(s: ShardDir) -> dict:
     e = s.config.get("experiment", {})
     seeds = list(e.get("seeds") or [e.get("seed", 0)])
     keys = SimpleNamespace(seeds=seeds, models=[SimpleNamespace(name=n) for n in s.shard.models])  # what a Checkpointer reads of a Config
-    checkpointer = Checkpointer(s.path, keys, Dist())
+    checkpointer = Checkpointer(s.path, keys, Dist(), merging=True)  # its messages speak of merging
     state = checkpointer.load()
     if state is None or not state["finished"]:
         at = f"its last checkpoint is at {checkpointer.last_good}" if state is not None else "no checkpoint yet"

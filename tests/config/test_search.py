@@ -87,6 +87,7 @@ def errors_of(path) -> list[str]:
 @pytest.mark.parametrize(("search", "extra", "key", "says"), [
     ({"space": "sgd", "trials": 4, "sampler": "grid"}, {}, "model.m.search.sampler", "expected one of sobol, random"),
     ({"space": "sgd", "trials": 0}, {}, "model.m.search.trials", "expected a whole number of trials"),
+    ({"space": "sgd", "trials": 10_000}, {}, "model.m.search.trials", "from 1 to 1,000, got 10000"),  # issue 36: minutes to plan
     ({"space": {"optimizer.lr": {"log_uniform": [0.0, 0.1]}}, "trials": 4}, {}, "model.m.search.space.optimizer.lr.log_uniform", "must be positive"),
     ({"space": "sgdd", "trials": 4}, {}, "model.m.search.space", "no [spaces.sgdd] table"),
     ({"space": "sgd", "trials": 4}, {"sweep": {"optimizer.lr": [0.1, 0.01]}}, "model.m.search", "cannot be combined"),
@@ -125,3 +126,15 @@ def test_racing_and_a_missing_val_split_are_refused_with_by_family(tmp_path):
     no_val["data"]["val_fraction"] = 0.0
     [line] = errors_of(write(tmp_path, no_val))
     assert ": report.by: " in line and "no val split" in line
+
+
+def test_diverged_search_trials_are_results_and_the_run_exits_0(tmp_path):
+    """Issue 36 item 6: a trial at a bad point of a searched space diverges; that is what the
+    search found (in its curves), not a failed run. A model outside a search that diverges
+    still makes the run exit 3 (tests/engine/test_quarantine.py)."""
+    space = {"optimizer.lr": {"log_uniform": [1e37, 1e38]}}  # every point overflows the weights in a step or two
+    raw = digits_config([family("m", [8], {"space": space, "trials": 2, "seed": 0}), {"name": "ok", "arch": "mlp", "args": {"hidden": [8]}}], epochs=1, subset=200, test_subset=60)
+    result = cli("run", write(tmp_path, raw), "--out", tmp_path / "run", "-q", "--no-plots")
+    board = (tmp_path / "run" / "leaderboard.csv").read_text()
+    assert result.exit_code == 0, result.stderr
+    assert board.count(",diverged,") == 2 and "some trials of a search diverged" in result.stderr

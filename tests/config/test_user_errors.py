@@ -71,8 +71,18 @@ def test_seeds_torch_cannot_take(tmp_path):
     raw = digits_config([mlp("m") | {"seed": 2**64}], epochs=1)
     raw["experiment"]["seeds"] = [0, -(2**70)]
     path = write(tmp_path, raw)
-    expected = "expected a seed from -2**63 to 2**64 - 1 (what torch.manual_seed takes), got"
+    expected = "expected a seed from 0 to 2**63 - 1, got"
     assert errors_of(path) == [f"{path}: experiment.seeds: {expected} {-(2**70)}", f"{path}: model.m.seed: {expected} {2**64}"]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64 - 1])
+def test_seeds_torch_takes_but_the_run_cannot_use(tmp_path, seed):
+    """Issue 36, 26e: -1 wraps to 2**64 - 1 in torch, and 2**64 - 1 + 1 (the test subset's seed) overflowed in the run."""
+    raw = digits_config([mlp("m") | {"seed": seed}], epochs=1, seed=seed)
+    raw["experiment"]["seeds"] = [0, seed]
+    path = write(tmp_path, raw)
+    expected = f"expected a seed from 0 to 2**63 - 1, got {seed}"
+    assert errors_of(path) == [f"{path}: {key}: {expected}" for key in ("experiment.seed", "experiment.seeds", "model.m.seed")]
 
 
 def test_a_model_name_too_long_for_a_file_name(tmp_path):

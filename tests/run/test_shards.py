@@ -180,3 +180,21 @@ def test_the_assignment_balances_cost_and_keeps_groups_whole():
     assert assign([(n,) for n in order], costs, 2, order) == (("a", "e"), ("b", "c", "d"))
     assert assign([("a", "d"), ("b",), ("c",), ("e",)], costs, 2, order) == (("a", "d"), ("b", "c", "e"))  # a fusable pair stays whole
     assert assign([(n,) for n in order], costs, 2, order) == assign([(n,) for n in order], dict(costs), 2, order)  # a function of the costs alone
+
+
+@pytest.mark.parametrize("manifest", ["missing", "stale"])
+def test_a_shard_whose_checkpoint_its_manifest_cannot_vouch_for_is_refused_in_merge_words(tmp_path, manifest):
+    """Issue 36, 26c: merge said "cannot resume" and "the file is damaged"."""
+    from runner.rundir.layout import CHECKPOINTS  # noqa: PLC0415
+
+    text = config(tmp_path).read_text()
+    one, two = fake_shard(tmp_path / "s1", 1, 2, text), fake_shard(tmp_path / "s2", 2, 2, text)
+    (one / CHECKPOINTS).mkdir()
+    torch.save({"finished": True}, one / CHECKPOINTS / "checkpoint.pt")  # a zip whose checksums pass
+    if manifest == "stale":
+        (one / CHECKPOINTS / "manifest.json").write_text(json.dumps({"format": 1, "checkpoints": [{"where": "x", "sha256": "0" * 64}]}))
+    result = cli("merge", one, two, "--out", tmp_path / "out")
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and line.startswith(f"error: cannot merge shard {one}: "), result.stderr
+    assert "resume" not in line and "damaged" not in line and "rerun the shard" in line, line
+    assert not (tmp_path / "out").exists()
