@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 
-from tests.helpers import LAUNCHER, ROOT, cli, killable, launch
+from tests.helpers import LAUNCHER, ROOT, cli, digits_config, killable, launch, mlp, write
 from tests.run.test_shards import assert_same_run, config
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torchrun gives each worker one thread: so does the reference (CPU sums depend on it)
@@ -51,3 +51,25 @@ def test_raced_models_over_two_ranks_equal_one_process_bitwise_after_a_restart(t
 def test_place_models_needs_torchrun():
     lone = cli("run", "experiments/digits.toml", "--place", "models")
     assert lone.exit_code == 2 and "add --nproc N" in lone.stderr
+
+
+def test_experiment_place_is_the_config_form_of_place(tmp_path):
+    """`experiment.place` says it in the config (the refusal names the file and key); `--place`
+    overrides it; a bad value is one line with a suggestion; config.toml does not record it."""
+    def config_with(name: str, place: str):
+        raw = digits_config([mlp("a"), mlp("b")], epochs=1, subset=200)
+        raw["experiment"]["place"] = place
+        folder = tmp_path / name
+        folder.mkdir()
+        return write(folder, raw)
+
+    models = config_with("models", "models")
+    lone = cli("run", models)
+    assert lone.exit_code == 2 and lone.stderr.strip() == f"error: {models}: experiment.place: models spreads the models over torchrun's ranks: add --nproc N (or start it with torchrun)", lone.stderr
+    plan = cli("run", models, "--place", "data", "--dry-run")  # the command line wins
+    assert plan.exit_code == 0, plan.stderr
+    bad = cli("run", config_with("bad", "model"), "--dry-run")
+    assert bad.exit_code == 2 and "experiment.place: expected one of data, models, got 'model'; did you mean 'models'?" in bad.stderr, bad.stderr
+    from runner.assemble.validate import load_config  # noqa: PLC0415
+
+    assert "place" not in load_config(models).to_dict()["experiment"]
