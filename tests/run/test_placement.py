@@ -10,6 +10,7 @@ import sys
 
 import pandas as pd
 
+from runner.assemble.validate import load_config
 from tests.helpers import LAUNCHER, ROOT, cli, digits_config, killable, launch, mlp, write
 from tests.run.test_shards import assert_same_run, config
 
@@ -70,6 +71,4 @@ def test_experiment_place_is_the_config_form_of_place(tmp_path):
     assert plan.exit_code == 0, plan.stderr
     bad = cli("run", config_with("bad", "model"), "--dry-run")
     assert bad.exit_code == 2 and "experiment.place: expected one of data, models, got 'model'; did you mean 'models'?" in bad.stderr, bad.stderr
-    from runner.assemble.validate import load_config  # noqa: PLC0415
-
     assert "place" not in load_config(models).to_dict()["experiment"]
