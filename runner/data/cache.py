@@ -29,7 +29,7 @@ from runner.resolve import components
 
 from runner.resolve import references
 from runner.data.batch_augment import BatchPipeline, UnsupportedStep, split_steps
-from runner.errors import CompareWarning, ConfigError, DataError, Problem
+from runner.errors import CompareWarning, ConfigError, DataError, Problem, one_line
 
 CACHE_DIR = ".compare-cache"
 FORMAT = 2  # version of the cache file's layout (2: the val split, its indices, the split sources)
@@ -199,7 +199,7 @@ def read_cache(path: Path) -> dict | None:
             raise ValueError(f"not a compare cache of format {FORMAT}")
         return state
     except Exception as err:  # noqa: BLE001 - a broken cache costs a decode, never the run
-        warnings.warn(f"data.disk_cache: {path} is unreadable ({type(err).__name__}: {references.one_line(err)}); decoding again", CompareWarning, stacklevel=2)
+        warnings.warn(f"data.disk_cache: {path} is unreadable ({type(err).__name__}: {one_line(err)}); decoding again", CompareWarning, stacklevel=2)
         return None
 
 
