@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from runner.rundir.integrity import write_checksum
 from tests.helpers import cli, digits_config, write
 
 SPACE = {"optimizer.lr": {"log_uniform": [0.01, 0.5]}, "optimizer.weight_decay": {"log_uniform": [1e-6, 1e-2]}}
@@ -259,6 +260,7 @@ def test_the_family_verdict_never_reads_test_to_choose_a_trial(fam_run, tmp_path
         for key in [k for k in pred if k.endswith(".top")]:
             pred[key] = np.repeat(answer[:, None], pred[key].shape[1], axis=1).astype(pred[key].dtype)
         np.savez(npz, **pred)
+        write_checksum(npz)  # an edit on purpose, not damage: the sha256 beside it follows
 
     before = pd.read_csv(run_dir / "families.csv").set_index("family")
     after = by_family_csv(copy).set_index("family")

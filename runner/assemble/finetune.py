@@ -32,6 +32,7 @@ from torch import nn
 from runner.resolve import components
 from runner.config.schema import ModelConfig
 from runner.errors import CompareNote, ConfigError, Problem, WeightsError, clip, shown
+from runner.rundir.integrity import mismatch
 
 SHOWN_NAMES = 5  # parameter or state_dict key names an error lists
 
@@ -80,10 +81,14 @@ def _not_a_file(path: Path) -> str:
 
 
 def load_init(model: nn.Module, m: ModelConfig, base_dir: Path, where: str) -> None:
-    """`init`: a state_dict file loaded into the built model (torch.load, weights_only=True)."""
+    """`init`: a state_dict file loaded into the built model (torch.load, weights_only=True);
+    with `init_strict = false` only the keys that fit, in name and shape (one note for the rest)."""
     path = base_dir / m.init
     if not path.is_file():  # checked before too; the file may have gone since
         raise WeightsError(f"{where}.init: {path}: {_not_a_file(path)} (relative to the config's folder)")
+    damaged = mismatch(path)  # a run's models/<m>/final.pt with its .sha256 beside it: a damaged copy must not spread
+    if damaged is not None:
+        raise WeightsError(f"{where}.init: {path}: {damaged}: the file is damaged; `compare resume` of the run that wrote it rebuilds it")
     try:
         with warnings.catch_warnings():  # torch's own warnings (a pickle protocol it does not expect) name site-packages; the error below says what matters
             warnings.simplefilter("ignore", UserWarning)
@@ -96,17 +101,26 @@ def load_init(model: nn.Module, m: ModelConfig, base_dir: Path, where: str) -> N
         what = f"a dict with keys {_names([str(k) for k in state])}" if isinstance(state, dict) else type(state).__name__
         raise WeightsError(f"{where}.init: {path} holds {what}, not a state_dict (parameter name -> tensor, what torch.save(model.state_dict(), ...) writes)")
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (the model's: {tuple(own[k].shape)})" for k, v in state.items() if k in own and v.shape != own[k].shape]
-    if wrong:
-        raise WeightsError(f"{where}.init: {path}: shapes differ: {_names(wrong)}")
+    reshaped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    wrong = [f"{k} {tuple(state[k].shape)} (the model's: {tuple(own[k].shape)})" for k in reshaped]
+    if wrong and m.init_strict:
+        raise WeightsError(f"{where}.init: {path}: shapes differ: {_names(wrong)} (init_strict = false loads the keys that fit and keeps these as built)")
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     if m.init_strict and (missing or unexpected):
         parts = [f"missing keys {_names(missing)}" if missing else "", f"unexpected keys {_names(unexpected)}" if unexpected else ""]
         raise WeightsError(f"{where}.init: {path} does not fit the model: {'; '.join(p for p in parts if p)} (init_strict = false loads the keys that fit)")
-    model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing key(s) keep their built values ({_names(missing)})" if missing else "", f"{len(unexpected)} unexpected key(s) ignored ({_names(unexpected)})" if unexpected else ""]
-        warnings.warn(f"model {m.name}: init {m.init}: {'; '.join(p for p in parts if p)}", CompareNote, stacklevel=3)
+    # init_strict = false: a head of another shape (a 5-class checkpoint into a 10-class model,
+    # the fine-tuning case) keeps its built values, as timm's and torchvision's users expect
+    fits = {k: v for k, v in state.items() if k in own and k not in reshaped}
+    if not fits:  # another model's file: training from scratch behind a note would mislead
+        raise WeightsError(f"{where}.init: {path}: none of its {len(state)} keys fits the model ({_names(list(state))}; the model's: {_names(list(own))})")
+    model.load_state_dict(fits, strict=False)
+    if missing or unexpected or wrong:
+        shapes = [f"{k} {tuple(state[k].shape)} vs the model's {tuple(own[k].shape)}" for k in reshaped]
+        parts = [f"{len(missing)} missing key(s) keep their built values ({_names(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected key(s) ignored ({_names(unexpected)})" if unexpected else "",
+                 f"{len(wrong)} key(s) of another shape keep their built values ({_names(shapes)})" if wrong else ""]
+        warnings.warn(f"model {m.name}: init {m.init}: {'; '.join(p for p in parts if p)}; {len(fits)} of the model's {len(own)} keys loaded", CompareNote, stacklevel=3)
 
 
 def freeze(model: nn.Module, m: ModelConfig, file: str, where: str) -> None:
@@ -141,7 +155,8 @@ def optimizer_params(model: nn.Module, m: ModelConfig, file: str, where: str):
     if not m.freeze and not m.param_groups:
         return model.parameters()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups: list[dict] = [{**{k: v for k, v in g.items() if k != "params"}, "params": []} for g in m.param_groups]
+    # "name" (Lightning's convention) labels a group's lr in history.csv and TensorBoard; torch keeps it in the group
+    groups: list[dict] = [{**{k: v for k, v in g.items() if k != "params"}, "name": group_label(g), "params": []} for g in m.param_groups]
     rest = []
     for name, param in named:
         home = next((i for i, g in enumerate(m.param_groups) if any(fnmatch.fnmatchcase(name, p) for p in _patterns(g["params"]))), None)
@@ -153,6 +168,21 @@ def optimizer_params(model: nn.Module, m: ModelConfig, file: str, where: str):
     if not groups and not rest:
         raise ConfigError([Problem(file, f"{where}.freeze", "freezes every parameter: nothing is left to train")])
     return ([{"params": rest}] if rest else []) + groups
+
+
+def group_label(group: dict) -> str:
+    """A `param_groups` entry's name in tables and the plan: its globs (`head.*`, `a.*,b.*`)."""
+    return ",".join(_patterns(group.get("params")))
+
+
+def group_lrs(m: ModelConfig) -> dict[str, Any]:
+    """models.csv's `lr[<globs>]` columns: each group's configured lr (else the optimizer's)."""
+    return {f"lr[{group_label(g)}]": g.get("lr", m.optimizer.args.get("lr")) for g in m.param_groups}
+
+
+def groups_text(m: ModelConfig) -> str:
+    """The plan's words for the groups: `; head.*: lr=0.5 momentum=0.9` per entry."""
+    return "".join(f"; {group_label(g)}: " + " ".join(f"{k}={v}" for k, v in g.items() if k != "params") for g in m.param_groups)
 
 
 # ------------------------------------------------------------ pretrained weights a builder downloads

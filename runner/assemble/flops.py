@@ -12,24 +12,31 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from runner.resolve.references import call_user
 from runner.engine.rng import preserved_rng
-from runner.metrics.outputs import shape_of
+from runner.metrics.outputs import extra_outputs, shape_of
 
 
 def probe_batch(data) -> torch.Tensor:
     """A batch of one: the test split's first sample as the model receives it, in its dtype.
     The test split runs the eval pipeline (nothing random); no random stream moves anyway."""
+    return probe_samples(data, 1)[0]
+
+
+def probe_samples(data, n: int) -> tuple:
+    """(x, y): the test split's first `n` samples (fewer where it holds fewer), collated as the
+    run collates them (the decoded cache: through its batch pipeline)."""
     with preserved_rng():
         if hasattr(data.test, "pipeline"):  # the decoded cache: its batch pipeline makes the input
-            return data.test.pipeline(data.test.images[:1])
+            return data.test.pipeline(data.test.images[:n]), data.test.labels[:n]
         own = getattr(data, "collate_fn", None)
-        items = [data.test[0]]
-        return (default_collate(items) if own is None else call_user("the collate function", own, items))[0]
+        items = [data.test[i] for i in range(min(n, len(data.test)))]
+        return default_collate(items) if own is None else call_user("the collate function", own, items)
 
 
-def probe_forward(model: nn.Module, sample: torch.Tensor | tuple[int, ...], device: torch.device, output_key: str | None = None) -> tuple[int | None, tuple[int, ...], str | None]:
+def probe_forward(model: nn.Module, sample: torch.Tensor | tuple[int, ...], device: torch.device, output_key: str | None = None) -> tuple[int | None, tuple[int, ...], str | None, int]:
     """`sample` (a batch of one; a shape: zeros of it) through the model in eval mode (BatchNorm
     needs no batch statistics, dropout draws nothing), then the train/eval flags are put back.
-    Returns (forward FLOPs per sample or None, output shape of one sample, why FLOPs are None)."""
+    Returns (forward FLOPs per sample or None, output shape of one sample, why FLOPs are None,
+    how many tensors the eval-mode output holds beside the prediction)."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     sample = torch.zeros(1, *sample) if not isinstance(sample, torch.Tensor) else sample
@@ -47,4 +54,4 @@ def probe_forward(model: nn.Module, sample: torch.Tensor | tuple[int, ...], devi
     finally:
         for module, training in modes.items():
             module.training = training
-    return flops, shape_of(out, output_key)[1:], why
+    return flops, shape_of(out, output_key)[1:], why, extra_outputs(out)

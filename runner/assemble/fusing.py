@@ -95,7 +95,7 @@ def candidate_groups(cfg: Config, slots: list[Slot]) -> tuple[list[list[Slot]], 
         if not any(True for _ in s.model.parameters()):
             reasons.append(f"model {s.name}: has no parameters to stack")
             continue
-        key = (describe(m.arch), json.dumps(m.args, sort_keys=True, default=repr), str(s.device), layout(s.model))
+        key = (describe(m.arch), json.dumps(m.args, sort_keys=True, default=repr), str(s.device), layout(s.model), cfg.output(m))  # a group's metrics read one output key
         keyed.setdefault(key, []).append(s)
     return [g for g in keyed.values() if len(g) > 1], reasons
 

@@ -2,9 +2,21 @@
 is one clear line, not a crash in the middle of epoch 1."""
 from __future__ import annotations
 
+import torch
+from torch.utils._pytree import tree_leaves
+
+from runner.assemble.flops import probe_batch, probe_samples
 from runner.data.splits import known_targets
 from runner.engine.rng import preserved_rng
 from runner.errors import DataError
+from runner.metrics import own as own_metric
+from runner.metrics.builtin import Kept
+from runner.metrics.outputs import prediction
+from runner.metrics.tasks import sample_stats
+from runner.resolve import metric_refs
+
+BATCH_BYTES = 2 * 2**30  # the most one batch of input may hold, estimated from one sample (docs/errors.md)
+METRIC_PROBE = 64  # test samples a metric of the user's own is first called on, before training
 
 
 def check_data_and_models(cfg, data, slots) -> None:
@@ -56,3 +68,50 @@ def check_sharding(cfg, data, world: int) -> None:
             f"({n} train samples: the last batch holds {n % batch or batch}); use a batch size of at least {world} "
             f"whose last batch has at least {world} samples (or set data.subset)"
         )
+
+
+def check_batch_bytes(cfg, data) -> None:
+    """One batch's input, estimated from one sample of each pipeline: a transform that makes
+    samples huge (Pad(padding=1000) on 8x8 digits: 16 MB each) would allocate gigabytes for each
+    collated batch and end on an allocation failure; above BATCH_BYTES it is refused now."""
+    with preserved_rng():  # the train pipeline may draw random numbers
+        train = data.train[0][0] if not hasattr(data.train, "pipeline") else None
+    test = probe_batch(data)
+    for key, size, n, x, one in (("data.batch_size", cfg.data.batch_size, len(data.train), test if train is None else train, train is None),
+                                 ("data.eval_batch_size", cfg.data.eval_batch_size, len(data.test), test, True)):  # one: a batch of one
+        tensors = [t for t in tree_leaves(x) if isinstance(t, torch.Tensor)]
+        each, batch = sum(t.numel() * t.element_size() for t in tensors), min(size, n)
+        if each * batch > BATCH_BYTES:
+            shape = "x".join(map(str, tensors[0].shape[int(one):])) if len(tensors) == 1 else f"{len(tensors)} tensors"
+            raise DataError(
+                f"{cfg.source}: {key}: one batch of {batch:,} samples ({shape}, {each / 2**20:,.1f} MiB each) would hold "
+                f"{each * batch / 2**30:,.1f} GiB of input, above the {BATCH_BYTES / 2**30:g} GiB a batch may take; "
+                f"lower {key}, or the size data.train_transforms and data.eval_transforms make (a Pad or Resize)"
+            )
+
+
+def check_own_metrics(cfg, data, slot, task) -> None:
+    """Every metric of the user's own, called as evaluation calls it, on `slot`'s predictions
+    for the first METRIC_PROBE test samples (eval mode, no_grad, every random stream kept): one
+    that raises, or returns the wrong type or shape, is refused before training (exit 2)."""
+    own = metric_refs.user_metrics(cfg.report.metrics, cfg.base_dir)
+    if not own:
+        return
+    batch = probe_samples(data, METRIC_PROBE)
+    x, y = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (None, None)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):  # structured batches: per-head metrics
+        return
+    model, modes = slot.model, {m: m.training for m in slot.model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad(), preserved_rng([slot.device]):
+            pred = prediction(model(x.to(slot.device)), slot.parts.output_key)
+            stats = sample_stats(task, pred, y.to(pred.device)) | {"target": y}
+    except Exception:  # noqa: BLE001 - the model or the labels: the forward probe and the label check say it in their words
+        return
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    kept = Kept.of({k: v.cpu() for k, v in stats.items()}, task.width)
+    for metric in own.values():
+        own_metric.check(metric, kept, f"on model {slot.name}'s predictions for the first {len(y)} test samples, before training")

@@ -10,6 +10,7 @@ from runner.resolve import components, metric_refs
 from runner.assemble import finetune
 from runner.resolve.arguments import constructed
 from runner.assemble.flops import probe_batch, probe_forward
+from runner.assemble.preflight import check_own_metrics
 from runner.assemble.fusing import fuse_slots
 from runner.resolve.references import located
 from runner.config.schema import Config, ModelConfig
@@ -86,9 +87,9 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         make_scheduler = lambda: components.create_scheduler(m.scheduler.name, optimizer, m.scheduler.args)  # noqa: E731
         scheduler = constructed(cfg.source, f"{where}.scheduler", m.scheduler.name, m.scheduler.args, make_scheduler)
     try:
-        flops, out_shape, why = probe_forward(model, input_shape if sample is None else sample, device, cfg.report.output)
-    except OutputKeyError as err:  # the forward ran; [report] output names nothing it returned
-        raise ConfigError([Problem(cfg.source, "report.output", one_line(err))]) from err
+        flops, out_shape, why, extra = probe_forward(model, input_shape if sample is None else sample, device, cfg.output(m))
+    except OutputKeyError as err:  # the forward ran; the output key names nothing it returned
+        raise ConfigError([Problem(cfg.source, f"{where}.output" if m.output is not None else "report.output", one_line(err))]) from err
     except Exception as err:  # noqa: BLE001 - the model does not fit the data: say which, and where
         shape = tuple(input_shape) if sample is None else f"{tuple(sample.shape[1:])} ({str(sample.dtype).removeprefix('torch.')})"
         raise UserCodeError(f"model {m.name}: the forward pass on one sample of shape {shape} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
@@ -104,8 +105,10 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),  # what the optimizer moves
         "flops_per_sample": flops,
         "outputs": out_shape[-1] if out_shape else None,
+        "extra_outputs": extra,  # tensors beside the prediction (aux logits): the loss may hold their terms
         "optimizer": m.optimizer.name,
         "lr": m.optimizer.args.get("lr"),
+        **finetune.group_lrs(m),  # lr[<globs>]: a param_groups entry's lr
         "scheduler": m.scheduler.name if m.scheduler else None,
     } | {f"sweep.{key}": value for key, value in m.sweep_values.items()}  # leaderboard columns
     stopping = cfg.early_stopping(m)
@@ -123,7 +126,7 @@ def build_slot(cfg: Config, m: ModelConfig, experiment_seed: int, input_shape, n
             raise ConfigError([Problem(cfg.source, f"{where}.scheduler.args.mode", f"ReduceLROnPlateau reads val_{r.rank_by.removeprefix('test_')} ([report] rank_by), where {'higher' if higher else 'lower'} is better: set mode = {want!r}")])
     names = metric_refs.metric_names(r.metrics, cfg.base_dir)
     metrics = tuple(names) if names is not None else None
-    slot = Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward, r.output, metrics, r.rank_by))
+    slot = Slot(SlotParts(m.name, model, optimizer, rng, device, m, scheduler, interval, info, early, fail_fast, numerics, forward, cfg.output(m), metrics, r.rank_by))
     slot.output_shape = out_shape  # one sample's prediction: with the data and the loss, it gives the task
     return slot
 
@@ -156,6 +159,8 @@ def build_slots(
     own = metric_refs.user_metrics(cfg.report.metrics, cfg.base_dir)
     for slot in slots:
         slot.task, slot.user_metrics = task, own
+    if slots and own:  # called now, as evaluation will call them: a broken one is exit 2 before training
+        check_own_metrics(cfg, data, slots[0], task)
     if dist.enabled:
         if cfg.experiment.fuse != "off":
             warnings.warn(f"experiment.fuse = {cfg.experiment.fuse}: not fused under torchrun (every model is wrapped in DDP)", CompareWarning, stacklevel=2)

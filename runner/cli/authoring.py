@@ -48,7 +48,7 @@ def _count(n: float) -> str:
 
 
 def print_plan(console: Console, plan) -> None:
-    shape = "x".join(str(s) for s in plan.input_shape)
+    shape = plan.input_text()  # `variable (...)` where samples differ in size
     console.print(f"[bold]{escape(plan.experiment)}[/bold]: dry run (nothing trained, nothing written)")
     console.print(f"device: {plan.device}")
     console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.val_samples:,} val / {plan.test_samples:,} test samples, input {shape}" + (f", {plan.num_classes} classes" if plan.num_classes else ""))
@@ -65,6 +65,8 @@ def print_plan(console: Console, plan) -> None:
         table.add_row(escape(m.name), escape(m.arch), f"{m.params:,}", _count(m.flops_per_sample) if m.flops_per_sample is not None else "n/a", escape(m.optimizer), output, _size(m.memory_bytes))
     console.print(table)
     console.print("est. memory = weights + gradients + optimizer state + activations saved for one batch; FLOPs are the forward pass (a training step is about 3x)")
+    if plan.flops_note():
+        console.print(plan.flops_note(), markup=False)
     total = sum(m.memory_bytes for m in plan.models)
     console.print(f"all models together: {_size(total)}")
     if plan.families:

@@ -78,19 +78,19 @@ def write_out(out: Path, text: str) -> None:
 @app.command("leaderboard")
 def leaderboard_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories; several merge into one table (models keyed by run + name), or, on different datasets with shared model names, compare the models across the datasets.")],
-    sort: Annotated[Optional[str], typer.Option(help="Order rows by this leaderboard.csv column (accuracies high first, others low first).")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="Order rows by this leaderboard.csv column (accuracies high first, others low first); with --per-class, each model's rows by a per-class column (f1, ...: scores high first).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table (terminal), csv, md (with the evidence) or latex.")] = Format.table,
     metric: Annotated[Optional[str], typer.Option(help="Metric to rank by (docs/metrics.md: acc, macro_f1, rmse, ...) or a history.csv column, at the selected epoch, mean over seeds; default: the run's report.rank_by (test_acc for classification).")] = None,
     select: Annotated[Optional[str], typer.Option(help="Which epoch to report: final, or best_val (each model's best epoch on val); default: the run's report.select.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write csv/md/latex to this file instead of stdout.")] = None,
-    per_class: Annotated[bool, typer.Option("--per-class", help="One run: per-class precision, recall and F1 of every model instead (classification; per output RMSE, MAE and R² for regression).")] = False,
+    per_class: Annotated[bool, typer.Option("--per-class", help="One run: per-class precision, recall and F1 of every model instead, then the most-confused pairs (classification; per label F1 and AP for multi-label; per output RMSE, MAE and R² for regression).")] = False,
     by: Annotated[Optional[str], typer.Option(help="family: one row per family (the [[model]] table a sweep or search came from), its best trial chosen on val, compared with a tuning-aware test (docs/tuning.md); default: the run's report.by.")] = None,
     target: Annotated[Optional[float], typer.Option(help="With --by family: report the trials each family needs to reach this expected test score.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Print or export the leaderboard of one or more finished runs."""
     if per_class:
-        return per_class_cmd(run_dirs, fmt, out, debug)
+        return per_class_cmd(run_dirs, fmt, out, debug, sort)
     if by not in (None, "model", "family"):
         fail(ReportError(f"--by {by!r}: expected model or family"), debug)
     if by == "family" or (by is None and target is not None):
@@ -106,7 +106,7 @@ def leaderboard_cmd(
         if across.applies(runs):
             if sort is not None:
                 raise ReportError("--sort: runs on different datasets are ordered by average rank (drop --sort, or sort the csv)")
-            board = across.build(runs, metric or runs[0].rank_by, select)
+            board = across.build(runs, metric, select)  # no --metric: the one every run ranks by, as `compare plot`
             name = f"{len(runs)} datasets: {board.metric} across datasets"
             render = {Format.csv: formats.across_csv, Format.md: lambda b: formats.across_markdown(b, name), Format.latex: formats.across_latex}
         else:
@@ -174,33 +174,47 @@ def print_families(board, title: str) -> None:
         console.print(line, markup=False, highlight=False)
 
 
-def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: bool) -> None:
-    """`compare leaderboard RUN --per-class`: the per-class table (runner/report/per_class.py)."""
+def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: bool, sort: str | None = None) -> None:
+    """`compare leaderboard RUN --per-class`: the per-class (per-label, per-output) table and,
+    for classification, the most-confused pairs (runner/report/per_class.py)."""
     from runner.report import formats  # noqa: PLC0415
     from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.per_class import per_class  # noqa: PLC0415
+    from runner.report.per_class import confused_pairs, per_class, sort_rows  # noqa: PLC0415
     from runner.report.run_data import load_run  # noqa: PLC0415
 
     try:
         if len(run_dirs) != 1:
             raise ReportError("--per-class reads one run directory")
         run = load_run(run_dirs[0])
-        table = per_class(run, list(build([run]).table["model"]))
+        order = list(build([run]).table["model"])
+        table = per_class(run, order)
         if table.empty:
-            raise ReportError(f"{run.path}: --per-class: the run's task is {run.task[0]}, which has neither classes nor outputs to split by")
+            raise ReportError(f"{run.path}: --per-class: the run's task is {run.task[0]}, which has neither classes, labels nor outputs to split by")
+        table = sort_rows(table, sort)
+        pairs = confused_pairs(run, order)
         if out is not None and fmt is Format.table:
             raise ReportError("--out writes csv or md: add --format csv|md")
-        text = table.to_csv(index=False) if fmt is Format.csv else formats.markdown_table(table.round(4).astype(str)) if fmt is Format.md else ""
+        text = ""
+        if fmt is Format.csv:  # one table a file: the pairs are in the terminal and md output
+            text = table.to_csv(index=False)
+        elif fmt is Format.md:
+            text = formats.markdown_table(table.round(4).astype(str), left=("model", "class", "label"))
+            if not pairs.empty:
+                text += "\n\nMost-confused pairs (true -> predicted; count per seed, share of the true class):\n\n" + formats.markdown_table(pairs.round(4).astype(str), left=("model", "true", "predicted"))
         if out is not None:
             write_out(out, text)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
         fail(err, debug)
 
     def print_table() -> None:
-        numbers = [c for c in ("precision", "recall", "f1", "rmse", "mae", "r2") if c in table]
+        numbers = [c for c in ("precision", "recall", "f1", "ap", "rmse", "mae", "r2") if c in table]
         shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in numbers}, **{c: table[c].map("{:g}".format) for c in ("support", "predicted", "output") if c in table})
-        what = "per class" if "class" in table else "per output"
-        console.print(frame_table(shown, f"{run.config.get('experiment', {}).get('name') or run.label}: {what} (test, the reported epoch)", left={"model", "class"}, wrap={"model", "class"}))
+        what = "per class" if "class" in table else "per label" if "label" in table else "per output"
+        name = run.config.get('experiment', {}).get('name') or run.label
+        console.print(frame_table(shown, f"{name}: {what} (test, the reported epoch)", left={"model", "class", "label"}, wrap={"model", "class", "label"}))
+        if not pairs.empty:
+            cells = pairs.assign(count=pairs["count"].map("{:g}".format), share=pairs["share"].map("{:.1%}".format))
+            console.print(frame_table(cells, f"{name}: most-confused pairs (true -> predicted; count per seed, share of the true class)", left={"model", "true", "predicted"}, wrap={"model", "true", "predicted"}))
 
     show(fmt, out, text, print_table)
 
@@ -209,7 +223,7 @@ def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: 
 def plot_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="A run directory; or several on different datasets: their critical-difference diagram.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs (default: RUN_DIR/plots; needed with several runs).")] = None,
-    metric: Annotated[str, typer.Option(help="Several runs: the history.csv column the models are ranked by.")] = "test_acc",
+    metric: Annotated[Optional[str], typer.Option(help="Several runs: the metric the models are ranked by (as `compare leaderboard --metric`); default: the one every run ranks by (report.rank_by).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Write the PNG plots of a run: learning curves, leaderboard, Pareto fronts, confusion matrices, gradient norms.

@@ -194,9 +194,22 @@ def resume(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Continue RUN_DIR from its newest valid checkpoint, with the config it was started with."""
+    from runner.run import launch  # noqa: PLC0415 - torch-free
     from runner.run.experiment import Experiment  # noqa: PLC0415
+    from runner.run.shards import placed_shards  # noqa: PLC0415 - torch-free
 
-    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, resume=True, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
+    ranks = len(placed_shards(run_dir)) if not (run_dir / CONFIG).exists() else 0
+    if ranks and not launch.launched():  # --place models stopped before its merge: torchrun again, one worker a rank
+        flags = (("--fail-fast", fail_fast), ("--accept-unverified", accept_unverified), ("--no-plots", not plots), ("--quiet", quiet), ("--debug", debug))
+        try:
+            Experiment.from_run_dir(run_dir)  # a bad config fails here, before any worker starts
+            code = launch.launch(ranks, 0, ["resume", str(run_dir), *(flag for flag, on in flags if on)], run_dir)
+        except Exception as err:  # noqa: BLE001
+            fail(err, debug)
+        if code == EXIT_SOME_FAILED:
+            sys.stderr.write(f"warning: some models failed or diverged; see {run_dir / ERRORS}\n")
+        raise typer.Exit(code)
+    _train(lambda: Experiment.from_run_dir(run_dir), run_dir, debug, quiet, place="models" if ranks else None, resume=True, fail_fast=fail_fast, plots=plots, accept_unverified=accept_unverified)
 
 
 @app.command()

@@ -133,9 +133,10 @@ class ModelConfig:
     device: str | None = None  # cpu | cuda[:N] | mps: this model's own device; unset = experiment.device
     # Fine-tuning (runner/assemble/finetune.py): applied after the model is built, before its optimizer.
     init: str | None = None  # a state_dict file (torch.save) loaded into the built model; relative to the config's folder
-    init_strict: bool = True  # init's keys must match the model's exactly; false: missing/unexpected keys are one note
+    init_strict: bool = True  # init's keys and shapes must match the model's exactly; false: load what fits, one note for the rest
     freeze: list[str] = field(default_factory=list)  # parameter-name globs (fnmatch) set to requires_grad = False
     param_groups: list[dict] = field(default_factory=list)  # [{ params = "head.*", lr = 1e-2 }]: first match wins; the rest: the optimizer's args
+    output: str | None = None  # this model's [report] output (an aux model beside plain ones); unset = [report] output
 
 
 @dataclass
@@ -172,6 +173,10 @@ class Config:
     @property
     def seeds(self) -> list[int]:
         return list(self.experiment.seeds) if self.experiment.seeds else [self.experiment.seed]
+
+    def output(self, model: ModelConfig) -> str | None:
+        """Where metrics find this model's prediction: its own `output`, else [report] output."""
+        return model.output if model.output is not None else self.report.output
 
     def early_stopping(self, model: ModelConfig) -> EarlyStoppingConfig | None:
         return model.early_stopping or self.experiment.early_stopping
@@ -239,6 +244,8 @@ class Config:
                     entry[key] = getattr(m, key)
             if m.init is not None and not m.init_strict:
                 entry["init_strict"] = False
+            if m.output is not None:
+                entry["output"] = m.output
             models.append(entry)
         return {
             "experiment": plain(self.experiment),

@@ -21,6 +21,7 @@ from torch import nn
 from runner.engine.early_stopping import BestEpoch, EarlyStopping
 from runner.metrics.selection import selection_metric
 from runner.errors import ModelFailedError, StopNow
+from runner.metrics import own as own_metric
 from runner.metrics.builtin import Kept, defaults, lookup
 from runner.metrics.outputs import prediction
 from runner.metrics.tasks import Task, infer_task, sample_stats
@@ -181,13 +182,15 @@ class Slot:
         names = list(self.parts.metrics) if self.parts.metrics is not None else defaults(task.kind, task.width)
         return [m for m in names if m != "acc"]
 
-    def epoch_metrics(self, split: str, kept: dict[str, torch.Tensor] | None) -> dict[str, float]:
+    def epoch_metrics(self, split: str, kept: dict[str, torch.Tensor] | None, epoch: int | None = None) -> dict[str, float]:
         """val_<m> / test_<m> for every metric of the run, from this epoch's kept statistics."""
         names = self.metric_names()
         if kept is None or self.task is None:
             return {f"{split}_{m}": math.nan for m in names}
-        data = Kept.of(kept, self.task.width)
-        return {f"{split}_{m}": lookup(m, self.task.kind, self.task.width, self.user_metrics).value(data) for m in names}
+        data, own = Kept.of(kept, self.task.width), self.user_metrics or {}
+        # a metric of the user's own is checked as it is called: what goes wrong is exit 2 naming it
+        return {f"{split}_{m}": own_metric.value(own[m], data, f"model {self.name}'s {split} evaluation at epoch {epoch}") if m in own
+                else lookup(m, self.task.kind, self.task.width).value(data) for m in names}
 
     user_metrics: dict | None = None  # [report] metrics given by reference (name -> Metric), set by the slot factory
 
@@ -278,7 +281,7 @@ class Slot:
             "grad_norm_max": train["grad_norm_max"],
             "grad_norm_last": train["grad_norm_last"],
             "grad_nonfinite": train["grad_nonfinite"],
-            "lr": self.optimizer.param_groups[0]["lr"],
+            **learning_rates(self.optimizer),
             "time_s": seconds,
             "eval_time_s": self.eval_timer.seconds(),
             "samples_per_s": train["train_samples"] / seconds if seconds > 0 else math.nan,
@@ -290,7 +293,7 @@ class Slot:
         preds = {split: concat(p) if p and self.live else None for split, p in self.eval_preds.items()}
         self.predictions, self.val_predictions = preds["test"], preds["val"]
         for split in ("val", "test"):
-            record |= self.epoch_metrics(split, preds[split])
+            record |= self.epoch_metrics(split, preds[split], epoch)
         if self.predictions is not None:
             self.final = (epoch, self.predictions)
         if self.predictions is not None and val.seen:
@@ -372,3 +375,12 @@ class Slot:
         self.final = None if final is None else (final["epoch"], final["predictions"])
         if not self.live:
             self._release()
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """This epoch's lr: `lr` is the default group's (the optimizer's own arguments; NaN when
+    `param_groups` take every parameter), `lr[<globs>]` each named group's (its "name", set by
+    runner/assemble/finetune.py), so a backbone at a tenth of the head's lr shows as such."""
+    default = [g["lr"] for g in optimizer.param_groups if "name" not in g]
+    named = {f"lr[{g['name']}]": g["lr"] for g in optimizer.param_groups if "name" in g}
+    return {"lr": default[0] if default else math.nan} | named

@@ -3,6 +3,7 @@
 - tasks: which task the data and loss pose, and what evaluation keeps per sample
 - builtin: every built-in metric with its statistics, paired-test family and direction (THE
   direction rule, `higher_is_better`), and the headline metric's name (`HEADLINE`, `split_column`)
+- own: a metric of the user's own, called and its results checked (a bad one is one line, exit 2)
 - selection: which val metric a best epoch is chosen on (engine and report share it)
 - significance: every paired test and interval, once (McNemar, sign flips, the paired
   bootstrap, Holm; t, Wilson, percentile intervals; which seeds pair)

@@ -58,6 +58,7 @@ class Metric:
     features: Callable[[Kept], np.ndarray] | None = None  # [n, K] summed by the weights...
     from_sums: Callable[[np.ndarray, Kept], np.ndarray] | None = None  # ...then [B, K] -> [B]
     weighted: Callable[[Kept, np.ndarray], np.ndarray] | None = None  # anything else (AUROC, AP)
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # the values it can take: an interval over seeds is clipped to them
 
     def resampler(self, kept: Kept, dtype=np.float32) -> Weighted:
         """The metric as a function of sample weights (computed per sample once); resamples
@@ -163,7 +164,9 @@ def average_precision_w(score: np.ndarray, positive: np.ndarray, w: np.ndarray) 
     wo = w[:, order]
     wp, wn = np.add.reduceat(wo * pos, starts, axis=1), np.add.reduceat(wo * ~pos, starts, axis=1)
     tp, fp = np.cumsum(wp, axis=1), np.cumsum(wn, axis=1)
-    return (wp * tp / (tp + fp)).sum(axis=1) / tp[:, -1]
+    seen = tp + fp  # 0 above the first threshold a resample drew: no step there, so no 0/0 (NaN * 0 is NaN)
+    precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
+    return (wp * precision).sum(axis=1) / tp[:, -1]
 
 
 def _mean_ap(k: Kept, w: np.ndarray) -> np.ndarray:
@@ -229,45 +232,46 @@ VAL_HEADLINE, TEST_HEADLINE = split_column("val"), split_column("test")  # val_a
 
 
 CLS, ML, REG = ("classification",), ("multilabel",), ("regression",)
+UNIT = (0.0, 1.0)  # a share, a rate, an F1, an area
 BUILTIN: list[Metric] = [
     Metric(HEADLINE, CLS, ("top1",), True, "mcnemar", "share of samples whose top-1 class is the target",
-           per_sample=lambda k: (k.stats["top1"] == k.target).astype(np.float64)),
+           per_sample=lambda k: (k.stats["top1"] == k.target).astype(np.float64), bounds=UNIT),
     *[Metric(f"top{kk}_acc", CLS, ("top",), True, "mcnemar", f"share of samples whose target is among the {kk} highest logits",
-             per_sample=_top_k(kk)) for kk in range(2, 6)],
+             per_sample=_top_k(kk), bounds=UNIT) for kk in range(2, 6)],
     Metric("balanced_acc", CLS, ("top1",), True, "bootstrap", "mean recall over the classes that occur in the targets",
-           features=_class_counts, from_sums=_balanced),
+           features=_class_counts, from_sums=_balanced, bounds=UNIT),
     Metric("macro_f1", CLS, ("top1",), True, "bootstrap", "unweighted mean F1 over the classes in the targets or the predictions",
-           features=_class_counts, from_sums=_macro_f1),
+           features=_class_counts, from_sums=_macro_f1, bounds=UNIT),
     Metric("weighted_f1", CLS, ("top1",), True, "bootstrap", "mean F1 over classes weighted by their number of targets",
-           features=_class_counts, from_sums=_weighted_f1),
+           features=_class_counts, from_sums=_weighted_f1, bounds=UNIT),
     Metric("nll", CLS, ("p_true",), False, "additive", "mean -log p(target) under the softmax",
-           per_sample=lambda k: -np.log(np.clip(k.stats["p_true"].astype(np.float64), 1e-12, None))),
+           per_sample=lambda k: -np.log(np.clip(k.stats["p_true"].astype(np.float64), 1e-12, None)), bounds=(0.0, math.inf)),
     Metric("brier", CLS, ("p_true", "p_sq"), False, "additive", "mean over samples of sum_c (p_c - [c = target])^2 (Brier 1950; 2x sklearn's binary brier_score_loss)",
-           per_sample=lambda k: k.stats["p_sq"].astype(np.float64) - 2 * k.stats["p_true"].astype(np.float64) + 1),
+           per_sample=lambda k: k.stats["p_sq"].astype(np.float64) - 2 * k.stats["p_true"].astype(np.float64) + 1, bounds=(0.0, 2.0)),
     Metric("ece", CLS, ("p_max", "top1"), False, "bootstrap", f"expected calibration error: {ECE_BINS} equal-width bins of top-1 confidence, sum_b (n_b / n) |acc_b - conf_b|",
-           features=_ece_features, from_sums=_ece),
+           features=_ece_features, from_sums=_ece, bounds=UNIT),
     Metric("auroc", ("binary",), ("p_pos",), True, "bootstrap", "area under the ROC curve of p(class 1), ties counted half",
-           weighted=lambda k, w: auroc_w(k.stats["p_pos"], k.target == 1, w)),
+           weighted=lambda k, w: auroc_w(k.stats["p_pos"], k.target == 1, w), bounds=UNIT),
     Metric("average_precision", ("binary",), ("p_pos",), True, "bootstrap", "area under the precision-recall curve of p(class 1), step-wise (sklearn)",
-           weighted=lambda k, w: average_precision_w(k.stats["p_pos"], k.target == 1, w)),
+           weighted=lambda k, w: average_precision_w(k.stats["p_pos"], k.target == 1, w), bounds=UNIT),
     Metric("subset_acc", ML, ("score",), True, "mcnemar", "share of samples with every label right (score >= 0.5)",
-           per_sample=lambda k: np.all(np.equal(*_ml(k)), axis=1).astype(np.float64)),
+           per_sample=lambda k: np.all(np.equal(*_ml(k)), axis=1).astype(np.float64), bounds=UNIT),
     Metric("hamming", ML, ("score",), False, "additive", "share of wrong labels (Hamming loss)",
-           per_sample=lambda k: np.not_equal(*_ml(k)).mean(axis=1)),
+           per_sample=lambda k: np.not_equal(*_ml(k)).mean(axis=1), bounds=UNIT),
     Metric("micro_f1", ML, ("score",), True, "bootstrap", "F1 of the label decisions pooled over labels",
-           features=_ml_counts, from_sums=_ml_micro_f1),
+           features=_ml_counts, from_sums=_ml_micro_f1, bounds=UNIT),
     Metric("macro_f1", ML, ("score",), True, "bootstrap", "unweighted mean F1 over labels (an ill-defined label scores 0)",
-           features=_ml_counts, from_sums=_ml_macro_f1),
+           features=_ml_counts, from_sums=_ml_macro_f1, bounds=UNIT),
     Metric("map", ML, ("score",), True, "bootstrap", "mean average precision over the labels with a positive sample",
-           weighted=_mean_ap),
+           weighted=_mean_ap, bounds=UNIT),
     Metric("mse", REG, ("pred",), False, "additive", "mean squared error (averaged over outputs)",
-           per_sample=lambda k: (_errors(k) ** 2).mean(axis=1)),
+           per_sample=lambda k: (_errors(k) ** 2).mean(axis=1), bounds=(0.0, math.inf)),
     Metric("rmse", REG, ("pred",), False, "additive", "square root of the mse (its test: the mse's, the same ordering)",
-           per_sample=lambda k: (_errors(k) ** 2).mean(axis=1), finish=np.sqrt),
+           per_sample=lambda k: (_errors(k) ** 2).mean(axis=1), finish=np.sqrt, bounds=(0.0, math.inf)),
     Metric("mae", REG, ("pred",), False, "additive", "mean absolute error (averaged over outputs)",
-           per_sample=lambda k: np.abs(_errors(k)).mean(axis=1)),
+           per_sample=lambda k: np.abs(_errors(k)).mean(axis=1), bounds=(0.0, math.inf)),
     Metric("r2", REG, ("pred",), True, "bootstrap", "coefficient of determination, averaged over outputs (sklearn's uniform_average)",
-           features=_r2_features, from_sums=_r2),
+           features=_r2_features, from_sums=_r2, bounds=(-math.inf, 1.0)),
 ]
 
 DEFAULTS = {  # what history.csv and the leaderboard show when [report] metrics is not set; the first ranks
@@ -317,6 +321,20 @@ def higher_is_better(name: str, own: bool | None = None) -> bool:
     if len(found) == 1:
         return found.pop()
     return bare.endswith("acc") or bare == "samples_per_s"
+
+
+def value_range(name: str, own: Metric | None = None) -> tuple[float, float]:
+    """The values a metric or history.csv column can take, beside `higher_is_better`: `own`'s
+    bounds (a metric of the user's own: unbounded unless it declares them); else a built-in
+    metric's (by its bare name; one the tasks share, macro_f1, has one range); else an
+    accuracy's [0, 1]; else unbounded (the loss, times)."""
+    if own is not None:
+        return own.bounds
+    bare = name.removeprefix("val_").removeprefix("test_").removeprefix("train_")
+    found = {m.bounds for m in BUILTIN if m.name == bare}
+    if len(found) == 1:
+        return found.pop()
+    return UNIT if bare.endswith("acc") else (-math.inf, math.inf)
 
 
 def lookup(name: str, kind: str, width: int | None, user: dict[str, Metric] | None = None) -> Metric:

@@ -2,8 +2,8 @@
 the model returned it; metrics take one tensor of it by a documented rule (docs/metrics.md):
 
 - a tensor: itself;
-- `[report] output = "<key>"`: that key of a dict (or attribute of an output object), or that
-  position of a tuple when the key is a number;
+- `[report] output = "<key>"` (or a [[model]]'s own `output`, for that model): that key of a
+  dict (or attribute of an output object), or that position of a tuple when the key is a number;
 - a dict or a Hugging Face `ModelOutput` (a dict with attributes): its `logits`, else its first tensor;
 - a tuple or list (auxiliary logits, as in Inception or GoogLeNet): its first element.
 """
@@ -22,7 +22,7 @@ def prediction(output: Any, key: str | None = None) -> torch.Tensor:
     if isinstance(output, torch.Tensor) and key is None:
         return output
     if key is not None:
-        return _tensor(_by_key(output, key), f"[report] output = {key!r}")
+        return _tensor(_by_key(output, key), f"output = {key!r}")
     if isinstance(output, Mapping):
         if "logits" in output:
             return _tensor(output["logits"], "its 'logits'")
@@ -64,6 +64,23 @@ def _tensor(value: Any, what: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise UserCodeError(f"the model's output: {what} is {type(value).__name__}, not a tensor (set [report] output to the key of its predictions)")
     return value
+
+
+def extra_outputs(output: Any) -> int:
+    """How many tensors the output holds beside the one metrics read (auxiliary logits, hidden
+    states). The shared loss gets them all, so its value may hold terms other models' losses
+    lack: the leaderboard says so, and breaks ties on a metric of the prediction instead."""
+
+    def count(value: Any) -> int:
+        if isinstance(value, torch.Tensor):
+            return 1
+        if isinstance(value, Mapping):
+            return sum(count(v) for v in value.values())
+        if isinstance(value, (tuple, list)):
+            return sum(count(v) for v in value)
+        return 1 if hasattr(value, "logits") else 0  # an output object of another kind: its prediction only
+
+    return max(0, count(output) - 1)
 
 
 def shape_of(output: Any, key: str | None = None) -> tuple[int, ...]:

@@ -88,6 +88,16 @@ def accuracy_interval(per_seed_acc, n_test: int | None, confidence: float = 0.95
     return t
 
 
+def within(interval: Interval, bounds: tuple[float, float]) -> Interval:
+    """A t-interval clipped to the values the metric can take (an F1 above 1, an error below 0):
+    the mean can never be outside them, so clipping only drops impossible values and keeps the
+    coverage. Wilson and percentile intervals already stay inside."""
+    low, high = bounds
+    if interval.method != "t":
+        return interval
+    return Interval(interval.mean, interval.std, max(low, interval.low), min(high, interval.high), "t")
+
+
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """The percentile bootstrap interval of resampled values; NaN where over 10 % are not finite."""
     v = values[np.isfinite(values)]

@@ -10,6 +10,8 @@ tests on the ranks. docs/across-datasets.md says what each number assumes.
     Wilcoxon        signed-rank test of every model against the best over datasets, Holm-corrected
 
 A dataset is a run's `[data]` table without the loader knobs (batch sizes, workers, caches).
+Every run must have the ranked metric; where the runs' tasks or losses differ, a note says so,
+and a loss that differs between runs is ranked within each dataset but not Wilcoxon-tested.
 Pure statistics first; `build` reads the runs (no file is written here).
 """
 from __future__ import annotations
@@ -25,10 +27,8 @@ from runner.errors import ReportError
 from runner.metrics.builtin import higher_is_better, split_column
 from runner.metrics.significance import ALPHA, holm
 from runner.report.leaderboard import build as leaderboard_build
-from runner.report.run_data import RunData, run_labels
-
-# [data] keys that change how batches are loaded, not which samples a model learns and is tested on.
-LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers", "cache", "disk_cache", "download"}
+from runner.report.run_data import RunData, data_settings, describe_data, differences, differences_line, run_labels, task_words
+from runner.report.verdict import column as metric_column, registered
 
 
 # ---- statistics: arrays in, numbers out ------------------------------------------------------
@@ -123,11 +123,11 @@ class Across:
     groups: list[list[str]]  # models joined by a bar: not significantly different (Nemenyi)
     verdict: str
     notes: list[str] = field(default_factory=list)
+    wilcoxon: bool = True  # False: the metric is a different quantity per dataset (a loss that differs), p_vs_best not tested
 
 
 def dataset_identity(run: RunData) -> tuple:
-    data = run.config.get("data", {})
-    return tuple(sorted((k, repr(v)) for k, v in data.items() if k not in LOADER_KEYS))
+    return tuple(sorted((k, repr(v)) for k, v in data_settings(run).items()))
 
 
 def applies(runs: list[RunData]) -> bool:
@@ -138,24 +138,45 @@ def applies(runs: list[RunData]) -> bool:
     return any(names[i] & names[j] for i in range(len(names)) for j in range(i + 1, len(names)))
 
 
-def _describe(runs: list[RunData]) -> list[str]:
-    """The dataset name plus the [data] settings that differ between the runs; `root` only
-    where the rest would read the same (it is a path on this machine, not a property of the data)."""
-    datas = [{k: v for k, v in r.config.get("data", {}).items() if k not in LOADER_KEYS} for r in runs]
-    keys = sorted({k for d in datas for k in d} - {"dataset"})
-    varying = [k for k in keys if len({repr(d.get(k)) for d in datas}) > 1]
-
-    def words(shown: list[str]) -> list[str]:
-        return [", ".join([str(d.get("dataset", "?")), *(f"{k}={d[k]}" for k in shown if k in d)]) for d in datas]
-
-    short, full = words([k for k in varying if k != "root"]), words(varying)
-    return [f if short.count(s) > 1 else s for s, f in zip(short, full)]
+def _has(run: RunData, metric: str) -> bool:
+    """Whether the run's leaderboard can rank by `metric`: a numeric history.csv column, or a
+    metric of its task computed from the kept statistics."""
+    column = metric_column(run, metric)
+    return _numbers(run, column) or registered(run, column) is not None
 
 
-def build(runs: list[RunData], metric: str = split_column("test"), select: str | None = None, alpha: float = ALPHA) -> Across:
+def _numbers(run: RunData, column: str) -> bool:
+    """A numeric history.csv column with a value (a regression run's test_acc column is empty)."""
+    return column in run.history and pd.api.types.is_numeric_dtype(run.history[column]) and bool(run.history[column].notna().any())
+
+
+def ranked_metric(runs: list[RunData], labels: list[str], metric: str | None) -> str:
+    """`metric` (--metric), else the metric every run ranks by (its report.rank_by). Refused,
+    naming each run: runs that rank by different metrics (different tasks, or rank_by) when no
+    --metric is given; a metric that some run does not have."""
+    columns = [[c for c in r.history.columns if c.startswith("test_") and _numbers(r, c)] for r in runs]
+    shared = [c for c in columns[0] if all(c in cs for cs in columns[1:])]
+    hint = f"pass --metric with one that every run has ({', '.join(shared)})" if shared else "no test metric is in every run: compare them one run at a time"
+    if metric is None:
+        own = [r.rank_by for r in runs]
+        if len(set(own)) > 1:
+            each = "; ".join(f"{label}: {m}, a {task_words(r)}" for label, m, r in zip(labels, own, runs))
+            raise ReportError(f"the runs rank by different metrics ({each}): {hint}")
+        metric, asked = own[0], "the runs' metric"
+    else:
+        asked = "--metric"
+    lacking = [f"{label} (a {task_words(r)})" for label, r in zip(labels, runs) if not _has(r, metric)]
+    if lacking:
+        raise ReportError(f"{asked} {metric}: {', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no such metric, so the models cannot be ranked on every dataset: {hint}")
+    return metric
+
+
+def build(runs: list[RunData], metric: str | None = None, select: str | None = None, alpha: float = ALPHA) -> Across:
     """The models x datasets comparison of runs that are each on a different dataset; the
-    scores are each run's leaderboard headline (`<metric>_mean`, as `compare leaderboard RUN`)."""
+    scores are each run's leaderboard headline (`<metric>_mean`, as `compare leaderboard RUN`;
+    `metric` None: the one the runs rank by, for `compare leaderboard` and `compare plot` alike)."""
     labels = run_labels(runs)
+    metric = ranked_metric(runs, labels, metric)
     identities = [dataset_identity(r) for r in runs]
     for i, ident in enumerate(identities):
         j = identities.index(ident)
@@ -165,13 +186,23 @@ def build(runs: list[RunData], metric: str = split_column("test"), select: str |
     metric = boards[0].evidence.metric  # a metric name (rmse) as its column (test_rmse), as the leaderboard reads it
     scores = pd.DataFrame({label: board.table.set_index("model")[f"{metric}_mean"] for label, board in zip(labels, boards)})
     names = list(dict.fromkeys(m for run in runs for m in run.model_names if m in scores.index))
-    return compare_scores(scores.reindex(names), dict(zip(labels, _describe(runs))), metric, alpha, boards[0].evidence.higher_is_better)
+    differ = differences(runs, data=False)  # the data differ by design: the "datasets" line names them
+    sizes = not ("loss" in differ and metric.endswith("loss"))  # CE differences next to MSE differences mean nothing
+    across = compare_scores(scores.reindex(names), dict(zip(labels, describe_data(runs))), metric, alpha, boards[0].evidence.higher_is_better, sizes)
+    notes = [line] if (line := differences_line(labels, differ)) else []
+    if not sizes:
+        notes.append(f"{metric} is a different loss on each dataset: its ranks within each dataset stand (Friedman, Nemenyi), "
+                     "but no Wilcoxon test against the best, which compares the sizes of differences across datasets")
+    across.notes[:0] = notes
+    return across
 
 
-def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str = split_column("test"), alpha: float = ALPHA, higher: bool | None = None) -> Across:
+def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str = split_column("test"), alpha: float = ALPHA,
+                   higher: bool | None = None, sizes: bool = True) -> Across:
     """`scores`: models (index, in display order) x datasets (columns), NaN where a model has
     no score; `datasets`: column -> description; `higher`: whether higher scores are better
-    (default: the leaderboard's rule for `metric`). Ranks and tests use the complete rows."""
+    (default: the leaderboard's rule for `metric`); `sizes`: whether score differences are
+    comparable across datasets (the Wilcoxon test needs it). Ranks and tests use the complete rows."""
     scores = scores.astype(float)
     hib = higher_is_better(metric, higher)
     names, labels = list(scores.index), list(scores.columns)
@@ -194,7 +225,7 @@ def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str =
         avg[tested] = ranks.mean(axis=0)
         best = tested[int(np.argmin(ranks.mean(axis=0)))]
         for m in tested:
-            if m != best:
+            if m != best and sizes:
                 p_raw[m] = wilcoxon_p(scores.loc[best], scores.loc[m])
         result["q"], result["cd"] = nemenyi_q(k, alpha), critical_difference(k, n, alpha)
         result["groups"] = [[tested[i] for i in g] for g in groups(avg[tested].to_numpy(), result["cd"])]
@@ -203,7 +234,7 @@ def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str =
         else:
             notes.append(f"no Friedman test: it needs at least 3 datasets and 3 models (here {n} and {k})")
         smallest = 2 / 2**n  # the exact two-sided Wilcoxon p when every dataset favours one side
-        if k >= 2 and smallest * (k - 1) >= alpha:
+        if sizes and smallest * (k - 1) >= alpha:
             notes.append(f"with {n} datasets the two-sided Wilcoxon p is at least {smallest:.3g}, so Holm over {k - 1} comparison(s) cannot bring p vs best below {alpha:g}: more datasets are needed to show a difference that way")
     else:
         notes.append(f"{k} model(s) with {metric} on every dataset: nothing to rank")
@@ -212,7 +243,7 @@ def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str =
     table["p_vs_best_raw"] = p_raw.to_numpy()
     table["in_test"] = [m in tested for m in names]
     table = table.sort_values("avg_rank", na_position="last", kind="stable").reset_index(drop=True)
-    across = Across(table, datasets, metric, hib, tested, alpha=alpha, verdict="", notes=notes, **result)
+    across = Across(table, datasets, metric, hib, tested, alpha=alpha, verdict="", notes=notes, wilcoxon=sizes, **result)
     across.verdict = verdict(across)
     return across
 

@@ -40,7 +40,10 @@ def cd_figure(a: Across) -> Figure:
         raise ReportError(f"critical-difference diagram: fewer than 2 models have {a.metric} on every dataset")
     labels = [f"{n} ({r:.2f})" for n, r in zip(names, ranks)]
     left, right = list(range((k + 1) // 2)), list(range(k - 1, (k + 1) // 2 - 1, -1))  # right: worst first
-    margin = max(max(len(s) for s in labels) * CHAR_IN + 0.5, MIN_MARGIN_IN)
+    span = min(a.cd, k - 1) if a.cd is not None else None  # the CD bar, from rank 1; clipped to the axis when CD exceeds it
+    cd_text = f"CD = {a.cd:.2f}" + ("" if span == a.cd else " (longer than the axis)") if a.cd is not None else ""
+    # the right margin also holds the CD label where the bar reaches the axis's end (k = 2, few datasets)
+    margin = max(max(len(s) for s in labels) * CHAR_IN + 0.5, MIN_MARGIN_IN, (len(cd_text) * CHAR_IN + 0.3) if span == k - 1 else 0)
     width = AXIS_IN + 2 * margin
     top, axis_y = 1.0, 1.6  # title block; the rank axis
     bars_y = axis_y + 0.25
@@ -63,14 +66,12 @@ def cd_figure(a: Across) -> Figure:
         ax.plot([x(r + 0.5)] * 2, [axis_y, axis_y - 0.05], color="black", lw=0.8)
     ax.text(x(1) - 0.1, axis_y, "average rank (1 = best)", ha="right", va="center", fontsize=FONT - 1, color="0.35")
 
-    if a.cd is not None:  # the CD bar, from rank 1; clipped to the axis when CD exceeds it
-        span = min(a.cd, k - 1)
+    if a.cd is not None:
         cd_y = top + 0.1
         ax.plot([x(1), x(1 + span)], [cd_y, cd_y], color="black", lw=1.2)
         for end in (1, 1 + span):
             ax.plot([x(end)] * 2, [cd_y - 0.05, cd_y + 0.05], color="black", lw=1.2)
-        more = "" if span == a.cd else " (longer than the axis)"
-        ax.text(x(1 + span) + 0.1, cd_y, f"CD = {a.cd:.2f}{more}", ha="left", va="center", fontsize=FONT)
+        ax.text(x(1 + span) + 0.1, cd_y, cd_text, ha="left", va="center", fontsize=FONT)
 
     position = {m: i for i, m in enumerate(names)}
     for g, group in enumerate(a.groups):

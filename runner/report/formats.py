@@ -249,7 +249,9 @@ def across_display(a: Across) -> pd.DataFrame:
         ranks = t.get(f"rank_{label}", pd.Series(math.nan, index=t.index))
         out[label] = ["" if pd.isna(v) else _num(v, fmt) if pd.isna(r) else f"{_num(v, fmt)} ({r:g})" for v, r in zip(t[label], ranks)]
     out["avg rank"] = [_num(v, ".2f") for v in t["avg_rank"]]
-    out["p vs best (Wilcoxon, Holm)"] = ["best" if i == 0 and a.tested else "" if not tested else _p(p) for i, (p, tested) in enumerate(zip(t["p_vs_best"], t["in_test"]))]
+    # "best" only for the model the ranks put first; a model without a score everywhere is "left out", never best
+    ranked = len(a.tested) >= 2
+    out["p vs best (Wilcoxon, Holm)"] = ["left out" if not tested else "best" if i == 0 and ranked else _p(p) for i, (p, tested) in enumerate(zip(t["p_vs_best"], t["in_test"]))]
     return out
 
 
@@ -275,6 +277,7 @@ def across_evidence(a: Across) -> list[str]:
             "two models whose average ranks differ by at least CD differ significantly (all pairs compared, so it is conservative)."
         )
         lines.append(f"- **Not significantly different (Nemenyi):** {_groups(a)}.")
+    if a.cd is not None and a.wilcoxon:
         lines.append(
             "- **p vs best:** two-sided Wilcoxon signed-rank test of each model's scores against the best model's over the datasets "
             f"(zero differences split between the signs), Holm-corrected over {k - 1} comparison(s)."
@@ -305,7 +308,8 @@ def across_summary(a: Across) -> list[str]:
         f = a.friedman
         lines.append(f"Friedman over {n} datasets, {k} models: chi2_F = {f.chi2:.3f}, {_p_is(f.p)}; Iman-Davenport F_F = {f.f:.3f}, {_p_is(f.f_p)}")
     if a.cd is not None:
-        lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}")
+        tested = f"Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}" if a.wilcoxon else "not tested (see the notes)"
+        lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: {tested}")
         lines.append(f"not significantly different (Nemenyi): {_groups(a)}")
     return lines + [f"note: {note}" for note in a.notes]
 

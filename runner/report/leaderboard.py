@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from runner.errors import ReportError, did_you_mean
-from runner.metrics.builtin import HEADLINE, Metric, higher_is_better, split_column
+from runner.metrics.builtin import HEADLINE, Metric, higher_is_better, split_column, value_range
 from runner.metrics.selection import selection_metric
-from runner.metrics.significance import ALPHA, accuracy_interval, holm, t_interval, t_quantile_note
+from runner.metrics.significance import ALPHA, accuracy_interval, holm, t_interval, t_quantile_note, within
 from runner.report import verdict
-from runner.report.run_data import RunData, run_labels
+from runner.report.run_data import RunData, differences_line, one_task, run_labels
 
 TEST_ACC, VAL_ACC = split_column("test"), split_column("val")  # the headline accuracy's history.csv columns
 PARTS = ("mean", "std", "ci95_low", "ci95_high")  # a ranked metric's columns: test_acc_mean, ...
@@ -67,8 +67,11 @@ def build(runs: list[RunData], metric: str | None = None, select: str | None = N
     runs' `report.select`."""
     if len(runs) == 1:
         return leaderboard(runs[0], metric, select)
+    differ = one_task(runs)  # refused where the tasks differ
     merged, keys, notes = _merge(runs, select)
     board = leaderboard(merged, metric, select)
+    if differ:  # the paired test says nothing of how the runs differ
+        notes.append(differences_line(run_labels(runs), differ, board.evidence.metric))
     table = board.table
     table.insert(1, "run", [keys[k][0] for k in table["model"]])
     table["model"] = [keys[k][1] for k in table["model"]]
@@ -97,14 +100,19 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
         raise ReportError(f"--metric {metric!r}: not a numeric history.csv column{did_you_mean(metric, candidates)} (one of {', '.join(candidates)})")
     hib = higher_is_better(metric, found.higher if found is not None else None)
     n_test = run.test_samples
-    rows = [_summarise(run, name, metric, n_test, select) for name in run.model_names if (history["model"] == name).any()]
+    rows = [_summarise(run, name, metric, n_test, select, value_range(metric, found)) for name in run.model_names if (history["model"] == name).any()]
     table = pd.DataFrame(rows)
-    table = table.sort_values([f"{metric}_mean", "test_loss_mean"], ascending=[not hib, True], na_position="last", kind="stable")
+    ties, loss_note = _tie_breaks(run, metric, table)
+    table = table.sort_values([f"{metric}_mean", *ties], ascending=[not hib, *(not higher_is_better(c.removeprefix("_tie_")) for c in ties)], na_position="last", kind="stable")
+    table = table.drop(columns=[c for c in ties if c.startswith("_tie_")])
     table.insert(0, "rank", range(1, len(table) + 1))
     table = table.reset_index(drop=True)
 
     reference = table["model"].iloc[0] if len(table) else None
-    evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval")), 0)
+    evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval"), metric, found is not None, table[f"{metric}_mean"].notna().any()), 0)
+    accuracy = _interval_words(table.pop("_acc_interval"), TEST_ACC, True, table[f"{TEST_ACC}_mean"].notna().any())
+    if loss_note:
+        evidence.notes.append(loss_note)
     evidence.protocol = _protocol(run, select, table)
     evidence.notes += run.notes  # damaged prediction files: those models have no paired test
     tested = found if found is not None else verdict.registered(run, TEST_ACC)  # a column with no test of its own (the loss, a time): accuracy's
@@ -112,7 +120,12 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
         _metric_tests(run, table, evidence, tested, key)
     else:
         _write_tests(table, evidence, *[np.full(len(table), math.nan) for _ in range(3)], *[pd.array([pd.NA] * len(table), dtype="Int64") for _ in range(2)])
-        evidence.notes.append(f"{metric} has no paired test of its own (docs/metrics.md), and the task has no accuracy to test instead: no paired test")
+    if found is None and metric != TEST_ACC:  # the predictions are saved; this column has nothing per sample in them
+        kept = " (evaluation keeps the shared loss as its mean over the test set, not per sample)" if metric.endswith("loss") else ""
+        instead = "p_vs_best tests accuracy instead (exact McNemar on top-1 correctness)" if tested is not None else "the task has no accuracy to test instead: no paired test"
+        evidence.notes.append(f"{metric} has no per-sample statistic{kept}: no interval over the test samples and no paired test of its own (docs/metrics.md); {instead}")
+    if metric != TEST_ACC and table[f"{TEST_ACC}_mean"].notna().any():  # leaderboard.md shows accuracy's intervals too
+        evidence.interval += f"; {TEST_ACC}: {accuracy}"
     if (note := t_quantile_note(len(run.seeds))) is not None:
         evidence.notes.append(note)
     if metric == TEST_ACC and (note := verdict.base_rate(run, table)) is not None:
@@ -215,7 +228,7 @@ def _protocol(run: RunData, select: str, table: pd.DataFrame) -> str:
     return f"selected: the final epoch ({val}); {test} read at {when}"
 
 
-def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select: str) -> dict:
+def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select: str, bounds: tuple[float, float]) -> dict:
     h = run.history[run.history["model"] == name]
     final = h.loc[h.groupby("seed")["epoch"].idxmax()].sort_values("seed")  # last epoch of every seed
     chosen = h[h["_selected"]].sort_values("seed")  # the reported epoch of every seed
@@ -245,12 +258,36 @@ def _summarise(run: RunData, name: str, metric: str, n_test: int | None, select:
         "seeds": len(final),
         "test_samples": n_test,
         "_interval": acc.method,
+        "_acc_interval": acc.method,
     }
     if metric != TEST_ACC:
         n = n_test if metric.startswith("test_") else int(final["train_samples"].iloc[-1]) if "train_samples" in final else None
-        iv = accuracy_interval(chosen[metric], n) if "acc" in metric else t_interval(chosen[metric])
+        iv = accuracy_interval(chosen[metric], n) if "acc" in metric else within(t_interval(chosen[metric]), bounds)
         row |= {f"{metric}_{part}": v for part, v in zip(PARTS, (iv.mean, iv.std, iv.low, iv.high))}
+        row["_interval"] = iv.method  # the footer describes the ranked metric's intervals, not accuracy's
     return row
+
+
+def _tie_breaks(run: RunData, metric: str, table: pd.DataFrame) -> tuple[list[str], str | None]:
+    """The columns that order models tied on the rank metric, and a note where the models'
+    losses are not comparable. The loss breaks ties where every model's loss is the same function
+    of its prediction; where a model returns more than its prediction (auxiliary logits,
+    models.csv extra_outputs), the shared loss may hold terms the others' lack, so ties go to the
+    run's other metrics, which every model computes on its prediction alone (hidden `_tie_`
+    columns: each model's mean at the selected epochs)."""
+    extra = run.models.set_index("model")["extra_outputs"] if "extra_outputs" in run.models else pd.Series(dtype=float)
+    more = [m for m in table["model"] if extra.get(m, 0) > 0]
+    if not more:
+        return ["test_loss_mean"], None
+    h = run.history[run.history["_selected"]]
+    shared = [f"test_{m}" for m in run.env.get("metrics", []) if f"test_{m}" != metric and f"test_{m}" in h]
+    for col in shared:
+        table[f"_tie_{col}"] = table["model"].map(h.groupby("model")[col].mean())
+    counts = ", ".join(f"{m} ({int(extra[m])} extra tensor{'s' if extra[m] > 1 else ''})" for m in more)
+    note = (f"test_loss is not comparable across models: {counts} return(s) more than the prediction, and the shared loss sees it all "
+            "(an auxiliary loss adds its terms); "
+            + (f"compare on {', '.join(shared)} (each model's prediction alone), which also break ties on {metric}" if shared else "compare on the metrics of the prediction"))
+    return [f"_tie_{c}" for c in shared], note
 
 
 def searched_families(families: dict) -> set[str]:
@@ -279,13 +316,20 @@ def _status(statuses: pd.Series) -> str:
     return ", ".join(f"{s} x{n}" for s, n in counts.most_common())
 
 
-def _interval_words(methods: pd.Series) -> str:
+def _interval_words(methods: pd.Series, metric: str, registered: bool, finite: bool) -> str:
+    """The footer's "95% CI" line: how the ranked metric's intervals were computed (a metric
+    with a bootstrap interval over the test samples has it replaced in _metric_tests)."""
     words = {
         "t": "Student-t 95% interval over seeds (df = seeds - 1): variation from training randomness on this test set",
         "wilson": "Wilson 95% score interval over the test samples (one seed: variation from the draw of the test set)",
     }
     used = [m for m in dict.fromkeys(methods) if m in words]
-    return "; ".join(words[m] for m in used) if used else "none (no finite values)"
+    if used:
+        return "; ".join(words[m] for m in used)
+    if not finite:
+        return "none (no finite values)"
+    what = "the run kept no per-sample statistics of it" if registered else "it has no per-sample statistic"
+    return f"none for {metric}: one seed, and {what} to resample (several seeds give a Student-t interval over seeds)"
 
 
 def _write_tests(table: pd.DataFrame, evidence: Evidence, raw, mde, needed, wins, losses) -> None:

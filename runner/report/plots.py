@@ -9,7 +9,8 @@ axes labelled with units, laid out for 2 to 20+ models with names of 30+ charact
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
     calibration.png         classification: reliability diagrams (runner/report/task_plots.py)
     regression.png          regression: predicted vs true, residuals (runner/report/task_plots.py)
-    per_class.png           classification: per-class F1, models x classes (runner/report/per_class.py)
+    per_class.png           classification, multi-label: per-class F1, models x classes, a grid past 20 classes (runner/report/per_class.py)
+    confused_pairs.png      classification past 20 classes: each model's most-confused pairs (runner/report/task_plots.py)
     tuning_curves.png       [report] by = "family": expected best of n trials per family (runner/report/tuning_plot.py)
 
 Legends in their own panel, titles wrapped to the figure, Pareto points named in the legend,
@@ -30,15 +31,15 @@ if "matplotlib.pyplot" not in sys.modules:  # headless unless the caller already
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from runner import atomic  # noqa: E402
-from runner.metrics.builtin import TEST_HEADLINE  # noqa: E402
-from runner.metrics.significance import t_interval  # noqa: E402
+from runner.metrics.builtin import TEST_HEADLINE, value_range  # noqa: E402
+from runner.metrics.significance import t_interval, within  # noqa: E402
 from runner.report import stats, task_plots, tuning_plot  # noqa: E402
+from runner.report.confusion_plots import confusion_grid  # noqa: E402
 from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
 from runner.report.leaderboard import Leaderboard  # noqa: E402
 from runner.report.run_data import RunData  # noqa: E402
@@ -59,17 +60,21 @@ def figures(run: RunData, board: Leaderboard, by_family=None) -> dict[str, Calla
     title = run.config.get("experiment", {}).get("name") or run.label
     title = title if title == run.label else f"{title} ({run.label})"  # experiment and run directory
     metric = board.evidence.metric
+    scores = {}  # the confusion titles name the rank metric, not accuracy, in a run ranked by another
+    if metric != TEST_HEADLINE and f"{metric}_mean" in board.table:
+        scores = {m: f"{metric.removeprefix('test_')} {v:.3f}" for m, v in zip(board.table["model"], board.table[f"{metric}_mean"])}
     return {
-        layout.LEARNING_CURVES_PNG: lambda: learning_curves(history, order, colours, n_seeds, title, metric),
+        layout.LEARNING_CURVES_PNG: lambda: learning_curves(history, order, colours, n_seeds, title, metric, loss_unit(run)),
         layout.LEADERBOARD_PNG: lambda: leaderboard_chart(board, title),
         # trainable parameters where models.csv has them (a frozen backbone costs no training); older runs: all
         layout.PARETO_PARAMS_PNG: lambda: pareto(board, colours, *(("trainable_params", "trainable parameters (count)", "trainable parameter count") if "trainable_params" in board.table else ("params", "parameters (count)", "parameter count")), title),
         layout.PARETO_TRAIN_TIME_PNG: lambda: pareto(board, colours, "train_time_s", "training time per seed (s)", "training time", title),
-        layout.CONFUSION_PNG: lambda: confusion_grid(run, order, title),
+        layout.CONFUSION_PNG: lambda: confusion_grid(run, order, title, scores),
         layout.GRAD_NORMS_PNG: lambda: grad_norms(history, order, colours, n_seeds, title),
         layout.CALIBRATION_PNG: lambda: task_plots.calibration(run, order, colours, title),
         layout.REGRESSION_PNG: lambda: task_plots.regression(run, order, colours, title),
         layout.PER_CLASS_PNG: lambda: task_plots.per_class_f1(run, order, title),
+        **({layout.CONFUSED_PAIRS_PNG: lambda: task_plots.confused_pairs(run, order, colours, title)} if task_plots.many_classes(run) else {}),
         layout.TUNING_CURVES_PNG: lambda: tuning_plot.tuning_curves(by_family, title) if by_family is not None else None,
     }
 
@@ -102,9 +107,10 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
 TASK_ONLY = {layout.CONFUSION_PNG: "classification", layout.CALIBRATION_PNG: "classification", layout.PER_CLASS_PNG: "classification", layout.REGRESSION_PNG: "regression"}
 
 
-def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
+def _spread(values: np.ndarray, log: bool, bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float, float]:
     """(centre, low, high) over seeds: mean (geometric for log axes), min-max for 2 seeds,
-    the 95% t-interval (of the log for log axes) from 3; no band (NaN) for one seed."""
+    the 95% t-interval (of the log for log axes) from 3, clipped to the values the metric can
+    take (`bounds`: an F1 band stops at 1); no band (NaN) for one seed."""
     x = values[np.isfinite(values)]
     if log:
         x = np.log(x[x > 0])
@@ -114,7 +120,7 @@ def _spread(values: np.ndarray, log: bool) -> tuple[float, float, float]:
     if len(x) == 2:
         low, high = float(x.min()), float(x.max())
     elif len(x) >= 3:
-        iv = t_interval(x)
+        iv = t_interval(x) if log else within(t_interval(x), bounds)  # exp() keeps a log band above 0
         low, high = iv.low, iv.high
     return tuple(float(np.exp(v)) for v in (centre, low, high)) if log else (centre, low, high)
 
@@ -125,7 +131,7 @@ def _draw(ax, history: pd.DataFrame, column: str, models, colours, log: bool, da
         return []
     per_model: dict[str, list] = {}
     for (model, epoch), values in history[history[column].notna()].groupby(["model", "epoch"])[column]:
-        per_model.setdefault(model, []).append((epoch, *_spread(values.to_numpy(float), log)))
+        per_model.setdefault(model, []).append((epoch, *_spread(values.to_numpy(float), log, value_range(column))))
     lines = []
     for model in (m for m in models if m in per_model):
         epoch, centre, low, high = map(np.asarray, zip(*sorted(per_model[model])))
@@ -196,8 +202,21 @@ def _leave_diverged_off(ax, history: pd.DataFrame, present: list[str], log: bool
     return True
 
 
-def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric: str = TEST_HEADLINE) -> Figure:
-    """The rank metric (accuracy unless the run ranks by another test metric), the losses."""
+def loss_unit(run: RunData) -> str:
+    """What one logged loss value averages over: the shared loss's batch mean, weighted by the
+    batch's samples, is a mean per sample only where a sample gives one loss term (BCE on 5
+    labels averages 5 terms per sample, MSE on 3 outputs 3)."""
+    kind, width = run.task
+    if kind == "multilabel":
+        return "mean per sample and label"
+    if kind == "regression" and (width or 1) > 1:
+        return "mean per sample and output"
+    return "mean per element" if kind == "other" else "mean per sample"
+
+
+def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric: str = TEST_HEADLINE, unit: str = "mean per sample") -> Figure:
+    """The rank metric (accuracy unless the run ranks by another test metric), the losses
+    (`unit`: what a loss value averages over, loss_unit)."""
     if not metric.startswith("test_") or metric == "test_loss" or metric not in history or not history[metric].notna().any():
         metric = TEST_HEADLINE
     name = metric.removeprefix("test_")
@@ -206,8 +225,8 @@ def learning_curves(history, order, colours, n_seeds: int, run_name: str, metric
     what = ("accuracy", "accuracy (fraction correct)") if name == "acc" else (name, name)
     panels = [
         (f"{what[0]} per epoch ({splits})", [(metric, False), (f"val_{name}", True)], what[1], False),
-        (f"loss per epoch ({splits})", [("test_loss", False), ("val_loss", True)], "loss (mean per sample)", True),
-        ("train loss per epoch", [("train_loss", False)], "train loss (mean per sample)", True),
+        (f"loss per epoch ({splits})", [("test_loss", False), ("val_loss", True)], f"loss ({unit})", True),
+        ("train loss per epoch", [("train_loss", False)], f"train loss ({unit})", True),
     ]
     return _curves(history, panels, order, colours, n_seeds, run_name, "learning curves (mean over seeds; geometric on log axes)")
 
@@ -343,57 +362,4 @@ def pareto(board: Leaderboard, colours: dict, cost: str, xlabel: str, what: str,
     name = "accuracy" if metric == TEST_HEADLINE else metric.removeprefix("test_")
     fig.suptitle(wrap(f"{run_name}: {name} vs {what}", width) + "\n"
                  + wrap(f"front: no other model is both cheaper and better on {name}; bars = 95% CI", width, 9), fontsize=11)
-    return fig
-
-
-def class_names(run: RunData, model: str) -> list[str]:
-    """env.json's class names, else 0..k-1 from the largest label seen."""
-    if run.classes:
-        return run.classes
-    k = max(int(max(p["target"].max(), p["final"].max())) for p in run.predictions[model].values()) + 1
-    return [str(i) for i in range(k)]
-
-
-def confusion_heatmap(ax, counts: np.ndarray, classes: list[str]) -> None:
-    """Row-normalised (recall per true class), so rare classes read like common ones."""
-    k = len(classes)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    ticks = classes if k <= 20 else False
-    sns.heatmap(rates, ax=ax, vmin=0, vmax=1, cmap="Blues", square=True, cbar=False, annot=k <= 12, fmt=".2f",
-                annot_kws={"fontsize": 5}, xticklabels=ticks, yticklabels=ticks)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-
-
-def confusion_figure(counts: np.ndarray, classes: list[str], title: str) -> Figure:
-    """One model's matrix (TensorBoard's per-run image)."""
-    side = 4.2 if len(classes) <= 12 else 6
-    fig, ((ax,),), _ = _figure(1, width=side + 1, height=side, style="white")
-    confusion_heatmap(ax, counts, classes)
-    fig.colorbar(ax.collections[0], ax=ax, shrink=0.8, label="fraction of the true class")
-    ax.set_title(wrap(title, side, 10), fontsize=10)
-    return fig
-
-
-def confusion_grid(run: RunData, order: list[str], run_name: str) -> Figure | None:
-    models = [m for m in order if run.predictions.get(m) and all("final" in p for p in run.predictions[m].values())]
-    if not models or run.task[0] != "classification":
-        return None  # no classes (regression, multi-label)
-    classes = class_names(run, models[0])
-    k = len(classes)
-    ncols = min(4, len(models))
-    nrows = -(-len(models) // ncols)
-    side = 3.4 if k <= 12 else 4.5
-    fig, axes, _ = _figure(ncols, width=side, height=side + 0.4, nrows=nrows, style="white")
-    seeds = set()
-    for ax, model in zip(axes.flat, models):
-        counts = sum(stats.confusion_matrix(p["target"], run.selected_predictions(model, seed)[0], k) for seed, p in run.predictions[model].items())
-        seeds |= set(run.predictions[model])
-        confusion_heatmap(ax, counts, classes)
-        ax.set_title(wrap(model, side - 0.6, 9) + f"\nacc {np.trace(counts) / max(counts.sum(), 1):.3f}", fontsize=9)
-    for ax in axes.flat[len(models):]:
-        ax.set_axis_off()
-    fig.colorbar(axes.flat[0].collections[0], ax=axes, shrink=0.6, label="fraction of the true class")
-    epoch = "best epoch on val" if run.config.get("report", {}).get("select") == "best_val" else "final epoch"
-    fig.suptitle(wrap(f"{run_name}: confusion matrices (test, {epoch}, {len(seeds)} seed(s) summed, rows normalised)", side * ncols), fontsize=11)
     return fig

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from runner.errors import RunDirError, clip
-from runner.rundir import layout
+from runner.errors import ReportError, RunDirError, clip
+from runner.rundir import integrity, layout
 from runner.metrics.builtin import HEADLINE, split_column
 
 SHARD_SUFFIX = re.compile(r"\.shard-\d+-of-\d+$")  # runner/run/shards.py's default run directory suffix
@@ -107,6 +107,80 @@ def run_labels(runs: list[RunData]) -> list[str]:
     a folder name."""
     labels = [r.label for r in runs]
     return labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
+
+
+# ---- what differs between several runs, besides their models (leaderboard and across) ----
+
+# [data] keys that change how batches are loaded, not which samples a model learns and is tested on.
+LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers", "cache", "disk_cache", "download"}
+
+
+def data_settings(run: RunData) -> dict:
+    """The run's [data] table without the loader knobs: what makes its dataset what it is."""
+    return {k: v for k, v in run.config.get("data", {}).items() if k not in LOADER_KEYS}
+
+
+def describe_data(runs: list[RunData]) -> list[str]:
+    """Per run: the dataset name plus the [data] settings that differ between the runs; `root`
+    only where the rest would read the same (it is a path on this machine, not a property of the data)."""
+    datas = [data_settings(r) for r in runs]
+    keys = sorted({k for d in datas for k in d} - {"dataset"})
+    varying = [k for k in keys if len({repr(d.get(k)) for d in datas}) > 1]
+
+    def words(shown: list[str]) -> list[str]:
+        return [", ".join([str(d.get("dataset", "?")), *(f"{k}={d[k]}" for k in shown if k in d)]) for d in datas]
+
+    short, full = words([k for k in varying if k != "root"]), words(varying)
+    return [f if short.count(s) > 1 else s for s, f in zip(short, full)]
+
+
+def task_words(run: RunData) -> str:
+    """The run's task as the dry-run plan names it (runner/metrics/tasks.py Task.describe; no torch here)."""
+    kind, width = run.task
+    if kind == "classification":
+        return "binary classification" if width == 2 else f"{width}-class classification" if width else "classification"
+    if kind == "multilabel":
+        return f"multi-label classification ({width} labels)"
+    return f"regression ({width} output{'s' if width != 1 else ''})" if kind == "regression" else kind
+
+
+def loss_words(run: RunData) -> str:
+    """The run's shared loss: `CrossEntropyLoss`, `CrossEntropyLoss(label_smoothing=0.1)`."""
+    loss = run.config.get("loss", {})
+    args = ", ".join(f"{k}={v!r}" for k, v in sorted((loss.get("args") or {}).items()))
+    return f"{loss.get('name', '?')}({args})" if args else str(loss.get("name", "?"))
+
+
+def differences(runs: list[RunData], data: bool = True) -> dict[str, list[str]]:
+    """What differs between the runs besides their models: "task", "loss" and (with `data`)
+    "data", each with one description per run; empty where the runs agree. A run written
+    before config.toml held these (no [loss] table) is not counted as differing."""
+    described = {"task": [task_words(r) for r in runs], "loss": [loss_words(r) for r in runs]}
+    if data:
+        described["data"] = describe_data(runs) if len({repr(sorted(data_settings(r).items())) for r in runs}) > 1 else [""] * len(runs)
+    if not all(r.config.get("loss") for r in runs):
+        described.pop("loss")
+    return {what: words for what, words in described.items() if len(set(words)) > 1}
+
+
+def differences_line(labels: list[str], differ: dict[str, list[str]], metric: str = "") -> str | None:
+    """One footer line naming what differs between the runs, or None; a loss `metric` is
+    flagged where the runs' losses differ."""
+    if not differ:
+        return None
+    parts = [f"{what} ({'; '.join(f'{label}: {w}' for label, w in zip(labels, words))})" for what, words in differ.items()]
+    loss = f": {metric} is not the same quantity in each run" if metric.endswith("loss") and "loss" in differ else ""
+    return "the runs differ in " + ", ".join(parts) + loss
+
+
+def one_task(runs: list[RunData]) -> dict[str, list[str]]:
+    """`differences` of runs merged into one leaderboard; runs of different task kinds are
+    refused (accuracy next to RMSE, cross-entropy next to MSE: no one order means anything)."""
+    differ = differences(runs)
+    if len({r.task[0] for r in runs}) > 1:
+        each = "; ".join(f"{label}: {words}" for label, words in zip(run_labels(runs), differ["task"]))
+        raise ReportError(f"the runs pose different tasks ({each}): one leaderboard cannot rank their models together; report each run by itself")
+    return differ
 
 
 def load_run(path: str | Path) -> RunData:
@@ -208,7 +282,8 @@ def _read_toml(path: Path) -> dict:
 
 def read_prediction_file(path: Path) -> dict:
     """One predictions/<model>/seed_<s>.npz as plain arrays; a RunDirError says why it cannot be
-    read (truncated, not a zip, a member whose CRC fails, arrays missing)."""
+    read (truncated, not a zip, a member whose CRC fails, arrays missing) or trusted (it fails the
+    sha256 beside it: a value changed in a valid npz, runner/rundir/integrity.py)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             pred = {k: npz[k] for k in npz.files}
@@ -216,6 +291,8 @@ def read_prediction_file(path: Path) -> dict:
         raise RunDirError(f"{type(err).__name__}: {clip(str(err), 80)}") from None
     if "target" not in pred or not ("final" in pred or "final_epoch" in pred):
         raise RunDirError("expected arrays 'target' and 'final_epoch'")
+    if (why := integrity.mismatch(path)) is not None:
+        raise RunDirError(why)
     return pred
 
 

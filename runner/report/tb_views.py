@@ -44,7 +44,7 @@ LAYOUT = {
         "train loss": ["Multiline", [r"^loss/train$"]],
         "gradient norm (mean per epoch)": ["Multiline", [r"^grad_norm/mean$"]],
         "gradient norm (max per epoch)": ["Multiline", [r"^grad_norm/max$"]],
-        "learning rate": ["Multiline", [r"^lr$"]],
+        "learning rate": ["Multiline", [r"^lr$", r"^lr/"]],  # lr/<globs>: a param_groups entry's
         "throughput (samples/s)": ["Multiline", [r"^throughput/samples_per_s$"]],
     }
 }
@@ -201,7 +201,7 @@ def _confusion_image(run: RunData, model: str, seed: int):
     reports), or None without saved predictions."""
     from torch.utils.tensorboard._utils import figure_to_image  # noqa: PLC0415 - what add_figure uses
 
-    from runner.report.plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
+    from runner.report.confusion_plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
 
     selected = run.selected_predictions(model, seed)
     if selected is None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from runner.resolve import arguments, references
 from runner.resolve.shared_loss import shared_state
+from runner.engine.rng import preserved_rng
 from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, describe, shown
 
 # The file named when a torch constructor refuses a config's arguments at build time, where the
@@ -321,7 +322,14 @@ def prepare_dataset(adapter, data, seed: int = 0):
     what = describe(data.dataset)
     # Loading reads files and runs the transforms on the first sample: what fails there is the
     # data or the config (a missing file, a crop larger than the image), reported as such.
-    return references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed, val_fraction=data.val_fraction)
+    prepared = references.call_user(f"loading {what}", adapter.prepare, data.subset, data.test_subset, seed=seed, val_fraction=data.val_fraction)
+    # prepare() ran the train pipeline on a sample; the eval pipeline runs it too, here, and not
+    # first in the models' probe, where a crop larger than the image was an internal error.
+    steps = " (data.eval_transforms)" if data.eval_transforms is not None else ""
+    with preserved_rng():  # a random step in eval_transforms draws from the global generators
+        if len(prepared.test):
+            references.call_user(f"loading {what}: the first test sample{steps}", prepared.test.__getitem__, 0)
+    return prepared
 
 
 def build_transforms(specs: list, key: str = "data.train_transforms") -> list:

@@ -7,6 +7,7 @@
 - merge: shards glued into one run directory (`compare merge`)
 - checkpoint: what a checkpoint holds, its integrity, fallback
 - predictions: the saved predictions, rebuilt from the checkpoint when damaged
+- weights: the kept weights (final.pt, best_val.pt), rebuilt from the checkpoint when damaged
 - sinks: history.csv, TensorBoard runs, predictions and kept weights
 - distributed: the process group from torchrun's environment
 - launch: torchrun's agent started for the user (`--nproc`), exit codes mapped back

@@ -3,8 +3,9 @@
     RUN_DIR/checkpoints/
       checkpoint.pt        the newest checkpoint
       checkpoint.prev.pt   the one before it (a damaged newest one costs one interval, not the run)
-      manifest.json        the sha256 and position of each checkpoint a resume may trust, and the
-                           folder relative references (`my_model.py:Net`) resolve from
+      manifest.json        the sha256 and position of each checkpoint a resume may trust, the
+                           folder relative references (`my_model.py:Net`) resolve from, and the
+                           resolved config (a resume whose config.toml was deleted reads it)
 
 A checkpoint is `torch.save` of plain containers and tensors only, so it loads with
 `torch.load(weights_only=True)`. Every file goes through runner.atomic (temp file, fsync,
@@ -52,6 +53,7 @@ class Checkpointer:
         self.history: HistorySink | None = None  # set once the run's history sink exists
         self.fused: dict | None = None  # model name -> fused group label ("" = unfused); None when fuse is off
         self.kept: dict = {}  # seed -> its test predictions (runner/run/predictions.py): a resume rebuilds damaged files
+        self.kept_weights: dict = {}  # seed -> model -> "final"/"best_val" -> the weights written (runner/run/weights.py)
         self.manifest: dict = {"format": FORMAT, "checkpoints": []}
         self.last_good: str | None = None  # where the newest trusted checkpoint stands, for messages
         self.loaded: Path | None = None  # the file a resume continues from
@@ -60,11 +62,13 @@ class Checkpointer:
 
     # ------------------------------------------------------------ writing
 
-    def start(self, base_dir: Path) -> None:
-        """A fresh run: an empty manifest (a resume then knows nothing was checkpointed yet) and
-        the absolute folder this run resolves relative references from."""
+    def start(self, base_dir: Path, config_text: str | None = None) -> None:
+        """A fresh run: an empty manifest (a resume then knows nothing was checkpointed yet), the
+        absolute folder this run resolves relative references from, and config.toml's text."""
         self.folder.mkdir(exist_ok=True)
         self.manifest = {"format": FORMAT, "base_dir": str(Path(base_dir).resolve()), "checkpoints": []}
+        if config_text is not None:
+            self.manifest["config"] = config_text
         self._write_manifest()
 
     def save(self, shared) -> None:
@@ -72,11 +76,13 @@ class Checkpointer:
         ranks = self.dist.gather_objects(shared.rank_state()) if self.dist.enabled else None
         self._commit(self._state(self.seeds.index(shared.seed), shared.state_dict(), ranks))
 
-    def end_seed(self, index: int, predictions: dict | None = None) -> None:
+    def end_seed(self, index: int, predictions: dict | None = None, weights: dict | None = None) -> None:
         """Seed `index` is done: the next one starts fresh; after the last, the run is finished.
-        `predictions`: what its prediction files were written from, kept from now on."""
+        `predictions`, `weights`: what its prediction and weight files were written from, kept from now on."""
         if predictions is not None:
             self.kept[self.seeds[index]] = predictions
+        if weights:
+            self.kept_weights[self.seeds[index]] = weights
         ranks = self.dist.gather_objects(None) if self.dist.enabled else None
         self._commit(self._state(index + 1, None, ranks, finished=index + 1 == len(self.seeds)))
 
@@ -97,6 +103,7 @@ class Checkpointer:
             "ranks": ranks,
             "fused": self.fused,
             "predictions": self.kept,  # absent from checkpoints written before it (still format 3)
+            "weights": self.kept_weights,  # the same
         }
 
     def _commit(self, state: dict) -> None:
@@ -249,6 +256,16 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def recorded_config(run_dir: Path) -> str | None:
+    """config.toml's text as the run recorded it in its manifest (None for a run that predates the
+    record, or whose manifest is missing or unreadable)."""
+    try:
+        text = json.loads((Path(run_dir) / CHECKPOINTS / MANIFEST).read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def recorded_base_dir(run_dir: Path) -> Path | None:

@@ -24,8 +24,9 @@ from runner.data.loaders import first_batches
 from runner.data.splits import check_val_split
 from runner.errors import CompareError, UserCodeError, describe, one_line
 from runner.rundir.guard import holds_a_run
+from runner.assemble import finetune
 from runner.assemble.flops import probe_batch
-from runner.assemble.preflight import check_data_and_models, check_sample_shapes
+from runner.assemble.preflight import check_batch_bytes, check_data_and_models, check_own_metrics, check_sample_shapes
 from runner.assemble.slots import build_slot, data_task, model_device, resolve_device
 from runner.engine.dist import Dist
 from runner.metrics.builtin import defaults, rank_metric
@@ -38,6 +39,7 @@ from runner.engine.rng import preserved_rng
 # At most this much input goes through the probe: Pad(padding=1000) on 8x8 digits makes 16 MB
 # samples, and a whole batch of them cost minutes and gigabytes; the estimate needs only a few.
 PROBE_BYTES = 64 * 2**20
+INPUT_SAMPLES = 16  # train samples whose shapes the plan reads where a collate function pads them
 
 
 @dataclass
@@ -77,6 +79,24 @@ class Plan:
     metrics: list[str] = field(default_factory=list)  # kept as val_<m>/test_<m>
     rank: str = "loss"  # what the leaderboard will rank by
     families: list[str] = field(default_factory=list)  # each family's search space and budget (sweeps and searches)
+    input_range: tuple[tuple[int, ...], ...] | None = None  # (smallest, largest) shape where samples differ in shape; None: all of input_shape
+    input_seen: int = 0  # how many samples input_range was read from
+    flops_shape: tuple[int, ...] = ()  # the one sample FLOPs per sample were counted on (the test split's first)
+
+    def input_text(self) -> str:
+        """The input as the plan shows it: `1x8x8`, or `variable (3..29 over the first 17 samples)`."""
+        if self.input_range is None:
+            return "x".join(str(s) for s in self.input_shape)
+        low, high = self.input_range
+        span = "x".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(low, high)) if len(low) == len(high) else "of different ranks"
+        return f"variable ({span} over the first {self.input_seen} samples)"
+
+    def flops_note(self) -> str | None:
+        """How FLOPs per sample were counted, where inputs vary in size (None where they do not)."""
+        if self.input_range is None:
+            return None
+        shape = "x".join(str(s) for s in self.flops_shape)
+        return f"FLOPs/sample: counted on one sample (the test split's first, input {shape}); inputs vary in size, and so does a sample's cost"
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([
@@ -98,10 +118,12 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         check_val_split(cfg, data.val is not None)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         check_sample_shapes(cfg, data)  # what the run refuses before it trains, refused now
+        check_batch_bytes(cfg, data)
         check_data_and_models(cfg, data, [])
         probe = probe_size(cfg, data)
         [(x, y)] = first_batches(replace(cfg, data=replace(d, batch_size=probe)), cfg.seeds[0], data, device)  # the run's first batch (its first `probe` samples)
-    models = [measure(cfg, m, data, x, y, loss_fn, model_device(cfg, m, device, Dist())) for m in cfg.models]
+    models = [measure(cfg, m, data, x, y, loss_fn, model_device(cfg, m, device, Dist()), first=i == 0) for i, m in enumerate(cfg.models)]
+    input_range, seen = shape_range(data)
     task = data_task(cfg, data, models[0].output_shape[1:], loss_fn) if models else Task("other")
     return Plan(
         experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),
@@ -112,7 +134,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         epochs=cfg.experiment.epochs, run_dir=run_dir, run_dir_exists=holds_a_run(run_dir),
         models=models, task=task, metrics=(metrics := metric_refs.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)),
         rank=rank_metric(cfg.report.rank_by, task.kind, metrics),
-        families=_families(cfg),
+        families=_families(cfg), input_range=input_range, input_seen=seen, flops_shape=tuple(getattr(probe_batch(data), "shape", (0,))[1:]),
     )
 
 
@@ -126,6 +148,25 @@ def _families(cfg: Config) -> list[str]:
     return search.family_lines(cfg.families, members)
 
 
+def shape_range(data) -> tuple[tuple[tuple[int, ...], ...] | None, int]:
+    """(smallest, largest) size of each input dimension over the first INPUT_SAMPLES train
+    samples and the first test sample, where they differ (sequences a collate function pads;
+    without one, samples of one size only get this far); None where they do not. And how many
+    samples were read."""
+    if getattr(data, "collate_fn", None) is None:
+        return None, 0
+    with preserved_rng():  # the train pipeline may draw random numbers
+        shapes = [getattr(data.train[i][0], "shape", None) for i in range(min(INPUT_SAMPLES, len(data.train)))] + [getattr(probe_batch(data), "shape", (0,))[1:]]
+    if any(s is None for s in shapes):  # not tensors: nothing to say about their shape
+        return None, 0
+    shapes = [tuple(s) for s in shapes]
+    if len(set(shapes)) == 1:
+        return None, len(shapes)
+    if len({len(s) for s in shapes}) > 1:
+        return ((), (0,)), len(shapes)  # samples of different ranks: shown as such
+    return (tuple(map(min, zip(*shapes))), tuple(map(max, zip(*shapes)))), len(shapes)
+
+
 def probe_size(cfg: Config, data) -> int:
     """How many samples of the first batch the probe pushes through each model: all of them,
     unless one batch's input would pass PROBE_BYTES (a Pad or Resize to thousands of pixels);
@@ -136,9 +177,11 @@ def probe_size(cfg: Config, data) -> int:
     return max(2, min(cfg.data.batch_size, PROBE_BYTES // max(each, 1)))
 
 
-def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device) -> ModelPlan:
+def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device, first: bool = False) -> ModelPlan:
     x, y = x.to(device), y.to(device)  # a model with a device of its own ([[model]] device)
     slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device, sample=probe_batch(data))  # the run's probe
+    if first:  # as the run's slot factory does: the metrics of the user's own, called on the first model's predictions
+        check_own_metrics(cfg, data, slot, data_task(cfg, data, slot.output_shape, loss_fn))
     model, params = slot.model, list(slot.model.parameters())
     saved = SavedTensorBytes(params)
     model.train()
@@ -156,7 +199,7 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
                 loss = loss_fn(logits, y)
             loss.backward()
         except Exception as err:  # noqa: BLE001
-            shapes = f"output of shape {shape_of(logits, cfg.report.output)} and targets of shape {tuple(y.shape)}"
+            shapes = f"output of shape {shape_of(logits, cfg.output(m))} and targets of shape {tuple(y.shape)}"
             raise UserCodeError(f"model {m.name}: the loss or its backward pass on the {shapes} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
     memory = {
         "weights": sum(p.numel() * p.element_size() for p in params),
@@ -167,7 +210,8 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
         optimizer += f" + {m.scheduler.name}"
-    shape = shape_of(logits, cfg.report.output)
+    optimizer += finetune.groups_text(m)  # every param_groups entry's lr: `; head.*: lr=0.5`
+    shape = shape_of(logits, cfg.output(m))
     shape = (cfg.data.batch_size, *shape[1:]) if shape and shape[0] == len(x) else shape  # the whole batch's
     return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, shape, memory)
 

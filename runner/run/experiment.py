@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from runner import atomic
 from runner.resolve import components, metric_refs
 from runner.assemble.fusing import fused_labels
-from runner.assemble.preflight import check_data_and_models, check_sample_shapes, check_sharding
+from runner.assemble.preflight import check_batch_bytes, check_data_and_models, check_sample_shapes, check_sharding
 from runner.assemble.slots import build_slots, resolve_device
 from runner.config import tomlio
 from runner.config.schema import Config
@@ -30,10 +31,10 @@ from runner.data.loaders import load_data
 from runner.data.splits import split_facts
 from runner.metrics.builtin import defaults, rank_metric
 from runner.engine.slot import Slot
-from runner.errors import CompareError, ConfigError, Problem, RunDirError, StopNow
+from runner.errors import CompareError, CompareNote, CompareWarning, ConfigError, Problem, RunDirError, StopNow
 from runner.report.finalize import finalize_run
 from runner.report.leaderboard import failures, searched_families
-from runner.run.checkpoint import Checkpointer, recorded_base_dir
+from runner.run.checkpoint import Checkpointer, recorded_base_dir, recorded_config
 from runner.engine.dist import Dist
 from runner.run.distributed import session
 from runner.run.dryrun import make_plan
@@ -41,10 +42,11 @@ from runner.run.envinfo import environment
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.rundir import layout
-from runner.rundir.guard import check_path, LINKED, claim_run_dir, default_run_dir, holds_a_run, missing_folders, release_claim
+from runner.rundir.guard import check_path, LINKED, claim_run_dir, nothing_to_resume, default_run_dir, holds_a_run, missing_folders, release_claim
 from runner.run.shared_pass import Outputs, SharedPass
-from runner.run.shards import Shard, config_hash, plan, probe_costs, read_shard, refuse_race, shard_config
+from runner.run.shards import Shard, config_hash, placed_shards, plan, probe_costs, read_shard, refuse_race, shard_config
 from runner.run.predictions import kept_predictions, repair_predictions
+from runner.run.weights import repair_weights, unrepairable
 from runner.run.sinks import HistorySink
 
 
@@ -99,13 +101,25 @@ class Experiment:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "Experiment":
-        path = Path(run_dir) / layout.CONFIG
+        """The run in `run_dir`, with its config.toml; without one, the config its checkpoints'
+        manifest records (written back on resume), or, for a --place models run stopped before
+        its merge, its ranks' config."""
+        run_dir = Path(run_dir)
+        path = run_dir / layout.CONFIG
         if path.is_symlink():  # its target's TOML errors would be reported as the run's
             raise RunDirError(f"{path} {LINKED}")
-        if not path.exists():
-            raise RunDirError(f"{run_dir} is not a run directory (no config.toml)")
         # Relative references resolve from the folder of the config the run started from.
-        return cls(load_config(path, base_dir=recorded_base_dir(Path(run_dir))), shard=read_shard(Path(run_dir)))
+        if path.exists():
+            return cls(load_config(path, base_dir=recorded_base_dir(run_dir)), shard=read_shard(run_dir))
+        ranks = placed_shards(run_dir)
+        if ranks:  # `compare resume` restarts them under torchrun (runner/cli/run.py); config.toml leaves out `place`
+            return cls(load_config(ranks[0] / layout.CONFIG, ['experiment.place="models"'], base_dir=recorded_base_dir(ranks[0])))
+        text = recorded_config(run_dir)
+        if text is None:
+            raise RunDirError(nothing_to_resume(run_dir))
+        warnings.warn(f"{path} is missing: resuming with the config {layout.CHECKPOINTS}/{layout.MANIFEST} records (written back as {layout.CONFIG})", CompareNote, stacklevel=2)
+        source = str(run_dir / layout.CHECKPOINTS / layout.MANIFEST)
+        return cls(config_from_dict(tomllib.loads(text), source=source, base_dir=recorded_base_dir(run_dir)), shard=read_shard(run_dir))
 
     def default_run_dir(self) -> Path:
         path = default_run_dir(self.config.experiment.output_dir, self.config.experiment.name)
@@ -174,6 +188,7 @@ class Experiment:
                 cfg = shard_config(self.config, shard.models)
                 checkpointer = Checkpointer(run_dir, cfg, dist, accept_unverified)
             check_sample_shapes(cfg, data)
+            check_batch_bytes(cfg, data)  # a transform that makes samples huge: refused before a batch is collated
             loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
             if isinstance(loss_fn, torch.nn.Module):  # its tensor arguments (class weights) where the batches go
                 loss_fn.to(device)
@@ -199,6 +214,8 @@ class Experiment:
             try:
                 if made is None:  # not claimed in start-up
                     lock.enter_context(claim_run_dir(run_dir, fresh=checkpoint is None, overwrite=overwrite or resume))
+                if checkpoint is not None and not (run_dir / layout.CONFIG).exists():  # deleted: the manifest's copy
+                    atomic.write_text(run_dir / layout.CONFIG, tomlio.dumps(self.config.to_dict()))
                 if checkpoint is None:
                     atomic.write_text(run_dir / layout.CONFIG, tomlio.dumps(self.config.to_dict()))
                     sharded = {"shard": shard.record(config_hash(self.config))} if shard is not None else {}
@@ -216,13 +233,14 @@ class Experiment:
 
         dist.from_main(claim)
         with lock:
-            dist.from_main(lambda: checkpointer.settle() if checkpoint is not None else checkpointer.start(cfg.base_dir))
+            dist.from_main(lambda: checkpointer.settle() if checkpoint is not None else checkpointer.start(cfg.base_dir, tomlio.dumps(self.config.to_dict())))
             stop.at_once = None  # training: a signal now checkpoints first
             if checkpoint is not None:  # predictions of finished seeds a kill or an edit damaged
-                dist.from_main(lambda: repair_predictions(run_dir, checkpoint, cfg))
+                dist.from_main(lambda: repair_outputs(run_dir, checkpoint, cfg))
             history = HistorySink(run_dir, checkpoint["history"] if checkpoint else None, write_file=dist.main)
             checkpointer.history, checkpointer.fused = history, fused
             checkpointer.kept = dict(checkpoint.get("predictions") or {}) if checkpoint else {}
+            checkpointer.kept_weights = dict(checkpoint.get("weights") or {}) if checkpoint else {}
             out = Outputs(run_dir, history, checkpointer, progress=progress or Progress(), stop=stop,
                           checkpoint_every_steps=cfg.experiment.checkpoint_every_steps, grad_histograms=cfg.experiment.grad_histograms)
             try:
@@ -235,7 +253,7 @@ class Experiment:
                         if dist.enabled:  # every rank takes back its own streams and partial sums
                             shared.load_rank_state(checkpoint["ranks"][dist.rank])
                     shared.run(out)
-                    checkpointer.end_seed(index, kept_predictions(shared))
+                    checkpointer.end_seed(index, kept_predictions(shared), shared.weights)
                     if stop:  # a signal during the seed's last evaluation or its predictions
                         done = "training finished" if index + 1 == len(cfg.seeds) else f"seed {seed} finished"
                         raise Interrupted(stop.signum, f"{done} and checkpointed; {resume_command(run_dir)} goes on from there")
@@ -254,8 +272,10 @@ class Experiment:
         copy a kill or a full disk cannot have cut short) and the predictions. The directory is
         claimed as for any resume (checked, locked)."""
         with claim_run_dir(run_dir, fresh=False):
+            if not (run_dir / layout.CONFIG).exists():  # deleted: the config this resume was given
+                atomic.write_text(run_dir / layout.CONFIG, tomlio.dumps(self.config.to_dict()))
             HistorySink(run_dir, checkpoint["history"]).write([])
-            repair_predictions(run_dir, checkpoint, self.config)
+            repair_outputs(run_dir, checkpoint, self.config)
             return self._reports(run_dir, plots, stop).table
 
     def _reports(self, run_dir: Path, plots: bool, stop: StopFlag | None):
@@ -309,16 +329,30 @@ class Experiment:
         saved_config = run_dir / layout.CONFIG
         if saved_config.is_symlink():
             raise RunDirError(f"{saved_config} {LINKED}")
-        if not saved_config.exists():
-            raise RunDirError(f"{run_dir} is not a run directory (no config.toml); nothing to resume")
-        try:
-            saved = tomllib.loads(saved_config.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            raise RunDirError(f"{saved_config} is damaged ({err}); nothing was deleted; to start over, run the config with --overwrite") from None
-        differences = config_differences(saved, self.config.to_dict())
+        if not saved_config.exists():  # deleted: the copy the manifest records, else the checkpoint's models alone
+            recorded = recorded_config(run_dir)
+            if recorded is None and not (run_dir / layout.CHECKPOINTS).is_dir():
+                raise RunDirError(nothing_to_resume(run_dir))
+            saved, against = (tomllib.loads(recorded) if recorded is not None else None), f"{layout.CHECKPOINTS}/{layout.MANIFEST}"
+        else:
+            try:
+                saved, against = tomllib.loads(saved_config.read_text()), layout.CONFIG
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+                raise RunDirError(f"{saved_config} is damaged ({err}); nothing was deleted; to start over, run the config with --overwrite") from None
+        differences = config_differences(saved, self.config.to_dict()) if saved is not None else []
         if differences:
-            raise RunDirError(f"cannot resume {run_dir}: the config differs from its config.toml in {', '.join(differences)}")
+            raise RunDirError(f"cannot resume {run_dir}: the config differs from its {against} in {', '.join(differences)}")
         return checkpointer.load()
+
+
+def repair_outputs(run_dir: Path, checkpoint: dict, cfg: Config) -> None:
+    """On resume: prediction and weight files a kill, a disk or an edit damaged, rebuilt from the
+    checkpoint (runner/run/predictions.py, runner/run/weights.py); a damaged weights file it
+    holds no copy of is named in a warning (a later `init` would load it)."""
+    repair_predictions(run_dir, checkpoint, cfg.report.select)
+    rebuilt = repair_weights(run_dir, checkpoint, len(cfg.seeds) > 1)
+    for line in unrepairable(run_dir, [m.name for m in cfg.models], rebuilt):
+        warnings.warn(f"{line}, and the checkpoint holds no copy (it predates kept weights): delete it, or rerun with --overwrite", CompareWarning, stacklevel=2)
 
 
 def task_facts(cfg: Config, slots: list) -> dict:

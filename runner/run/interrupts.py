@@ -7,8 +7,10 @@ from __future__ import annotations
 import shlex
 import signal
 from contextlib import contextmanager
+from pathlib import Path
 
 from runner.errors import CompareError, StopNow
+from runner.rundir.layout import SHARDS
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -20,7 +22,11 @@ class Interrupted(CompareError):
 
 
 def resume_command(run_dir) -> str:
-    """The exact command that continues `run_dir`, quoted for the shell."""
+    """The exact command that continues `run_dir`, quoted for the shell: for a rank's folder of
+    a --place models run (RUN/.shards/shard-<i>-of-<n>), the run's own (it resumes every rank)."""
+    run_dir = Path(run_dir)
+    if run_dir.parent.name == SHARDS:
+        run_dir = run_dir.parent.parent
     return f"`compare resume {shlex.quote(str(run_dir))}`"
 
 

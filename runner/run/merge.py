@@ -13,7 +13,11 @@ runner/rundir/guard.py (a fresh directory, or one of compare's with --overwrite)
     history.csv                       the shards' epoch rows from their final checkpoints, in the
                                       unsharded run's order (seed, epoch, config order), written
                                       by the run's own HistorySink
-    predictions/, models/, tb/<model>/, errors/    each model's files, copied byte for byte
+    predictions/, models/, tb/<model>/, errors/    each model's files, copied byte for byte; a
+                                      prediction or weights file that is missing, damaged or fails
+                                      the sha256 beside it is rebuilt from the shard's final
+                                      checkpoint (a note each), or, where that holds no copy, the
+                                      merge is refused before anything is written
     checkpoints/                      one final checkpoint holding the merged state, so
                                       `compare resume RUN` finds a finished run, as for any run
     leaderboard.*, plots/, TB views   runner/report/finalize.py, as at the end of a run
@@ -37,7 +41,11 @@ from runner.run.experiment import config_differences
 from runner.rundir import layout
 from runner.rundir.guard import check_no_links, claim_run_dir
 from runner.run.shards import Shard, read_shard
+from runner.run.predictions import repair_predictions
 from runner.run.sinks import HistorySink
+from runner.run.weights import kept_weights, repair_weights
+from runner.report.run_data import prediction_damage
+from runner.rundir.integrity import damage
 
 COPIED = (layout.PREDICTIONS, layout.WEIGHTS, layout.TB)  # <folder>/<model>/... per model
 
@@ -107,6 +115,7 @@ def merge_shards(dirs: list[Path], out: Path, overwrite: bool = False, plots: bo
     shards = read_shards(dirs)
     refuse_overlap([s.path for s in shards], Path(out))
     states = [final_state(s) for s in shards]
+    refuse_unrebuildable(shards, states)
     with claim_run_dir(out, fresh=True, overwrite=overwrite):
         return write_merged(shards, states, Path(out), plots)
 
@@ -149,10 +158,35 @@ def write_merged(shards: list[ShardDir], states: list[dict], out: Path, plots: b
             error = layout.error_file(s.path, model)
             if error.is_file():
                 _copy_tree(error, layout.error_file(out, model), out)
+    reported = config.get("report", {}).get("select", "final")
+    for s, state in zip(shards, states):  # what was copied damaged (or not at all) is written again
+        repair_predictions(out, state, reported, source=s.path)
+        repair_weights(out, state, len(seeds) > 1, source=s.path)
     checkpointer = Checkpointer(out, SimpleNamespace(seeds=seeds, models=[SimpleNamespace(name=n) for n in order]), Dist())
-    checkpointer.start(recorded_base_dir(shards[0].path) or Path("."))
+    checkpointer.start(recorded_base_dir(shards[0].path) or Path("."), shards[0].config_text)
     checkpointer.save_state(_merged_state(states, order, rows))
     return finalize_run(out, plots=plots)
+
+
+def refuse_unrebuildable(shards: list[ShardDir], states: list[dict]) -> None:
+    """A shard's prediction or weights file that fails its checks and that its final checkpoint
+    holds no copy of (one written before checkpoints kept them): a RunDirError, called before
+    anything of the merged run is written."""
+    for s, state in zip(shards, states):
+        e = s.config.get("experiment", {})
+        _refuse_unrebuildable(s, state, len(e.get("seeds") or [0]) > 1)
+
+
+def _refuse_unrebuildable(s: ShardDir, state: dict, several_seeds: bool) -> None:
+    held = {layout.weights_file(s.path, m, seed, which) for m, seed, which, _ in kept_weights(state, several_seeds)}
+    held |= {layout.predictions_file(s.path, m, seed) for seed, record in (state.get("predictions") or {}).items() for m in record["models"]}
+    bad = []
+    for model in s.shard.models:
+        files = sorted((s.path / layout.PREDICTIONS / model).glob("*" + layout.PREDICTIONS_SUFFIX))
+        bad += [f"{f} is {why}" for f in files if layout.predictions_seed(f) is not None and f not in held and (why := prediction_damage(f))]
+        bad += [f"{f} is {why}" for f in sorted((s.path / layout.WEIGHTS / model).rglob("*.pt")) if f not in held and (why := damage(f))]
+    if bad:
+        raise RunDirError(f"cannot merge {s.name}: {'; '.join(bad)}, and its checkpoint holds no copy to rebuild it from; nothing was written; rerun the shard (its config with --shard {s.shard.label} and --overwrite)")
 
 
 def _merged_state(states: list[dict], order: list[str], rows: list[dict]) -> dict:
@@ -168,7 +202,12 @@ def _merged_state(states: list[dict], order: list[str], rows: list[dict]) -> dic
             merged["models"] |= record["models"]
     for record in kept.values():
         record["models"] = {m: record["models"][m] for m in order if m in record["models"]}
-    return states[0] | {"models": sorted(order), "history": rows, "fused": fused, "predictions": kept, "ranks": None, "world_size": 1}
+    weights: dict = {}
+    for st in states:
+        for seed, models in (st.get("weights") or {}).items():
+            weights.setdefault(seed, {}).update(models)
+    weights = {seed: {m: models[m] for m in order if m in models} for seed, models in weights.items()}
+    return states[0] | {"models": sorted(order), "history": rows, "fused": fused, "predictions": kept, "weights": weights, "ranks": None, "world_size": 1}
 
 
 def _merge_models_csv(shards: list[ShardDir], order: list[str], out: Path) -> None:

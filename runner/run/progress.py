@@ -28,8 +28,9 @@ class Progress:
         `seed` is (this seed's position from 1, the number of seeds); None with one seed."""
         yield None
 
-    def epoch_done(self, records: list[dict]) -> None:
-        """The epoch's history records, one per model, once the epoch is evaluated."""
+    def epoch_done(self, records: list[dict], rank: str | None = None) -> None:
+        """The epoch's history records, one per model, once the epoch is evaluated; `rank`:
+        the metric the run ranks by ([report] rank_by; None: accuracy, or the task's first)."""
 
 
 def terminal_progress(console: Console | None = None) -> Progress:
@@ -47,11 +48,15 @@ def mean_losses(slots) -> str:
     return "  ".join(parts)
 
 
-def epoch_line(record: dict, width: int) -> str:
-    """`mlp   train_loss 0.412  val_acc 0.9012  test_acc 0.9100`, NaN metrics left out."""
+def epoch_line(record: dict, width: int, rank: str | None = None) -> str:
+    """`mlp   train_loss 0.412  val_acc 0.9012  test_acc 0.9100`, NaN metrics left out. A run
+    ranked by another metric (`rank`: macro_f1, top5_acc) shows it in accuracy's place."""
     cells = [record["model"].ljust(width)]
     keys = list(EPOCH_METRICS)
-    if not math.isfinite(record.get(TEST_HEADLINE, math.nan)):  # no classes: the task's first metric instead (rmse, micro_f1, ...)
+    rank = (rank or "").removeprefix("test_")
+    if rank and f"test_{rank}" in record and f"test_{rank}" != TEST_HEADLINE:
+        keys = [k.replace(TEST_HEADLINE, f"test_{rank}").replace(VAL_HEADLINE, f"val_{rank}") for k in keys]
+    elif not math.isfinite(record.get(TEST_HEADLINE, math.nan)):  # no classes: the task's first metric instead (rmse, micro_f1, ...)
         first = next((k.removeprefix("test_") for k in record if k.startswith("test_") and k not in EPOCH_METRICS), None)
         keys += [f"val_{first}", f"test_{first}"] if first else []
     for key in keys:
@@ -99,10 +104,10 @@ class _Shown(Progress):
     def _label(self, epoch: int, epochs: int, seed) -> str:
         return f"epoch {epoch}/{epochs}" + (f" seed {seed[0]}/{seed[1]}" if seed else "")
 
-    def epoch_done(self, records: list[dict]) -> None:
+    def epoch_done(self, records: list[dict], rank: str | None = None) -> None:
         width = max((len(r["model"]) for r in records), default=0)
         for record in records:
-            self.console.print(f"{self.label}  {epoch_line(record, width)}", markup=False, highlight=False, soft_wrap=True)
+            self.console.print(f"{self.label}  {epoch_line(record, width, rank)}", markup=False, highlight=False, soft_wrap=True)
 
 
 class RichProgress(_Shown):

@@ -39,7 +39,7 @@ from runner.errors import RunDirError
 from runner.engine.dist import Dist
 from runner.report.leaderboard import searched_families
 from runner.run.launch import restart_count
-from runner.run.merge import final_state, read_shards, write_merged
+from runner.run.merge import final_state, read_shards, refuse_unrebuildable, write_merged
 from runner.rundir.guard import claim_run_dir, holds_a_run
 from runner.rundir.layout import CONFIG, HISTORY, LOOKS, SHARDS, shard_folder
 from runner.run.shards import Shard
@@ -137,6 +137,8 @@ def run_placed(experiment, run_dir=None, overwrite: bool = False, resume: bool =
         if not group.main:
             return result
         shards = read_shards([shard_dir(run_dir, Shard(i, group.world)) for i in range(1, group.world + 1)])
-        board = write_merged(shards, [final_state(s) for s in shards], run_dir, plots=plots)
+        states = [final_state(s) for s in shards]
+        refuse_unrebuildable(shards, states)
+        board = write_merged(shards, states, run_dir, plots=plots)
         history = pd.read_csv(run_dir / HISTORY)
         return RunResult(run_dir, board.table, history, notes=list(board.evidence.notes), searched=searched_families(cfg.families))

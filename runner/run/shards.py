@@ -26,6 +26,7 @@ from typing import Mapping
 from runner.config.schema import Config
 from runner.errors import ConfigError, Problem, RunDirError
 from runner.rundir.layout import SHARD as SHARD_FILE  # written with config.toml when a shard claims its run directory
+from runner.rundir.layout import CONFIG, SHARDS, shard_folder
 
 RACE_REFUSED = (
     "racing compares the models with each other at every look, so a shard cannot race alone: "
@@ -202,6 +203,20 @@ def read_shard(run_dir: Path) -> Shard | None:
         return Shard(int(raw["index"]), int(raw["count"]), models, assignment)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunDirError(f"{path} is unreadable ({type(err).__name__}); it is not compare's shard record") from None
+
+
+def placed_shards(run_dir: Path) -> list[Path]:
+    """The rank folders RUN/.shards/shard-<i>-of-<n>/ (i = 1..n) of a --place models run stopped
+    before rank 0 merged them into RUN, the first that holds a config.toml first (a rank stopped
+    before it wrote one, or before its folder, starts over on resume); [] for any other folder."""
+    names = {p.name for p in (Path(run_dir) / SHARDS).glob("shard-*-of-*") if p.is_dir()}
+    counts = {name.rsplit("-", 1)[1] for name in names}
+    count = int(counts.pop()) if len(counts) == 1 and next(iter(counts)).isdigit() else 0
+    folders = [shard_folder(run_dir, i, count) for i in range(1, count + 1)]
+    started = [f for f in folders if (f / CONFIG).is_file() and read_shard(f) is not None]
+    if not started or not names <= {f.name for f in folders}:
+        return []  # not one set of ranks: nothing a resume of RUN could restart
+    return started[:1] + [f for f in folders if f != started[0]]
 
 
 def assignment_table(shard: Shard, costs: Mapping[str, dict] | None = None) -> list[str]:

@@ -5,6 +5,7 @@ Under torchrun (`dist.enabled`) each rank loads its slice of every global batch 
 contiguous shard of the test set; only rank 0 writes (TensorBoard, predictions, errors)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from runner.metrics.builtin import Kept, lookup
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
 from runner.rundir import layout
-from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, write_weights
+from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, weights_state, write_weights
 from runner.engine.slot import Slot
 from runner.engine.streams import Streams
 
@@ -54,6 +55,7 @@ class SharedPass:
         self.epoch, self.step = 1, 0  # the epoch in progress (or next) and its steps already done
         self.epoch_start_gen = self.train_gen.get_state()  # replayed to resume mid-epoch
         self.error_files: set[str] = set()
+        self.weights: dict[str, dict[str, dict]] = {}  # model -> "final"/"best_val" -> the state written: a checkpoint keeps it (runner/run/weights.py)
         race = cfg.experiment.race
         self.race = Race(race.alpha, race.min_epochs, race.every, cfg.experiment.epochs) if race is not None else None
         self.resumed = False
@@ -121,14 +123,14 @@ class SharedPass:
             record = slot.end_epoch(epoch, last=epoch == epochs) | {"seed": self.seed, "model_seed": slot.rng.seed, "data_time_s": data_seconds}
             records.append(record)
             if self.dist.main and out.weights and slot.best is not None and slot.best[0] == epoch:  # the best epoch on val so far
-                write_weights(out.run_dir, slot.name, self._seed_folder(), "best_val", slot.model)
+                self._write_weights(out.run_dir, slot, "best_val")
             if out.grad_histograms:
                 tb.write_gradients(slot.name, epoch, slot.model)
         if self.race is not None and val_targets is not None:
             self._race(epoch, records, val_targets)
         self._write_errors(out.run_dir)  # failed in evaluation, or diverged there (end_epoch)
         out.history.write(records)
-        out.progress.epoch_done(records)
+        out.progress.epoch_done(records, self.cfg.report.rank_by)  # the line shows the metric the run ranks by
         tb.write(records)
         self.targets = targets
         self.epoch, self.step = epoch + 1, 0
@@ -146,7 +148,13 @@ class SharedPass:
             if slot.final is not None:
                 write_predictions(out.run_dir, slot.name, self.seed, self.targets, final=slot.final, best=slot.best, reported=self.cfg.report.select)
                 if out.weights:
-                    write_weights(out.run_dir, slot.name, self._seed_folder(), "final", slot.model)
+                    self._write_weights(out.run_dir, slot, "final")
+
+    def _write_weights(self, run_dir: Path, slot: Slot, which: str) -> None:
+        """models/<model>/<which>.pt, and a copy for the checkpoint (a resume rebuilds a damaged file from it)."""
+        state = weights_state(slot.model)
+        write_weights(run_dir, slot.name, self._seed_folder(), which, state)
+        self.weights.setdefault(slot.name, {})[which] = copy.deepcopy(state)  # on the CPU the state shares the live parameters
 
     def _seed_folder(self) -> int | None:
         """Model files go under seed_<s>/ with several seeds, as TensorBoard runs do."""
@@ -195,6 +203,7 @@ class SharedPass:
             "targets": getattr(self, "targets", None),
             "slots": {s.name: s.state_dict() for s in self.slots},
             "error_files": sorted(self.error_files),
+            "weights": self.weights,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -209,6 +218,7 @@ class SharedPass:
         for slot in self.slots:
             slot.load_state_dict(state["slots"][slot.name])
         self.error_files = set(state["error_files"])
+        self.weights = dict(state.get("weights") or {})  # absent from checkpoints written before it
         self.resumed = True
 
     def rank_state(self) -> dict:

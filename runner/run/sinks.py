@@ -5,6 +5,7 @@ Both flush every epoch, so a crash loses at most the epoch in progress.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from runner import atomic
 from runner.atomic import write_csv  # by name: tests patch sinks.write_csv to fill the disk
 from runner.rundir import layout
 from runner.rundir.guard import check_no_links
+from runner.rundir.integrity import write_checksum
 
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {
@@ -39,6 +41,12 @@ GRADIENT_HISTOGRAMS = "weight_grad"
 def metric_tags(record: dict) -> dict[str, str]:
     """The task's metrics (val_<m>, test_<m> columns beyond the fixed ones) as <m>/val, <m>/test."""
     return {c: f"{c.split('_', 1)[1]}/{c.split('_', 1)[0]}" for c in record if c.startswith(("val_", "test_")) and c not in TB_TAGS and isinstance(record[c], float)}
+
+
+def lr_tags(record: dict) -> dict[str, str]:
+    """Each `param_groups` entry's lr (`lr[head.*]`) as lr/<globs>, in the `lr` chart beside the
+    default group's; characters TensorBoard refuses in a tag become _ (lr[a.*,b.*] -> lr/a._b)."""
+    return {c: "lr/" + (re.sub(r"[^-\w.]+", "_", c[3:-1]).strip("._") or "group") for c in record if c.startswith("lr[") and c.endswith("]")}
 
 
 class HistorySink:
@@ -73,8 +81,8 @@ class TensorBoardSink:
     def write(self, records: list[dict]) -> None:
         for record in records:
             writer = self.writers[record["model"]]
-            for column, tag in TB_TAGS.items() | metric_tags(record).items():
-                if not ((column.startswith("val_") or column.endswith("_acc")) and math.isnan(record[column])):  # no val split, no classes: no curve
+            for column, tag in TB_TAGS.items() | metric_tags(record).items() | lr_tags(record).items():
+                if not ((column.startswith(("val_", "lr")) or column.endswith("_acc")) and math.isnan(record[column])):  # no val split, no classes, no default group: no curve
                     writer.add_scalar(tag, record[column], global_step=record["epoch"])
             writer.flush()
 
@@ -124,16 +132,24 @@ def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tenso
             arrays[key] = kept["top1"].numpy().astype(np.int64)
     with atomic.atomic_write(path) as f:
         np.savez_compressed(f, **arrays)
+    write_checksum(path)  # seed_<s>.npz.sha256: a changed value in a valid npz fails it
     return path
 
 
-def write_weights(run_dir: Path, model: str, seed: int | None, which: str, module: nn.Module) -> Path:
+def weights_state(module: nn.Module) -> dict:
+    """What a weights file holds: the state_dict on the CPU."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def write_weights(run_dir: Path, model: str, seed: int | None, which: str, module: nn.Module | dict) -> Path:
     """models/<model>/<which>.pt (models/<model>/seed_<s>/<which>.pt with several seeds): the
-    state_dict on the CPU, written atomically; load it with torch.load(..., weights_only=True)."""
+    state_dict on the CPU (`module`, or its `weights_state`), written atomically, with its sha256
+    beside it (<which>.pt.sha256); load it with torch.load(..., weights_only=True)."""
     path = layout.weights_file(run_dir, model, seed, which)
     check_no_links(path, Path(run_dir))  # never through a link planted in the run directory
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    state = module if isinstance(module, dict) else weights_state(module)
     with atomic.atomic_write(path) as f:
         torch.save(state, f)
+    write_checksum(path)
     return path

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from runner import atomic
 from runner.errors import RunDirError, clip
-from runner.rundir.layout import CONFIG, HISTORY, LOCK, MARKER, RUN_FILES, RUN_FOLDERS, SHARD, SHARDED
+from runner.rundir.layout import CHECKPOINTS, CONFIG, HISTORY, LOCK, MARKER, RUN_FILES, RUN_FOLDERS, SHARD, SHARDED
 
 FORMAT = 1  # the marker's format version
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`
@@ -75,6 +75,22 @@ def release_claim(run_dir: Path, made: list[Path]) -> None:
             folder.rmdir()
         except OSError:  # something else was put there meanwhile: not ours to remove
             return
+
+
+def nothing_to_resume(run_dir: Path) -> str:
+    """Why `compare resume` finds nothing to continue in `run_dir` (no config.toml, none recorded
+    with its checkpoints, no --place models ranks), and the command that starts a run there."""
+    start = f"`compare run CONFIG --out {run_dir}` starts a run there"
+    if not run_dir.exists():
+        return f"nothing to resume: {run_dir} does not exist; {start}"
+    if not run_dir.is_dir():
+        return f"nothing to resume: {run_dir} is not a folder"
+    if (run_dir / CHECKPOINTS).is_dir():
+        return (f"cannot resume {run_dir}: its {CONFIG} is missing and its checkpoints predate the config record; "
+                f"`compare run CONFIG --out {run_dir} --resume` resumes it with the config it was started with")
+    if (run_dir / MARKER).is_file():
+        return f"nothing to resume in {run_dir}: a run claimed it but stopped before it wrote {CONFIG}; {start}"
+    return f"nothing to resume in {run_dir}: it holds no run (no {CONFIG}); {start}"
 
 
 def check_path(run_dir: Path) -> None:

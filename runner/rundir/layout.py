@@ -34,11 +34,13 @@ MANIFEST = "manifest.json"
 # Kept weights (models/<model>/...): the final epoch's, and the best epoch's on val
 FINAL, BEST_VAL = "final.pt", "best_val.pt"
 WEIGHTS_FILES = {"final": FINAL, "best_val": BEST_VAL}  # the epoch ([report] select's values) -> its file
+CHECKSUM_SUFFIX = ".sha256"  # <file>.sha256 beside each kept output (runner/rundir/integrity.py)
 
 # Plots (plots/...): runner/report/plots.py draws them, each only where the run has what it needs
 LEARNING_CURVES_PNG, GRAD_NORMS_PNG, LEADERBOARD_PNG = "learning_curves.png", "grad_norms.png", "leaderboard.png"
 PARETO_PARAMS_PNG, PARETO_TRAIN_TIME_PNG = "pareto_params.png", "pareto_train_time.png"
 CONFUSION_PNG, CALIBRATION_PNG, PER_CLASS_PNG = "confusion_matrices.png", "calibration.png", "per_class.png"  # classification
+CONFUSED_PAIRS_PNG = "confused_pairs.png"  # classification past 20 classes: the most-confused pairs
 REGRESSION_PNG = "regression.png"  # regression
 TUNING_CURVES_PNG = "tuning_curves.png"  # [report] by = "family"
 CRITICAL_DIFFERENCE_PNG = "critical_difference.png"  # several runs (`compare plot --out`), not in a run directory
@@ -76,6 +78,12 @@ def weights_folder(run_dir: str | Path, model: str, seed: int | None = None) -> 
 def weights_file(run_dir: str | Path, model: str, seed: int | None, which: str) -> Path:
     """models/<model>/[seed_<s>/]final.pt or best_val.pt: `which` is "final" or "best_val"."""
     return weights_folder(run_dir, model, seed) / WEIGHTS_FILES[which]
+
+
+def checksum_file(path: str | Path) -> Path:
+    """The sha256 beside a kept output: final.pt -> final.pt.sha256, seed_0.npz -> seed_0.npz.sha256."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
 def error_file(run_dir: str | Path, model: str) -> Path:

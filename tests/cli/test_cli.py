@@ -122,7 +122,7 @@ def test_seeds_option_repeats_the_pass_and_every_output_carries_the_seed(tmp_pat
     assert sorted(history.groupby("model")["seed"].unique().map(sorted).tolist()) == [[0, 1], [0, 1]]
     assert tomllib.loads((out / "config.toml").read_text())["experiment"]["seeds"] == [0, 1]
     for model in ("a", "b"):
-        assert sorted(p.name for p in (out / "predictions" / model).iterdir()) == ["seed_0.npz", "seed_1.npz"]
+        assert sorted(p.name for p in (out / "predictions" / model).iterdir()) == ["seed_0.npz", "seed_0.npz.sha256", "seed_1.npz", "seed_1.npz.sha256"]
         assert sorted(p.name for p in (out / "tb" / model).iterdir()) == ["seed_0", "seed_1"]
     assert not (out / "plots").exists()  # --no-plots
     assert "**Seeds:** 2 (0, 1)" in (out / "leaderboard.md").read_text()

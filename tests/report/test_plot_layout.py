@@ -12,7 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from runner.assemble.validate import config_from_dict
 from runner.report.leaderboard import build
-from runner.report.plots import confusion_grid, figures, grad_norms, learning_curves, model_colours, pareto
+from runner.report.confusion_plots import confusion_grid
+from runner.report.plots import figures, grad_norms, learning_curves, model_colours, pareto
 from runner.report.run_data import RunData, load_run
 from runner.run.experiment import Experiment
 from tests.helpers import digits_config, mlp
