@@ -98,7 +98,7 @@ FLOORS = [
     {"engine"},
     {"resolve"},
     {"data", "report"},
-    {"assemble"},
+    {"assemble", "export"},
     {"run"},
     {"bench"},
     {"cli"},

@@ -340,6 +340,8 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         bad("experiment.race", "racing stops trials early, which understates them in the family verdict's tuning curves; it cannot be combined with report.by = \"family\" (drop one)")
     if r.target is not None and (isinstance(r.target, bool) or not math.isfinite(r.target)):
         bad("report.target", f"expected a finite score, got {shown(r.target)}")
+    if r.margin is not None and (isinstance(r.margin, bool) or not isinstance(r.margin, (int, float)) or not math.isfinite(r.margin) or r.margin <= 0):
+        bad("report.margin", f"expected a positive number in the ranked metric's units (0.01 = one point of accuracy), got {shown(r.margin)}")
     if r.rank_by is not None and not own:
         bare = r.rank_by.removeprefix("test_")
         names = metric_refs.metric_names([m for m in r.metrics or [] if isinstance(m, str)], cfg.base_dir) or []

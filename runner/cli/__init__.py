@@ -4,4 +4,5 @@
 - reports: `compare leaderboard`, `plot`, `tensorboard`
 - authoring: `compare init`, `list`, the dry-run plan's printing
 - bench: `compare bench`
+- export: `compare export mlflow`
 - main: registers the commands; the entry point"""

@@ -26,7 +26,7 @@ _python_showwarning = warnings.showwarning
 def application():
     """The typer app with every command registered (imported here, not at module level, so
     that `main` has its signal handling in place first)."""
-    from runner.cli import run, authoring, reports, bench  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
+    from runner.cli import run, authoring, reports, bench, export  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
     from runner.cli.app import app
 
     return app

@@ -54,7 +54,9 @@ def print_board(board, title: str) -> None:
         console.print(table)
         if dropped:
             console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
-        lines = formats.evidence_summary(board)
+        from runner.report.sentences import sentences  # noqa: PLC0415
+
+        lines = sentences(board) + formats.evidence_summary(board)  # the verdict in words, then what backs it
     for line in lines:
         console.print(line, markup=False, highlight=False)
 
@@ -86,6 +88,7 @@ def leaderboard_cmd(
     per_class: Annotated[bool, typer.Option("--per-class", help="One run: per-class precision, recall and F1 of every model instead, then the most-confused pairs (classification; per label F1 and AP for multi-label; per output RMSE, MAE and R² for regression).")] = False,
     by: Annotated[Optional[str], typer.Option(help="family: one row per family (the [[model]] table a sweep or search came from), its best trial chosen on val, compared with a tuning-aware test (docs/tuning.md); default: the run's report.by.")] = None,
     target: Annotated[Optional[float], typer.Option(help="With --by family: report the trials each family needs to reach this expected test score.")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="Equivalence margin in the ranked metric's units (0.01 = one point of accuracy): adds equivalent_to_best and non_inferior (TOST, docs/verdict.md); default: the run's report.margin.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Print or export the leaderboard of one or more finished runs."""
@@ -106,11 +109,11 @@ def leaderboard_cmd(
         if across.applies(runs):
             if sort is not None:
                 raise ReportError("--sort: runs on different datasets are ordered by average rank (drop --sort, or sort the csv)")
-            board = across.build(runs, metric, select)  # no --metric: the one every run ranks by, as `compare plot`
+            board = across.build(runs, metric, select, margin=margin)  # no --metric: the one every run ranks by, as `compare plot`
             name = f"{len(runs)} datasets: {board.metric} across datasets"
             render = {Format.csv: formats.across_csv, Format.md: lambda b: formats.across_markdown(b, name), Format.latex: formats.across_latex}
         else:
-            board = formats.sort(build(runs, metric, select), sort)
+            board = formats.sort(build(runs, metric, select, margin), sort)
             name = formats.title(runs[0]) if len(runs) == 1 else f"{len(runs)} runs: leaderboard"
             render = {Format.csv: formats.to_csv, Format.md: lambda b: formats.to_markdown(b, name), Format.latex: formats.to_latex}
         text = render.get(fmt, lambda b: "")(board)
@@ -261,6 +264,43 @@ def plot_cmd(
         fail(err, debug)
     for path in files:
         typer.echo(str(path))
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run directory; or several, merged into one report as `compare leaderboard` merges them (then give --out).")],
+    out: Annotated[Optional[Path], typer.Option(help="The HTML file to write (default: RUN_DIR/report.html; needed with several runs).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Metric to rank by, as `compare leaderboard --metric`; default: the run's report.rank_by.")] = None,
+    select: Annotated[Optional[str], typer.Option(help="Which epoch to report: final or best_val; default: the run's report.select.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Write report.html: the verdict in sentences, the leaderboard, plots and provenance in one
+    self-contained file (no network needed to open it: send it as an attachment)."""
+    from runner.report import across  # noqa: PLC0415
+    from runner.report.finalize import family_board, write_report  # noqa: PLC0415
+    from runner.report.leaderboard import build  # noqa: PLC0415
+    from runner.report.run_data import load_runs  # noqa: PLC0415
+
+    try:
+        runs = load_runs(run_dirs)  # the shards of one sharded run read as one run
+        if (len(runs) > 1 or runs[0].shards) and out is None:
+            raise ReportError("several runs (or shards) make one report: give --out FILE.html")
+        if out is not None:
+            check_out_folder(out)
+        board = across.build(runs, metric, select) if len(runs) > 1 and across.applies(runs) else build(runs, metric, select)
+        path = write_report(runs, board, family_board(runs[0]) if len(runs) == 1 and metric is None else None, out)
+    except OSError as err:  # a folder in the way, no permission: the user's to fix (a full disk: fail says so)
+        from runner.atomic import is_disk_full  # noqa: PLC0415
+
+        fail(err if is_disk_full(err) else ReportError(f"cannot write {clip(str(out or err.filename))}: {err.strerror or err}"), debug)
+    except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place
+        fail(err, debug)
+    typer.echo(str(path))
+
+
+def check_out_folder(out: Path) -> None:
+    if not out.parent.is_dir():
+        raise ReportError(f"--out {clip(str(out))}: the folder {clip(str(out.parent))} does not exist; create it first")
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -12,7 +12,7 @@ import typer
 from runner.cli.app import app, console, fail
 from runner.config.schema import PLACES
 from runner.errors import EXIT_SOME_FAILED, ConfigError, Problem
-from runner.rundir.layout import CONFIG, ERRORS, LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS
+from runner.rundir.layout import CONFIG, ERRORS, LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_HTML
 
 
 def seeds_override(text: str) -> str:
@@ -66,6 +66,8 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str | N
     plots = result.run_dir / PLOTS
     console.print(f"leaderboard: {result.run_dir / LEADERBOARD_MD}" + (f"; plots: {plots}/" if plots.is_dir() else ""), markup=False)
     console.print(f"TensorBoard: compare tensorboard {result.run_dir}", markup=False)
+    if (result.run_dir / REPORT_HTML).exists():  # last: the one file to open, or to send
+        console.print(f"report: {result.run_dir / REPORT_HTML} (one self-contained file: open it in a browser, or send it)", markup=False)
     if result.some_failed:
         sys.stderr.write(f"warning: some models failed or diverged; see {result.run_dir / ERRORS}\n")
         if not launch.launched():  # under torchrun a non-zero exit would restart the run

@@ -147,6 +147,7 @@ class ReportConfig:
     output: str | None = None  # where metrics find the prediction in a tuple/dict output: a key or a position; unset = docs/metrics.md's rule
     by: str = "model"  # model | family: "family" adds the family verdict (each family's best trial chosen on val) and tuning curves
     target: float | None = None  # with by = "family": the score whose budget (trials needed) each family's tuning curve reports
+    margin: float | None = None  # > 0, in the ranked metric's units (0.01 = 1 point of accuracy): equivalent_to_best / non_inferior (TOST); unset = no such columns
 
 
 @dataclass

@@ -255,3 +255,37 @@ def holm(pvalues) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[i]))  # monotone: never below an earlier step
         out[i] = running
     return out
+
+
+# ---------------------------------------------------------------- equivalence: TOST with a margin
+
+def difference_interval(d, alpha: float = ALPHA) -> tuple[float, float]:
+    """The (1 - 2 alpha) Student-t interval of mean(d) (d: paired differences, per test sample
+    or per seed; NaNs dropped). Lying within +-margin is the two one-sided t-tests (TOST,
+    Schuirmann 1987) at level alpha: each bound is one one-sided test. No spread (every d
+    equal) gives the point itself; fewer than two values, NaN."""
+    x = np.asarray(d, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    mean, se = float(x.mean()), float(x.std(ddof=1)) / math.sqrt(len(x))
+    half = float(stats.t.ppf(1 - alpha, df=len(x) - 1)) * se
+    return mean - half, mean + half
+
+
+def bootstrap_difference_interval(diffs: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
+    """The (1 - 2 alpha) percentile interval of paired bootstrap differences (both models on
+    the same resamples): the TOST for a metric that is not a per-sample mean."""
+    return percentile_interval(np.asarray(diffs, dtype=float), 1 - 2 * alpha)
+
+
+def equivalence(interval: tuple[float, float], margin: float, higher_is_better: bool) -> tuple[bool | None, bool | None]:
+    """(equivalent, non_inferior) of a model to the best from the (1 - 2 alpha) interval of
+    (model - best): equivalent when the whole interval lies within +-margin (TOST at alpha);
+    non-inferior when its bound on the bad side does (the one-sided test at alpha). None where
+    the interval is unknown."""
+    low, high = interval
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None, None
+    bad_side = low > -margin if higher_is_better else high < margin
+    return bool(low > -margin and high < margin), bool(bad_side)

@@ -25,7 +25,7 @@ from scipy import stats as sp
 
 from runner.errors import ReportError
 from runner.metrics.builtin import higher_is_better, split_column
-from runner.metrics.significance import ALPHA, holm
+from runner.metrics.significance import ALPHA, difference_interval, equivalence, holm
 from runner.report.leaderboard import build as leaderboard_build
 from runner.report.run_data import RunData, data_settings, describe_data, differences, differences_line, run_labels, task_words
 from runner.report.verdict import column as metric_column, registered
@@ -124,6 +124,7 @@ class Across:
     verdict: str
     notes: list[str] = field(default_factory=list)
     wilcoxon: bool = True  # False: the metric is a different quantity per dataset (a loss that differs), p_vs_best not tested
+    margin: float | None = None  # --margin / [report] margin: equivalence to the best over datasets (docs/verdict.md)
 
 
 def dataset_identity(run: RunData) -> tuple:
@@ -171,7 +172,7 @@ def ranked_metric(runs: list[RunData], labels: list[str], metric: str | None) ->
     return metric
 
 
-def build(runs: list[RunData], metric: str | None = None, select: str | None = None, alpha: float = ALPHA) -> Across:
+def build(runs: list[RunData], metric: str | None = None, select: str | None = None, alpha: float = ALPHA, margin: float | None = None) -> Across:
     """The models x datasets comparison of runs that are each on a different dataset; the
     scores are each run's leaderboard headline (`<metric>_mean`, as `compare leaderboard RUN`;
     `metric` None: the one the runs rank by, for `compare leaderboard` and `compare plot` alike)."""
@@ -182,13 +183,13 @@ def build(runs: list[RunData], metric: str | None = None, select: str | None = N
         j = identities.index(ident)
         if j < i:
             raise ReportError(f"{labels[j]} and {labels[i]} are on the same data ([data] settings equal): give one run per dataset (repeat seeds with experiment.seeds)")
-    boards = [leaderboard_build([run], metric, select) for run in runs]
+    boards = [leaderboard_build([run], metric, select, margin) for run in runs]
     metric = boards[0].evidence.metric  # a metric name (rmse) as its column (test_rmse), as the leaderboard reads it
     scores = pd.DataFrame({label: board.table.set_index("model")[f"{metric}_mean"] for label, board in zip(labels, boards)})
     names = list(dict.fromkeys(m for run in runs for m in run.model_names if m in scores.index))
     differ = differences(runs, data=False)  # the data differ by design: the "datasets" line names them
     sizes = not ("loss" in differ and metric.endswith("loss"))  # CE differences next to MSE differences mean nothing
-    across = compare_scores(scores.reindex(names), dict(zip(labels, describe_data(runs))), metric, alpha, boards[0].evidence.higher_is_better, sizes)
+    across = compare_scores(scores.reindex(names), dict(zip(labels, describe_data(runs))), metric, alpha, boards[0].evidence.higher_is_better, sizes, boards[0].evidence.margin)
     notes = [line] if (line := differences_line(labels, differ)) else []
     if not sizes:
         notes.append(f"{metric} is a different loss on each dataset: its ranks within each dataset stand (Friedman, Nemenyi), "
@@ -198,7 +199,7 @@ def build(runs: list[RunData], metric: str | None = None, select: str | None = N
 
 
 def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str = split_column("test"), alpha: float = ALPHA,
-                   higher: bool | None = None, sizes: bool = True) -> Across:
+                   higher: bool | None = None, sizes: bool = True, margin: float | None = None) -> Across:
     """`scores`: models (index, in display order) x datasets (columns), NaN where a model has
     no score; `datasets`: column -> description; `higher`: whether higher scores are better
     (default: the leaderboard's rule for `metric`); `sizes`: whether score differences are
@@ -242,8 +243,15 @@ def compare_scores(scores: pd.DataFrame, datasets: dict[str, str], metric: str =
     table["p_vs_best"] = holm(p_raw.to_numpy())  # Holm over the k - 1 tests against the best
     table["p_vs_best_raw"] = p_raw.to_numpy()
     table["in_test"] = [m in tested for m in names]
+    if margin is not None:  # TOST over datasets: the t-interval of the per-dataset differences to the best
+        best_row = scores.loc[best] if k >= 2 and sizes else None
+        intervals = [difference_interval(scores.loc[m] - best_row) if best_row is not None and m in tested and m != best else (math.nan, math.nan) for m in names]
+        verdicts = [equivalence(iv, margin, hib) for iv in intervals]
+        table["diff_vs_best_ci90_low"], table["diff_vs_best_ci90_high"] = [iv[0] for iv in intervals], [iv[1] for iv in intervals]
+        for i, col in enumerate(("equivalent_to_best", "non_inferior")):
+            table[col] = pd.array([pd.NA if v[i] is None else v[i] for v in verdicts], dtype="boolean")
     table = table.sort_values("avg_rank", na_position="last", kind="stable").reset_index(drop=True)
-    across = Across(table, datasets, metric, hib, tested, alpha=alpha, verdict="", notes=notes, wilcoxon=sizes, **result)
+    across = Across(table, datasets, metric, hib, tested, alpha=alpha, verdict="", notes=notes, wilcoxon=sizes, margin=margin, **result)
     across.verdict = verdict(across)
     return across
 

@@ -1,5 +1,5 @@
 """The end of a run, and the only place reports touch the disk: leaderboard.csv,
-leaderboard.md, the TensorBoard comparison views and plots/*.png, all from the run directory.
+leaderboard.md, the TensorBoard comparison views, plots/*.png and report.html, all from the run directory.
 
 `compare run` calls `finalize_run` after the last seed; `compare leaderboard` and
 `compare plot` read the same files, so they agree with what the run printed.
@@ -38,6 +38,15 @@ def write_families(run: RunData, board: families.FamilyBoard) -> list[Path]:
     return [csv, md, curves]
 
 
+def write_report(runs: list[RunData], board, by_family: families.FamilyBoard | None = None, out: Path | None = None) -> Path:
+    """report.html (runner/report/html.py): RUN/report.html for one run, else `out`."""
+    from runner.report.html import page  # noqa: PLC0415 - reads the PNGs; per-class tables need sklearn
+
+    path = check_no_links(out if out is not None else runs[0].path / layout.REPORT_HTML, None if out is not None else runs[0].path)
+    atomic.write_text(path, page(runs, board, by_family))
+    return path
+
+
 def family_board(run: RunData) -> families.FamilyBoard | None:
     """The family verdict where the run asks for it (`[report] by = "family"`)."""
     report = run.config.get("report", {})
@@ -62,4 +71,5 @@ def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
         from runner.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
 
         write_plots(run, board, run.path / layout.PLOTS, board.evidence.notes, by_family)  # a plot that fails is a note, not a failed run
+    write_report([run], board, by_family)  # last: it embeds the plots
     return board

@@ -50,6 +50,23 @@ def _tied(row) -> str:
     return "?" if value is None or value is pd.NA else "yes" if value else "no"
 
 
+def _verdict(row, column: str) -> str:
+    """An equivalence cell: "best" for rank 1, yes / no, "?" where no interval was found."""
+    if row["rank"] == 1 and pd.isna(row.get(column)):
+        return "best"
+    value = row.get(column)
+    return "?" if value is None or value is pd.NA else "yes" if value else "no"
+
+
+def margin_words(e) -> str | None:
+    """What equivalent_to_best and non_inferior mean for this table, or None without a margin."""
+    if e.margin is None:
+        return None
+    bad = "below" if e.higher_is_better else "above"
+    return (f"equivalent_to_best: the {1 - 2 * ALPHA:.0%} interval of (model - best) in {e.metric} lies within ±{e.margin:g} "
+            f"(TOST at alpha {ALPHA}, per comparison); non_inferior: its bound on the bad side is not {bad} {'-' if e.higher_is_better else '+'}{e.margin:g}")
+
+
 def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
     """Formatted strings, one column per claim; `compact` (terminal) drops the less-read ones."""
     t, metric = board.table, board.evidence.metric
@@ -79,6 +96,11 @@ def display(board: Leaderboard, compact: bool = False) -> pd.DataFrame:
     out["status"] = t["status"]
     out["p_vs_best (Holm)"] = [_p(v) for v in t["p_vs_best"]]
     out["tied_with_best"] = [_tied(row) for _, row in t.iterrows()]
+    if "equivalent_to_best" in t:  # [report] margin / --margin (docs/verdict.md)
+        out["equivalent_to_best"] = [_verdict(row, "equivalent_to_best") for _, row in t.iterrows()]
+        out["non_inferior"] = [_verdict(row, "non_inferior") for _, row in t.iterrows()]
+        if not compact:
+            out["diff vs best 90% CI"] = ["-" if pd.isna(lo) else f"[{lo:+.4g}, {hi:+.4g}]" for lo, hi in zip(t["diff_vs_best_ci90_low"], t["diff_vs_best_ci90_high"])]
     out["mde_vs_best"] = [_num(v, ".3f") for v in t["mde_vs_best"]]
     if not compact or t["seeds_needed"].notna().any():
         out["seeds_needed"] = [_num(v, ".0f") for v in t["seeds_needed"]]
@@ -97,6 +119,7 @@ SHORT = {  # terminal headers; leaderboard.csv has the full column names
     f"{TEST_ACC} 95% CI": "95% CI", "test_loss": "loss",
     "train_time_s": "time s", "p_vs_best (Holm)": "p (Holm)", "tied_with_best": "tied", "grad_norm_final": "grad final",
     "grad_nonfinite": "nonfinite", "mde_vs_best": "MDE", "seeds_needed": "seeds needed",
+    "equivalent_to_best": "equiv", "non_inferior": "non-inf",
 }
 
 
@@ -107,7 +130,7 @@ def sort(board: Leaderboard, column: str | None) -> Leaderboard:
         return board
     if column not in board.table.columns:
         raise ReportError(f"--sort {column!r}: no such column{did_you_mean(column, board.table.columns)}")
-    descending = "acc" in column or column in ("samples_per_s", "tied_with_best", "wins_vs_best")
+    descending = "acc" in column or column in ("samples_per_s", "tied_with_best", "wins_vs_best", "equivalent_to_best", "non_inferior")
     table = board.table.sort_values(column, ascending=not descending, na_position="last", kind="stable").reset_index(drop=True)
     return Leaderboard(table, board.evidence)
 
@@ -168,6 +191,10 @@ def evidence_lines(board: Leaderboard) -> list[str]:
                 "several seeds, the paired t-test over the per-seed differences. **seeds_needed:** the seeds that t-test "
                 "needs to resolve the observed difference, taking the observed per-seed spread as the truth (inf: no difference seen)."
             )
+        if (words := margin_words(e)) is not None:
+            lines.append(f"- **Equivalence (margin {e.margin:g}):** {words}. With one seed the interval is over the test "
+                         "samples (paired t on the per-sample differences for a 0/1 metric, else the paired bootstrap's "
+                         "percentiles); with several seeds, Student-t over the per-seed differences (docs/verdict.md).")
         tested = "top-1 test predictions" if mcnemar else "per-sample test statistics (docs/metrics.md)"
         lines.append(
             "- **Caveats:** the rank-1 model is picked on the same test set, which favours it slightly; "
@@ -225,6 +252,8 @@ def evidence_summary(board: Leaderboard) -> list[str]:
             test = e.test
         lines.append(f"p_vs_best: {test} against {e.reference}, Holm-corrected over {e.comparisons}; tied_with_best: corrected p >= {ALPHA}")
         lines.append(f"MDE: smallest difference from the best this evidence resolves (alpha {ALPHA}, power {POWER:.0%}); seeds needed: for the observed difference")
+        if (words := margin_words(e)) is not None:
+            lines.append(words)
     return lines + [f"note: {n}" for n in e.notes]
 
 
@@ -252,6 +281,9 @@ def across_display(a: Across) -> pd.DataFrame:
     # "best" only for the model the ranks put first; a model without a score everywhere is "left out", never best
     ranked = len(a.tested) >= 2
     out["p vs best (Wilcoxon, Holm)"] = ["left out" if not tested else "best" if i == 0 and ranked else _p(p) for i, (p, tested) in enumerate(zip(t["p_vs_best"], t["in_test"]))]
+    if a.margin is not None:  # the TOST over datasets (docs/verdict.md)
+        out[f"equivalent (±{a.margin:g})"] = ["best" if i == 0 and ranked else "?" if pd.isna(v) else "yes" if v else "no" for i, v in enumerate(t["equivalent_to_best"])]
+        out["non-inferior"] = ["best" if i == 0 and ranked else "?" if pd.isna(v) else "yes" if v else "no" for i, v in enumerate(t["non_inferior"])]
     return out
 
 
@@ -282,6 +314,9 @@ def across_evidence(a: Across) -> list[str]:
             "- **p vs best:** two-sided Wilcoxon signed-rank test of each model's scores against the best model's over the datasets "
             f"(zero differences split between the signs), Holm-corrected over {k - 1} comparison(s)."
         )
+    if a.margin is not None:
+        lines.append(f"- **Equivalence (margin {a.margin:g}):** the {1 - 2 * ALPHA:.0%} Student-t interval of each model's per-dataset differences to the best "
+                     f"lies within ±{a.margin:g} (TOST over datasets; `non_inferior`: its bound on the bad side does). It reads score differences, so only where they are comparable across datasets.")
     lines.append("- **Assumptions:** the datasets are independent draws of the problems you care about; ranks, not score differences, carry the evidence (see docs/across-datasets.md).")
     return lines + [f"- **Note:** {note}." for note in a.notes]
 
@@ -311,6 +346,8 @@ def across_summary(a: Across) -> list[str]:
         tested = f"Wilcoxon signed-rank over datasets, Holm-corrected over {k - 1}" if a.wilcoxon else "not tested (see the notes)"
         lines.append(f"Nemenyi critical difference {a.cd:.3f} (alpha {a.alpha:g}, q = {a.q:.3f}); p vs best: {tested}")
         lines.append(f"not significantly different (Nemenyi): {_groups(a)}")
+    if a.margin is not None:
+        lines.append(f"equivalent: the {1 - 2 * ALPHA:.0%} Student-t interval of the per-dataset differences to the best lies within ±{a.margin:g} (TOST over datasets); non-inferior: its bad-side bound does")
     return lines + [f"note: {note}" for note in a.notes]
 
 

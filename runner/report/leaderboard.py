@@ -28,6 +28,7 @@ CORE = [
     *(f"{TEST_ACC}_{part}" for part in PARTS), "test_loss_mean",
     "selected_epoch", "selected_on", f"{VAL_ACC}_mean", "val_loss_mean",
     "train_time_s", "samples_per_s", "status", "stopped_at", "eliminated_by", "p_vs_best", "tied_with_best",
+    "equivalent_to_best", "non_inferior", "diff_vs_best_ci90_low", "diff_vs_best_ci90_high",  # with a margin (docs/verdict.md)
     "mde_vs_best", "seeds_needed", "p_vs_best_raw", "wins_vs_best", "losses_vs_best",
     "grad_norm_mean", "grad_norm_max", "grad_norm_final", "grad_nonfinite",
     "train_loss_mean", "epochs", "seeds", "test_samples",
@@ -53,6 +54,7 @@ class Evidence:
     protocol: str = ""  # one line: how the reported epoch was selected, and what test read
     per_seed: pd.DataFrame | None = None  # exact McNemar per seed against the reference
     test: str = verdict.HEADLINE_TEST  # the paired test behind p_vs_best, in words
+    margin: float | None = None  # [report] margin / --margin: equivalence within +-margin, in the metric's units
 
 
 @dataclass
@@ -61,15 +63,15 @@ class Leaderboard:
     evidence: Evidence
 
 
-def build(runs: list[RunData], metric: str | None = None, select: str | None = None) -> Leaderboard:
+def build(runs: list[RunData], metric: str | None = None, select: str | None = None, margin: float | None = None) -> Leaderboard:
     """One run: its leaderboard. Several: one table, models keyed by (run, model); the paired
     test spans runs only where they scored the same test samples. `select` overrides the
     runs' `report.select`."""
     if len(runs) == 1:
-        return leaderboard(runs[0], metric, select)
+        return leaderboard(runs[0], metric, select, margin)
     differ = one_task(runs)  # refused where the tasks differ
     merged, keys, notes = _merge(runs, select)
-    board = leaderboard(merged, metric, select)
+    board = leaderboard(merged, metric, select, margin if margin is not None else runs[0].config.get("report", {}).get("margin"))
     if differ:  # the paired test says nothing of how the runs differ
         notes.append(differences_line(run_labels(runs), differ, board.evidence.metric))
     table = board.table
@@ -85,8 +87,9 @@ def build(runs: list[RunData], metric: str | None = None, select: str | None = N
     return board
 
 
-def leaderboard(run: RunData, metric: str | None = None, select: str | None = None) -> Leaderboard:
+def leaderboard(run: RunData, metric: str | None = None, select: str | None = None, margin: float | None = None) -> Leaderboard:
     select = select_of(run, select)
+    margin = verdict.margin_of(run, margin)
     if "_selected" not in run.history:  # merged runs come marked, each run by itself
         run = replace(run, history=with_selection(run, select))
     metric = verdict.column(run, metric or run.rank_by)
@@ -109,7 +112,7 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
     table = table.reset_index(drop=True)
 
     reference = table["model"].iloc[0] if len(table) else None
-    evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval"), metric, found is not None, table[f"{metric}_mean"].notna().any()), 0)
+    evidence = Evidence(metric, hib, reference, run.seeds, n_test, _interval_words(table.pop("_interval"), metric, found is not None, table[f"{metric}_mean"].notna().any()), 0, margin=margin)
     accuracy = _interval_words(table.pop("_acc_interval"), TEST_ACC, True, table[f"{TEST_ACC}_mean"].notna().any())
     if loss_note:
         evidence.notes.append(loss_note)
@@ -124,6 +127,9 @@ def leaderboard(run: RunData, metric: str | None = None, select: str | None = No
         kept = " (evaluation keeps the shared loss as its mean over the test set, not per sample)" if metric.endswith("loss") else ""
         instead = "p_vs_best tests accuracy instead (exact McNemar on top-1 correctness)" if tested is not None else "the task has no accuracy to test instead: no paired test"
         evidence.notes.append(f"{metric} has no per-sample statistic{kept}: no interval over the test samples and no paired test of its own (docs/metrics.md); {instead}")
+    if margin is not None and (found is None and metric != TEST_ACC or "equivalent_to_best" not in table):  # the margin is in this metric's units
+        verdict.equivalence_columns(table, evidence, [(math.nan, math.nan)] * len(table))
+        evidence.notes.append(f"--margin {margin:g}: {metric} has no paired test of its own, so no equivalence verdict")
     if metric != TEST_ACC and table[f"{TEST_ACC}_mean"].notna().any():  # leaderboard.md shows accuracy's intervals too
         evidence.interval += f"; {TEST_ACC}: {accuracy}"
     if (note := t_quantile_note(len(run.seeds))) is not None:
@@ -156,6 +162,8 @@ def _metric_tests(run: RunData, table: pd.DataFrame, evidence: Evidence, metric:
                 table.loc[i, [f"{col}_ci95_low", f"{col}_ci95_high"]] = v.intervals[m]
         evidence.interval = verdict.FAMILY_INTERVAL[metric.family] + ("; Student-t over seeds where a model has several" if len(run.seeds) > 1 else "")
     evidence.test = verdict.described_test(metric)
+    if evidence.margin is not None:
+        verdict.equivalence_columns(table, evidence, [v.diff.get(m, (math.nan, math.nan)) for m in names])
     evidence.per_seed = pd.DataFrame(v.per_seed) if v.per_seed and metric.name == HEADLINE else None
     evidence.notes += v.notes
 

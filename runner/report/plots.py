@@ -37,7 +37,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from runner import atomic  # noqa: E402
 from runner.metrics.builtin import TEST_HEADLINE, value_range  # noqa: E402
-from runner.metrics.significance import t_interval, within  # noqa: E402
 from runner.report import stats, task_plots, tuning_plot  # noqa: E402
 from runner.report.confusion_plots import confusion_grid  # noqa: E402
 from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
@@ -107,22 +106,7 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
 TASK_ONLY = {layout.CONFUSION_PNG: "classification", layout.CALIBRATION_PNG: "classification", layout.PER_CLASS_PNG: "classification", layout.REGRESSION_PNG: "regression"}
 
 
-def _spread(values: np.ndarray, log: bool, bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float, float]:
-    """(centre, low, high) over seeds: mean (geometric for log axes), min-max for 2 seeds,
-    the 95% t-interval (of the log for log axes) from 3, clipped to the values the metric can
-    take (`bounds`: an F1 band stops at 1); no band (NaN) for one seed."""
-    x = values[np.isfinite(values)]
-    if log:
-        x = np.log(x[x > 0])
-    if len(x) == 0:
-        return np.nan, np.nan, np.nan
-    centre, low, high = float(x.mean()), np.nan, np.nan
-    if len(x) == 2:
-        low, high = float(x.min()), float(x.max())
-    elif len(x) >= 3:
-        iv = t_interval(x) if log else within(t_interval(x), bounds)  # exp() keeps a log band above 0
-        low, high = iv.low, iv.high
-    return tuple(float(np.exp(v)) for v in (centre, low, high)) if log else (centre, low, high)
+_spread = stats.seed_band  # one home: TensorBoard's bands over seeds use it too (runner/report/tb_views.py)
 
 
 def _draw(ax, history: pd.DataFrame, column: str, models, colours, log: bool, dashed: bool = False) -> list[tuple]:

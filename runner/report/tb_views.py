@@ -10,6 +10,11 @@
 - Custom scalars: one chart per metric showing every run (models and seeds) together, the
   task's own metrics (docs/metrics.md) first; val charts where the run has a val split.
 - The run's own confusion matrix (its seed, the reported epoch) as an image (`IMAGE_TAG`).
+- With several seeds, bands: one more run per model (tb/<model>/mean_over_seeds) holding, per
+  epoch, the mean over seeds of the rank metric, the losses and the accuracies with a lower and
+  upper bound (`BAND`/<tag>/mean|lower|upper: min-max for 2 seeds, the 95% t-interval from 3,
+  as the learning curves draw them), and one custom-scalars margin chart per metric, so each
+  model is one line with a band.
 
 All of it lands in one extra event file per run, `*.compare-views`, replaced when rewritten.
 """
@@ -24,8 +29,8 @@ import pandas as pd
 
 from runner.report import stats
 from runner.report.run_data import RunData
-from runner.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE
-from runner.rundir.layout import TB, tb_run
+from runner.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE, value_range
+from runner.rundir.layout import TB, tb_band_run, tb_run
 from runner.rundir.guard import check_no_links
 
 SUFFIX = ".compare-views"
@@ -34,6 +39,8 @@ VAL_METRICS = ["accuracy/val", "loss/val"]  # with a val split
 IMAGE_TAG = "view/confusion_matrix_test"  # "view" sorts after the scalar groups in the time-series view (see run/sinks.py)
 TEXT_TAG = "run_settings"
 ALWAYS_SHOWN = ("model", "params")
+BAND = "over_seeds"  # the band runs' tag group; its own group, so no seed's chart in the time series mixes in
+BAND_PARTS = ("mean", "lower", "upper")
 LAYOUT = {
     "compare: every model": {
         "test accuracy": ["Multiline", [r"^accuracy/test$"]],
@@ -62,19 +69,89 @@ def task_metrics(run: RunData) -> list[str]:
 
 
 def layout(run: RunData) -> dict:
-    """The custom-scalars layout: the task's metrics first, then the fixed charts; the val
-    charts only where the run has a val split, accuracy only where the task has it."""
+    """The custom-scalars layout: with several seeds, the bands first (one line per model, not
+    one per seed); then the task's metrics, then the fixed charts; the val charts only where
+    the run has a val split, accuracy only where the task has it."""
+    out = {}
+    if len(run.seeds) > 1:  # reversed: TensorBoard 2.x's page draws a category's margin charts last first
+        out[band_category(run)] = {" ".join(reversed(tag.rsplit("/", 1))): ["Margin", list(band_tags(tag))] for tag in reversed(band_columns(run).values())}
     charts = {}
     for m in task_metrics(run):
         charts[f"test {m}"] = ["Multiline", [rf"^{m}/test$"]]
         charts[f"val {m}"] = ["Multiline", [rf"^{m}/val$"]]
     accuracy = TEST_HEADLINE in run.history and run.history[TEST_HEADLINE].notna().any()
     charts |= {k: v for k, v in LAYOUT["compare: every model"].items() if accuracy or "accuracy" not in k}
-    out = {"compare: every model": {k: v for k, v in charts.items() if has_val(run) or not k.startswith("val ")}}
+    out["compare: every model"] = {k: v for k, v in charts.items() if has_val(run) or not k.startswith("val ")}
     name = run.rank_by.removeprefix("test_")
     for family in dict.fromkeys(grouped_families(run).values()):  # a sweep's or search's trials side by side, family by family
         out[f"family: {family}"] = {f"{split} {name}": ["Multiline", [rf"^{re.escape(family_tag(family, name, split))}$"]] for split in ("test", "val") if split == "test" or has_val(run)}
     return out
+
+
+def column_tag(column: str) -> str:
+    """The tag runner/run/sinks.py writes a history.csv column under: test_acc -> accuracy/test,
+    train_loss -> loss/train, test_macro_f1 -> macro_f1/test."""
+    split, name = column.split("_", 1)
+    return f"{'accuracy' if name == 'acc' else name}/{split}"
+
+
+def band_columns(run: RunData) -> dict[str, str]:
+    """history.csv column -> tag, for the bands over seeds: the rank metric, then the losses and
+    the accuracies, each where history.csv has values."""
+    name = run.rank_by.removeprefix("test_")
+    columns = [f"test_{name}", f"val_{name}", "test_loss", "val_loss", "train_loss", "test_acc", "val_acc", "train_acc"]
+    return {c: column_tag(c) for c in dict.fromkeys(columns) if c in run.history and run.history[c].notna().any()}
+
+
+def band_tags(tag: str) -> tuple[str, str, str]:
+    """A metric's (value, lower, upper) tags in a band run: over_seeds/accuracy/test/mean, ..."""
+    return tuple(f"{BAND}/{tag}/{part}" for part in BAND_PARTS)
+
+
+def band_category(run: RunData) -> str:
+    n = len(run.seeds)
+    return f"compare: mean over {n} seeds, band {'min-max' if n == 2 else '95% t-interval'}"
+
+
+def seed_bands(run: RunData, model: str, column: str) -> list[tuple[int, float, float, float]]:
+    """(epoch, mean, lower, upper) over the model's seeds (runner/report/stats.seed_band, within
+    the metric's range). Where one seed alone reached an epoch the band closes on the mean."""
+    rows = run.history[run.history["model"] == model]
+    out = []
+    for epoch, values in rows.groupby("epoch")[column]:
+        mean, low, high = stats.seed_band(values.to_numpy(float), bounds=value_range(column))
+        if math.isfinite(mean):
+            out.append((int(epoch), mean, *((low, high) if math.isfinite(low) else (mean, mean))))
+    return out
+
+
+def band_folders(run: RunData) -> dict[str, Path]:
+    """model -> tb/<model>/mean_over_seeds, for the models with TensorBoard runs; none with one seed."""
+    if len(run.seeds) < 2:
+        return {}
+    return {m: run.path / TB / tb_band_run(m) for m in run.model_names if (run.path / TB / tb_run(m)).is_dir()}
+
+
+def write_bands(run: RunData) -> list[Path]:
+    """tb/<model>/mean_over_seeds, with several seeds: the band tags per epoch, replaced (not
+    appended to) when the reports are written again."""
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - imports tensorboard
+
+    written = []
+    for model, folder in band_folders(run).items():
+        for old in folder.glob(f"*{SUFFIX}"):
+            old.unlink()
+        writer = SummaryWriter(log_dir=str(folder), filename_suffix=SUFFIX)
+        try:
+            for column, tag in band_columns(run).items():
+                for epoch, *values in seed_bands(run, model, column):
+                    for part, value in zip(band_tags(tag), values):
+                        writer.add_scalar(part, value, global_step=epoch)
+            writer.flush()
+            written += list(folder.glob(f"*{SUFFIX}"))
+        finally:
+            writer.close()
+    return written
 
 
 def grouped_families(run: RunData) -> dict[str, str]:
@@ -218,7 +295,7 @@ def write_tb_views(run: RunData) -> list[Path]:
     from torch.utils.tensorboard.summary import hparams  # noqa: PLC0415
 
     dirs = run_dirs(run)
-    for folder in dirs.values():  # all checked before any is written
+    for folder in [*dirs.values(), *band_folders(run).values()]:  # all checked before any is written
         check_no_links(folder, run.path)
     sessions, settings = split_hparams(_unify({key: session_hparams(run, *key) for key in dirs}))
     union: dict = {}
@@ -249,7 +326,7 @@ def write_tb_views(run: RunData) -> list[Path]:
             written += list(folder.glob(f"*{SUFFIX}"))
         finally:
             writer.close()
-    return written
+    return written + write_bands(run)
 
 
 def _family_scalars(writer, run: RunData, model: str, seed: int) -> None:

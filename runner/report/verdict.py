@@ -129,6 +129,7 @@ class Verdict:
     needed: dict[str, float] = field(default_factory=dict)
     wins: dict[str, int] = field(default_factory=dict)
     losses: dict[str, int] = field(default_factory=dict)
+    diff: dict[str, tuple[float, float]] = field(default_factory=dict)  # (1 - 2 alpha) interval of (model - best): the TOST's
     per_seed: list[dict] = field(default_factory=list)  # mcnemar: each seed's discordant counts and exact McNemar p
     notes: list[str] = field(default_factory=list)
 
@@ -168,9 +169,11 @@ def judge(run: RunData, metric: Metric, models: list[str], reference: str | None
                 out.per_seed.append({"model": m, "seed": s, "only_model_right": only_mine, "only_best_right": only_best,
                                      "p_mcnemar": significance.mcnemar_exact(only_mine, only_best)})
             single = power.mde_mcnemar(n, float(np.mean(a[0] != b[0]))) if len(pairs) == 1 else math.nan
+            out.diff[m] = significance.difference_interval(a[0].astype(float) - b[0])  # one seed; several: over seeds, below
         elif metric.family == "additive":
             d = sum(metric.per_sample(data[m][s]) - metric.per_sample(ref[r]) for s, r in pairs)
             out.p[m] = significance.sign_flip_p(d)
+            out.diff[m] = significance.bootstrap_difference_interval(values[m] - values[reference])  # rmse too: on the same resamples
             single = power.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d))) if len(pairs) == 1 and len(d) > 1 else math.nan
             if metric.finish is not None:  # rmse: from mse units by the delta method, d sqrt(x) = dx / (2 sqrt(x))
                 single /= 2 * out.values[reference][pairs[0][1]]
@@ -178,11 +181,14 @@ def judge(run: RunData, metric: Metric, models: list[str], reference: str | None
             delta = values[m] - values[reference]
             observed = float(np.mean([out.values[m][s] for s, _ in pairs]) - np.mean([out.values[reference][r] for _, r in pairs]))
             out.p[m] = significance.bootstrap_p(observed, delta)
+            out.diff[m] = significance.bootstrap_difference_interval(delta)
             single = power.mde_from_se(float(np.nanstd(delta, ddof=1))) if len(pairs) == 1 else math.nan
         if len(pairs) == 1:
             out.mde[m], out.needed[m] = single, math.nan
         else:
-            out.mde[m], out.needed[m] = power.seed_resolution(np.array([out.values[m][s] - out.values[reference][r] for s, r in pairs]))
+            per_seed = np.array([out.values[m][s] - out.values[reference][r] for s, r in pairs])
+            out.mde[m], out.needed[m] = power.seed_resolution(per_seed)
+            out.diff[m] = significance.difference_interval(per_seed)  # training randomness, as the t-interval over seeds
     return out
 
 
@@ -191,3 +197,24 @@ def _seed_mean(resamplers):
     if len(resamplers) == 1:
         return resamplers[0]
     return lambda w: np.mean([r(w) for r in resamplers], axis=0)
+
+
+def margin_of(run: RunData, margin: float | None) -> float | None:
+    """`margin` (--margin), else the run's [report] margin; None: no equivalence columns."""
+    margin = margin if margin is not None else run.config.get("report", {}).get("margin")
+    if margin is None:
+        return None
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin <= 0:
+        raise ReportError(f"--margin {margin!r}: expected a positive number in the ranked metric's units (0.01 = one point of accuracy)")
+    return float(margin)
+
+
+def equivalence_columns(table: pd.DataFrame, evidence, intervals: list[tuple[float, float]]) -> None:
+    """equivalent_to_best, non_inferior and the (1 - 2 alpha) interval of (model - best) they
+    read (significance.equivalence, at evidence.margin); the best's own cells stay empty."""
+    verdicts = [significance.equivalence(iv, evidence.margin, evidence.higher_is_better) for iv in intervals]
+    if evidence.reference is not None and len(table):
+        verdicts[0], intervals[0] = (None, None), (math.nan, math.nan)
+    table["diff_vs_best_ci90_low"], table["diff_vs_best_ci90_high"] = [iv[0] for iv in intervals], [iv[1] for iv in intervals]
+    for i, col in enumerate(("equivalent_to_best", "non_inferior")):
+        table[col] = pd.array([pd.NA if v[i] is None else v[i] for v in verdicts], dtype="boolean")

@@ -13,6 +13,7 @@ HISTORY = "history.csv"  # one row per model, seed and epoch
 LEADERBOARD_CSV, LEADERBOARD_MD = "leaderboard.csv", "leaderboard.md"
 FAMILIES_CSV, FAMILIES_MD = "families.csv", "families.md"  # [report] by = "family"
 TUNING_CURVES = "tuning_curves.csv"
+REPORT_HTML = "report.html"  # the whole verdict in one self-contained page (runner/report/html.py)
 VAL_INDICES = "val_indices.csv"  # the held-out train indices, one per row
 SHARD = "shard.json"  # written only by a shard (--shard I/N)
 
@@ -45,7 +46,7 @@ REGRESSION_PNG = "regression.png"  # regression
 TUNING_CURVES_PNG = "tuning_curves.png"  # [report] by = "family"
 CRITICAL_DIFFERENCE_PNG = "critical_difference.png"  # several runs (`compare plot --out`), not in a run directory
 
-RUN_FILES = frozenset({CONFIG, ENV, MODELS_CSV, HISTORY, LEADERBOARD_CSV, LEADERBOARD_MD, VAL_INDICES})
+RUN_FILES = frozenset({CONFIG, ENV, MODELS_CSV, HISTORY, LEADERBOARD_CSV, LEADERBOARD_MD, VAL_INDICES, REPORT_HTML})
 RUN_FOLDERS = frozenset({TB, CHECKPOINTS, PREDICTIONS, ERRORS, PLOTS, WEIGHTS})
 SHARDED = frozenset({SHARD, SHARDS})  # written only by a shard or by --place models
 
@@ -98,3 +99,11 @@ def shard_folder(run_dir: str | Path, index: int, count: int) -> Path:
 def tb_run(model: str, seed: int | None = None) -> str:
     """A model's TensorBoard run under tb/: <model>, or <model>/seed_<s> with several seeds."""
     return f"{model}/{seed_folder(seed)}" if seed is not None else model
+
+
+SEEDS_BAND = "mean_over_seeds"  # tb/<model>/mean_over_seeds: with several seeds, the mean and its band
+
+
+def tb_band_run(model: str) -> str:
+    """A model's mean-over-seeds TensorBoard run under tb/, beside its seed_<s> runs."""
+    return f"{model}/{SEEDS_BAND}"

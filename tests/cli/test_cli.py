@@ -28,8 +28,9 @@ def demo_run(tmp_path_factory):
 
 def test_run_writes_the_run_directory(demo_run):
     out, proc = demo_run
-    assert {p.name for p in out.iterdir()} == {".compare-run", "checkpoints", "config.toml", "env.json", "history.csv", "leaderboard.csv", "leaderboard.md", "models", "models.csv", "plots", "predictions", "tb", "val_indices.csv"}
+    assert {p.name for p in out.iterdir()} == {".compare-run", "checkpoints", "config.toml", "env.json", "history.csv", "leaderboard.csv", "leaderboard.md", "models", "models.csv", "plots", "predictions", "report.html", "tb", "val_indices.csv"}
     config = tomllib.loads((out / "config.toml").read_text())
+    assert proc.stdout.splitlines()[-1].startswith(f"report: {out / 'report.html'} ")  # the last line names the one file to send
     assert config["experiment"]["epochs"] == 2  # the resolved config, overrides applied
     assert config["model"][3]["args"] == {"width": 4}
     env = json.loads((out / "env.json").read_text())
@@ -123,7 +124,7 @@ def test_seeds_option_repeats_the_pass_and_every_output_carries_the_seed(tmp_pat
     assert tomllib.loads((out / "config.toml").read_text())["experiment"]["seeds"] == [0, 1]
     for model in ("a", "b"):
         assert sorted(p.name for p in (out / "predictions" / model).iterdir()) == ["seed_0.npz", "seed_0.npz.sha256", "seed_1.npz", "seed_1.npz.sha256"]
-        assert sorted(p.name for p in (out / "tb" / model).iterdir()) == ["seed_0", "seed_1"]
+        assert sorted(p.name for p in (out / "tb" / model).iterdir()) == ["mean_over_seeds", "seed_0", "seed_1"]  # + the band run
     assert not (out / "plots").exists()  # --no-plots
     assert "**Seeds:** 2 (0, 1)" in (out / "leaderboard.md").read_text()
 

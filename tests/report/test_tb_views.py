@@ -31,11 +31,12 @@ def test_every_run_is_a_leaf_directory(seeded_run):
     tb = seeded_run / "tb"
     assert sorted(p.name for p in tb.iterdir()) == MODELS
     for model in MODELS:
-        assert sorted(p.name for p in (tb / model).iterdir()) == ["seed_0", "seed_1", "seed_2"]
+        # mean_over_seeds: the model's bands over seeds (tests/report/test_tb_bands.py)
+        assert sorted(p.name for p in (tb / model).iterdir()) == ["mean_over_seeds", "seed_0", "seed_1", "seed_2"]
         for seed_dir in (tb / model).iterdir():
             assert all(p.is_file() for p in seed_dir.iterdir()), f"extra subfolder in {seed_dir}"
     runs = [root for root, _, files in os.walk(tb) if any("tfevents" in f for f in files)]
-    assert len(runs) == 9  # 3 models x 3 seeds, and nothing else
+    assert len(runs) == 12  # 3 models x (3 seeds + their bands), and nothing else
 
 
 def session_hparams(folder) -> tuple[dict, object, EventAccumulator]:
@@ -104,7 +105,7 @@ def test_val_scalars_and_views_where_history_has_a_val_split(seeded_run, tmp_pat
     assert {"accuracy/val", "loss/val"} <= {m.name.tag for m in experiment.metric_infos}
     layout = layout_pb2.Layout()
     layout.ParseFromString(acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto.string_val[0])
-    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart if chart.HasField("multiline")}
     assert charts["val accuracy"] == [r"^accuracy/val$"] and charts["val loss"] == [r"^loss/val$"]
 
 
@@ -113,7 +114,7 @@ def test_custom_scalars_layout_has_one_chart_per_metric_and_confusion_images(see
     event = acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)[0]
     layout = layout_pb2.Layout()
     layout.ParseFromString(event.tensor_proto.string_val[0])
-    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart if chart.HasField("multiline")}
     assert charts["test accuracy"] == [r"^accuracy/test$"] and charts["train loss"] == [r"^loss/train$"]
     assert "val accuracy" not in charts  # no val split in this run
     scalar_tags = set(acc.Tags()["scalars"])

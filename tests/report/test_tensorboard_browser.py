@@ -20,6 +20,7 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser",
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="browser tier: no chromium here (apt-get install chromium)")]
 MODELS = ["fast", "slow", "stuck"]
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+BANDS = {f"{m}/mean_over_seeds" for m in MODELS}  # each model's mean and band over seeds (tests/report/test_tb_bands.py)
 
 
 def free_port() -> int:
@@ -37,7 +38,7 @@ def get(url: str, body: dict | None = None):
 
 @pytest.fixture
 def served(seeded_run):
-    """(base URL, expected run names): TensorBoard started the way users start it."""
+    """(base URL, expected run names: one per model and seed): TensorBoard started the way users start it."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "runner", "tensorboard", str(seeded_run), "--port", str(port), "--host", "127.0.0.1"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -46,7 +47,7 @@ def served(seeded_run):
         deadline = time.monotonic() + 120
         while True:  # TensorBoard loads event files in the background
             try:
-                if set(get(f"{base}/data/runs")) >= expected:
+                if set(get(f"{base}/data/runs")) >= expected | BANDS:
                     break
             except OSError:
                 pass
@@ -69,7 +70,7 @@ def screenshot(url: str, path) -> None:
 
 def test_every_model_is_a_run_with_an_hparams_row_and_the_dashboards_render(served, tmp_path):
     base, expected = served
-    assert set(get(f"{base}/data/runs")) == expected
+    assert set(get(f"{base}/data/runs")) == expected | BANDS
     groups = get(f"{base}/data/plugin/hparams/session_groups", {"experimentName": "", "allowedStatuses": STATUSES, "startIndex": 0, "sliceSize": 100})
     sessions = {s["name"]: g for g in groups["sessionGroups"] for s in g["sessions"]}
     assert set(sessions) == expected  # one HParams row per run
@@ -96,3 +97,26 @@ def test_the_curves_are_drawn(served, tmp_path):
         # The plot areas of the first two cards (below the tag group's header, above their legends).
         colourful = sum(1 for x in range(290, 1120, 2) for y in range(300, 545, 2) if max(rgb.getpixel((x, y))) - min(rgb.getpixel((x, y))) > 60)
     assert colourful > 100, f"{path}: the chart areas hold {colourful} coloured pixels (sampled): no curves drawn"
+
+
+def test_custom_scalars_show_each_model_as_one_line_with_a_band(served, tmp_path):
+    """With 3 seeds the custom-scalars page opens on the margin charts: one line per model
+    (its band run) with a shaded 95% band, not one line per seed."""
+    base, _ = served
+    first = get(f"{base}/data/plugin/custom_scalars/layout")["category"][0]
+    assert first["title"] == "compare: mean over 3 seeds, band 95% t-interval"
+    assert all("margin" in chart for chart in first["chart"]) and first["chart"][-1]["title"] == "test accuracy"
+    series = first["chart"][-1]["margin"]["series"][0]
+    for run in BANDS:
+        for tag in series.values():
+            found = get(f"{base}/data/plugin/custom_scalars/scalars?run={run}&tag={tag}")["tag_to_events"][tag]
+            assert [step for _, step, _ in found] == [1, 2], (run, tag)
+    path = tmp_path / "custom_scalars.png"
+    screenshot(f"{base}/#custom_scalars", path)
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        # The first margin chart's plot area: lines (saturated) and bands (light tints).
+        pixels = [rgb.getpixel((x, y)) for x in range(400, 720, 2) for y in range(150, 335, 2)]
+    lines = sum(1 for p in pixels if max(p) - min(p) > 60)
+    bands = sum(1 for p in pixels if 15 < max(p) - min(p) <= 60 and min(p) > 150)
+    assert lines > 50 and bands > 200, f"{path}: {lines} line and {bands} band pixels (sampled) in the first margin chart"

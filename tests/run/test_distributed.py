@@ -89,7 +89,7 @@ def test_only_rank_0_writes_and_predictions_come_back_in_test_order(two_ranks):
     rows = history(run_dir)
     assert not rows.duplicated(["model", "seed", "epoch"]).any()
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        [".compare-run", "checkpoints", "config.toml", "env.json", "errors", "history.csv", "leaderboard.csv", "leaderboard.md", "models", "models.csv", "plots", "predictions", "tb"]
+        [".compare-run", "checkpoints", "config.toml", "env.json", "errors", "history.csv", "leaderboard.csv", "leaderboard.md", "models", "models.csv", "plots", "predictions", "report.html", "tb"]
     )
     saved = np.load(run_dir / "predictions" / "a" / "seed_0.npz")
     from datasets import create_dataset  # noqa: PLC0415
