@@ -115,3 +115,55 @@ def plain_loop(model, optim, train, test, batch_size: int, seed: int, epochs: in
                 correct += (out.argmax(1) == targets).sum().item()
         expected.append({"epoch": epoch, "train_loss": total / seen, "test_loss": test_loss / len(test), "test_acc": correct / len(test)})
     return pd.DataFrame(expected)
+
+
+# scikit-learn's bundled and generated data as DatasetAdapters, written into a test's folder as a
+# data file (`data.py:Diabetes`); sizes are [data] args where a test wants another one.
+SKLEARN_ADAPTERS = '''
+import torch
+from torch.utils.data import TensorDataset
+from sklearn import datasets as sk
+from datasets.base import DatasetAdapter
+
+
+def split(x, y, n_test):
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    return TensorDataset(x[n_test:], y[n_test:]), TensorDataset(x[:n_test], y[:n_test])
+
+
+class Diabetes(DatasetAdapter):
+    def load_data(self):
+        x, y = sk.load_diabetes(return_X_y=True)
+        x = (x - x.mean(0)) / x.std(0)
+        return split(x, torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32), 120)
+
+
+class Imbalanced(DatasetAdapter):
+    def load_data(self):
+        x, y = sk.make_classification(1200, n_features=8, weights=[0.95, 0.05], flip_y=0, class_sep=1.5, random_state=0)
+        return split(x, torch.as_tensor(y), 400)
+
+
+class MultiLabel(DatasetAdapter):
+    classes = ["a", "b", "c", "d", "e"]
+
+    def __init__(self, samples=900, n_test=300, **kw):
+        super().__init__(**kw)
+        self.samples, self.n_test = samples, n_test
+
+    def load_data(self):
+        x, y = sk.make_multilabel_classification(self.samples, n_features=12, n_classes=5, random_state=0)
+        return split(x / x.max(), torch.as_tensor(y, dtype=torch.float32), self.n_test)
+
+
+class Blobs(DatasetAdapter):
+    """100 classes, some of them close to each other (so there are confused pairs)."""
+
+    def __init__(self, samples=3000, features=16, std=2.0, n_test=1000, **kw):
+        super().__init__(**kw)
+        self.samples, self.features, self.std, self.n_test = samples, features, std, n_test
+
+    def load_data(self):
+        x, y = sk.make_blobs(self.samples, n_features=self.features, centers=100, cluster_std=self.std, random_state=0)
+        return split((x - x.mean(0)) / x.std(0), torch.as_tensor(y), self.n_test)
+'''

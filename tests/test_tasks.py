@@ -10,47 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import launch
-
-ADAPTERS = '''
-import numpy as np
-import torch
-from torch.utils.data import TensorDataset
-from sklearn import datasets as sk
-from datasets.base import DatasetAdapter
-
-
-def split(x, y, n_test):
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    return TensorDataset(x[n_test:], y[n_test:]), TensorDataset(x[:n_test], y[:n_test])
-
-
-class Diabetes(DatasetAdapter):
-    def load_data(self):
-        x, y = sk.load_diabetes(return_X_y=True)
-        x = (x - x.mean(0)) / x.std(0)
-        return split(x, torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32), 120)
-
-
-class Imbalanced(DatasetAdapter):
-    def load_data(self):
-        x, y = sk.make_classification(1200, n_features=8, weights=[0.95, 0.05], flip_y=0, class_sep=1.5, random_state=0)
-        return split(x, torch.as_tensor(y), 400)
-
-
-class MultiLabel(DatasetAdapter):
-    classes = ["a", "b", "c", "d", "e"]
-
-    def load_data(self):
-        x, y = sk.make_multilabel_classification(900, n_features=12, n_classes=5, random_state=0)
-        return split(x / x.max(), torch.as_tensor(y, dtype=torch.float32), 300)
-
-
-class Blobs(DatasetAdapter):
-    def load_data(self):
-        x, y = sk.make_blobs(3000, n_features=16, centers=100, cluster_std=2.0, random_state=0)
-        return split((x - x.mean(0)) / x.std(0), torch.as_tensor(y), 1000)
-'''
+from tests.helpers import SKLEARN_ADAPTERS, launch
 
 MODELS = '''
 import torch
@@ -121,7 +81,7 @@ def with_aux(output, target):
 
 
 def toml(tmp_path, name: str, dataset: str, loss: str, models: list[str], report: str = "", epochs: int = 3, loss_args: str = "", experiment: str = "") -> str:
-    (tmp_path / "tasks_data.py").write_text(ADAPTERS)
+    (tmp_path / "tasks_data.py").write_text(SKLEARN_ADAPTERS)
     (tmp_path / "tasks_models.py").write_text(MODELS)
     text = f"""
 [experiment]

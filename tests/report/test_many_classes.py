@@ -18,42 +18,10 @@ from runner.report.run_data import load_run
 from runner.run.experiment import Experiment
 from runner.run.progress import PlainProgress, epoch_line
 from runner.rundir import layout
-from tests.helpers import cli
+from tests.helpers import SKLEARN_ADAPTERS, cli
 
-DATA = '''
-import torch
-from torch.utils.data import TensorDataset
-from sklearn import datasets as sk
-from datasets.base import DatasetAdapter
-
-
-def split(x, y, n_test):
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    return TensorDataset(x[n_test:], y[n_test:]), TensorDataset(x[:n_test], y[:n_test])
-
-
-class Blobs(DatasetAdapter):
-    """100 classes, some of them close to each other (so there are confused pairs)."""
-
-    def load_data(self):
-        x, y = sk.make_blobs(2000, n_features=8, centers=100, cluster_std=1.5, random_state=0)
-        return split((x - x.mean(0)) / x.std(0), torch.as_tensor(y), 800)
-
-
-class MultiLabel(DatasetAdapter):
-    classes = ["a", "b", "c", "d", "e"]
-
-    def load_data(self):
-        x, y = sk.make_multilabel_classification(600, n_features=12, n_classes=5, random_state=0)
-        return split(x / x.max(), torch.as_tensor(y, dtype=torch.float32), 200)
-
-
-class Diabetes(DatasetAdapter):
-    def load_data(self):
-        x, y = sk.load_diabetes(return_X_y=True)
-        x = (x - x.mean(0)) / x.std(0)
-        return split(x, torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32), 120)
-'''
+# smaller than the shared adapters' defaults: a 100-class run of a few seconds
+SIZES = {"Blobs": {"samples": 2000, "features": 8, "std": 1.5, "n_test": 800}, "MultiLabel": {"samples": 600, "n_test": 200}}
 
 MODELS = '''
 from torch import nn
@@ -71,13 +39,13 @@ class MLP(nn.Module):
 
 
 def make_run(tmp, dataset: str, loss: str, models: list[tuple[str, dict, float]], epochs: int = 2, report: dict | None = None):
-    """A finished run on one of DATA's datasets, trained in this process (no PNGs), and the
+    """A finished run on one of SKLEARN_ADAPTERS' datasets, trained in this process (no PNGs), and the
     lines its progress display printed (as in a log file)."""
-    (tmp / "mc_data.py").write_text(DATA)
+    (tmp / "mc_data.py").write_text(SKLEARN_ADAPTERS)
     (tmp / "mc_models.py").write_text(MODELS)
     raw = {
         "experiment": {"name": dataset.lower(), "seed": 0, "epochs": epochs, "device": "cpu", "grad_histograms": False},
-        "data": {"dataset": f"mc_data.py:{dataset}", "batch_size": 64, "eval_batch_size": 256},
+        "data": {"dataset": f"mc_data.py:{dataset}", "args": SIZES.get(dataset, {}), "batch_size": 64, "eval_batch_size": 256},
         "loss": {"name": loss},
         "model": [{"name": n, "arch": "mc_models.py:MLP", "args": args, "optimizer": {"name": "Adam", "lr": lr}} for n, args, lr in models],
     } | ({"report": report} if report else {})

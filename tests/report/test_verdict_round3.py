@@ -16,40 +16,9 @@ from sklearn.metrics import average_precision_score
 from runner.assemble.validate import config_from_dict
 from runner.metrics.builtin import average_precision_w
 from runner.run.experiment import Experiment
-from tests.helpers import cli
+from tests.helpers import SKLEARN_ADAPTERS, cli
 
-DATA = '''
-import torch
-from torch.utils.data import TensorDataset
-from sklearn import datasets as sk
-from datasets.base import DatasetAdapter
-
-
-def split(x, y, n_test):
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
-    return TensorDataset(x[n_test:], y[n_test:]), TensorDataset(x[:n_test], y[:n_test])
-
-
-class Diabetes(DatasetAdapter):
-    def load_data(self):
-        x, y = sk.load_diabetes(return_X_y=True)
-        x = (x - x.mean(0)) / x.std(0)
-        return split(x, torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32), 120)
-
-
-class MultiLabel(DatasetAdapter):
-    classes = ["a", "b", "c", "d", "e"]
-
-    def load_data(self):
-        x, y = sk.make_multilabel_classification(600, n_features=12, n_classes=5, random_state=0)
-        return split(x / x.max(), torch.as_tensor(y, dtype=torch.float32), 200)
-
-
-class Imbalanced(DatasetAdapter):
-    def load_data(self):
-        x, y = sk.make_classification(1200, n_features=8, weights=[0.95, 0.05], flip_y=0, class_sep=1.5, random_state=0)
-        return split(x, torch.as_tensor(y), 400)
-'''
+SIZES = {"MultiLabel": {"samples": 600, "n_test": 200}}  # smaller than the shared adapter's default
 
 MODELS = '''
 import torch
@@ -95,12 +64,12 @@ def with_aux(output, target):
 
 
 def make_run(tmp, dataset: str, loss: str, models: list[dict], epochs: int = 2, seeds=(0,), report: dict | None = None):
-    """A finished run on one of DATA's datasets (or digits), trained in this process (no PNGs)."""
-    (tmp / "r3_data.py").write_text(DATA)
+    """A finished run on one of SKLEARN_ADAPTERS' datasets (or digits), trained in this process (no PNGs)."""
+    (tmp / "r3_data.py").write_text(SKLEARN_ADAPTERS)
     (tmp / "r3_models.py").write_text(MODELS)
     raw = {
         "experiment": {"name": "r3", "seeds": list(seeds), "epochs": epochs, "device": "cpu", "grad_histograms": False},
-        "data": {"dataset": dataset if dataset == "digits" else f"r3_data.py:{dataset}", "batch_size": 64, "eval_batch_size": 512},
+        "data": {"dataset": dataset if dataset == "digits" else f"r3_data.py:{dataset}", "args": SIZES.get(dataset, {}), "batch_size": 64, "eval_batch_size": 512},
         "loss": {"name": loss},
         "model": models,
     } | ({"report": report} if report else {})
