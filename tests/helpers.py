@@ -167,3 +167,19 @@ class Blobs(DatasetAdapter):
         x, y = sk.make_blobs(self.samples, n_features=self.features, centers=100, cluster_std=self.std, random_state=0)
         return split((x - x.mean(0)) / x.std(0), torch.as_tensor(y), self.n_test)
 '''
+
+
+# A small MLP as a model file's text (`models.py:MLP`): `features` in, `outputs` out (`squeeze`: [B]).
+MLP_MODEL = '''
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, features, outputs=1, hidden=32, squeeze=False):
+        super().__init__()
+        self.net, self.squeeze = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, outputs)), squeeze
+
+    def forward(self, x):
+        out = self.net(x)
+        return out.squeeze(-1) if self.squeeze else out
+'''

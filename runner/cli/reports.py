@@ -67,8 +67,7 @@ def write_out(out: Path, text: str) -> None:
     from runner.rundir.guard import check_no_links  # noqa: PLC0415
 
     check_no_links(out)
-    if not out.parent.is_dir():
-        raise ReportError(f"--out {clip(str(out))}: the folder {clip(str(out.parent))} does not exist; create it first")
+    check_out_folder(out)
     try:
         atomic.write_text(out, text)
     except OSError as err:
@@ -299,6 +298,7 @@ def report_cmd(
 
 
 def check_out_folder(out: Path) -> None:
+    """--out FILE (leaderboard, report): its folder must exist; compare invents none."""
     if not out.parent.is_dir():
         raise ReportError(f"--out {clip(str(out))}: the folder {clip(str(out.parent))} does not exist; create it first")
 

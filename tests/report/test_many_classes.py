@@ -18,31 +18,17 @@ from runner.report.run_data import load_run
 from runner.run.experiment import Experiment
 from runner.run.progress import PlainProgress, epoch_line
 from runner.rundir import layout
-from tests.helpers import SKLEARN_ADAPTERS, cli
+from tests.helpers import MLP_MODEL, SKLEARN_ADAPTERS, cli
 
 # smaller than the shared adapters' defaults: a 100-class run of a few seconds
 SIZES = {"Blobs": {"samples": 2000, "features": 8, "std": 1.5, "n_test": 800}, "MultiLabel": {"samples": 600, "n_test": 200}}
-
-MODELS = '''
-from torch import nn
-
-
-class MLP(nn.Module):
-    def __init__(self, features, outputs=1, hidden=32, squeeze=False):
-        super().__init__()
-        self.net, self.squeeze = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, outputs)), squeeze
-
-    def forward(self, x):
-        out = self.net(x)
-        return out.squeeze(-1) if self.squeeze else out
-'''
 
 
 def make_run(tmp, dataset: str, loss: str, models: list[tuple[str, dict, float]], epochs: int = 2, report: dict | None = None):
     """A finished run on one of SKLEARN_ADAPTERS' datasets, trained in this process (no PNGs), and the
     lines its progress display printed (as in a log file)."""
     (tmp / "mc_data.py").write_text(SKLEARN_ADAPTERS)
-    (tmp / "mc_models.py").write_text(MODELS)
+    (tmp / "mc_models.py").write_text(MLP_MODEL)
     raw = {
         "experiment": {"name": dataset.lower(), "seed": 0, "epochs": epochs, "device": "cpu", "grad_histograms": False},
         "data": {"dataset": f"mc_data.py:{dataset}", "args": SIZES.get(dataset, {}), "batch_size": 64, "eval_batch_size": 256},

@@ -16,23 +16,12 @@ from sklearn.metrics import average_precision_score
 from runner.assemble.validate import config_from_dict
 from runner.metrics.builtin import average_precision_w
 from runner.run.experiment import Experiment
-from tests.helpers import SKLEARN_ADAPTERS, cli
+from tests.helpers import MLP_MODEL, SKLEARN_ADAPTERS, cli
 
 SIZES = {"MultiLabel": {"samples": 600, "n_test": 200}}  # smaller than the shared adapter's default
 
-MODELS = '''
+MODELS = MLP_MODEL + '''
 import torch
-from torch import nn
-
-
-class MLP(nn.Module):
-    def __init__(self, features, outputs=1, hidden=32, squeeze=False):
-        super().__init__()
-        self.net, self.squeeze = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, outputs)), squeeze
-
-    def forward(self, x):
-        out = self.net(x)
-        return out.squeeze(-1) if self.squeeze else out
 
 
 class Const(nn.Module):
