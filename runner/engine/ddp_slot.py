@@ -23,6 +23,7 @@ import traceback
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from runner import nested
 from runner.engine.dist import Dist
 from runner.errors import ModelFailedError
 from runner.engine.numerics import CompiledForward
@@ -58,11 +59,11 @@ class DDPSlot(Slot):
                 if is_signal(err):
                     raise
                 error = err
-            failed, n_global = self.dist.host_sum([error is not None, len(y)])
+            failed, n_global = self.dist.host_sum([error is not None, nested.batch_size(y)])
             if failed:
                 self._fail_agreed(error, where)
                 return
-            weight = self.dist.world * len(y) / n_global if getattr(loss_fn, "reduction", "mean") == "mean" else float(self.dist.world)
+            weight = self.dist.world * nested.batch_size(y) / n_global if getattr(loss_fn, "reduction", "mean") == "mean" else float(self.dist.world)
             with self.rng.active():
                 self.optimizer.zero_grad(set_to_none=True)
                 try:

@@ -29,6 +29,7 @@ import warnings
 import torch
 from torch.func import functional_call, vmap
 
+from runner import nested
 from runner.errors import CompareWarning, one_line
 from runner.engine.rng import RngStream
 from runner.engine.meters import batch_loss_sum, top1_classes
@@ -180,7 +181,7 @@ class FusedGroup:
             if m.live:  # not failed in its optimizer step
                 m.train_meter.epoch = epoch
                 m.last_loss = losses[i]
-                m.train_meter.record(m.last_loss, None if top1 is None else top1[i], y, (norms[i],), len(y), step, summed)
+                m.train_meter.record(m.last_loss, None if top1 is None else top1[i], y, (norms[i],), nested.batch_size(y), step, summed)
 
     @staticmethod
     def _grad_norms(grads: list, n: int) -> torch.Tensor:
@@ -217,7 +218,7 @@ class FusedGroup:
             for m in live:
                 m.eval_step(x, y, loss_fn, epoch, split)
             return
-        sums = batch_loss_sum(losses, len(y), loss_fn)
+        sums = batch_loss_sum(losses, nested.batch_size(y), loss_fn)
         for i, m in enumerate(live):
             m.keep(split, logits[i], y, sums[i])
         self._share(start, live, "eval_timer")

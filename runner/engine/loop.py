@@ -8,11 +8,12 @@ Read it as the plain loop with slots in it:
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 from torch import nn
 
+from runner import nested
 from runner.engine.rng import RngStream, handover
 from runner.engine.step_log import StepLog, first_nonfinite
 from runner.engine.streams import Streams
@@ -101,13 +102,14 @@ def canonical(device: torch.device) -> torch.device:
     return device
 
 
-def to_devices(x: torch.Tensor, y: torch.Tensor, slots: list[LoopSlot]) -> dict[torch.device, tuple[torch.Tensor, torch.Tensor]]:
-    """The batch on every device a live model uses: copied once per device, not once per model."""
-    out: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+def to_devices(x: Any, y: Any, slots: list[LoopSlot]) -> dict[torch.device, tuple[Any, Any]]:
+    """The batch (inputs and targets: tensors or any nested structure of them, runner/nested.py)
+    on every device a live model uses: copied once per device, not once per model."""
+    out: dict[torch.device, tuple[Any, Any]] = {}
     for slot in slots:
         device = canonical(slot.device)
         if slot.live and device not in out:
-            out[device] = (x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+            out[device] = (nested.to(x, device, non_blocking=True), nested.to(y, device, non_blocking=True))
     return out
 
 
@@ -175,4 +177,4 @@ def evaluate(slots: list[LoopSlot], loader: Batches, loss_fn: nn.Module, epoch: 
         slot.model.train()
     if agree is not None:  # a model that raised in evaluation on one rank fails on all
         check_health(live, f"epoch {epoch} {split} evaluation", agree)
-    return torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
+    return nested.cat(targets) if targets else torch.zeros(0, dtype=torch.long)

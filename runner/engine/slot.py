@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
+from runner import nested
 from runner.engine.early_stopping import BestEpoch, EarlyStopping
 from runner.metrics.selection import selection_metric
 from runner.errors import ModelFailedError, StopNow
@@ -154,7 +155,7 @@ class Slot:
         self.last_loss = loss.detach()
         self.train_meter.epoch = epoch
         summed = getattr(loss_fn, "reduction", "mean") == "sum"
-        self.train_meter.record(self.last_loss, top1_classes(logits, y), y, norms, len(y), step, summed)
+        self.train_meter.record(self.last_loss, top1_classes(logits, y), y, norms, nested.batch_size(y), step, summed)
 
     def eval_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, epoch: int, split: str = "test") -> None:
         """One val or test batch; the caller holds `torch.no_grad()` and has called `model.eval()`."""
@@ -162,7 +163,7 @@ class Slot:
         try:
             with self.rng.active():
                 output, loss = self.forward_loss(self.forward, x, y, loss_fn)
-            self.keep(split, prediction(output, self.parts.output_key), y, batch_loss_sum(loss, len(y), loss_fn))
+            self.keep(split, prediction(output, self.parts.output_key), y, batch_loss_sum(loss, nested.batch_size(y), loss_fn))
         except BaseException as err:  # noqa: BLE001
             self._fail(err, f"epoch {epoch} {split} evaluation")
         finally:
@@ -173,7 +174,7 @@ class Slot:
         if self.task is None:
             self.task = infer_task(y[0].cpu() if y.ndim else y.cpu(), tuple(pred.shape[1:]), None)
         top1 = top1_classes(pred, y)
-        self.eval_meters[split].add(loss_sum, None if top1 is None else (top1 == y).sum(), len(y))
+        self.eval_meters[split].add(loss_sum, None if top1 is None else (top1 == y).sum(), nested.batch_size(y))
         self.eval_preds[split].append(sample_stats(self.task, pred, y) | {"target": y})
 
     def metric_names(self) -> list[str]:
