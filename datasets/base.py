@@ -18,6 +18,7 @@ stops at uint8 images (ToImage + deterministic resizes) and the rest runs on who
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from datasets.transforms import image_pipeline
+from runner import nested
 from runner.data.splits import root_indices, stratified_holdout, targets_of
 from runner.errors import DataError
 
@@ -110,20 +112,22 @@ class DatasetAdapter(abc.ABC):
             if ds is not None and len(ds) == 0:
                 raise DataError(f"{type(self).__name__}: the {name} split under {self.root} has 0 samples")
         first = train[0]
-        if not (isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[0], torch.Tensor)):
+        if not (isinstance(first, (tuple, list)) and len(first) == 2 and nested.tensors(first[0])):
             kinds = ", ".join(type(v).__name__ for v in first) if isinstance(first, (tuple, list)) else type(first).__name__
-            raise DataError(f"{type(self).__name__}: train[0] is ({kinds}); items must be (image tensor, label): pass self.transform(train=...) to the dataset")
-        input_shape = tuple(first[0].shape)
+            raise DataError(f"{type(self).__name__}: train[0] is ({kinds}); items must be (input, label), the input a tensor or a tuple/dict of tensors: pass self.transform(train=...) to the dataset")
+        input_shape = tuple(nested.tensors(first[0])[0].shape)  # a structured input: its first tensor's (an image beside its metadata)
         sources = {"train": "the dataset's train split", "val": "the dataset's val split" if val is not None else "none", "test": "the dataset's test split"} | dict(self.split_sources)
         train = _seeded_subset(train, subset, seed)
         test = _seeded_subset(test, test_subset, seed + 1)
         val_indices = None
         if val is None and val_fraction > 0:
-            kept, held = stratified_holdout(targets_of(train), val_fraction, seed)
+            several = isinstance(train[0][1], (Mapping, tuple, list))  # several heads: no one label to stratify on
+            labels = torch.zeros(len(train)) if several else targets_of(train)  # float: held out uniformly
+            kept, held = stratified_holdout(labels, val_fraction, seed)
             val = Subset(self._eval_view_of(train, subset, seed), held)
             val_indices = root_indices(train, held)
             train = Subset(train, kept)
-            how = "uniform" if targets_of(train).is_floating_point() or targets_of(train).ndim != 1 else "stratified"
+            how = "uniform" if labels.is_floating_point() or labels.ndim != 1 else "stratified"
             sources["val"] = f"{len(held)} samples held out of train (val_fraction {val_fraction:g}, {how}, seed {seed})"
         return PreparedData(train, test, input_shape, classes, val, val_indices, sources, self.collate_fn)
 
@@ -154,10 +158,14 @@ class DatasetAdapter(abc.ABC):
         targets = getattr(train, "targets", None)
         if targets is None and hasattr(train, "tensors"):
             targets = train.tensors[1]
+        if targets is None and isinstance(train[0][1], (Mapping, tuple, list)):  # several heads: each head's task says its classes
+            return []
         if targets is None:
             raise DataError(f"{type(self).__name__}: set self.classes in load_data(); the train dataset has no .classes or .targets")
         targets = torch.as_tensor(targets)
-        if targets.is_floating_point() or targets.ndim != 1:  # regression or multi-label: no classes (docs/metrics.md)
+        if targets.ndim == 2 and targets.numel() and bool(((targets == 0) | (targets == 1)).all()):  # [N, L] of 0/1: L labels
+            return [str(i) for i in range(targets.shape[1])]
+        if targets.is_floating_point() or targets.ndim != 1:  # regression (or dense): no classes (docs/metrics.md)
             return []
         return [str(i) for i in range(int(targets.max()) + 1)]
 

@@ -6,6 +6,7 @@ the engine at once (a config is checked against what it names; a slot is built f
     slots      one model's Slot: its stream, model, optimizer, scheduler, probes, device
     fusing     which models form a fused group, and the group's slots
     finetune   `init`, `freeze`, `param_groups`, pretrained weights offline
+    recipe     `no_decay` groups, warmup and "linear"/"cosine" schedulers, accumulate and clipping keys
     flops      FLOPs per sample, measured on one probe batch
     preflight  one real sample through the data and every model before training
 """

@@ -82,6 +82,10 @@ def candidate_groups(cfg: Config, slots: list[Slot]) -> tuple[list[list[Slot]], 
         return [], ['experiment.precision = "16-mixed" needs a GradScaler per model; fused groups run "32" and "bf16-mixed"']
     if e.compile:
         return [], ["experiment.compile = true: compiled models train one by one (a fused group is one vmapped function)"]
+    if e.accumulate > 1:  # a fused step steps every member's optimizer at every batch
+        return [], [f"experiment.accumulate = {e.accumulate}: models that accumulate gradients train one by one"]
+    if slots and slots[0].task is not None and slots[0].task.kind == "heads":  # a fused group's evaluation reads one prediction
+        return [], ["several heads (runner/metrics/heads.py): such models train one by one"]
     keyed: dict[tuple, list[Slot]] = {}
     reasons = []
     for s in slots:
@@ -91,6 +95,10 @@ def candidate_groups(cfg: Config, slots: list[Slot]) -> tuple[list[list[Slot]], 
             continue
         if m.freeze or m.param_groups:  # a fused group stacks every parameter under one optimizer layout
             reasons.append(f"model {s.name}: model.{s.name}.{'freeze' if m.freeze else 'param_groups'} is set (fine-tuned models train one by one)")
+            continue
+        recipe = [k for k in ("clip_grad_norm", "clip_grad_value") if getattr(m, k) is not None] + (["optimizer.no_decay"] if m.optimizer.no_decay else [])
+        if recipe:  # the fused step neither clips nor splits decay groups (runner/assemble/recipe.py)
+            reasons.append(f"model {s.name}: model.{s.name}.{recipe[0]} is set (such models train one by one)")
             continue
         if not any(True for _ in s.model.parameters()):
             reasons.append(f"model {s.name}: has no parameters to stack")
@@ -154,7 +162,7 @@ def copies(slots: list[Slot]) -> list[Slot]:
     for s in slots:
         model = copy.deepcopy(s.model)
         optimizer = components.create_optimizer(s.config.optimizer.name, model.parameters(), s.config.optimizer.args)
-        out.append(Slot(SlotParts(s.name, model, optimizer, RngStream(0, s.device), s.device, s.config, numerics=s.numerics)))
+        out.append(Slot(SlotParts(s.name, model, optimizer, RngStream(0, s.device), s.device, s.config, numerics=s.numerics, spread=s.parts.spread)))
     return out
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_leaves
 
+from runner import nested
 from runner.assemble.flops import probe_batch, probe_samples
+from runner.engine import calling
 from runner.data.splits import known_targets
 from runner.engine.rng import preserved_rng
 from runner.errors import DataError
@@ -26,11 +28,19 @@ def check_data_and_models(cfg, data, slots) -> None:
     labels = [t for t in (known_targets(data.train), known_targets(data.test), known_targets(data.val) if getattr(data, "val", None) is not None else None) if t is not None and t.numel()]
     if not labels or any(t.is_floating_point() for t in labels):
         return
+    ignore = (cfg.loss.args or {}).get("ignore_index") if isinstance(cfg.loss.args, dict) else None
+    dense = any(t.ndim > 1 for t in labels)  # a label per pixel: the classes are the output's dim 1, ignore_index no class
+    if dense and isinstance(ignore, int):
+        labels = [t[t != ignore] for t in labels]
+        labels = [t for t in labels if t.numel()]
+        if not labels:
+            return
     low, high = min(int(t.min()) for t in labels), max(int(t.max()) for t in labels)
     if low < 0:
         raise DataError(f"{cfg.data.dataset}: labels must be >= 0, found {low}")
     for slot in slots:
-        outputs = slot.info.get("outputs")
+        shape = getattr(slot, "output_shape", None)
+        outputs = shape[1] if dense and shape is not None and len(shape) > 2 else None if dense else slot.info.get("outputs")
         if outputs is not None and high >= outputs:
             raise DataError(f"{cfg.source}: model.{slot.name}: outputs {outputs} classes but the dataset has label {high}")
 
@@ -97,15 +107,18 @@ def check_own_metrics(cfg, data, slot, task) -> None:
     own = metric_refs.user_metrics(cfg.report.metrics, cfg.base_dir)
     if not own:
         return
+    if task.kind == "other":  # the loss only: the targets are all it keeps, whatever the model does
+        for metric in own.values():
+            own_metric.check_needs(metric, {"target"}, task.describe())
     batch = probe_samples(data, METRIC_PROBE)
     x, y = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (None, None)
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):  # structured batches: per-head metrics
+    if x is None or not isinstance(y, torch.Tensor):  # structured targets: per-head metrics
         return
     model, modes = slot.model, {m: m.training for m in slot.model.modules()}
     try:
         model.eval()
         with torch.no_grad(), preserved_rng([slot.device]):
-            pred = prediction(model(x.to(slot.device)), slot.parts.output_key)
+            pred = prediction(calling.call(model, nested.to(x, slot.device), slot.parts.spread), slot.parts.output_key)
             stats = sample_stats(task, pred, y.to(pred.device)) | {"target": y}
     except Exception:  # noqa: BLE001 - the model or the labels: the forward probe and the label check say it in their words
         return
@@ -114,4 +127,5 @@ def check_own_metrics(cfg, data, slot, task) -> None:
             module.training = training
     kept = Kept.of({k: v.cpu() for k, v in stats.items()}, task.width)
     for metric in own.values():
+        own_metric.check_needs(metric, set(stats), task.describe())
         own_metric.check(metric, kept, f"on model {slot.name}'s predictions for the first {len(y)} test samples, before training")

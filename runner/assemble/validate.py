@@ -11,8 +11,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from runner.resolve import components, metric_refs
-from runner.assemble import finetune
+from runner.resolve import components, head_losses, metric_refs
+from runner.assemble import finetune, recipe
 from runner.resolve.arguments import describe_type, matches
 from runner.config import search, sweeps
 from runner.config.overrides import apply_overrides
@@ -173,13 +173,13 @@ def _named_spec(raw: Any, cls: type, where: str, source: str, problems: list[Pro
     if not isinstance(name, str):
         problems.append(Problem(source, f"{where}.name", f"expected a string, got {shown(name)}"))
         return None
-    args = {k: v for k, v in raw.items() if k not in ("name", "interval")}
+    args = {k: v for k, v in raw.items() if k not in ("name", "interval", *recipe.KEYS)}  # KEYS: no_decay, warmup_*: compare's, not the class's
     if cls is SchedulerConfig:
         interval = raw.get("interval", "epoch")
         if interval not in ("epoch", "step"):
             problems.append(Problem(source, f"{where}.interval", f"expected 'epoch' or 'step', got {shown(interval)}"))
-        return SchedulerConfig(name=name, interval=interval, args=args)
-    return OptimizerConfig(name=name, args=args)
+        return SchedulerConfig(name=name, interval=interval, args=args, **recipe.spec_keys(raw, cls, where, source, problems))
+    return OptimizerConfig(name=name, args=args, **recipe.spec_keys(raw, cls, where, source, problems))
 
 
 def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) -> EarlyStoppingConfig | None:
@@ -190,7 +190,7 @@ def _early_stopping(raw: Any, where: str, source: str, problems: list[Problem]) 
     if isinstance(config.metric, str) and config.metric.startswith("test_"):
         fix = config.metric.replace("test_", "val_", 1)
         problems.append(Problem(source, f"{where}.metric", f"{config.metric!r} would let the test split steer training (the verdict must read test only once); use {fix!r} and {VAL_FIX}"))
-    elif config.metric not in EARLY_STOPPING_METRICS and not (isinstance(config.metric, str) and config.metric.startswith("val_") and config.metric[4:] in METRIC_NAMES):
+    elif config.metric not in EARLY_STOPPING_METRICS and not (isinstance(config.metric, str) and config.metric.startswith("val_") and known_metric(config.metric[4:])):
         problems.append(Problem(source, f"{where}.metric", f"expected one of {', '.join(EARLY_STOPPING_METRICS)}, got {shown(config.metric)}{did_you_mean(str(config.metric), list(EARLY_STOPPING_METRICS))}"))
     if config.patience < 1:
         problems.append(Problem(source, f"{where}.patience", f"expected >= 1, got {config.patience}"))
@@ -204,7 +204,7 @@ def _race(raw: Any, where: str, source: str, problems: list[Problem]) -> RaceCon
     if values is None:
         return None
     race = RaceConfig(**values)
-    if not (isinstance(race.metric, str) and race.metric.startswith("val_") and race.metric[4:] in METRIC_NAMES):
+    if not (isinstance(race.metric, str) and race.metric.startswith("val_") and known_metric(race.metric[4:])):
         fix = " (racing reads val, never test)" if str(race.metric).startswith("test_") else ""
         problems.append(Problem(source, f"{where}.metric", f"expected val_<metric> (val_acc, val_macro_f1, val_rmse, ...: docs/metrics.md), got {shown(race.metric)}{fix}"))
     if not 0 < race.alpha < 1:
@@ -230,7 +230,7 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
     elif exp is not None and "name" in exp and len(exp["name"].encode()) > MAX_PATH_PART_BYTES:
         problems.append(Problem(source, "experiment.name", f"{len(exp['name'].encode())} bytes ({clip(repr(exp['name']), 60)}); the run directory's name can have at most {MAX_PATH_PART_BYTES}"))
     data = _table(raw.get("data", None) or {}, DataConfig, "data", source, problems)
-    loss = _table(raw.get("loss", {}), LossConfig, "loss", source, problems)
+    loss = _table(head_losses.normalise(raw.get("loss", {})), LossConfig, "loss", source, problems)  # [loss.<head>]: a loss per head
     report = _table(raw.get("report", {}), ReportConfig, "report", source, problems)
     raw_models = raw.get("model", [])
     if not isinstance(raw_models, list) or not raw_models:
@@ -275,6 +275,11 @@ def _validate(raw: dict, source: str, problems: list[Problem], base_dir: Path | 
 
 
 METRIC_NAMES = sorted({m.name for m in BUILTIN})
+
+
+def known_metric(name: str) -> bool:
+    """A built-in metric, or one on a head (`digit/acc`: its heads are checked once the data says them)."""
+    return name in METRIC_NAMES or name.rpartition("/")[2] in METRIC_NAMES
 BY = ("model", "family")
 
 
@@ -330,7 +335,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
             bad(key, f"expected one of {', '.join(allowed)}, got {value!r}{did_you_mean(str(value), list(allowed))}")
     r = cfg.report
     for i, name in enumerate(r.metrics or []):
-        if not isinstance(name, str) or (name not in METRIC_NAMES and not metric_refs.is_metric_reference(name)):
+        if not isinstance(name, str) or (not known_metric(name) and not metric_refs.is_metric_reference(name)):
             bad(f"report.metrics[{i}]", f"unknown metric {shown(name)}{did_you_mean(str(name), METRIC_NAMES)} (docs/metrics.md lists them; a metric of your own: my_metrics.py:name)")
     if r.metrics is not None and not r.metrics:
         bad("report.metrics", "expected at least one metric (or leave it unset for the task's defaults)")
@@ -345,7 +350,7 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
     if r.rank_by is not None and not own:
         bare = r.rank_by.removeprefix("test_")
         names = metric_refs.metric_names([m for m in r.metrics or [] if isinstance(m, str)], cfg.base_dir) or []
-        if bare not in METRIC_NAMES and bare not in names:
+        if not known_metric(bare) and bare not in names:
             bad("report.rank_by", f"unknown metric {shown(r.rank_by)}{did_you_mean(bare, METRIC_NAMES + names)} (docs/metrics.md lists them; a metric of your own goes in report.metrics)")
         elif r.metrics is not None and bare not in names and bare != "acc":
             bad("report.rank_by", f"{bare!r} is not in report.metrics ({', '.join(map(str, r.metrics))}): add it there")
@@ -375,7 +380,10 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
                 bad(f"data.{key}[{index}]", reason)
     if d.augment and d.train_transforms is not None:
         bad("data.train_transforms", "replaces the dataset's augmentation; set augment = false (or drop train_transforms)")
-    problems += components.check_loss(cfg.loss.name, cfg.loss.args, src, "loss", base)
+    if cfg.loss.name == head_losses.NAME:  # a loss per head: each head's checked as [loss] is
+        problems += head_losses.check(cfg.loss.args, src, lambda name, args, key: components.check_loss(name, args, src, key, base))
+    else:
+        problems += components.check_loss(cfg.loss.name, cfg.loss.args, src, "loss", base)
     smoothing = cfg.loss.args.get("label_smoothing") if isinstance(cfg.loss.args, dict) else None
     # torch takes any float here and silently misbehaves (nan, -inf) or ignores it (-1): a share of the target mass
     if cfg.loss.name == "CrossEntropyLoss" and isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and not (math.isfinite(smoothing) and 0 <= smoothing <= 1):
@@ -387,5 +395,5 @@ def _check_values(cfg: Config, problems: list[Problem]) -> None:
         problems += components.check_model(m.arch, m.args, src, where, base)
         problems += components.check_optimizer(m.optimizer.name, m.optimizer.args, src, f"{where}.optimizer")
         problems += finetune.check(m, src, where, base)
-        if m.scheduler:
-            problems += components.check_scheduler(m.scheduler.name, m.scheduler.args, m.optimizer, src, f"{where}.scheduler")
+        problems += recipe.check_model(m, src, where, e.epochs)  # the scheduler (its warmup, "linear"/"cosine"), no_decay, clipping
+    problems += recipe.check_experiment(cfg)  # accumulate

@@ -28,9 +28,11 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from runner import nested
 from runner.resolve import components
 from runner.config.schema import Config
 from runner.assemble.validate import load_config
+from runner.engine import calling
 from runner.engine.loop import train_one_epoch
 from runner.engine.rng import preserved_rng
 from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
@@ -202,7 +204,7 @@ class Steps:
             if batch is None:
                 self._batches = iter(self.loader)
                 batch = next(self._batches)
-            self.samples += len(batch[1])
+            self.samples += nested.batch_size(batch[1])
             yield batch
 
 
@@ -266,10 +268,10 @@ def hand_written_loop(cfg: Config, data, loss_fn, device: torch.device, warmup: 
 
     def train(count: int) -> None:
         for x, y in batches.take(count):
-            x, y = x.to(device), y.to(device)
+            x, y = nested.to(x, device), nested.to(y, device)
             losses.clear()
-            for model, optimizer in zip(models, optimizers):
-                loss = loss_fn(model(x), y)
+            for slot, model, optimizer in zip(slots, models, optimizers):
+                loss = loss_fn(calling.call(model, x, slot.parts.spread), y)  # model(x), or model(**x) for a dict it asks for by key
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

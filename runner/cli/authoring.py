@@ -57,16 +57,22 @@ def print_plan(console: Console, plan) -> None:
         console.print(f"  {split}: {escape(plan.sources.get(split, 'none'))}")
     steps = plan.batches_per_epoch * plan.epochs
     console.print(f"batches per epoch: {plan.batches_per_epoch:,} of {plan.batch_size} (+ {plan.eval_batches:,} eval batches); {plan.epochs} epochs = {steps:,} steps per model")
+    if plan.accumulate:  # experiment.accumulate: the effective batch, optimizer steps per epoch
+        console.print(plan.accumulate, markup=False)
     table = Table(title=f"{len(plan.models)} models, one shared pass")
     for column in ("model", "arch", "params", "FLOPs/sample", "optimizer", "output", "est. memory"):
         table.add_column(column, justify="right" if column in ("params", "FLOPs/sample", "est. memory") else "left")
     for m in plan.models:
         output = "x".join(str(s) for s in m.output_shape)
+        if m.heads and plan.task.kind == "heads":  # several heads: each head's output per batch
+            output = ", ".join(f"{h} {'x'.join(str(s) for s in (plan.batch_size, *shape))}" for h, shape in m.heads.items())
         table.add_row(escape(m.name), escape(m.arch), f"{m.params:,}", _count(m.flops_per_sample) if m.flops_per_sample is not None else "n/a", escape(m.optimizer), output, _size(m.memory_bytes))
     console.print(table)
     console.print("est. memory = weights + gradients + optimizer state + activations saved for one batch; FLOPs are the forward pass (a training step is about 3x)")
     if plan.flops_note():
         console.print(plan.flops_note(), markup=False)
+    if plan.input_structure is not None:  # which models take a dict input spread as keywords (docs/custom-models-and-datasets.md)
+        console.print("input: " + ", ".join(f"{m.name} {m.call}" for m in plan.models) + " (a dict is spread as keywords where forward names its keys)", markup=False)
     total = sum(m.memory_bytes for m in plan.models)
     console.print(f"all models together: {_size(total)}")
     if plan.families:

@@ -209,7 +209,7 @@ def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: 
         fail(err, debug)
 
     def print_table() -> None:
-        numbers = [c for c in ("precision", "recall", "f1", "ap", "rmse", "mae", "r2") if c in table]
+        numbers = [c for c in ("precision", "recall", "f1", "ap", "rmse", "mae", "r2", "iou", "acc", "dice") if c in table]
         shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in numbers}, **{c: table[c].map("{:g}".format) for c in ("support", "predicted", "output") if c in table})
         what = "per class" if "class" in table else "per label" if "label" in table else "per output"
         name = run.config.get('experiment', {}).get('name') or run.label

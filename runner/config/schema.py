@@ -71,6 +71,7 @@ class ExperimentConfig:
     # it. How a run was placed is recorded in env.json, not config.toml: placement changes no
     # number, so a run placed any way has the same config (and config hash) as the one-process run.
     place: str = "data"
+    accumulate: int = 1  # gradient accumulation: every model steps its optimizer every this many batches (effective batch = batch_size x accumulate)
 
 
 @dataclass
@@ -110,6 +111,7 @@ DEFAULT_OPTIMIZER = {"name": "SGD", "lr": 0.01}  # a [[model]] without an optimi
 class OptimizerConfig:
     name: str = "SGD"  # any torch.optim class
     args: dict = field(default_factory=lambda: {"lr": 0.01})  # its keyword arguments (lr, ...)
+    no_decay: str | None = None  # "bias_and_norm": biases and normalization weights get weight_decay = 0 (runner/assemble/recipe.py)
 
 
 @dataclass
@@ -117,6 +119,11 @@ class SchedulerConfig:
     name: str  # any torch.optim.lr_scheduler class
     interval: str = "epoch"  # step the scheduler after every "epoch" or every "step"
     args: dict = field(default_factory=dict)
+    # linear warmup before the scheduler (torch's LinearLR then the scheduler in a SequentialLR), in optimizer steps
+    # (interval = "step") or epochs (interval = "epoch"); the lr rises from warmup_start_factor x lr (unset: 0.01) to lr
+    warmup_steps: int | None = None
+    warmup_epochs: int | None = None
+    warmup_start_factor: float | None = None
 
 
 @dataclass
@@ -137,6 +144,8 @@ class ModelConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name globs (fnmatch) set to requires_grad = False
     param_groups: list[dict] = field(default_factory=list)  # [{ params = "head.*", lr = 1e-2 }]: first match wins; the rest: the optimizer's args
     output: str | None = None  # this model's [report] output (an aux model beside plain ones); unset = [report] output
+    clip_grad_norm: float | None = None  # clip the gradients' total L2 norm to this before each optimizer step (after fp16 unscaling); unset = no clipping
+    clip_grad_value: float | None = None  # clamp each gradient entry to [-v, v] before each optimizer step; unset = no clamping
 
 
 @dataclass
@@ -223,7 +232,7 @@ class Config:
             out = {"name": spec.name, **spec.args}
             if isinstance(spec, SchedulerConfig):
                 out["interval"] = spec.interval
-            return out
+            return out | {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in ("name", "args", "interval") and getattr(spec, f.name) is not None}
 
         models = []
         for m in self.models:
@@ -240,7 +249,7 @@ class Config:
                 entry["family"] = m.family
             if m.device is not None:
                 entry["device"] = m.device
-            for key in ("init", "freeze", "param_groups"):
+            for key in ("init", "freeze", "param_groups", "clip_grad_norm", "clip_grad_value"):
                 if getattr(m, key):
                     entry[key] = getattr(m, key)
             if m.init is not None and not m.init_strict:

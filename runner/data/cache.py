@@ -18,13 +18,15 @@ import inspect
 import json
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, default_collate
+from torchvision.transforms import v2
 
-from runner import atomic
+from runner import atomic, nested
 from runner.resolve import components
 
 from runner.resolve import references
@@ -39,16 +41,24 @@ DECODE_BATCH = 256  # images decoded (and stacked) per DataLoader batch
 
 @dataclass
 class CachedSplit:
-    images: torch.Tensor  # [N, C, H, W] as decoded: uint8, or the dataset's own dtype (digits: float32)
+    images: torch.Tensor  # [N, C, H, W] as decoded: uint8, or the dataset's own dtype (digits: float32); a structured input: each tensor stacked
     labels: torch.Tensor  # [N], collated as the DataLoader would; on the CPU, as the engine expects targets
     pipeline: BatchPipeline
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return nested.batch_size(self.labels)
+
+    def finish(self, x):
+        """The batch pipeline on a batch of cached inputs; of a structured input (image and
+        metadata), on its image: the first tensor, as `input_shape` reads it (docs/performance.md)."""
+        if nested.is_tensor(x):
+            return self.pipeline(x)
+        done = iter([True])
+        return nested.map_tensors(lambda t: self.pipeline(t) if next(done, False) else t, x)
 
     @property
-    def targets(self) -> torch.Tensor:  # read by runner.assemble.preflight's label checks
-        return self.labels
+    def targets(self) -> torch.Tensor | None:  # read by runner.assemble.preflight's label checks (one tensor of labels only)
+        return self.labels if nested.is_tensor(self.labels) else None
 
 
 @dataclass
@@ -89,6 +99,26 @@ def plan_pipelines(adapter, d, source: str = "<config>") -> dict[bool, tuple[lis
     return plans
 
 
+def check_input(adapter, d, x, source: str = "<config>") -> None:
+    """A structured input (an image and a mask, an image and metadata) with a random batch step:
+    refused. The cache crops and flips the input's first tensor alone; it cannot tell a mask
+    (moved with the image) from metadata (left alone), and the uncached path moves only what
+    the dataset's own transform moves, so the two paths would train on different batches."""
+    if nested.is_tensor(x):
+        return
+    steps = adapter.steps(True)
+    i = next((i for i, s in enumerate(steps) if isinstance(s, (v2.RandomCrop, v2.RandomHorizontalFlip))), None)
+    if i is None:
+        return
+    key = f"data.train_transforms[{i}]" if d.train_transforms is not None else "data.augment"
+    members = [(repr(k), v) for k, v in x.items()] if isinstance(x, Mapping) else [(f"#{k}", v) for k, v in enumerate(x)]
+    first, *others = [(name, nested.shape_of(v)) for name, v in members]
+    rest = ", ".join(f"{name} {shape}" for name, shape in others)
+    raise ConfigError([Problem(source, key, f"{type(steps[i]).__name__} runs on whole cached batches and moves the input's first member ({first[0]}) alone; "
+                               f"{rest} would not move with it: set data.cache = \"none\" and transform the members together in the dataset "
+                               "(torchvision.transforms.v2 moves an image and a tv_tensors.Mask at once)")])
+
+
 def check_specs(specs: list | None, train: bool) -> list[tuple[int, str]]:
     """Config validation: (index, reason) for each `[data] *_transforms` entry data.cache cannot run."""
     steps = components.build_transforms(specs or [])
@@ -116,6 +146,7 @@ def load_cached_data(d, base_dir: str | Path, seed: int, device: torch.device, s
             adapter.decode_steps = None  # a live adapter instance may be used again without cache
         if path is not None:
             write_cache(path, state)
+    check_input(adapter, d, nested.first(state["train_images"]), source)  # a structured input with a random batch step: refused
     home = device if d.cache == "device" else torch.device("cpu")
     splits = {}
     for train, name in ((True, "train"), (False, "val"), (False, "test")):
@@ -124,8 +155,8 @@ def load_cached_data(d, base_dir: str | Path, seed: int, device: torch.device, s
         pipeline = plans[train][1]  # val: the eval pipeline
         if not state["transformed"][name]:  # the adapter ignored self.transform: items are final
             pipeline = BatchPipeline(finish=False)
-        splits[name] = CachedSplit(state[f"{name}_images"].to(home), state[f"{name}_labels"], pipeline)
-    input_shape = splits["train"].pipeline.output_shape(tuple(state["train_images"].shape[1:]))
+        splits[name] = CachedSplit(nested.to(state[f"{name}_images"], home), state[f"{name}_labels"], pipeline)
+    input_shape = splits["train"].pipeline.output_shape(tuple(nested.tensors(state["train_images"])[0].shape[1:]))
     return CachedData(splits["train"], splits["test"], input_shape, list(state["classes"]), splits.get("val"), state["val_indices"], dict(state["sources"]))
 
 
@@ -138,8 +169,8 @@ def decode(prepared, adapter, num_workers: int = 0) -> dict:
         # Own generator: decoding must not draw from the global stream (workers' base seed).
         loader = DataLoader(ds, batch_size=DECODE_BATCH, num_workers=num_workers, collate_fn=stack_items, generator=torch.Generator())
         chunks = list(references.call_user(f"decoding {type(adapter).__name__}'s {name} split", list, loader))
-        state[f"{name}_images"] = torch.cat([c[0] for c in chunks])
-        state[f"{name}_labels"] = torch.cat([c[1] for c in chunks])
+        state[f"{name}_images"] = nested.cat([c[0] for c in chunks])  # each tensor of a structured input
+        state[f"{name}_labels"] = nested.cat([c[1] for c in chunks])
     # Splits whose dataset called self.transform: their items still need the batch pipeline.
     state["transformed"] = {"train": True in adapter.decoded_splits, "val": False in adapter.decoded_splits, "test": False in adapter.decoded_splits}
     return state
@@ -147,6 +178,12 @@ def decode(prepared, adapter, num_workers: int = 0) -> dict:
 
 def stack_items(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Collate for decoding: images as plain tensors (not tv_tensors, which weights_only cannot load)."""
+    if not isinstance(items[0][0], torch.Tensor) and nested.tensors(items[0][0]):  # a structured input: each tensor stacked, as default_collate does
+        plain = [(nested.map_tensors(lambda t: t.as_subclass(torch.Tensor), x), y) for x, y in items]
+        try:
+            return default_collate([x for x, _ in plain]), default_collate([y for _, y in plain])
+        except RuntimeError as err:
+            raise DataError(f"data.cache needs every input tensor in one shape per key; {one_line(err)} (set data.cache = \"none\" and pad in a collate function)") from None
     images = [x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else x for x, _ in items]
     shapes = {tuple(x.shape) for x in images if isinstance(x, torch.Tensor)}
     if len(shapes) != 1 or not all(isinstance(x, torch.Tensor) for x in images):
@@ -225,7 +262,7 @@ class CachedLoader:
     def __init__(self, split: CachedSplit, batches, device: torch.device, generator: torch.Generator):
         self.split, self.batches, self.device, self.generator = split, batches, device, generator
         # RAM -> CUDA: gather into pinned memory, so the copy can overlap (non_blocking).
-        self.pin = split.images.device.type == "cpu" and device.type == "cuda"
+        self.pin = nested.tensors(split.images)[0].device.type == "cpu" and device.type == "cuda"
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -240,12 +277,13 @@ class CachedLoader:
         """(x on the device, through the pipeline; y on the CPU: the engine moves it, and keeps
         the evaluation targets on the CPU as with a DataLoader)."""
         index = torch.tensor(indices, dtype=torch.long)
-        images = self.split.images
+        x = nested.map_tensors(lambda images: self.gather(images, index), self.split.images)  # each tensor of a structured input
+        y = nested.take(self.split.labels, index)
+        return self.split.finish(nested.to(x, self.device, non_blocking=True)), nested.map_tensors(torch.Tensor.pin_memory, y) if self.pin else y
+
+    def gather(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.pin:
             x = torch.empty((len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True)
-            torch.index_select(images, 0, index, out=x)
-        else:
-            x = images[index.to(images.device, non_blocking=True)]
-        y = self.split.labels[index]
-        return self.split.pipeline(x.to(self.device, non_blocking=True)), y.pin_memory() if self.pin else y
+            return torch.index_select(images, 0, index, out=x)
+        return images[index.to(images.device, non_blocking=True)]
 

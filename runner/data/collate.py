@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch.utils.data import default_collate
 
+from runner import nested
 from runner.resolve import references
 from runner.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError, describe
 
@@ -22,7 +22,11 @@ def collate(items: list):
     try:
         return default_collate(items)
     except RuntimeError as err:
-        shapes = {tuple(x.shape) for x, *_ in items if isinstance(x, torch.Tensor)}
+        shapes = set()
+        for column in zip(*(nested.tensors(x) for x, *_ in items)):  # each tensor of a structured input (image, mask, ...)
+            shapes = {tuple(t.shape) for t in column}
+            if len(shapes) > 1:
+                break
         if len(shapes) < 2:
             raise
         found = ", ".join("x".join(map(str, s)) for s in sorted(shapes)[:3]) + (", ..." if len(shapes) > 3 else "")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
+from runner import nested
 from runner.resolve import components
 from runner.config.schema import Config
 from runner.data.cache import CachedData, CachedLoader, load_cached_data
@@ -108,4 +109,4 @@ def first_batches(cfg: Config, seed: int, data, device: torch.device, n: int = 1
     so no model's stream, the pass's data stream or the caller's state moves."""
     streams = config_streams(cfg, seed, data, device, num_workers=0)
     with preserved_rng([device]), streams.data_rng.active():
-        return [(x.to(device), y.to(device)) for x, y in itertools.islice(streams.train, n)]
+        return [(nested.to(x, device), nested.to(y, device)) for x, y in itertools.islice(streams.train, n)]

@@ -1,10 +1,13 @@
 """The loop and what it steps, one floor above the config and the metrics:
 - loop: `train_one_epoch` and `evaluate`, the plain loop of DESIGN.md with slots in it
 - slot: one model's Slot (its step, evaluation, status, quarantine, kept statistics)
+- calling: how a model gets its input, model(x), or model(**x) for a dict its forward asks for by key
 - fused: a fused group of same-architecture models stepped as one (torch.func)
 - ddp_slot: a Slot under torchrun's data parallelism
 - dist: the ranks of a run and the few collectives the shared pass needs (`Dist`)
 - step_log: a training step's loss, hits and gradient norms, kept on the device until read
+- head_steps: a loss per head: each head's loss per step, beside the step log
+- recipe: gradient accumulation and clipping at each step (`StepRecipe`)
 - meters: evaluation sums and the small tensor helpers they use
 - numerics: precision, channels_last, compile (and the dtype table)
 - rng: a model's random stream, and work that must move no stream

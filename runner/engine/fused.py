@@ -136,7 +136,8 @@ class FusedGroup:
 
     def _vmapped(self, loss_fn):
         def member(params, buffers, x, y):
-            output = functional_call(self.template, (params, buffers), (x,))
+            args, kwargs = ((), x) if self.members[0].parts.spread else ((x,), None)  # model(**x) or model(x)
+            output = functional_call(self.template, (params, buffers), args, kwargs)
             return loss_fn(output, y), prediction(output, self.members[0].parts.output_key)  # the loss sees the output as returned
 
         return vmap(member, in_dims=(0, 0, None, None), randomness="different")

@@ -19,6 +19,8 @@ def top1_classes(logits: torch.Tensor, targets: torch.Tensor, dim: int = 1) -> t
     """Each sample's predicted class (one kernel: argmax is not differentiable, so no detach);
     None where accuracy has no meaning (regression targets). A fused group's logits carry the
     members in dim 0 and the classes in `dim` 2."""
+    if not (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor)):  # several heads: each head's acc is a metric
+        return None
     if logits.ndim != dim + 1 or targets.ndim != 1 or targets.is_floating_point():
         return None
     return logits.argmax(dim=dim)
@@ -26,7 +28,7 @@ def top1_classes(logits: torch.Tensor, targets: torch.Tensor, dim: int = 1) -> t
 
 def concat(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """An epoch's per-batch statistics as one tensor per statistic, on the CPU."""
-    return {k: torch.cat([b[k] for b in batches]).cpu() for k in batches[0]}
+    return {k: torch.cat([b[k] for b in batches if k in b]).cpu() for k in batches[0]}  # some only in the first (tasks.shown)
 
 
 @dataclass

@@ -83,13 +83,13 @@ class CompiledForward:
         self.model, self.name, self.mode = model, name, mode
         self.compiled = torch.compile(model) if mode == "default" else torch.compile(model, mode=mode)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args, **kwargs):  # model(x), or model(**x) for a dict input it asks for by key
         if self.compiled is None:
-            return self.model(x)
+            return self.model(*args, **kwargs)
         try:
-            return self.compiled(x)
+            return self.compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - a compiler failure: train it eagerly
-            out = self.model(x)  # raises where the model itself is broken: that is its error, not the compiler's
+            out = self.model(*args, **kwargs)  # raises where the model itself is broken: that is its error, not the compiler's
             self.compiled = None
             first = (str(err).strip().splitlines() or [""])[0][:200]
             warnings.warn(CompareWarning(f"model {self.name}: torch.compile failed ({type(err).__name__}: {first}); training it uncompiled"), stacklevel=2)

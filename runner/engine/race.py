@@ -67,8 +67,9 @@ def decide_on(kept: dict[str, Kept], metric: Metric, level: float) -> list[Elimi
     names = list(kept)
     value = {n: metric.value(k) for n, k in kept.items()}
     pairs = list(itertools.combinations(names, 2))
-    if metric.family == "additive":
-        raw = [sign_flip_p(metric.per_sample(kept[a]) - metric.per_sample(kept[b])) for a, b in pairs]
+    if metric.family in ("additive", "dense"):  # dense: each image's own value (metric.paired)
+        each = metric.paired or metric.per_sample
+        raw = [sign_flip_p(each(kept[a]) - each(kept[b])) for a, b in pairs]
     else:
         n = len(next(iter(kept.values())))
         boot = dict(zip(names, bootstrap([metric.resampler(kept[m]) for m in names], n)))

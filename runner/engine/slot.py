@@ -19,14 +19,17 @@ import torch
 from torch import nn
 
 from runner import nested
+from runner.engine import calling
 from runner.engine.early_stopping import BestEpoch, EarlyStopping
 from runner.metrics.selection import selection_metric
 from runner.errors import ModelFailedError, StopNow
 from runner.metrics import own as own_metric
 from runner.metrics.builtin import Kept, defaults, lookup
 from runner.metrics.outputs import prediction
-from runner.metrics.tasks import Task, infer_task, sample_stats
+from runner.metrics import heads
+from runner.metrics.tasks import Task, infer_task, sample_stats, shown
 from runner.engine.numerics import Numerics
+from runner.engine.recipe import StepRecipe
 from runner.engine.rng import RngStream
 from runner.engine.step_log import StepLog, first_nonfinite
 from runner.engine.meters import Meter, batch_loss_sum, concat, top1_classes
@@ -68,6 +71,8 @@ class SlotParts:
     output_key: str | None = None  # [report] output: where metrics find the prediction in the model's output
     metrics: tuple[str, ...] | None = None  # [report] metrics (None: the task's defaults), as val_<m> / test_<m> columns
     rank_by: str | None = None  # [report] rank_by: the metric a best epoch on val is chosen on (without early stopping)
+    recipe: StepRecipe = field(default_factory=StepRecipe)  # gradient accumulation and clipping (runner/engine/recipe.py)
+    spread: bool = False  # a dict input goes in as model(**x) (runner/engine/calling.py), else model(x)
 
 
 class Slot:
@@ -112,9 +117,11 @@ class Slot:
         try:
             with self.rng.active():
                 output, loss = self.forward_loss(self.forward, x, y, loss_fn)
-                self.optimizer.zero_grad(set_to_none=True)
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-                norms = self._optimizer_step()
+                if self.parts.recipe.starts(step):  # accumulation (runner/engine/recipe.py): zeroed at a group's first batch
+                    self.optimizer.zero_grad(set_to_none=True)
+                share = self.parts.recipe.share(loss, nested.batch_size(y), loss_fn, step)  # the loss itself without accumulation
+                (self.scaler.scale(share) if self.scaler else share).backward()
+                norms = self._optimizer_step(loss_fn) if self.parts.recipe.due(step) else None
             self._record_step(loss, prediction(output, self.parts.output_key), y, loss_fn, norms, epoch, step)
         except BaseException as err:  # noqa: BLE001 - one model's failure (even sys.exit) must not end the pass
             self._fail(err, f"epoch {epoch} step {step}")
@@ -125,22 +132,22 @@ class Slot:
         """The model's output (a tensor, tuple, dict, ...) under its precision and layout, and
         the shared loss on that output exactly as returned (a low-precision tensor in fp32)."""
         if self.numerics.plain:  # fp32 in the model's own layout: no wrapper to enter
-            output = forward(x)
+            output = calling.call(forward, x, self.parts.spread)
             return output, loss_fn(output, y)
         with self.numerics.autocast(self.device):
-            output = forward(self.numerics.layout(x))
+            output = calling.call(forward, nested.map_tensors(self.numerics.layout, x), self.parts.spread)
         if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dtype != torch.float32 and self.numerics.precision != "32":
             output = output.float()
         return output, loss_fn(output, y)
 
-    def _optimizer_step(self) -> list[torch.Tensor]:
+    def _optimizer_step(self, loss_fn=None) -> list[torch.Tensor]:
         """After backward: each gradient's norm (one fused `_foreach_norm`; the total norm is
-        taken from them at the read point), then the optimizer and a per-step scheduler.
+        taken from them at the read point), clipping, then the optimizer and a per-step scheduler.
         Under fp16 the scaler unscales first and skips the step when a gradient overflowed."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
-        norms = torch._foreach_norm(grads) if grads else []
+        norms = self.parts.recipe.norms(grads, self.params, loss_fn)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -152,7 +159,7 @@ class Slot:
 
     def _record_step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, norms: list[torch.Tensor], epoch: int, step: int) -> None:
         """The step's row in the train log, on the device (read at the engine's read points)."""
-        self.last_loss = loss.detach()
+        self.last_loss = heads.detached(loss)  # a loss per head: each head's value rides along (train_<head>/loss)
         self.train_meter.epoch = epoch
         summed = getattr(loss_fn, "reduction", "mean") == "sum"
         self.train_meter.record(self.last_loss, top1_classes(logits, y), y, norms, nested.batch_size(y), step, summed)
@@ -163,19 +170,23 @@ class Slot:
         try:
             with self.rng.active():
                 output, loss = self.forward_loss(self.forward, x, y, loss_fn)
-            self.keep(split, prediction(output, self.parts.output_key), y, batch_loss_sum(loss, nested.batch_size(y), loss_fn))
+            pred = output if (several := self.task is not None and self.task.kind == "heads") else prediction(output, self.parts.output_key)  # heads: each reads its own
+            self.keep(split, pred, y, batch_loss_sum(loss, nested.batch_size(y), loss_fn), x)
+            if several:  # a loss per head: each head's loss per sample too (`<head>/loss`)
+                self.eval_preds[split][-1] |= heads.loss_stats(loss_fn, output, y)
         except BaseException as err:  # noqa: BLE001
             self._fail(err, f"epoch {epoch} {split} evaluation")
         finally:
             self.eval_timer.stop()
 
-    def keep(self, split: str, pred: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
+    def keep(self, split: str, pred: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor, x=None) -> None:
         """One evaluation batch's sums and per-sample statistics, on the device (no host sync)."""
         if self.task is None:
             self.task = infer_task(y[0].cpu() if y.ndim else y.cpu(), tuple(pred.shape[1:]), None)
         top1 = top1_classes(pred, y)
         self.eval_meters[split].add(loss_sum, None if top1 is None else (top1 == y).sum(), nested.batch_size(y))
-        self.eval_preds[split].append(sample_stats(self.task, pred, y) | {"target": y})
+        first = {} if self.eval_preds[split] else shown(self.task, pred, x)  # a dense task's first masks, for the report's picture
+        self.eval_preds[split].append({"target": heads.kept_target(y)} | sample_stats(self.task, pred, y) | first)
 
     def metric_names(self) -> list[str]:
         """The metrics history.csv gets val_/test_ columns for (acc comes from the meters)."""
@@ -286,7 +297,7 @@ class Slot:
             "time_s": seconds,
             "eval_time_s": self.eval_timer.seconds(),
             "samples_per_s": train["train_samples"] / seconds if seconds > 0 else math.nan,
-            "train_samples": train["train_samples"],
+            "train_samples": train["train_samples"], **{k: v for k, v in train.items() if "/" in k},  # train_<head>/loss
         }
         health = "val" if val.seen else "test"
         if self.live and (val.seen or test.seen) and not math.isfinite(record[f"{health}_loss"]):
@@ -351,7 +362,7 @@ class Slot:
             "selection": self.selection.state_dict() if self.selection else None,
             "best": None if self.best is None else {"epoch": self.best[0], "predictions": self.best[1]},
             "final": None if self.final is None else {"epoch": self.final[0], "predictions": self.final[1]},
-            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None, "accumulated": self.parts.recipe.state_dict(self.params),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -363,6 +374,7 @@ class Slot:
         self.status, self.where, self.error, self.reported = state["status"], state["where"], state["error"], state["reported"]
         self.eliminated_by = state["eliminated_by"]
         self.train_meter = StepLog.from_state(state["train_meter"], self.device)
+        self.parts.recipe.load_state_dict(state.get("accumulated"), self.params)  # a checkpoint between accumulated batches
         if self.early_stopping is not None and state["early_stopping"] is not None:
             self.early_stopping.load_state_dict(state["early_stopping"])
         if self.scaler is not None and state.get("scaler"):

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import torch
 
+from runner.engine.head_steps import HeadSteps
+
 LOSS, HITS, NORMS = 0, 1, 2  # columns of a row; NORMS on: one gradient norm per parameter tensor
 COMPACT_EVERY = 256  # steps between stacking the pending lists into rows (a few kernels, no sync)
 
@@ -36,10 +38,12 @@ class StepLog:
         self.norms: list[Sequence[torch.Tensor]] = []  # per step: one 0-d norm per gradient
         self.steps: list[int] = []  # each row's step number in the epoch
         self.sizes: list[int] = []  # each row's batch size
+        self.stepped: list[bool] = []  # each row: did the optimizer step (gradient accumulation: only every k-th batch)
         self.summed = False  # the shared loss has reduction="sum": the row's loss is the batch's sum already
         self.has_hits = True  # False where accuracy has no meaning (regression targets)
         self.checked = 0  # rows the health check found finite
         self.totals: tuple[float, int | None, int] | None = None  # (loss sum, hits, seen) over DDP ranks
+        self.heads = HeadSteps()  # a loss per head: each head's loss per step (train_<head>/loss)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -48,16 +52,18 @@ class StepLog:
     def seen(self) -> int:
         return self.totals[2] if self.totals is not None else sum(self.sizes)
 
-    def record(self, loss: torch.Tensor, top1: torch.Tensor | None, targets: torch.Tensor, norms: Sequence[torch.Tensor], size: int, step: int, summed: bool) -> None:
+    def record(self, loss: torch.Tensor, top1: torch.Tensor | None, targets: torch.Tensor, norms: Sequence[torch.Tensor] | None, size: int, step: int, summed: bool) -> None:
         """One step: `loss` detached, `top1` the predicted classes (None for regression) of
-        `targets`, `norms` 0-d, one per gradient."""
+        `targets`, `norms` 0-d, one per gradient (None: a batch whose gradients accumulate, no step)."""
         self.has_hits = self.has_hits and top1 is not None
         self.summed = summed
         self.losses.append(loss)
+        self.heads.record(loss)
         if self.has_hits:
             self.top1.append(top1)
             self.targets.append(targets)
-        self.norms.append(norms)
+        self.stepped.append(norms is not None)
+        self.norms.append(norms if norms is not None else [])
         self.steps.append(step)
         self.sizes.append(size)
         if len(self.losses) >= COMPACT_EVERY:
@@ -75,6 +81,7 @@ class StepLog:
         # The float64 hits column makes cat promote the others to float64 too, exactly.
         self.chunks.append(torch.cat([losses[:, None], hits[:, None], norms], dim=1))
         self.losses, self.top1, self.targets, self.norms = [], [], [], []
+        self.heads.compact()
 
     def _hits(self, sizes: list[int]) -> torch.Tensor:
         """Each pending step's top-1 hits, counted for all of them at once."""
@@ -106,7 +113,8 @@ class StepLog:
         rows = self.rows()
         if rows is not None:
             self.chunks = [rows[:n]]
-        del self.steps[n:], self.sizes[n:]
+        del self.steps[n:], self.sizes[n:], self.stepped[n:]
+        self.heads.truncate(n)
         self.checked = min(self.checked, n)
 
     def summary(self) -> dict:
@@ -126,7 +134,7 @@ class StepLog:
             "grad_norm_last": float(norms[-1]) if len(norms) else math.nan,
             "grad_nonfinite": len(norms) - len(finite),
             "train_samples": seen,
-        }
+        } | self.heads.summary(self.sizes)
 
     def mean_loss(self) -> float:
         """The epoch's mean train loss so far, this process's steps (a read: one host sync; the
@@ -135,9 +143,10 @@ class StepLog:
         return loss_sum / seen if seen else math.nan
 
     def grad_norms(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Each step's total gradient L2 norm (as `torch.nn.utils.get_total_norm`), on the host."""
+        """Each optimizer step's total gradient L2 norm (as `torch.nn.utils.get_total_norm`), on the host."""
         rows = self._host() if rows is None else rows
-        return torch.linalg.vector_norm(rows[:, NORMS:], dim=1) if rows.shape[1] > NORMS else torch.zeros(len(rows), dtype=torch.float64)
+        norms = torch.linalg.vector_norm(rows[:, NORMS:], dim=1) if rows.shape[1] > NORMS else torch.zeros(len(rows), dtype=torch.float64)
+        return norms if all(self.stepped) else norms[torch.tensor(self.stepped[: len(norms)], dtype=torch.bool)]
 
     def host_totals(self, rows: torch.Tensor | None = None) -> tuple[float, int | None, int]:
         """(loss sum, top-1 hits or None, samples), summed in step order in float64."""
@@ -153,7 +162,8 @@ class StepLog:
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch, "rows": self._host(), "steps": list(self.steps), "sizes": list(self.sizes),
-            "summed": self.summed, "has_hits": self.has_hits, "checked": self.checked,
+            "summed": self.summed, "has_hits": self.has_hits, "checked": self.checked, "stepped": list(self.stepped),
+            "heads": self.heads.state_dict(),
         }
 
     @classmethod
@@ -161,6 +171,8 @@ class StepLog:
         log = cls(state["epoch"])
         log.steps, log.sizes, log.summed, log.has_hits, log.checked = list(state["steps"]), list(state["sizes"]), state["summed"], state["has_hits"], state["checked"]
         log.chunks = [state["rows"].to(device)] if len(log.steps) else []
+        log.stepped = list(state.get("stepped", [True] * len(log.steps)))
+        log.heads = HeadSteps.from_state(state.get("heads"), device)
         return log
 
 

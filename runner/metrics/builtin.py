@@ -3,7 +3,9 @@
 (b) how they aggregate into its value, (c) its direction, (d) its paired-test family:
 - "mcnemar": a per-sample 0/1 (exact McNemar, a sign test on the discordant samples);
 - "additive": a per-sample value whose mean is the metric (a paired sign-flip permutation test);
-- "bootstrap": not decomposable into a per-sample mean (a paired bootstrap on shared resamples).
+- "bootstrap": not decomposable into a per-sample mean (a paired bootstrap on shared resamples);
+- "dense": a ratio of sums over images (pixel accuracy): the paired sign-flip test on each
+  image's own value (`paired`), the interval and MDE from the paired bootstrap of the ratio.
 
 Each metric computes its value under sample weights `w` of shape [B, n] (a bootstrap
 resample is a row of counts), so one matrix product gives it for thousands of resamples at
@@ -19,6 +21,8 @@ from typing import Callable
 import numpy as np
 
 from runner.errors import ReportError, did_you_mean
+from runner.metrics import heads
+from runner.metrics import dense
 
 ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
 
@@ -59,6 +63,7 @@ class Metric:
     from_sums: Callable[[np.ndarray, Kept], np.ndarray] | None = None  # ...then [B, K] -> [B]
     weighted: Callable[[Kept, np.ndarray], np.ndarray] | None = None  # anything else (AUROC, AP)
     bounds: tuple[float, float] = (-math.inf, math.inf)  # the values it can take: an interval over seeds is clipped to them
+    paired: Callable[[Kept], np.ndarray] | None = None  # "dense": each sample's own value, what the sign-flip test pairs
 
     def resampler(self, kept: Kept, dtype=np.float32) -> Weighted:
         """The metric as a function of sample weights (computed per sample once); resamples
@@ -231,7 +236,7 @@ def split_column(split: str, metric: str = HEADLINE) -> str:
 VAL_HEADLINE, TEST_HEADLINE = split_column("val"), split_column("test")  # val_acc, test_acc
 
 
-CLS, ML, REG = ("classification",), ("multilabel",), ("regression",)
+CLS, ML, REG, DENSE = ("classification",), ("multilabel",), ("regression",), ("dense",)
 UNIT = (0.0, 1.0)  # a share, a rate, an F1, an area
 BUILTIN: list[Metric] = [
     Metric(HEADLINE, CLS, ("top1",), True, "mcnemar", "share of samples whose top-1 class is the target",
@@ -272,13 +277,25 @@ BUILTIN: list[Metric] = [
            per_sample=lambda k: np.abs(_errors(k)).mean(axis=1), bounds=(0.0, math.inf)),
     Metric("r2", REG, ("pred",), True, "bootstrap", "coefficient of determination, averaged over outputs (sklearn's uniform_average)",
            features=_r2_features, from_sums=_r2, bounds=(-math.inf, 1.0)),
+    # dense (runner/metrics/dense.py): from per-image, per-class pixel counts; ignore_index is never counted
+    Metric("pixel_acc", DENSE, dense.STATS, True, "dense", "share of counted pixels whose top-1 class is the target, pooled over images",
+           features=dense.features, from_sums=dense.pixel_acc, paired=dense.image_acc, bounds=UNIT),
+    Metric("mean_acc", DENSE, dense.STATS, True, "bootstrap", "mean over the classes in the truth of their pixel recall (pooled over images)",
+           features=dense.features, from_sums=dense.mean_acc, bounds=UNIT),
+    Metric("miou", DENSE, dense.STATS, True, "bootstrap", "mean over classes of pooled intersection / pooled union (a class in neither truth nor prediction left out)",
+           features=dense.features, from_sums=dense.miou, bounds=UNIT),
+    Metric("dice", DENSE, dense.STATS, True, "bootstrap", "mean over classes of 2 |truth and prediction| / (|truth| + |prediction|), pooled over images",
+           features=dense.features, from_sums=dense.dice, bounds=UNIT),
 ]
 
+HEAD_LOSS = Metric("loss", ("heads",), ("loss",), False, "additive", "a head's own loss ([loss.<head>]) per sample (reduction none), averaged",
+                   per_sample=lambda k: k.stats["loss"].astype(np.float64))  # `<head>/loss`, where the loss is given per head
 DEFAULTS = {  # what history.csv and the leaderboard show when [report] metrics is not set; the first ranks
     "classification": [HEADLINE, "top5_acc", "macro_f1", "nll", "ece"],
     "binary": [HEADLINE, "balanced_acc", "macro_f1", "auroc", "average_precision", "nll", "ece"],
     "multilabel": ["micro_f1", "macro_f1", "subset_acc", "hamming", "map"],
     "regression": ["rmse", "mae", "r2"],
+    "dense": ["miou", "pixel_acc", "mean_acc", "dice"],
     "other": [],
 }
 
@@ -289,6 +306,8 @@ def task_key(kind: str, width: int | None) -> str:
 
 def metrics_for(kind: str, width: int | None = None) -> dict[str, Metric]:
     """The metrics that apply to a task (binary classification has every classification metric too)."""
+    if kind == "heads":  # several heads: each head's metrics, named <head>/<metric>
+        return heads.metrics_for(width, metrics_for, HEAD_LOSS)
     key = task_key(kind, width)
     tasks = {key, "classification"} if key == "binary" else {key}
     out = {m.name: m for m in BUILTIN if tasks & set(m.tasks)}
@@ -298,6 +317,8 @@ def metrics_for(kind: str, width: int | None = None) -> dict[str, Metric]:
 
 
 def defaults(kind: str, width: int | None = None) -> list[str]:
+    if kind == "heads":
+        return heads.defaults(width, defaults)
     names = metrics_for(kind, width)
     return [m for m in DEFAULTS[task_key(kind, width)] if m in names]
 
@@ -316,7 +337,7 @@ def higher_is_better(name: str, own: bool | None = None) -> bool:
     rest (the loss, times)."""
     if own is not None:
         return own
-    bare = name.removeprefix("val_").removeprefix("test_").removeprefix("train_")
+    bare = _bare(name)
     found = {m.higher for m in BUILTIN if m.name == bare}
     if len(found) == 1:
         return found.pop()
@@ -330,15 +351,23 @@ def value_range(name: str, own: Metric | None = None) -> tuple[float, float]:
     accuracy's [0, 1]; else unbounded (the loss, times)."""
     if own is not None:
         return own.bounds
-    bare = name.removeprefix("val_").removeprefix("test_").removeprefix("train_")
+    bare = _bare(name)
     found = {m.bounds for m in BUILTIN if m.name == bare}
     if len(found) == 1:
         return found.pop()
     return UNIT if bare.endswith("acc") else (-math.inf, math.inf)
 
 
+def _bare(name: str) -> str:
+    """A column's metric: split prefix aside, and a head's (`val_digit/acc` -> acc; a head's loss, `loss/digit`, stays)."""
+    bare = name.removeprefix("val_").removeprefix("test_").removeprefix("train_")
+    return bare if bare.startswith("loss/") else bare.rpartition("/")[2]
+
+
 def lookup(name: str, kind: str, width: int | None, user: dict[str, Metric] | None = None) -> Metric:
     known = metrics_for(kind, width) | (user or {})
+    if name not in known and kind == "heads":
+        raise heads.unknown(name, width, list(known))
     if name not in known:
         raise ReportError(f"metric {name!r} does not apply to {kind}{did_you_mean(name, list(known))} (the metrics of this task: {', '.join(known) or 'none'})")
     return known[name]

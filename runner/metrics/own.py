@@ -31,6 +31,15 @@ def check(metric: Metric, kept: Kept, when: str) -> None:
         _rows(checked, kept, rows, when)
 
 
+def check_needs(metric: Metric, have: set[str], task: str) -> None:
+    """A metric that needs a statistic the task does not keep (`top1` on a task that keeps only
+    the targets): refused before it is called, naming what the task keeps."""
+    missing = [n for n in metric.needs if n not in have]
+    if missing:
+        raise UserCodeError(f"{WHERE}: metric {metric.name!r} needs {', '.join(missing)}, which the task, {task}, does not keep; "
+                            f"it keeps {', '.join(sorted(have))} (docs/metrics.md, \"A metric of your own\")")
+
+
 def _parts(metric: Metric, kept: Kept, when: str) -> Metric:
     """`metric` with its per-sample part (per_sample or features) computed once and checked."""
     n = len(kept)

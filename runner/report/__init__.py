@@ -14,6 +14,8 @@
 - figure_kit: what every plot shares (colours, layout, the seeds note)
 - plots: the run's plots (seaborn)
 - task_plots: plots of one task (calibration, regression, per-class F1, confused pairs)
+- dense_plots: a dense task's plots (the first test images' masks per model, per-class IoU)
+- head_plots: several heads: each head's own plots, on a view of the run as that head's task alone
 - confusion_plots: the confusion matrices (the plot and TensorBoard's image)
 - tuning_plot: the tuning curves' plot
 - cd_plot: the critical-difference diagram

@@ -232,7 +232,7 @@ def _protocol(run: RunData, select: str, table: pd.DataFrame) -> str:
     when = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]} (per model and seed)" if epochs else "no epoch"
     test = f"test ({run.test_samples:,} samples)" if run.test_samples else "test"
     if select == "best_val":
-        return f"selected on val (each model's best epoch by val_acc, or its val early-stopping metric; {val}); {test} read at {when}"
+        return f"selected on val (each model's best epoch by {selection_rank(run) or 'val_acc'}, or its val early-stopping metric; {val}); {test} read at {when}"
     return f"selected: the final epoch ({val}); {test} read at {when}"
 
 

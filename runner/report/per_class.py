@@ -3,19 +3,21 @@ epoch the leaderboard reports (counts summed over seeds), as a pandas table:
 `compare leaderboard RUN --per-class` prints it and plots/per_class.png draws its F1. With it
 come the most-confused pairs (plots/confused_pairs.png draws them past 20 classes). For a
 multi-label run the same command gives each label's precision, recall, F1 (a score >= 0.5 is
-a yes) and average precision; for a regression each output's RMSE, MAE and R² (mean over seeds)."""
+a yes) and average precision; for a regression each output's RMSE, MAE and R² (mean over seeds);
+for a dense task each class's IoU, accuracy (pixel recall) and Dice over the test pixels."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from runner.errors import ReportError, did_you_mean
+from runner.metrics import dense
 from runner.metrics.builtin import average_precision_w
 from runner.report import stats
 from runner.report.run_data import RunData, epoch_stats
 
 # --sort: these read best high (scores, and the bigger classes first); errors and names low first.
-HIGH_FIRST = {"precision", "recall", "f1", "ap", "r2", "support", "predicted", "count", "share"}
+HIGH_FIRST = {"precision", "recall", "f1", "ap", "r2", "support", "predicted", "count", "share", "iou", "acc", "dice"}
 
 
 def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
@@ -25,6 +27,8 @@ def per_class(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
         return per_output(run, order)
     if run.task[0] == "multilabel":
         return per_label(run, order)
+    if run.task[0] == "dense":
+        return per_class_dense(run, order)
     if run.task[0] != "classification":
         return pd.DataFrame(columns=["model", "class", "precision", "recall", "f1", "support", "predicted"])
     rows = []
@@ -135,4 +139,22 @@ def per_output(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
         if per_seed:
             mean = np.mean(per_seed, axis=0)
             rows += [{"model": model, "output": j, "rmse": mean[0, j], "mae": mean[1, j], "r2": mean[2, j]} for j in range(mean.shape[1])]
+    return pd.DataFrame(rows)
+
+
+def per_class_dense(run: RunData, order: list[str] | None = None) -> pd.DataFrame:
+    """One row per (model, class) of a dense task: iou, acc (pixel recall) and dice from the
+    per-image counts summed over the test images and seeds (NaN: the class is in neither truth
+    nor prediction); support and predicted in pixels per seed."""
+    rows = []
+    for model in order or run.model_names:
+        kept = [s for pred in run.predictions.get(model, {}).values() if all(n in (s := epoch_stats(pred, run.reported_key(pred))) for n in dense.STATS)]
+        if not kept:
+            continue
+        inter, true, said = (sum(s[n].astype(np.float64).sum(axis=0) for s in kept) for n in dense.STATS)
+        names = run.classes if len(run.classes) == len(inter) else [str(c) for c in range(len(inter))]
+        with np.errstate(all="ignore"):
+            iou, acc, dice = inter / (true + said - inter), inter / true, 2 * inter / (true + said)
+        rows += [{"model": model, "class": names[c], "iou": iou[c], "acc": acc[c], "dice": dice[c],
+                  "support": true[c] / len(kept), "predicted": said[c] / len(kept)} for c in range(len(inter))]
     return pd.DataFrame(rows)

@@ -9,7 +9,8 @@ axes labelled with units, laid out for 2 to 20+ models with names of 30+ charact
     grad_norms.png          total gradient norm per epoch (mean and max over the epoch's steps)
     calibration.png         classification: reliability diagrams (runner/report/task_plots.py)
     regression.png          regression: predicted vs true, residuals (runner/report/task_plots.py)
-    per_class.png           classification, multi-label: per-class F1, models x classes, a grid past 20 classes (runner/report/per_class.py)
+    per_class.png           classification, multi-label: per-class F1, models x classes, a grid past 20 classes (runner/report/per_class.py); dense: per-class IoU
+    segmentation.png        dense: the first test images, truth and each model's predicted mask (runner/report/dense_plots.py)
     confused_pairs.png      classification past 20 classes: each model's most-confused pairs (runner/report/task_plots.py)
     tuning_curves.png       [report] by = "family": expected best of n trials per family (runner/report/tuning_plot.py)
 
@@ -37,7 +38,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from runner import atomic  # noqa: E402
 from runner.metrics.builtin import TEST_HEADLINE, value_range  # noqa: E402
-from runner.report import stats, task_plots, tuning_plot  # noqa: E402
+from runner.report import dense_plots, head_plots, stats, task_plots, tuning_plot  # noqa: E402
 from runner.report.confusion_plots import confusion_grid  # noqa: E402
 from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
 from runner.report.leaderboard import Leaderboard  # noqa: E402
@@ -72,9 +73,11 @@ def figures(run: RunData, board: Leaderboard, by_family=None) -> dict[str, Calla
         layout.GRAD_NORMS_PNG: lambda: grad_norms(history, order, colours, n_seeds, title),
         layout.CALIBRATION_PNG: lambda: task_plots.calibration(run, order, colours, title),
         layout.REGRESSION_PNG: lambda: task_plots.regression(run, order, colours, title),
-        layout.PER_CLASS_PNG: lambda: task_plots.per_class_f1(run, order, title),
+        layout.PER_CLASS_PNG: lambda: dense_plots.per_class_iou(run, order, title) if run.task[0] == "dense" else task_plots.per_class_f1(run, order, title),
+        layout.SEGMENTATION_PNG: lambda: dense_plots.predictions(run, order, title),
         **({layout.CONFUSED_PAIRS_PNG: lambda: task_plots.confused_pairs(run, order, colours, title)} if task_plots.many_classes(run) else {}),
         layout.TUNING_CURVES_PNG: lambda: tuning_plot.tuning_curves(by_family, title) if by_family is not None else None,
+        **head_plots.figures(run, order, colours, title),  # several heads: each head's own plots
     }
 
 
@@ -92,7 +95,7 @@ def write_plots(run: RunData, board: Leaderboard, out_dir: str | Path, notes: li
                 notes.append(f"{filename} skipped: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             continue
         if fig is None:  # nothing to draw (e.g. no predictions saved: no confusion matrices)
-            if TASK_ONLY.get(filename) == "classification" != run.task[0]:  # what a classifier's user expects and this task lacks
+            if TASK_ONLY.get(filename) == "classification" != run.task[0] != "heads":  # heads: drawn per head  # what a classifier's user expects and this task lacks
                 other.append(filename)
             continue
         with atomic.atomic_write(check_no_links(out / filename)) as f:

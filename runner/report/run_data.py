@@ -136,7 +136,12 @@ def describe_data(runs: list[RunData]) -> list[str]:
 
 def task_words(run: RunData) -> str:
     """The run's task as the dry-run plan names it (runner/metrics/tasks.py Task.describe; no torch here)."""
-    kind, width = run.task
+    return _task_words(*run.task)
+
+
+def _task_words(kind: str, width) -> str:
+    if kind == "heads":  # width: (head, kind, width) per head
+        return f"{len(width)} heads: " + "; ".join(f"{h}: {_task_words(k, w)}" for h, k, w, *_ in width)
     if kind == "classification":
         return "binary classification" if width == 2 else f"{width}-class classification" if width else "classification"
     if kind == "multilabel":

@@ -9,6 +9,8 @@ in the metric's own family, with the MDE that evidence resolves.
   permutation test on the per-sample differences (seeds summed per sample); percentile bootstrap.
 - "bootstrap" (F1, balanced accuracy, R², AUROC, AP, ECE): the paired bootstrap, every model
   on the SAME resamples; percentile bootstrap interval.
+- "dense" (pixel accuracy: correct over counted pixels, pooled over images): the paired sign-flip
+  test on each image's own accuracy; the interval and MDE from the paired bootstrap of the ratio.
 With several seeds the interval is Student-t over the per-seed values and the MDE and seeds
 needed come from the per-seed differences (power.seed_resolution). The tests themselves:
 runner/metrics/significance.py and runner/metrics/power.py.
@@ -30,10 +32,12 @@ FAMILY_TEST = {
     "mcnemar": "exact McNemar test (per test sample, the seeds each model gets right; exact sign test where they differ)",
     "additive": f"paired sign-flip permutation test on the per-sample differences ({significance.RESAMPLES:,} flips, p = (c+1)/(B+1))",
     "bootstrap": f"paired bootstrap, every model on the same {significance.RESAMPLES:,} resamples of the test samples (p = (c+1)/(B+1))",
+    "dense": f"paired sign-flip permutation test on the per-image differences ({significance.RESAMPLES:,} flips, p = (c+1)/(B+1))",
 }
 FAMILY_INTERVAL = {
     "additive": f"percentile bootstrap 95% interval over the test samples ({significance.RESAMPLES:,} resamples; one seed)",
     "bootstrap": f"percentile bootstrap 95% interval over the test samples ({significance.RESAMPLES:,} resamples; one seed)",
+    "dense": f"percentile bootstrap 95% interval over the test images ({significance.RESAMPLES:,} resamples; one seed)",
 }
 HEADLINE_TEST = "exact McNemar test on top-1 correctness"  # accuracy's test, worded at length in leaderboard.md
 
@@ -177,6 +181,12 @@ def judge(run: RunData, metric: Metric, models: list[str], reference: str | None
             single = power.mde_from_se(float(np.std(d, ddof=1)) / math.sqrt(len(d))) if len(pairs) == 1 and len(d) > 1 else math.nan
             if metric.finish is not None:  # rmse: from mse units by the delta method, d sqrt(x) = dx / (2 sqrt(x))
                 single /= 2 * out.values[reference][pairs[0][1]]
+        elif metric.family == "dense":  # a pooled ratio: its test pairs each image's own value, its MDE the ratio's bootstrap
+            d = sum(metric.paired(data[m][s]) - metric.paired(ref[r]) for s, r in pairs)
+            out.p[m] = significance.sign_flip_p(d)
+            delta = values[m] - values[reference]
+            out.diff[m] = significance.bootstrap_difference_interval(delta)
+            single = power.mde_from_se(float(np.nanstd(delta, ddof=1))) if len(pairs) == 1 else math.nan
         else:
             delta = values[m] - values[reference]
             observed = float(np.mean([out.values[m][s] for s, _ in pairs]) - np.mean([out.values[reference][r] for _, r in pairs]))

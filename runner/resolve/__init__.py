@@ -8,4 +8,5 @@ preserved random stream) and below everything that builds with them:
     arguments    a config's arguments against a callable's signature (types, missing, unknown)
     metric_refs  a metric of the user's own, by reference, checked and wrapped as a Metric
     shared_loss  the shared loss object: one for every model, its state checked between steps
+    head_losses  a loss per head ([loss.<head>]): the weighted sum, each head's loss per sample
 """

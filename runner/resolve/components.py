@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runner.resolve import arguments, references
+from runner.resolve import arguments, head_losses, references
 from runner.resolve.shared_loss import shared_state
 from runner.engine.rng import preserved_rng
 from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, describe, shown
@@ -369,6 +369,8 @@ def _loss_arguments(target, args: dict, file: str, key: str) -> list[Problem]:
 
 def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callable:
     """ONE loss object for every model. Warns (CompareWarning) when it keeps state between calls."""
+    if loss.name == head_losses.NAME:  # a loss per head: the weighted sum, each head's built as this one
+        return head_losses.build(loss.args, lambda part: build_loss(part, base_dir, num_classes))
     target = resolve_loss(loss.name, base_dir)
     what = describe(loss.name)
     if isinstance(target, type):

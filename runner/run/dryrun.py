@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from runner import nested
 from runner.resolve import components, metric_refs
 from runner.config import search
 from runner.config.schema import Config, ModelConfig
@@ -24,13 +25,15 @@ from runner.data.loaders import first_batches
 from runner.data.splits import check_val_split
 from runner.errors import CompareError, UserCodeError, describe, one_line
 from runner.rundir.guard import holds_a_run
-from runner.assemble import finetune
+from runner.assemble import finetune, recipe
 from runner.assemble.flops import probe_batch
 from runner.assemble.preflight import check_batch_bytes, check_data_and_models, check_own_metrics, check_sample_shapes
 from runner.assemble.slots import build_slot, data_task, model_device, resolve_device
+from runner.engine import calling
 from runner.engine.dist import Dist
 from runner.metrics.builtin import defaults, rank_metric
 from runner.metrics.outputs import shape_of
+from runner.metrics import heads
 from runner.metrics.tasks import Task
 from runner.resolve.references import located
 from runner.engine.rng import preserved_rng
@@ -51,6 +54,8 @@ class ModelPlan:
     optimizer: str
     output_shape: tuple[int, ...]  # for one batch
     memory: dict[str, int | None] = field(default_factory=dict)  # bytes: weights, gradients, optimizer_state, activations
+    call: str = "model(x)"  # how it gets its input: model(x), or model(**x) (runner/engine/calling.py)
+    heads: dict | None = None  # several heads: each head's prediction shape per sample (runner/metrics/heads.py)
 
     @property
     def memory_bytes(self) -> int:
@@ -82,9 +87,13 @@ class Plan:
     input_range: tuple[tuple[int, ...], ...] | None = None  # (smallest, largest) shape where samples differ in shape; None: all of input_shape
     input_seen: int = 0  # how many samples input_range was read from
     flops_shape: tuple[int, ...] = ()  # the one sample FLOPs per sample were counted on (the test split's first)
+    accumulate: str | None = None  # with experiment.accumulate: the effective batch and optimizer steps per epoch
+    input_structure: str | None = None  # one sample's shapes where the input is not one tensor: `{image: [1, 8, 8], meta: [2]}`
 
     def input_text(self) -> str:
         """The input as the plan shows it: `1x8x8`, or `variable (3..29 over the first 17 samples)`."""
+        if self.input_structure is not None:
+            return self.input_structure
         if self.input_range is None:
             return "x".join(str(s) for s in self.input_shape)
         low, high = self.input_range
@@ -110,11 +119,13 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
     device = resolve_device(cfg.experiment.device)
     d = cfg.data
     if d.cache != "none":  # the steps data.cache cannot run fail now; nothing is decoded
-        from runner.data.cache import plan_pipelines  # noqa: PLC0415
+        from runner.data.cache import check_input, plan_pipelines  # noqa: PLC0415
 
         plan_pipelines(components.build_adapter(d, cfg.base_dir), d, cfg.source)
     with preserved_rng():  # user code (adapter, loss, augmentation) may draw from any global generator
         data = components.load_dataset(d, cfg.base_dir, seed=cfg.experiment.seed)
+        if d.cache != "none":  # a structured input with a random batch step: refused as the run refuses it
+            check_input(components.build_adapter(d, cfg.base_dir), d, data.train[0][0], cfg.source)
         check_val_split(cfg, data.val is not None)
         loss_fn = components.build_loss(cfg.loss, cfg.base_dir, data.num_classes)
         check_sample_shapes(cfg, data)  # what the run refuses before it trains, refused now
@@ -122,9 +133,10 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         check_data_and_models(cfg, data, [])
         probe = probe_size(cfg, data)
         [(x, y)] = first_batches(replace(cfg, data=replace(d, batch_size=probe)), cfg.seeds[0], data, device)  # the run's first batch (its first `probe` samples)
+        item = nested.first(x) if hasattr(data.test, "pipeline") else data.test[0][0]  # as the dataset gives it (collate makes a tuple a list)
     models = [measure(cfg, m, data, x, y, loss_fn, model_device(cfg, m, device, Dist()), first=i == 0) for i, m in enumerate(cfg.models)]
     input_range, seen = shape_range(data)
-    task = data_task(cfg, data, models[0].output_shape[1:], loss_fn) if models else Task("other")
+    task = data_task(cfg, data, heads.Shape.of(models[0].output_shape[1:], models[0].heads), loss_fn) if models else Task("other")
     return Plan(
         experiment=cfg.experiment.name, device=str(device), dataset=describe(d.dataset),
         train_samples=len(data.train), val_samples=len(data.val) if data.val is not None else 0, test_samples=len(data.test),
@@ -135,6 +147,8 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
         models=models, task=task, metrics=(metrics := metric_refs.metric_names(cfg.report.metrics, cfg.base_dir) or defaults(task.kind, task.width)),
         rank=rank_metric(cfg.report.rank_by, task.kind, metrics),
         families=_families(cfg), input_range=input_range, input_seen=seen, flops_shape=tuple(getattr(probe_batch(data), "shape", (0,))[1:]),
+        accumulate=recipe.accumulate_text(cfg, len(data.train)),
+        input_structure=None if nested.is_tensor(x) else nested.shape_of(item),
     )
 
 
@@ -173,13 +187,13 @@ def probe_size(cfg: Config, data) -> int:
     then as many as fit (at least 2, for BatchNorm), and the activations are scaled up."""
     with preserved_rng():
         sample = data.train[0][0]
-    each = sample.numel() * sample.element_size() if isinstance(sample, torch.Tensor) else 0
+    each = sum(t.numel() * t.element_size() for t in nested.tensors(sample))  # every tensor of a structured input
     return max(2, min(cfg.data.batch_size, PROBE_BYTES // max(each, 1)))
 
 
 def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor, loss_fn, device: torch.device, first: bool = False) -> ModelPlan:
-    x, y = x.to(device), y.to(device)  # a model with a device of its own ([[model]] device)
-    slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device, sample=probe_batch(data))  # the run's probe
+    x, y = nested.to(x, device), nested.to(y, device)  # a model with a device of its own ([[model]] device)
+    slot = build_slot(cfg, m, cfg.seeds[0], data.input_shape, data.num_classes, device, sample=probe_batch(data), train_size=len(data.train))  # the run's probe
     if first:  # as the run's slot factory does: the metrics of the user's own, called on the first model's predictions
         check_own_metrics(cfg, data, slot, data_task(cfg, data, slot.output_shape, loss_fn))
     model, params = slot.model, list(slot.model.parameters())
@@ -188,32 +202,32 @@ def measure(cfg: Config, m: ModelConfig, data, x: torch.Tensor, y: torch.Tensor,
     with slot.rng.active():
         try:
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-                logits = model(x)
+                logits = calling.call(model, x, slot.parts.spread)
         except CompareError:
             raise
         except Exception as err:  # noqa: BLE001 - the model does not fit the data: say so, per model
-            raise UserCodeError(f"model {m.name}: the forward pass on a batch of shape {tuple(x.shape)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
+            raise UserCodeError(f"model {m.name}: the forward pass{' (model(**x))' if slot.parts.spread else ''} on a batch of shape {nested.shape_of(x)} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
         try:
             with warnings.catch_warnings():  # a broadcasting shape is refused, with both shapes, once the task is inferred
                 warnings.filterwarnings("ignore", message="Using a target size")
                 loss = loss_fn(logits, y)
             loss.backward()
         except Exception as err:  # noqa: BLE001
-            shapes = f"output of shape {shape_of(logits, cfg.output(m))} and targets of shape {tuple(y.shape)}"
+            shapes = f"output of shape {shape_of(logits, cfg.output(m))} and targets of shape {nested.shape_of(y)}"
             raise UserCodeError(f"model {m.name}: the loss or its backward pass on the {shapes} raised {type(err).__name__}: {one_line(err)}{located(err)}") from err
     memory = {
         "weights": sum(p.numel() * p.element_size() for p in params),
         "gradients": sum(p.numel() * p.element_size() for p in params if p.requires_grad),
         "optimizer_state": optimizer_state_bytes(slot.optimizer),
-        "activations": saved.bytes * cfg.data.batch_size // len(x),  # probed on part of a batch: scaled to all of it
+        "activations": saved.bytes * cfg.data.batch_size // nested.batch_size(x),  # probed on part of a batch: scaled to all of it
     }
     optimizer = " ".join([m.optimizer.name, *(f"{k}={v}" for k, v in m.optimizer.args.items())])
     if m.scheduler is not None:
-        optimizer += f" + {m.scheduler.name}"
-    optimizer += finetune.groups_text(m)  # every param_groups entry's lr: `; head.*: lr=0.5`
+        optimizer += recipe.scheduler_text(m)  # ` + warmup 100 steps + linear (per step)`
+    optimizer += finetune.groups_text(m) + recipe.plan_text(m, slot.optimizer)  # every param_groups entry's lr: `; head.*: lr=0.5`; no_decay, clipping
     shape = shape_of(logits, cfg.output(m))
-    shape = (cfg.data.batch_size, *shape[1:]) if shape and shape[0] == len(x) else shape  # the whole batch's
-    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, shape, memory)
+    shape = (cfg.data.batch_size, *shape[1:]) if shape and shape[0] == nested.batch_size(x) else shape  # the whole batch's
+    return ModelPlan(m.name, slot.info["arch"], sum(p.numel() for p in params), slot.info["flops_per_sample"], optimizer, shape, memory, calling.shown(slot.parts.spread), getattr(slot.output_shape, "heads", None))
 
 
 class SavedTensorBytes:

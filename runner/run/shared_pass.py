@@ -18,6 +18,7 @@ from runner.run.checkpoint import Checkpointer
 from runner.engine.dist import Dist
 from runner.engine.loop import evaluate, read_health, train_one_epoch
 from runner.engine.race import Race, describe
+from runner.metrics import heads
 from runner.metrics.builtin import Kept, lookup
 from runner.run.interrupts import Interrupted, StopFlag, resume_command
 from runner.run.progress import Progress
@@ -170,7 +171,7 @@ class SharedPass:
             stats = self.looks.exchange(self.seed, epoch, stats)
         task = next(iter(live.values())).task if live else None  # none live here: nothing to eliminate here
         metric = lookup(self.cfg.experiment.race.metric.removeprefix("val_"), task.kind, task.width) if task else None
-        kept = {n: Kept.of(v, task.width, val_targets) for n, v in stats.items()} if task else {}
+        kept = {n: Kept.of(v, task.width, heads.kept_target(val_targets)) for n, v in stats.items()} if task else {}  # heads: each keeps its targets
         found = self.race.look_on(epoch, kept, metric) if metric is not None else []
         rows = {r["model"]: r for r in records}
         for record in records:

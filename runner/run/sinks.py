@@ -15,6 +15,7 @@ from torch import nn
 
 from runner import atomic
 from runner.atomic import write_csv  # by name: tests patch sinks.write_csv to fill the disk
+from runner.metrics.heads import kept_target  # several heads: each head's target is one of its statistics
 from runner.rundir import layout
 from runner.rundir.guard import check_no_links
 from runner.rundir.integrity import write_checksum
@@ -40,7 +41,7 @@ GRADIENT_HISTOGRAMS = "weight_grad"
 
 def metric_tags(record: dict) -> dict[str, str]:
     """The task's metrics (val_<m>, test_<m> columns beyond the fixed ones) as <m>/val, <m>/test."""
-    return {c: f"{c.split('_', 1)[1]}/{c.split('_', 1)[0]}" for c in record if c.startswith(("val_", "test_")) and c not in TB_TAGS and isinstance(record[c], float)}
+    return {c: f"{c.split('_', 1)[1]}/{c.split('_', 1)[0]}" for c in record if (c.startswith(("val_", "test_")) or c.startswith("train_") and "/" in c) and c not in TB_TAGS and isinstance(record[c], float)}
 
 
 def lr_tags(record: dict) -> dict[str, str]:
@@ -121,7 +122,7 @@ def write_predictions(run_dir: Path, model: str, seed: int, targets: torch.Tenso
     chosen on test."""
     path = layout.predictions_file(run_dir, model, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"target": targets.numpy(), "reported": np.array(reported)}  # which epoch's arrays the run's leaderboard reads
+    arrays = {"target": kept_target(targets).numpy(), "reported": np.array(reported)}  # which epoch's arrays the run's leaderboard reads
     for key, chosen in (("final", final), ("best_val", best)):
         if chosen is None:
             continue

@@ -3,6 +3,7 @@ paths of a model's per-seed files. Writers (runner/run/) and readers (runner/rep
 their names from here; docs/run-directory.md describes the same layout for people."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # Top-level files
@@ -43,8 +44,16 @@ PARETO_PARAMS_PNG, PARETO_TRAIN_TIME_PNG = "pareto_params.png", "pareto_train_ti
 CONFUSION_PNG, CALIBRATION_PNG, PER_CLASS_PNG = "confusion_matrices.png", "calibration.png", "per_class.png"  # classification
 CONFUSED_PAIRS_PNG = "confused_pairs.png"  # classification past 20 classes: the most-confused pairs
 REGRESSION_PNG = "regression.png"  # regression
+SEGMENTATION_PNG = "segmentation.png"  # dense: the first test images, truth and each model's mask (per_class.png: IoU)
 TUNING_CURVES_PNG = "tuning_curves.png"  # [report] by = "family"
 CRITICAL_DIFFERENCE_PNG = "critical_difference.png"  # several runs (`compare plot --out`), not in a run directory
+
+
+def head_png(name: str, head: str) -> str:
+    """Several heads: one head's plot (`confusion_matrices.digit.png`); a head name unsafe in a
+    file name is written with its unsafe characters as `_`."""
+    stem = name.removesuffix(".png")
+    return f"{stem}.{re.sub(r'[^A-Za-z0-9_-]', '_', head)}.png"
 
 RUN_FILES = frozenset({CONFIG, ENV, MODELS_CSV, HISTORY, LEADERBOARD_CSV, LEADERBOARD_MD, VAL_INDICES, REPORT_HTML})
 RUN_FOLDERS = frozenset({TB, CHECKPOINTS, PREDICTIONS, ERRORS, PLOTS, WEIGHTS})

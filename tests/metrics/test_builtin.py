@@ -274,6 +274,27 @@ def test_r2_constant_target():
         assert _value("r2", "regression", kept) == pytest.approx(skm.r2_score(y.ravel(), pred.ravel()))
 
 
+def test_dense_matches_sklearn_on_the_pixels():
+    """Dense metrics (runner/metrics/dense.py) from per-image counts, against sklearn on the
+    flattened counted pixels (255: ignore_index): pixel_acc = accuracy, mean_acc = balanced
+    accuracy, miou = macro Jaccard and dice = macro F1 over the classes in truth or prediction.
+    tests/metrics/test_dense_stats.py checks them against torchvision's reference too."""
+    rng = np.random.default_rng(33)
+    truth = rng.choice(5, size=(12, 6, 7), p=[0.5, 0.2, 0.2, 0.1, 0.0])
+    guess = np.where(rng.random(truth.shape) < 0.6, truth, rng.integers(0, 4, size=truth.shape))
+    truth[:, 0, :] = 255
+    logits = torch.nn.functional.one_hot(torch.from_numpy(guess), 5).movedim(-1, 1).float()
+    stats = sample_stats(Task("dense", 5, extent=(6, 7), ignore_index=255), logits, torch.from_numpy(truth))
+    kept = Kept({k: v.numpy() for k, v in stats.items()}, truth, 5)
+    counted = truth != 255
+    t, p = truth[counted], guess[counted]
+    labels = sorted(set(t) | set(p))
+    check("dense", "pixel_acc", _value("pixel_acc", "dense", kept), skm.accuracy_score(t, p))
+    check("dense", "mean_acc", _value("mean_acc", "dense", kept), skm.balanced_accuracy_score(t, p))
+    check("dense", "miou", _value("miou", "dense", kept), skm.jaccard_score(t, p, labels=labels, average="macro"))
+    check("dense", "dice", _value("dice", "dense", kept), skm.f1_score(t, p, labels=labels, average="macro"))
+
+
 def test_every_builtin_metric_is_checked():
     """Runs after the comparisons above (pytest keeps definition order): each BUILTIN metric,
     in each task it applies to, met sklearn (or the numpy definition) at least once."""
