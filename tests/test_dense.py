@@ -15,57 +15,25 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import cli
+from tests.helpers import ROOT, cli
 
-SEG = '''
-import torch
-from torch import nn
-from datasets.base import DatasetAdapter
+# The squares of benchmarks/configs/seg_squares.py, smaller: 128 train and 48 test images of 16x16
+SEG = (ROOT / "benchmarks" / "configs" / "seg_squares.py").read_text() + '''
 
-
-def squares(n, size=16, seed=0, border=False):
-    """Noise images with one square per class 1..3 (later squares cover earlier ones); the
-    class's colour channel lights its square. border: the outer pixel ring labelled 255."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, size, size, generator=g) * 0.3
-    y = torch.zeros(n, size, size, dtype=torch.long)
-    for i in range(n):
-        for c in range(1, 4):
-            s = int(torch.randint(3, size // 2, (), generator=g))
-            r, q = (int(v) for v in torch.randint(0, size - s, (2,), generator=g))
-            y[i, r:r + s, q:q + s] = c
-            x[i, c - 1, r:r + s, q:q + s] += 0.7
-    if border:
-        y[:, 0, :] = y[:, -1, :] = y[:, :, 0] = y[:, :, -1] = 255
-    return x, y
-
-
-class Squares(DatasetAdapter):
+class Small(Squares):
     classes = ["bg", "one", "two", "three"]
-    border = False
 
-    def load_data(self):
-        xtr, ytr = squares(128, seed=0, border=self.border)
-        xte, yte = squares(48, seed=1, border=self.border)
-        return torch.utils.data.TensorDataset(xtr, ytr), torch.utils.data.TensorDataset(xte, yte)
+    def __init__(self, border=False, **kw):
+        super().__init__(train=128, test=48, size=16, border=border, **kw)
 
 
-class Bordered(Squares):
-    border = True
-
-
-class FCN(nn.Module):
-    def __init__(self, width=8, num_classes=4):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(width, num_classes, 1))
-
-    def forward(self, x):
-        return self.net(x)
+class Bordered(Small):
+    def __init__(self, **kw):
+        super().__init__(border=True, **kw)
 '''
 
 
-def toml(tmp, name: str, dataset: str = "Squares", loss_args: str = "") -> str:
+def toml(tmp, name: str, dataset: str = "Small", loss_args: str = "") -> str:
     text = f"""
 [experiment]
 name = "{name}"
@@ -125,7 +93,7 @@ def reference(module, run_dir, model: str, width: int, bordered: bool = False) -
     net = module.FCN(width=width)
     net.load_state_dict(torch.load(run_dir / "models" / model / "final.pt", weights_only=True))
     net.eval()
-    x, y = module.squares(48, seed=1, border=bordered)
+    x, y = module.squares(48, 16, seed=1, border=bordered)
     with torch.no_grad():
         pred = net(x).argmax(1)
     n = 4
