@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,mlflow]'
+	$(BIN)/python -m pip install --quiet -e '.[test,mlflow,hf]'
 	touch $(STAMP)
 
 demo: $(STAMP)

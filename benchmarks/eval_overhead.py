@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from scipy import stats
 
-from runner.resolve import components
-from runner.assemble.slots import build_slots, resolve_device
-from runner.assemble.validate import load_config
-from runner.data.loaders import config_streams, load_data
-from runner.engine.meters import concat
-from runner.metrics.tasks import Task
+from compare.resolve import components
+from compare.assemble.slots import build_slots, resolve_device
+from compare.assemble.validate import load_config
+from compare.data.loaders import config_streams, load_data
+from compare.engine.meters import concat
+from compare.metrics.tasks import Task
 
 
 def evaluate(slots, batches, loss_fn, keep: bool) -> float:

@@ -2,18 +2,19 @@
 # CUDA smoke test of the core engine, run on a GPU machine from the repo root:
 #   bash benchmarks/gpu_core_check.sh OUTDIR [CIFAR_TARBALL]
 # Needs python3 with torch, torchvision, pandas, tensorboard, typer, rich, scipy, scikit-learn,
-# seaborn; the package itself is used from the checkout (python3 -m runner).
+# seaborn; the package itself is used from the checkout (python3 -m compare).
 set -euo pipefail
 out=${1:?usage: gpu_core_check.sh OUTDIR [cifar10-mini.tar.gz]}
 tarball=${2:-}
 rm -rf "$out" && mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+source benchmarks/install_checkout.sh
 python3 - <<'PY'
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
 PY
 
 echo "== digits on cuda, 4 models, 3 epochs"
-python3 -m runner run experiments/digits.toml -q --out "$out/digits" --set experiment.device=cuda --set experiment.epochs=3
+python3 -m compare run experiments/digits.toml -q --out "$out/digits" --set experiment.device=cuda --set experiment.epochs=3
 
 echo "== kill -9 mid-epoch on cuda, resume, compare with an uninterrupted run"
 cat > "$out/kill.toml" <<'TOML'
@@ -52,7 +53,7 @@ PY
 if [ -n "$tarball" ]; then
   echo "== real CIFAR-10 JPEGs (mini) on cuda: the headline experiment, 2 epochs"
   tar xzf "$tarball" -C "$out"
-  python3 -m runner run experiments/cifar.toml -q --out "$out/cifar" --set data.root="$out/cifar10-mini" \
+  python3 -m compare run experiments/cifar.toml -q --out "$out/cifar" --set data.root="$out/cifar10-mini" \
     --set data.download=false --set experiment.epochs=2 --set experiment.device=cuda
   python3 - "$out" <<'PY'
 import sys, pandas as pd

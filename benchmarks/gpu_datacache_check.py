@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runner.resolve import components
-from runner.assemble.validate import config_from_dict
-from runner.data.cache import load_cached_data
-from runner.engine.loop import seeded_batches
-from runner.run.experiment import Experiment
-from runner.run.shared_pass import SharedPass
+from compare.resolve import components
+from compare.assemble.validate import config_from_dict
+from compare.data.cache import load_cached_data
+from compare.engine.loop import seeded_batches
+from compare.run.experiment import Experiment
+from compare.run.shared_pass import SharedPass
 
 CUDA = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a smoke test of the script
 

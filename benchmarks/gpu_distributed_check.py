@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runner.config import tomlio  # noqa: E402
+from compare.config import tomlio  # noqa: E402
 
 OUT = Path(sys.argv[1])
 RESULTS: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "gpus": torch.cuda.device_count()}
@@ -55,11 +55,11 @@ def placement() -> None:
     """One process, several devices: count host-to-device copies of the batch per step."""
     from torch.utils.data import DataLoader
 
-    from datasets import create_dataset
-    from runner.engine import loop as engine
-    from runner.assemble.validate import config_from_dict
-    from runner.assemble.slots import build_slot
-    from runner.engine.rng import RngStream
+    from compare.datasets import create_dataset
+    from compare.engine import loop as engine
+    from compare.assemble.validate import config_from_dict
+    from compare.assemble.slots import build_slot
+    from compare.engine.rng import RngStream
 
     devices = ["cuda:0", "cuda", "cuda:0", "cpu"] + (["cuda:1"] if torch.cuda.device_count() > 1 else [])
     cfg = config_from_dict({"experiment": {"device": "cuda"}, "data": {"dataset": "digits"}, "model": [mlp(f"m{i}", device=d) for i, d in enumerate(devices)]})
@@ -86,7 +86,7 @@ def placement() -> None:
     check("placement_models_stay_on_their_devices", all(str(next(s.model.parameters()).device).startswith(str(s.device)) for s in slots) and all(s.live for s in slots))
 
     mixed = config(OUT / "mixed.toml", [mlp("gpu_a"), mlp("gpu_b", device="cuda:0"), mlp("cpu_c", device="cpu")], epochs=1)
-    proc = sh(sys.executable, "-m", "runner", "run", mixed, "--out", OUT / "mixed", "-q", "--overwrite")
+    proc = sh(sys.executable, "-m", "compare", "run", mixed, "--out", OUT / "mixed", "-q", "--overwrite")
     board = pd.read_csv(OUT / "mixed" / "leaderboard.csv") if proc.returncode == 0 else None
     check("placement_cli_run_on_mixed_devices", proc.returncode == 0 and (board["status"] == "done").all(), proc.stderr[-300:] if proc.returncode else "")
 
@@ -95,7 +95,7 @@ def torchrun_nccl() -> None:
     """torchrun, 1 process, nccl: DDP-wrapped slots on cuda:0."""
     models = [mlp("a"), mlp("b", args={"hidden": [32], "dropout": 0.2}, seed=2)]
     plain_cfg = config(OUT / "plain.toml", models, checkpoint_every_steps=4)
-    sh(sys.executable, "-m", "runner", "run", plain_cfg, "--out", OUT / "plain", "-q", "--overwrite")
+    sh(sys.executable, "-m", "compare", "run", plain_cfg, "--out", OUT / "plain", "-q", "--overwrite")
     launcher = ROOT / "tests" / "launcher.py"
     bad = [
         {"name": "nan0", "arch": "test_explodes", "args": {"steps": 3, "mode": "nan", "on_rank": 0}},

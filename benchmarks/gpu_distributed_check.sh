@@ -14,5 +14,6 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source benchmarks/install_checkout.sh
 export OMP_NUM_THREADS=1
 timeout 170 python3 benchmarks/gpu_distributed_check.py "$OUT" 2>&1 | tee "$OUT/gpu_distributed_check.log"

@@ -32,13 +32,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runner.engine import loop as engine  # noqa: E402
-from runner.assemble.validate import config_from_dict  # noqa: E402
-from runner.assemble.slots import build_slot  # noqa: E402
-from runner.engine.fused import FusedGroup  # noqa: E402
-from runner.engine.rng import RngStream  # noqa: E402
-from runner.engine.slot import Slot, SlotParts  # noqa: E402
-from runner.engine.timing import wall_seconds  # noqa: E402
+from compare.engine import loop as engine  # noqa: E402
+from compare.assemble.validate import config_from_dict  # noqa: E402
+from compare.assemble.slots import build_slot  # noqa: E402
+from compare.engine.fused import FusedGroup  # noqa: E402
+from compare.engine.rng import RngStream  # noqa: E402
+from compare.engine.slot import Slot, SlotParts  # noqa: E402
+from compare.engine.timing import wall_seconds  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10
 

@@ -11,4 +11,5 @@ out=${1:?usage: gpu_fused_check.sh OUTDIR [extra gpu_fused_check.py arguments]}
 shift
 rm -rf "$out" && mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+source benchmarks/install_checkout.sh
 python3 benchmarks/gpu_fused_check.py --out "$out/gpu_fused_check.json" "$@" 2>&1 | tee "$out/gpu_fused_check.log"

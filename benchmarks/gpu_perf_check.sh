@@ -14,6 +14,7 @@ out=${1:?usage: gpu_perf_check.sh OUTDIR CIFAR10_JPG_TARBALL}
 tarball=${2:?usage: gpu_perf_check.sh OUTDIR CIFAR10_JPG_TARBALL}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+source benchmarks/install_checkout.sh
 data=$(mktemp -d)
 tar xzf "$tarball" -C "$data"
 root=$(dirname "$(find "$data" -maxdepth 2 -type d -name train | head -1)")
@@ -27,22 +28,22 @@ step() {  # step NAME SECONDS COMMAND...
     echo "== $name: exit $?"; tail -25 "$out/$name.log"
 }
 step fused 80 python3 benchmarks/gpu_fused_check.py --out "$out/fused.json" --steps 30 --repeats 3
-step bench 120 python3 -m runner bench experiments/bench_cifar.toml --set "data.root=\"$root\"" --set data.subset=10000 \
+step bench 120 python3 -m compare bench experiments/bench_cifar.toml --set "data.root=\"$root\"" --set data.subset=10000 \
     --device cuda --steps 10 --repeats 3 --out "$out/bench.md" --out "$out/bench.csv"
 step cache 45 python3 benchmarks/gpu_datacache_check.py "$out/cache"
-step fp16 45 python3 -m runner run experiments/digits.toml -q --out "$out/fp16" --set experiment.device=cuda \
+step fp16 45 python3 -m compare run experiments/digits.toml -q --out "$out/fp16" --set experiment.device=cuda \
     --set 'experiment.precision="16-mixed"' --set experiment.epochs=3
 cached="--set data.cache=\"device\" --set data.subset=20000"
 step sync 60 python3 benchmarks/gpu_sync_check.py
-step tudui8 90 python3 -m runner bench benchmarks/configs/tudui8.toml --set "data.root=\"$root\"" $cached \
+step tudui8 90 python3 -m compare bench benchmarks/configs/tudui8.toml --set "data.root=\"$root\"" $cached \
     --device cuda --modes shared,fused,loop --steps 20 --repeats 5 --out "$out/tudui8.md" --out "$out/tudui8.csv"
-step streams 90 python3 -m runner bench experiments/bench_cifar.toml --set "data.root=\"$root\"" $cached --set 'experiment.streams="off"' \
+step streams 90 python3 -m compare bench experiments/bench_cifar.toml --set "data.root=\"$root\"" $cached --set 'experiment.streams="off"' \
     --device cuda --modes shared,streams,loop --steps 20 --repeats 5 --out "$out/streams.md" --out "$out/streams.csv"
-step compiled 120 python3 -m runner bench benchmarks/configs/tudui8.toml --set "data.root=\"$root\"" $cached \
+step compiled 120 python3 -m compare bench benchmarks/configs/tudui8.toml --set "data.root=\"$root\"" $cached \
     --device cuda --modes shared,compiled,loop --steps 20 --repeats 3 --out "$out/compiled.md" --out "$out/compiled.csv"
-step resnet1 90 python3 -m runner bench benchmarks/configs/resnet18_w64.toml --set "data.root=\"$root\"" --set data.subset=20000 \
+step resnet1 90 python3 -m compare bench benchmarks/configs/resnet18_w64.toml --set "data.root=\"$root\"" --set data.subset=20000 \
     --device cuda --modes shared,compiled --steps 10 --repeats 3 --out "$out/resnet1.md" --out "$out/resnet1.csv"
-step resnet4 120 python3 -m runner bench benchmarks/configs/resnet18_w64x4.toml --set "data.root=\"$root\"" --set data.subset=20000 \
+step resnet4 120 python3 -m compare bench benchmarks/configs/resnet18_w64x4.toml --set "data.root=\"$root\"" --set data.subset=20000 \
     --device cuda --modes shared,compiled --steps 10 --repeats 3 --out "$out/resnet4.md" --out "$out/resnet4.csv"
 python3 - "$out" <<'PY'
 import sys, pandas as pd

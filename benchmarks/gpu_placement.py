@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from runner.config import tomlio
+from compare.config import tomlio
 from shard_placement import bootstrap  # benchmarks/: the same paired bootstrap of a ratio of medians
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def config(folder: Path, args, gpus: int, devices: bool) -> Path:
 def timed(mode: str, cfg: Path, out: Path, nproc: int) -> float | str:
     extra = {"placement": ["--nproc", str(nproc), "--place", "models"], "ddp": ["--nproc", str(nproc)], "devices": []}[mode]
     tick = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "runner", "run", str(cfg), "--out", str(out), "-q", "--no-plots", *extra], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "compare", "run", str(cfg), "--out", str(out), "-q", "--no-plots", *extra], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - tick
     return seconds if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}"
 

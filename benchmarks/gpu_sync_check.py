@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner.resolve import components
-from runner.assemble.slots import build_slots
-from runner.assemble.validate import config_from_dict
-from runner.engine.loop import train_one_epoch
-from runner.engine.rng import RngStream
-from runner.engine.streams import Streams
+from compare.resolve import components
+from compare.assemble.slots import build_slots
+from compare.assemble.validate import config_from_dict
+from compare.engine.loop import train_one_epoch
+from compare.engine.rng import RngStream
+from compare.engine.streams import Streams
 
 STEPS = 12
 

@@ -30,13 +30,13 @@ def child(args: argparse.Namespace) -> None:
     """Runs under callgrind: each variant's instructions are one dump (`callgrind_control -d`)."""
     import torch
 
-    from runner.resolve import components
-    from runner.assemble.slots import build_slots, resolve_device
-    from runner.assemble.validate import load_config
-    from runner.data.loaders import first_batches, load_data
-    from runner.engine.loop import read_health
-    from runner.engine.rng import handover
-    from runner.engine.step_log import StepLog
+    from compare.resolve import components
+    from compare.assemble.slots import build_slots, resolve_device
+    from compare.assemble.validate import load_config
+    from compare.data.loaders import first_batches, load_data
+    from compare.engine.loop import read_health
+    from compare.engine.rng import handover
+    from compare.engine.step_log import StepLog
 
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)

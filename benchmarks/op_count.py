@@ -14,14 +14,14 @@ import warnings
 
 from torch.profiler import ProfilerActivity, profile
 
-from runner.bench.measure import Steps
-from runner.resolve import components
-from runner.assemble.slots import build_slots, resolve_device
-from runner.assemble.validate import load_config
-from runner.data.loaders import config_streams, load_data
-from runner.engine.loop import train_one_epoch
-from runner.engine.rng import preserved_rng
-from runner.run.shared_pass import SharedPass
+from compare.bench.measure import Steps
+from compare.resolve import components
+from compare.assemble.slots import build_slots, resolve_device
+from compare.assemble.validate import load_config
+from compare.data.loaders import config_streams, load_data
+from compare.engine.loop import train_one_epoch
+from compare.engine.rng import preserved_rng
+from compare.run.shared_pass import SharedPass
 
 
 def count(work) -> collections.Counter:

@@ -27,7 +27,7 @@ for precision in fp32 bf16; do
   echo "== compare run, $precision, epochs: $epochs"
   start=$(date +%s)
   code=0
-  "$python" -m runner run "${common[@]}" "${extra[@]}" --out "$out/$precision" > "$out/$precision.txt" || code=$?
+  "$python" -m compare run "${common[@]}" "${extra[@]}" --out "$out/$precision" > "$out/$precision.txt" || code=$?
   echo "$(( $(date +%s) - start ))" > "$out/$precision.seconds"
   if [ "$code" != 0 ] && [ "$code" != 3 ]; then cat "$out/$precision.txt" >&2; exit "$code"; fi
 done

@@ -21,7 +21,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 echo "== compare bench: $modes, $steps steps, $repeats repeats, $device, data $root"
-"$python" -m runner bench experiments/bench_cifar.toml --set "data.root=\"$root\"" --device "$device" \
+"$python" -m compare bench experiments/bench_cifar.toml --set "data.root=\"$root\"" --device "$device" \
   --steps "$steps" --repeats "$repeats" --modes "$modes" --out "$out/bench.csv" --out "$out/bench.md" | tee "$out/bench.txt"
 
 echo "== the hand-written tudui1/tudui2 loop (plain PyTorch, its own process)"
@@ -40,7 +40,7 @@ name = "tudui2"
 arch = "tudui"
 optimizer = { name = "SGD", lr = 0.05 }
 TOML
-"$python" -m runner bench "$data/tudui2.toml" --set "data.root=\"$root\"" --device "$device" \
+"$python" -m compare bench "$data/tudui2.toml" --set "data.root=\"$root\"" --device "$device" \
   --steps "$steps" --repeats "$repeats" --modes shared,loop --out "$out/tudui2.md" | tee "$out/tudui2.txt"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 

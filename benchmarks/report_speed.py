@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from runner.report.leaderboard import build
-from runner.report.run_data import load_run
-from runner.run.sinks import write_predictions
+from compare.report.leaderboard import build
+from compare.report.run_data import load_run
+from compare.run.sinks import write_predictions
 
 
 def make_run(folder: Path, models: int, samples: int, classes: int = 10) -> Path:

@@ -30,7 +30,7 @@ PY
         # fused needs two models of one architecture: tudui from N = 2, the mixed set from N = 8
         { [ "$n" -eq 1 ] || { [ "$set" = mixed ] && [ "$n" -lt 8 ]; }; } && modes=separate,shared,cached
         echo "== $set N=$n ($modes)"
-        timeout 900 "$python" -m runner bench "$cfg" --modes "$modes" --steps "$steps" --repeats "$repeats" --warmup 1 \
+        timeout 900 "$python" -m compare bench "$cfg" --modes "$modes" --steps "$steps" --repeats "$repeats" --warmup 1 \
             --device "$device" --set "data.root=\"$root\"" --set "data.batch_size=$batch" --out "$out/$set-$n.csv" 2>&1 | grep -v "^repeat" | tail -3
     done
 done

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from runner import atomic  # noqa: E402
+from compare import atomic  # noqa: E402
 
 SETS = {"tudui": "N copies of tudui", "mixed": "mixed: tudui, lenet, resnet18-w8, mlp"}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from runner.config import tomlio
+from compare.config import tomlio
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # cpu-issue26-shard-placement-<epochs>ep.txt
@@ -43,7 +43,7 @@ def config(folder: Path, epochs: int) -> Path:
 
 def timed(args: list[str], env: dict | None = None) -> float:
     tick = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, capture_output=True, text=True, env=None if env is None else os.environ | env)
+    proc = subprocess.run([sys.executable, "-m", "compare", *args], cwd=ROOT, capture_output=True, text=True, env=None if env is None else os.environ | env)
     seconds = time.perf_counter() - tick
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")

@@ -16,11 +16,11 @@ import warnings
 import numpy as np
 import torch
 
-from runner.resolve import components
-from runner.assemble.slots import build_slots, resolve_device
-from runner.assemble.validate import load_config
-from runner.data.loaders import first_batches, load_data
-from runner.engine.timing import synchronize
+from compare.resolve import components
+from compare.assemble.slots import build_slots, resolve_device
+from compare.assemble.validate import load_config
+from compare.data.loaders import first_batches, load_data
+from compare.engine.timing import synchronize
 
 WARMUP = 10
 

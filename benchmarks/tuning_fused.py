@@ -7,7 +7,7 @@ wall-clock ratios (off / auto) with a 95% bootstrap interval.
 
 The training steps alone (no start-up, evaluation or reports), the same two ways:
 
-    python -m runner bench experiments/tuning.toml --set 'experiment.fuse="off"' --modes shared,fused --steps 30 --repeats 5
+    python -m compare bench experiments/tuning.toml --set 'experiment.fuse="off"' --modes shared,fused --steps 30 --repeats 5
 
 Results on the 2-core CPU: benchmarks/results/cpu-issue25-tuning-{fused.txt,bench.md}.
 """
@@ -25,7 +25,7 @@ import torch
 
 def run(config: str, fuse: str, out: str, extra: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "runner", "run", config, "--out", out, "--overwrite", "--no-plots", "-q", "--set", f"experiment.fuse={fuse}", *extra],
+    done = subprocess.run([sys.executable, "-m", "compare", "run", config, "--out", out, "--overwrite", "--no-plots", "-q", "--set", f"experiment.fuse={fuse}", *extra],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode not in (0, 3):  # 3: some trials diverged (a high learning rate does that), which is a result
         raise SystemExit(f"fuse={fuse}: exit {done.returncode}: {done.stderr[-2000:]}")

@@ -3,10 +3,10 @@
 Note: this top-level package is named `datasets`, like Hugging Face's `datasets`. Install
 compare in its own virtual environment; `runner` checks which one it imported.
 """
-from datasets.base import DatasetAdapter, PreparedData, TransformedDataset
-from datasets.registry import DATASETS, create_dataset, list_datasets, register_dataset
+from compare.datasets.base import DatasetAdapter, PreparedData, TransformedDataset
+from compare.datasets.registry import DATASETS, create_dataset, list_datasets, register_dataset
 
 # Importing the modules registers the built-ins.
-from datasets import digits, folder, vision  # noqa: E402,F401
+from compare.datasets import digits, folder, vision  # noqa: E402,F401
 
 __all__ = ["DatasetAdapter", "PreparedData", "TransformedDataset", "DATASETS", "create_dataset", "list_datasets", "register_dataset"]

@@ -27,10 +27,10 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
-from datasets.transforms import image_pipeline
-from runner import nested
-from runner.data.splits import root_indices, stratified_holdout, targets_of
-from runner.errors import DataError
+from compare.datasets.transforms import image_pipeline
+from compare import nested
+from compare.data.splits import root_indices, stratified_holdout, targets_of
+from compare.errors import DataError
 
 
 @dataclass

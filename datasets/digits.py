@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from datasets.base import DatasetAdapter, TransformedDataset
-from datasets.registry import register_dataset
-from runner.errors import DataError
+from compare.datasets.base import DatasetAdapter, TransformedDataset
+from compare.datasets.registry import register_dataset
+from compare.errors import DataError
 
 
 @register_dataset("digits")

@@ -11,10 +11,10 @@ from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
-from datasets.base import DatasetAdapter
-from datasets.registry import register_dataset
-from datasets.transforms import IMAGENET_STATS
-from runner.errors import DataError
+from compare.datasets.base import DatasetAdapter
+from compare.datasets.registry import register_dataset
+from compare.datasets.transforms import IMAGENET_STATS
+from compare.errors import DataError
 
 
 def has_class_folders(root: Path, split: str) -> bool:

@@ -1,7 +1,7 @@
 """Dataset registry: `register_dataset`, `create_dataset`, `list_datasets`."""
 from __future__ import annotations
 
-from runner.registry import Registry
+from compare.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 register_dataset = DATASETS.register

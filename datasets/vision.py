@@ -9,17 +9,17 @@ from pathlib import Path
 
 from torchvision import datasets as tvd
 
-from datasets.base import DatasetAdapter
-from datasets.folder import has_class_folders, image_folder
-from datasets.registry import register_dataset
-from datasets.transforms import (
+from compare.datasets.base import DatasetAdapter
+from compare.datasets.folder import has_class_folders, image_folder
+from compare.datasets.registry import register_dataset
+from compare.datasets.transforms import (
     CIFAR10_STATS,
     CIFAR100_STATS,
     FASHION_MNIST_STATS,
     MNIST_STATS,
     crop_flip,
 )
-from runner.errors import DataError
+from compare.errors import DataError
 
 
 class TorchvisionAdapter(DatasetAdapter):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from runner.registry import Registry
+from compare.registry import Registry
 
 MODELS: Registry = Registry("model")
 register_model = MODELS.register
@@ -22,4 +22,4 @@ def list_models() -> list[str]:
 
 
 # Importing the modules registers their builders.
-from models import lenet, mlp, resnet, torchvision_models, tudui  # noqa: E402,F401
+from compare.models import lenet, mlp, resnet, torchvision_models, tudui  # noqa: E402,F401

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from models import register_model
-from models.common import flat_features
+from compare.models import register_model
+from compare.models.common import flat_features
 
 
 class LeNet(nn.Module):

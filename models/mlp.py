@@ -5,7 +5,7 @@ import math
 
 from torch import nn
 
-from models import register_model
+from compare.models import register_model
 
 
 @register_model("mlp")

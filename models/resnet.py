@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models import register_model
+from compare.models import register_model
 
 
 class BasicBlock(nn.Module):

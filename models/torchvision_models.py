@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import functools
 
-from models import MODELS
-from runner.errors import CompareError
+from compare.models import MODELS
+from compare.errors import CompareError
 
 PREFIX = "torchvision."
 

@@ -1,6 +1,6 @@
 """compare's engine: config, registries plumbing, the shared-pass loop, sinks, report, CLI.
 
-    from runner import Experiment
+    from compare import Experiment
     result = Experiment.from_toml("experiments/digits.toml").run()   # or Experiment({...dict...})
     result.leaderboard, result.run_dir
 """
@@ -11,7 +11,7 @@ __all__ = ["Experiment", "RunResult"]
 def __getattr__(name: str):
     # Imported on first use: `compare --help` (which imports this package) stays free of torch.
     if name in __all__:
-        from runner.run import experiment  # noqa: PLC0415
+        from compare.run import experiment  # noqa: PLC0415
 
         return getattr(experiment, name)
-    raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    raise AttributeError(f"module 'compare' has no attribute {name!r}")

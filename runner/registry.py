@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from runner.errors import UnknownNameError
+from compare.errors import UnknownNameError
 
 F = TypeVar("F", bound=Callable)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner.assemble.validate import config_from_dict
-from runner.run.experiment import Experiment
+from compare.assemble.validate import config_from_dict
+from compare.run.experiment import Experiment
 from tests.helpers import SHARED_DATA, digits_config, mlp
 
 MINI_SHA256 = "165f0534f33d0776a9d92f10e936c5493f3f86ffcb7c5baef9633c35c3ecf89d"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner.config import tomlio
+from compare.config import tomlio
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -31,7 +31,7 @@ def mlp(name: str, dropout: float = 0.2, lr: float = 0.1, **extra) -> dict:
 
 
 def compare(*args, cwd=ROOT, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "compare", *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
 def launch(*args, env=None, wait=True):
@@ -77,7 +77,7 @@ def cli(*args):
     """The `compare` CLI in this process (typer's test runner): what `compare ARGS` prints and
     exits with, at a fraction of a subprocess's cost. Result has exit_code, stdout, stderr."""
     from typer.testing import CliRunner  # noqa: PLC0415
-    from runner.cli.main import application  # noqa: PLC0415
+    from compare.cli.main import application  # noqa: PLC0415
 
     return CliRunner().invoke(application(), [str(a) for a in args])
 
@@ -123,7 +123,7 @@ SKLEARN_ADAPTERS = '''
 import torch
 from torch.utils.data import TensorDataset
 from sklearn import datasets as sk
-from datasets.base import DatasetAdapter
+from compare.datasets.base import DatasetAdapter
 
 
 def split(x, y, n_test):

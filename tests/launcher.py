@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from models import register_model  # noqa: E402
-from models.mlp import mlp  # noqa: E402
+from compare.models import register_model  # noqa: E402
+from compare.models.mlp import mlp  # noqa: E402
 
 COUNTS = {"train": 0, "eval": 0, "save": 0}
 
@@ -123,10 +123,10 @@ def _dying_save(obj, f, *args, **kwargs):
     return _save(obj, f, *args, **kwargs)
 
 
-import runner.run.checkpoint  # noqa: E402
-import runner.report.finalize as finalize  # noqa: E402
+import compare.run.checkpoint  # noqa: E402
+import compare.report.finalize as finalize  # noqa: E402
 
-runner.run.checkpoint.torch.save = _dying_save
+compare.run.checkpoint.torch.save = _dying_save
 
 
 def _in_reports(point: int, real):
@@ -138,7 +138,7 @@ def _in_reports(point: int, real):
     return wrapper
 
 
-import runner.run.experiment as experiment  # noqa: E402
+import compare.run.experiment as experiment  # noqa: E402
 
 _load_data = experiment.load_data
 
@@ -184,10 +184,10 @@ def _trials() -> None:
 
 
 if __name__ == "__main__":
-    from runner.cli.main import main
+    from compare.cli.main import main
 
     if sys.argv[1:2] == ["--trials"]:
-        import runner.cli.run, runner.run.experiment, runner.report.tb_views, torch.utils.tensorboard  # noqa: E401,F401 - imported once, before the forks
+        import compare.cli.run, compare.run.experiment, compare.report.tb_views, torch.utils.tensorboard  # noqa: E401,F401 - imported once, before the forks
         _trials()
     else:
         sys.argv[0] = "compare"

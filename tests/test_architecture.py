@@ -13,12 +13,13 @@ TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "errors.py", "registry.py", "
 
 
 def module_name(path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    """runner/engine/loop.py -> compare.engine.loop (pyproject.toml maps runner/ to `compare`)."""
+    parts = ("compare", *path.relative_to(RUNNER).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def imports(path, module_level_only: bool) -> set[str]:
-    """The runner modules `path` imports (`from runner.x import y` counts runner.x.y if it is a module)."""
+    """The runner modules `path` imports (`from compare.x import y` counts compare.x.y if it is a module)."""
     tree = ast.parse(path.read_text())
     nodes = tree.body if module_level_only else list(_walk_outside_type_checking(tree))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
@@ -32,7 +33,7 @@ def imports(path, module_level_only: bool) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             found |= {base} | {f"{base}.{a.name}" for a in node.names}
-    return {name for name in found if name.startswith("runner")}
+    return {name for name in found if name.startswith("compare")}
 
 
 def _walk_outside_type_checking(node):
@@ -46,7 +47,7 @@ def _walk_outside_type_checking(node):
 
 def graph(module_level_only: bool) -> dict[str, set[str]]:
     modules = {module_name(p): p for p in RUNNER.rglob("*.py")}
-    # A package's parents are imported before it anyway: `from runner import atomic` is no edge to runner/__init__.
+    # A package's parents are imported before it anyway: `from compare import atomic` is no edge to runner/__init__.
     return {m: {t for t in imports(p, module_level_only) if t in modules and t != m and not m.startswith(t + ".")} for m, p in modules.items()}
 
 
@@ -82,7 +83,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_importing_runner_and_the_cli_imports_no_heavy_module():
-    probe = "import sys, runner, runner.cli.main; runner.cli.main.application(); print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
+    probe = "import sys, compare, compare.cli.main; compare.cli.main.application(); print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
@@ -106,13 +107,13 @@ FLOORS = [
 ]
 # Upward imports with a reason: (importer, imported module).
 EXCEPTIONS = {
-    ("runner", "runner.run.experiment"): "`from runner import Experiment`, the public API, imported on first use",
+    ("compare", "compare.run.experiment"): "`from compare import Experiment`, the public API, imported on first use",
 }
 
 
 def package_of(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "runner"
+    return parts[1] if len(parts) > 1 else "compare"
 
 
 def upward_imports() -> list[str]:
@@ -145,11 +146,11 @@ def test_the_floor_check_finds_an_upward_import(monkeypatch):
 
     def planted(module_level_only):
         edges = real(module_level_only)
-        edges["runner.metrics.builtin"] = edges["runner.metrics.builtin"] | {"runner.report.leaderboard"}
+        edges["compare.metrics.builtin"] = edges["compare.metrics.builtin"] | {"compare.report.leaderboard"}
         return edges
 
     monkeypatch.setitem(globals(), "graph", planted)
-    assert upward_imports() == ["runner.metrics.builtin imports runner.report.leaderboard (report is not below metrics)"]
+    assert upward_imports() == ["compare.metrics.builtin imports compare.report.leaderboard (report is not below metrics)"]
 
 
 def test_each_package_init_names_its_surface_and_imports_nothing():

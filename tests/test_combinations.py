@@ -17,8 +17,8 @@ import sys
 import pandas as pd
 import pytest
 
-from runner.config import tomlio
-from runner.assemble.validate import config_from_dict
+from compare.config import tomlio
+from compare.assemble.validate import config_from_dict
 from tests.helpers import LAUNCHER, ROOT, history, launch
 
 FACTORS: dict[str, tuple] = {
@@ -147,7 +147,7 @@ def test_the_combination_runs_to_completion(row, tmp_path):
     fused = models["fused"].fillna("") if "fused" in models else pd.Series([""] * len(models))
     assert (fused != "").all() if row["fuse"] == "on" and not row["torchrun"] else (fused == "").all()
     if row["resume"] and not row["torchrun"]:  # the same combination, uninterrupted (in this process: cheap)
-        from runner.run.experiment import Experiment  # noqa: PLC0415
+        from compare.run.experiment import Experiment  # noqa: PLC0415
 
         Experiment(config_from_dict(raw_config(row, arch="mlp"))).run(tmp_path / "whole")
         pd.testing.assert_frame_equal(got, history(tmp_path / "whole"), check_exact=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import create_dataset
-from models import create_model, register_model
-from runner.assemble.validate import config_from_dict
-from runner.assemble.slots import build_slot
+from compare.datasets import create_dataset
+from compare.models import create_model, register_model
+from compare.assemble.validate import config_from_dict
+from compare.assemble.slots import build_slot
 from tests.helpers import digits_config, mlp, plain_loop
 
 SEEN: dict[str, list[str]] = {}  # model tag -> checksum of every training batch it received

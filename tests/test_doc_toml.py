@@ -12,7 +12,7 @@ import tomllib
 import pytest
 import typer
 
-from runner.assemble.validate import config_from_dict
+from compare.assemble.validate import config_from_dict
 from tests.helpers import ROOT
 
 FENCE = re.compile(r"^```toml([^\n]*)\n(.*?)^```\s*$", re.S | re.M)
@@ -49,7 +49,7 @@ def quick_start_commands() -> list[list[str]]:
 
 def test_the_quick_start_commands_parse_as_written():
     """Each command's options and arguments, through the CLI's own parser (nothing runs)."""
-    from runner.cli.main import application  # noqa: PLC0415
+    from compare.cli.main import application  # noqa: PLC0415
 
     commands = quick_start_commands()
     assert len(commands) >= 10

@@ -49,7 +49,7 @@ def commands(body: str) -> list[tuple[str, list[str]]]:
 def argv(command: str) -> list[str]:
     words = shlex.split(command)
     if words[0] == "compare":
-        return [sys.executable, "-m", "runner", *words[1:]]
+        return [sys.executable, "-m", "compare", *words[1:]]
     assert words[0] == "python", f"the doc runs only compare and python: {command}"
     return [sys.executable, *words[1:]]
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from runner.assemble.preflight import BATCH_BYTES
+from compare.assemble.preflight import BATCH_BYTES
 from tests.helpers import cli, digits_config, mlp, write
 
 
@@ -22,7 +22,7 @@ SEQUENCES = """
     import torch
     from torch import nn
     from torch.nn.utils.rnn import pad_sequence
-    from datasets.base import DatasetAdapter
+    from compare.datasets.base import DatasetAdapter
 
     def pad(items):  # token ids 1..49; 0 pads
         return pad_sequence([x for x, _ in items], batch_first=True), torch.stack([y for _, y in items])
@@ -65,7 +65,7 @@ def test_the_plan_of_fixed_size_inputs_shows_their_shape(tmp_path):
 
 METRICS = """
     import numpy as np
-    from runner.metrics.builtin import Metric
+    from compare.metrics.builtin import Metric
 
     def metric(name, family="additive", **how):
         return Metric(name, tasks=("classification",), needs=("top1",), higher=True, family=family, definition=name, **how)

@@ -8,11 +8,11 @@ import zipfile
 
 import pytest
 
-from runner.config import tomlio
-from runner.errors import CompareWarning, RunDirError
-from runner.report.finalize import finalize_run
-from runner.rundir.layout import CHECKPOINT as LATEST, CHECKPOINTS as FOLDER, MANIFEST
-from runner.rundir.guard import check_no_links
+from compare.config import tomlio
+from compare.errors import CompareWarning, RunDirError
+from compare.report.finalize import finalize_run
+from compare.rundir.layout import CHECKPOINT as LATEST, CHECKPOINTS as FOLDER, MANIFEST
+from compare.rundir.guard import check_no_links
 from tests.helpers import cli, digits_config, mlp
 
 
@@ -94,7 +94,7 @@ def test_model_files_are_checked_by_the_same_function(run_dir, tmp_path):
     assert check_no_links(run_dir / "models2" / "a.pt") == run_dir / "models2" / "a.pt"  # nothing linked
     from torch import nn  # noqa: PLC0415
 
-    from runner.run.sinks import write_weights  # noqa: PLC0415 - the writer of models/<model>/final.pt itself
+    from compare.run.sinks import write_weights  # noqa: PLC0415 - the writer of models/<model>/final.pt itself
 
     for which in ("final", "best_val"):
         with pytest.raises(RunDirError, match=f"^{link} {LINKED}$"):

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from runner.resolve import components
-from runner.config import tomlio
-from runner.assemble.validate import config_from_dict
-from runner.errors import CompareNote
-from runner.report.run_data import read_prediction_file
-from runner.run.dryrun import PROBE_BYTES, probe_size
-from runner.rundir.guard import MARKER, holds_a_run
+from compare.resolve import components
+from compare.config import tomlio
+from compare.assemble.validate import config_from_dict
+from compare.errors import CompareNote
+from compare.report.run_data import read_prediction_file
+from compare.run.dryrun import PROBE_BYTES, probe_size
+from compare.rundir.guard import MARKER, holds_a_run
 from tests.helpers import cli, digits_config, killable, launch, mlp, write, write_config
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.rundir.integrity import write_checksum
+from compare.rundir.integrity import write_checksum
 from tests.helpers import cli, digits_config, write
 
 SPACE = {"optimizer.lr": {"log_uniform": [0.01, 0.5]}, "optimizer.weight_decay": {"log_uniform": [1e-6, 1e-2]}}
@@ -51,7 +51,7 @@ def fam_run(tmp_path_factory):
     plots only tuning_curves.png is drawn, and TensorBoard gets no confusion images (drawing
     them would triple the run's seconds; tests/report/test_plots.py and test_tb_views.py cover
     them); everything else is what `compare run` does."""
-    from runner.report import plots, tb_views  # noqa: PLC0415
+    from compare.report import plots, tb_views  # noqa: PLC0415
 
     folder = tmp_path_factory.mktemp("families")
     path = write(folder, fam_config())
@@ -222,7 +222,7 @@ def test_leaderboard_by_family_as_a_table_as_markdown_and_with_a_target(fam_run)
 
 
 def test_a_narrow_terminal_keeps_the_verdict_and_drops_the_val_score_first(fam_run, monkeypatch):
-    from runner.cli import reports
+    from compare.cli import reports
 
     monkeypatch.setattr(reports.console, "width", 90)
     shown = cli("leaderboard", fam_run[0], "--by", "family")

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.resolve.components import build_model
-from runner.assemble.slots import build_slot
-from datasets import create_dataset
-from runner.assemble.validate import config_from_dict, load_config
-from runner.run.experiment import Experiment
-from runner.errors import CompareNote, ConfigError, WeightsError
+from compare.resolve.components import build_model
+from compare.assemble.slots import build_slot
+from compare.datasets import create_dataset
+from compare.assemble.validate import config_from_dict, load_config
+from compare.run.experiment import Experiment
+from compare.errors import CompareNote, ConfigError, WeightsError
 from tests.helpers import cli, compare, digits_config, mlp, plain_loop, write
 
 NET = """

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.errors import CompareNote, WeightsError
+from compare.errors import CompareNote, WeightsError
 from tests.helpers import cli, digits_config, mlp, write
 from tests.test_finetune import NET, built, net, saved_init
 

@@ -17,8 +17,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, mean_squared_error
 
-from runner.config import tomlio
-from runner.errors import CompareWarning
+from compare.config import tomlio
+from compare.errors import CompareWarning
 from tests.helpers import cli, compare
 
 TASK = '''
@@ -28,7 +28,7 @@ import signal
 import torch
 from torch import nn
 from sklearn.datasets import load_digits
-from datasets import DatasetAdapter
+from compare.datasets import DatasetAdapter
 
 STEPS = [0]  # training forwards so far (HEADS_KILL_AT: SIGKILL at that one)
 
@@ -123,7 +123,7 @@ def test_dry_run_shows_each_heads_task_and_metrics(run):
 SEG = '''
 import torch
 from torch import nn
-from datasets import DatasetAdapter
+from compare.datasets import DatasetAdapter
 
 
 class Masks(torch.utils.data.Dataset):

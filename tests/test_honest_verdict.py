@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from datasets.digits import Digits
-from runner.assemble.validate import config_from_dict
-from runner.data.loaders import load_data
-from runner.data.splits import known_targets, stratified_holdout
-from runner.run.experiment import Experiment
-from runner.run.shared_pass import SharedPass
+from compare.datasets.digits import Digits
+from compare.assemble.validate import config_from_dict
+from compare.data.loaders import load_data
+from compare.data.splits import known_targets, stratified_holdout
+from compare.run.experiment import Experiment
+from compare.run.shared_pass import SharedPass
 from tests.helpers import compare, digits_config, mlp
 
 CPU = torch.device("cpu")

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from datasets import DatasetAdapter, register_dataset
-from runner.errors import DataError
+from compare.datasets import DatasetAdapter, register_dataset
+from compare.errors import DataError
 from tests.helpers import compare, digits_config, mlp, write
 
 

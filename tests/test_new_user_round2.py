@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from runner.resolve import references
-from runner.errors import CompareNote
+from compare.resolve import references
+from compare.errors import CompareNote
 from tests.helpers import cli, digits_config, launch, mlp, write
 
 
@@ -77,7 +77,7 @@ TOKENS = """
     import torch
     from torch import nn
     from torch.utils.data import TensorDataset
-    from datasets.base import DatasetAdapter
+    from compare.datasets.base import DatasetAdapter
 
     class Tokens(DatasetAdapter):
         classes = ["low", "high"]
@@ -138,7 +138,7 @@ SEQUENCES = """
     import torch
     from torch import nn
     from torch.nn.utils.rnn import pad_sequence
-    from datasets.base import DatasetAdapter
+    from compare.datasets.base import DatasetAdapter
 
     def pad(items):  # token ids 1..49; 0 pads
         return pad_sequence([x for x, _ in items], batch_first=True), torch.stack([y for _, y in items])
@@ -232,9 +232,9 @@ FROZEN = """
 def test_trainable_params_reach_models_csv_the_leaderboard_and_the_pareto_plot(tmp_path, monkeypatch):
     import pandas as pd
 
-    from runner.report import plots
-    from runner.report.leaderboard import build
-    from runner.report.run_data import load_run
+    from compare.report import plots
+    from compare.report.leaderboard import build
+    from compare.report.run_data import load_run
 
     source(tmp_path, "frozen.py", FROZEN)
     raw = digits_config([mlp("m"), {"name": "f", "arch": "frozen.py:Frozen"}], epochs=1, subset=200, test_subset=100)

@@ -13,15 +13,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from datasets import create_dataset
-from models import create_model, register_model
-from runner.assemble.slots import build_slot, build_slots
-from runner.assemble.validate import config_from_dict
-from runner.engine.dist import Dist
-from runner.errors import ConfigError
-from runner.run.dryrun import make_plan
-from runner.run.experiment import Experiment
-from runner.run.interrupts import Interrupted, StopFlag
+from compare.datasets import create_dataset
+from compare.models import create_model, register_model
+from compare.assemble.slots import build_slot, build_slots
+from compare.assemble.validate import config_from_dict
+from compare.engine.dist import Dist
+from compare.errors import ConfigError
+from compare.run.dryrun import make_plan
+from compare.run.experiment import Experiment
+from compare.run.interrupts import Interrupted, StopFlag
 from tests.helpers import cli, digits_config, history, mlp, write
 from tests.run.test_checkpoint import StopAt
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config import tomlio
+from compare.config import tomlio
 from tests.helpers import METRICS, cli, compare
 
 DATA_PY = '''
@@ -21,7 +21,7 @@ import os, signal
 import torch
 from torch import nn
 from sklearn.datasets import load_digits
-from datasets import DatasetAdapter
+from compare.datasets import DatasetAdapter
 
 def digits():
     d = load_digits()
@@ -137,7 +137,7 @@ def dict_run(tmp_path_factory):
 def test_which_models_get_a_dict_spread_as_keywords():
     from torch import nn  # noqa: PLC0415
 
-    from runner.engine.calling import spreads  # noqa: PLC0415
+    from compare.engine.calling import spreads  # noqa: PLC0415
 
     def net(forward):
         return type("Net", (nn.Module,), {"forward": forward})()

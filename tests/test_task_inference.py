@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from runner.config import tomlio
+from compare.config import tomlio
 from tests.helpers import cli
 
 DATA_PY = '''
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 from sklearn import datasets as sk
-from datasets.base import DatasetAdapter
+from compare.datasets.base import DatasetAdapter
 
 def split(x, y, n_test):
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
@@ -67,7 +67,7 @@ class Loss(nn.Module):
 '''
 
 METRICS_PY = '''
-from runner.metrics.builtin import Metric
+from compare.metrics.builtin import Metric
 
 hits = Metric("hits", tasks=(), needs=("top1",), higher=True, family="additive",
               definition="top-1 hits", per_sample=lambda k: (k.stats["top1"] == k.target).astype(float))

@@ -5,7 +5,7 @@ ignored pixels)."""
 import torch
 from torch import nn
 
-from datasets.base import DatasetAdapter
+from compare.datasets.base import DatasetAdapter
 
 
 def squares(n, size=32, seed=0, border=False):

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.resolve import components
-from runner.config.schema import ModelConfig
-from runner.errors import CompareNote, ConfigError, Problem, WeightsError, clip, shown
-from runner.rundir.integrity import mismatch
+from compare.resolve import components
+from compare.config.schema import ModelConfig
+from compare.errors import CompareNote, ConfigError, Problem, WeightsError, clip, shown
+from compare.rundir.integrity import mismatch
 
 SHOWN_NAMES = 5  # parameter or state_dict key names an error lists
 

@@ -12,12 +12,12 @@ from torch import nn
 from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
-from runner import nested
-from runner.engine import calling
-from runner.resolve.references import call_user
-from runner.engine.rng import preserved_rng
-from runner.metrics.outputs import extra_outputs
-from runner.metrics.heads import sample_shape
+from compare import nested
+from compare.engine import calling
+from compare.resolve.references import call_user
+from compare.engine.rng import preserved_rng
+from compare.metrics.outputs import extra_outputs
+from compare.metrics.heads import sample_shape
 
 
 def probe_batch(data) -> torch.Tensor:

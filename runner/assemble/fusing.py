@@ -21,15 +21,15 @@ import warnings
 
 import torch
 
-from runner.resolve import components
-from runner.config.schema import Config
-from runner.data.loaders import first_batches
-from runner.errors import CompareWarning, describe, one_line
-from runner.engine.fused import FusedGroup
-from runner.config.seeds import derive_seed
-from runner.engine.rng import RngStream, preserved_rng
-from runner.engine.slot import Slot, SlotParts
-from runner.engine.timing import wall_seconds
+from compare.resolve import components
+from compare.config.schema import Config
+from compare.data.loaders import first_batches
+from compare.errors import CompareWarning, describe, one_line
+from compare.engine.fused import FusedGroup
+from compare.config.seeds import derive_seed
+from compare.engine.rng import RngStream, preserved_rng
+from compare.engine.slot import Slot, SlotParts
+from compare.engine.timing import wall_seconds
 
 TIMED_STEPS = 3  # per contender, interleaved, after one warm-up step each
 

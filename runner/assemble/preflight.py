@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_leaves
 
-from runner import nested
-from runner.assemble.flops import probe_batch, probe_samples
-from runner.engine import calling
-from runner.data.splits import known_targets
-from runner.engine.rng import preserved_rng
-from runner.errors import DataError
-from runner.metrics import own as own_metric
-from runner.metrics.builtin import Kept
-from runner.metrics.outputs import prediction
-from runner.metrics.tasks import sample_stats
-from runner.resolve import metric_refs
+from compare import nested
+from compare.assemble.flops import probe_batch, probe_samples
+from compare.engine import calling
+from compare.data.splits import known_targets
+from compare.engine.rng import preserved_rng
+from compare.errors import DataError
+from compare.metrics import own as own_metric
+from compare.metrics.builtin import Kept
+from compare.metrics.outputs import prediction
+from compare.metrics.tasks import sample_stats
+from compare.resolve import metric_refs
 
 BATCH_BYTES = 2 * 2**30  # the most one batch of input may hold, estimated from one sample (docs/errors.md)
 METRIC_PROBE = 64  # test samples a metric of the user's own is first called on, before training

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.config.schema import Config, ModelConfig, OptimizerConfig, SchedulerConfig
-from runner.engine.recipe import StepRecipe
-from runner.errors import ConfigError, Problem, shown
-from runner.resolve import components
-from runner.resolve.arguments import describe_type, matches
+from compare.config.schema import Config, ModelConfig, OptimizerConfig, SchedulerConfig
+from compare.engine.recipe import StepRecipe
+from compare.errors import ConfigError, Problem, shown
+from compare.resolve import components
+from compare.resolve.arguments import describe_type, matches
 
 SPEC_KEYS = {OptimizerConfig: ("no_decay",), SchedulerConfig: ("warmup_steps", "warmup_epochs", "warmup_start_factor")}
 KEYS = tuple(k for keys in SPEC_KEYS.values() for k in keys)  # compare's keys in an optimizer or scheduler table: not the class's arguments

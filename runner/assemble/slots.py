@@ -6,28 +6,28 @@ import warnings
 
 import torch
 
-from runner import nested
-from runner.resolve import arguments, components, metric_refs
-from runner.assemble import finetune, recipe
-from runner.resolve.arguments import constructed
-from runner.assemble.flops import probe_batch, probe_forward
-from runner.assemble.preflight import check_own_metrics
-from runner.assemble.fusing import fuse_slots
-from runner.resolve.references import located
-from runner.config.schema import Config, ModelConfig
-from runner.engine.ddp_slot import DDPSlot
-from runner.engine import calling
-from runner.engine.early_stopping import EarlyStopping
-from runner.engine.numerics import CompiledForward, Numerics
-from runner.engine.rng import RngStream
-from runner.engine.slot import Slot, SlotParts
-from runner.data.splits import known_targets
-from runner.errors import CompareNote, CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError, describe, one_line
-from runner.metrics.builtin import higher_is_better, lookup
-from runner.metrics.outputs import OutputKeyError
-from runner.metrics import heads
-from runner.metrics.tasks import Task, infer_heads, infer_task
-from runner.engine.dist import Dist
+from compare import nested
+from compare.resolve import arguments, components, metric_refs
+from compare.assemble import finetune, recipe
+from compare.resolve.arguments import constructed
+from compare.assemble.flops import probe_batch, probe_forward
+from compare.assemble.preflight import check_own_metrics
+from compare.assemble.fusing import fuse_slots
+from compare.resolve.references import located
+from compare.config.schema import Config, ModelConfig
+from compare.engine.ddp_slot import DDPSlot
+from compare.engine import calling
+from compare.engine.early_stopping import EarlyStopping
+from compare.engine.numerics import CompiledForward, Numerics
+from compare.engine.rng import RngStream
+from compare.engine.slot import Slot, SlotParts
+from compare.data.splits import known_targets
+from compare.errors import CompareNote, CompareWarning, ConfigError, DeviceError, Problem, ReportError, UserCodeError, describe, one_line
+from compare.metrics.builtin import higher_is_better, lookup
+from compare.metrics.outputs import OutputKeyError
+from compare.metrics import heads
+from compare.metrics.tasks import Task, infer_heads, infer_task
+from compare.engine.dist import Dist
 
 
 def resolve_device(spec: str, key: str = "experiment.device") -> torch.device:

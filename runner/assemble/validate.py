@@ -11,13 +11,13 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from runner.resolve import components, head_losses, metric_refs
-from runner.assemble import finetune, recipe
-from runner.resolve.arguments import describe_type, matches
-from runner.config import search, sweeps
-from runner.config.overrides import apply_overrides
-from runner.metrics.builtin import BUILTIN
-from runner.config.schema import (
+from compare.resolve import components, head_losses, metric_refs
+from compare.assemble import finetune, recipe
+from compare.resolve.arguments import describe_type, matches
+from compare.config import search, sweeps
+from compare.config.overrides import apply_overrides
+from compare.metrics.builtin import BUILTIN
+from compare.config.schema import (
     DEFAULT_OPTIMIZER,
     DEVICE_PATTERN,
     EARLY_STOPPING_METRICS,
@@ -39,10 +39,10 @@ from runner.config.schema import (
     ReportConfig,
     SchedulerConfig,
 )
-from runner.data.cache import check_specs
-from runner.data.collate import check_collate
-from runner.engine.numerics import COMPILE_MODES
-from runner.errors import ConfigError, Problem, clip, did_you_mean, shown
+from compare.data.cache import check_specs
+from compare.data.collate import check_collate
+from compare.engine.numerics import COMPILE_MODES
+from compare.errors import ConfigError, Problem, clip, did_you_mean, shown
 
 
 # ---------------------------------------------------------------- loading and overrides

@@ -28,20 +28,20 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from runner import nested
-from runner.resolve import components
-from runner.config.schema import Config
-from runner.assemble.validate import load_config
-from runner.engine import calling
-from runner.engine.loop import train_one_epoch
-from runner.engine.rng import preserved_rng
-from runner.errors import CompareWarning, ConfigError, Problem, did_you_mean
-from runner.assemble.slots import build_slots, resolve_device
-from runner.data.loaders import config_streams, load_data
-from runner.bench.peak import Peak, device_peak, precision_dtype
-from runner.assemble.preflight import check_data_and_models
-from runner.run.shared_pass import SharedPass
-from runner.engine.timing import wall_seconds
+from compare import nested
+from compare.resolve import components
+from compare.config.schema import Config
+from compare.assemble.validate import load_config
+from compare.engine import calling
+from compare.engine.loop import train_one_epoch
+from compare.engine.rng import preserved_rng
+from compare.errors import CompareWarning, ConfigError, Problem, did_you_mean
+from compare.assemble.slots import build_slots, resolve_device
+from compare.data.loaders import config_streams, load_data
+from compare.bench.peak import Peak, device_peak, precision_dtype
+from compare.assemble.preflight import check_data_and_models
+from compare.run.shared_pass import SharedPass
+from compare.engine.timing import wall_seconds
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from runner.engine.numerics import DTYPES as AUTOCAST_DTYPES
-from runner.engine.timing import wall_seconds
+from compare.engine.numerics import DTYPES as AUTOCAST_DTYPES
+from compare.engine.timing import wall_seconds
 
 # Dense tensor-core/FP32 TFLOP/s from NVIDIA datasheets. First match on
 # torch.cuda.get_device_name() wins, so the more specific names come first.

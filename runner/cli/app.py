@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner.atomic import is_disk_full
-from runner.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, LINE_CHARS, CompareError, clip
+from compare.atomic import is_disk_full
+from compare.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, LINE_CHARS, CompareError, clip
 
 # rich_markup_mode=None: help texts are plain text, so `[[model]]` and `<name>` print as written.
 app = typer.Typer(
@@ -30,7 +30,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 def _print_version(value: bool) -> None:
     if value:
-        from runner import __version__  # noqa: PLC0415
+        from compare import __version__  # noqa: PLC0415
 
         typer.echo(f"compare {__version__}")
         raise typer.Exit()
@@ -44,7 +44,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 def fail(err: Exception, debug: bool) -> None:
     """One line per problem on stderr (no traceback unless --debug), then the exit code. Under
     torchrun the ranks share their errors, so rank 0 alone prints them, unless one rank alone knows."""
-    from runner.run.launch import env_rank  # noqa: PLC0415 - torch-free: reads torchrun's environment
+    from compare.run.launch import env_rank  # noqa: PLC0415 - torch-free: reads torchrun's environment
 
     if isinstance(err, CompareError) and env_rank() > 0 and not err.rank_local:
         raise typer.Exit(err.exit_code)

@@ -1,5 +1,5 @@
 """The authoring commands: `compare init NAME` and the plan `compare run CONFIG --dry-run`
-prints. Registered on `runner.cli.app.app` (runner/cli/app.py imports this module)."""
+prints. Registered on `compare.cli.app.app` (runner/cli/app.py imports this module)."""
 from __future__ import annotations
 
 import inspect
@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner.cli.app import app, fail
-from runner.errors import CompareError, did_you_mean
+from compare.cli.app import app, fail
+from compare.errors import CompareError, did_you_mean
 
 
 @app.command()
@@ -22,7 +22,7 @@ def init(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write the files.")] = Path("experiments"),
 ):
     """Write DIR/NAME.toml (runs as written) with templates for your model (NAME_model.py) and dataset (NAME_data.py)."""
-    from runner.config.templates import write_templates  # noqa: PLC0415
+    from compare.config.templates import write_templates  # noqa: PLC0415
 
     try:
         toml, model, data = write_templates(name, directory)
@@ -98,10 +98,10 @@ def summary(obj, module_first: bool = False) -> str:
 
 def entries(kind: str) -> list[tuple[str, str]]:
     """(name, one-line description) of every entry of `kind` that a config can use here."""
-    from runner.resolve import components  # noqa: PLC0415
+    from compare.resolve import components  # noqa: PLC0415
 
     if kind == "models":
-        from models import MODELS, list_models  # noqa: PLC0415
+        from compare.models import MODELS, list_models  # noqa: PLC0415
 
         return [(n, f"torchvision.models.{n.partition('.')[2]}, untrained unless args.weights; head sized to the dataset" if n.startswith("torchvision.") else summary(MODELS.get(n), module_first=True)) for n in list_models()]
     if kind == "datasets":
@@ -109,7 +109,7 @@ def entries(kind: str) -> list[tuple[str, str]]:
         return [(n, summary(package.DATASETS.get(n))) for n in package.list_datasets()]
     if kind == "transforms":
         from torchvision.transforms import v2  # noqa: PLC0415
-        from datasets.transforms import list_transforms  # noqa: PLC0415
+        from compare.datasets.transforms import list_transforms  # noqa: PLC0415
 
         return [(n, summary(getattr(v2, n)) or f"torchvision.transforms.v2.{n}") for n in list_transforms()]
     import torch  # noqa: PLC0415

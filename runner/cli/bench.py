@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
-from runner import atomic
-from runner.cli.app import app, console, fail, fit_columns, frame_table, table_width
+from compare import atomic
+from compare.cli.app import app, console, fail, fit_columns, frame_table, table_width
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +56,7 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
 
 def notes(result) -> list[str]:
     """What the numbers mean and how they were obtained, printed under the table."""
-    from runner.bench.measure import INTERVAL_REPEATS  # noqa: PLC0415 - as in bench_cmd
+    from compare.bench.measure import INTERVAL_REPEATS  # noqa: PLC0415 - as in bench_cmd
 
     cfg = result.config
     models = ", ".join(m.name for m in cfg.models)
@@ -78,7 +78,7 @@ def notes(result) -> list[str]:
 
 def markdown(result) -> str:
     """The table and its notes as Markdown (the README's performance table)."""
-    from runner.report.formats import markdown_table  # noqa: PLC0415 - `compare --help` stays free of pandas
+    from compare.report.formats import markdown_table  # noqa: PLC0415 - `compare --help` stays free of pandas
 
     return markdown_table(display(result.table()), left=LEFT) + "\n\n" + "\n".join(f"- {line}" for line in notes(result)) + "\n"
 
@@ -118,7 +118,7 @@ def bench_cmd(
 
     Modes: separate runs, the shared pass, its speed options (cached, fused, bf16), and a
     hand-written loop. Writes nothing unless --out."""
-    from runner.bench.measure import parse_modes, run_bench  # noqa: PLC0415 - keeps `compare --help` fast
+    from compare.bench.measure import parse_modes, run_bench  # noqa: PLC0415 - keeps `compare --help` fast
 
     progress = Console(stderr=True)
 

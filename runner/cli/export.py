@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from runner.cli.app import app, console, fail
+from compare.cli.app import app, console, fail
 
 export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Send a finished run to another tool (MLflow).")
 app.add_typer(export_app, name="export")
@@ -22,7 +22,7 @@ def mlflow_cmd(
 ):
     """Export a run to MLflow: one parent run, one child run per model and seed with its curves
     (docs/export.md). Exporting the same run again adds nothing; a failed export is replaced."""
-    from runner.export.mlflow_store import export_run  # noqa: PLC0415 - pandas and mlflow only when it runs
+    from compare.export.mlflow_store import export_run  # noqa: PLC0415 - pandas and mlflow only when it runs
 
     try:
         done = export_run(run_dir, tracking_uri, experiment)

@@ -5,8 +5,8 @@ import signal
 import sys
 import warnings
 
-from runner.errors import CompareNote, CompareWarning, StopNow
-from runner.run.interrupts import SIGNALS, stop_at_once_on_signals
+from compare.errors import CompareNote, CompareWarning, StopNow
+from compare.run.interrupts import SIGNALS, stop_at_once_on_signals
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -26,8 +26,8 @@ _python_showwarning = warnings.showwarning
 def application():
     """The typer app with every command registered (imported here, not at module level, so
     that `main` has its signal handling in place first)."""
-    from runner.cli import run, authoring, reports, bench, export  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
-    from runner.cli.app import app
+    from compare.cli import run, authoring, reports, bench, export  # noqa: F401,I001 - each registers its commands on `app`, in `--help` order
+    from compare.cli.app import app
 
     return app
 

@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from runner.cli.app import app, console, fail, fit_columns, frame_table
-from runner.errors import ReportError, RunDirError, clip
-from runner.rundir import layout
+from compare.cli.app import app, console, fail, fit_columns, frame_table
+from compare.errors import ReportError, RunDirError, clip
+from compare.rundir import layout
 
 LEFT = {"run", "model", "family", "arch", "status"}
 
@@ -34,7 +34,7 @@ DROP_FIRST = ["nonfinite", "grad final", "seeds needed", "time s", "loss", "epoc
 
 def rich_table(board, title: str, width: int | None = None) -> tuple[Table, list[str]]:
     """The terminal leaderboard at `width` columns (the console's), and the columns left out."""
-    from runner.report.formats import display  # noqa: PLC0415
+    from compare.report.formats import display  # noqa: PLC0415
 
     frame = display(board, compact=True)
     keep = {"rank", "run", "model", "status", frame.columns[list(frame.columns).index("model") + 1]}
@@ -43,8 +43,8 @@ def rich_table(board, title: str, width: int | None = None) -> tuple[Table, list
 
 
 def print_board(board, title: str) -> None:
-    from runner.report import formats  # noqa: PLC0415
-    from runner.report.across import Across  # noqa: PLC0415
+    from compare.report import formats  # noqa: PLC0415
+    from compare.report.across import Across  # noqa: PLC0415
 
     if isinstance(board, Across):
         console.print(frame_table(formats.across_display(board), title, left={"model"}, wrap={"model"}))
@@ -54,7 +54,7 @@ def print_board(board, title: str) -> None:
         console.print(table)
         if dropped:
             console.print(f"left out at {console.width} columns: {', '.join(dropped)} (--format md shows every column)", markup=False, highlight=False)
-        from runner.report.sentences import sentences  # noqa: PLC0415
+        from compare.report.sentences import sentences  # noqa: PLC0415
 
         lines = sentences(board) + formats.evidence_summary(board)  # the verdict in words, then what backs it
     for line in lines:
@@ -63,8 +63,8 @@ def print_board(board, title: str) -> None:
 
 def write_out(out: Path, text: str) -> None:
     """--out FILE: never through a link in a run directory, never into a folder it must invent."""
-    from runner import atomic  # noqa: PLC0415
-    from runner.rundir.guard import check_no_links  # noqa: PLC0415
+    from compare import atomic  # noqa: PLC0415
+    from compare.rundir.guard import check_no_links  # noqa: PLC0415
 
     check_no_links(out)
     check_out_folder(out)
@@ -97,9 +97,9 @@ def leaderboard_cmd(
         fail(ReportError(f"--by {by!r}: expected model or family"), debug)
     if by == "family" or (by is None and target is not None):
         return family_cmd(run_dirs, fmt, out, metric, target, debug)
-    from runner.report import across, formats  # noqa: PLC0415 - keeps `compare --help` fast (and torch unimported)
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_runs  # noqa: PLC0415
+    from compare.report import across, formats  # noqa: PLC0415 - keeps `compare --help` fast (and torch unimported)
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.run_data import load_runs  # noqa: PLC0415
 
     try:
         if out is not None and fmt is Format.table:
@@ -131,8 +131,8 @@ def leaderboard_cmd(
 
 def family_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, metric: str | None, target: float | None, debug: bool) -> None:
     """`compare leaderboard RUN --by family`: the family verdict (runner/report/families.py)."""
-    from runner.report import families, formats  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from compare.report import families, formats  # noqa: PLC0415
+    from compare.report.run_data import load_run  # noqa: PLC0415
 
     try:
         if len(run_dirs) != 1:
@@ -163,7 +163,7 @@ def show(fmt: "Format", out: Path | None, text: str, table) -> None:
 
 
 def print_families(board, title: str) -> None:
-    from runner.report.formats import family_display  # noqa: PLC0415
+    from compare.report.formats import family_display  # noqa: PLC0415
 
     name = board.metric.removeprefix("test_")
     # At a narrow terminal the verdict (test score, p, tied) outlasts the val score that chose the trial.
@@ -179,10 +179,10 @@ def print_families(board, title: str) -> None:
 def per_class_cmd(run_dirs: list[Path], fmt: "Format", out: Path | None, debug: bool, sort: str | None = None) -> None:
     """`compare leaderboard RUN --per-class`: the per-class (per-label, per-output) table and,
     for classification, the most-confused pairs (runner/report/per_class.py)."""
-    from runner.report import formats  # noqa: PLC0415
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.per_class import confused_pairs, per_class, sort_rows  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from compare.report import formats  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.per_class import confused_pairs, per_class, sort_rows  # noqa: PLC0415
+    from compare.report.run_data import load_run  # noqa: PLC0415
 
     try:
         if len(run_dirs) != 1:
@@ -230,27 +230,27 @@ def plot_cmd(
 ):
     """Write the PNG plots of a run: learning curves, leaderboard, Pareto fronts, confusion matrices, gradient norms.
     Several runs on different datasets: critical_difference.png (Demšar's diagram of average ranks)."""
-    from runner.report import across  # noqa: PLC0415
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_runs  # noqa: PLC0415
+    from compare.report import across  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.run_data import load_runs  # noqa: PLC0415
 
-    from runner.atomic import is_disk_full  # noqa: PLC0415
+    from compare.atomic import is_disk_full  # noqa: PLC0415
 
     try:
         runs = load_runs(run_dirs)  # the shards of one sharded run read as one run
         if len(runs) == 1 and runs[0].shards and out is None:
             raise ReportError("several shards of one run: give --out FOLDER for the plots (or `compare merge` them into one run first)")
         if len(runs) == 1:
-            from runner.report.plots import write_plots  # noqa: PLC0415
+            from compare.report.plots import write_plots  # noqa: PLC0415
 
-            from runner.report.finalize import family_board  # noqa: PLC0415
+            from compare.report.finalize import family_board  # noqa: PLC0415
 
             notes = list(runs[0].notes)  # damaged prediction files, then plots skipped
             files = write_plots(runs[0], build(runs), out if out is not None else runs[0].path / layout.PLOTS, notes, family_board(runs[0]))
             for note in notes:  # on stderr: stdout lists the files written, one a line, for scripts
                 typer.echo(f"note: {note}", err=True)
         else:
-            from runner.report.cd_plot import write_cd_plot  # noqa: PLC0415
+            from compare.report.cd_plot import write_cd_plot  # noqa: PLC0415
 
             if not across.applies(runs):
                 raise ReportError("several runs plot their critical-difference diagram: they must be on different datasets ([data] settings) and share model names; plot one run at a time otherwise")
@@ -275,10 +275,10 @@ def report_cmd(
 ):
     """Write report.html: the verdict in sentences, the leaderboard, plots and provenance in one
     self-contained file (no network needed to open it: send it as an attachment)."""
-    from runner.report import across  # noqa: PLC0415
-    from runner.report.finalize import family_board, write_report  # noqa: PLC0415
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_runs  # noqa: PLC0415
+    from compare.report import across  # noqa: PLC0415
+    from compare.report.finalize import family_board, write_report  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.run_data import load_runs  # noqa: PLC0415
 
     try:
         runs = load_runs(run_dirs)  # the shards of one sharded run read as one run
@@ -289,7 +289,7 @@ def report_cmd(
         board = across.build(runs, metric, select) if len(runs) > 1 and across.applies(runs) else build(runs, metric, select)
         path = write_report(runs, board, family_board(runs[0]) if len(runs) == 1 and metric is None else None, out)
     except OSError as err:  # a folder in the way, no permission: the user's to fix (a full disk: fail says so)
-        from runner.atomic import is_disk_full  # noqa: PLC0415
+        from compare.atomic import is_disk_full  # noqa: PLC0415
 
         fail(err if is_disk_full(err) else ReportError(f"cannot write {clip(str(out or err.filename))}: {err.strerror or err}"), debug)
     except Exception as err:  # noqa: BLE001 - mapped to an exit code in one place

@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from runner.cli.app import app, console, fail
-from runner.config.schema import PLACES
-from runner.errors import EXIT_SOME_FAILED, ConfigError, Problem
-from runner.rundir.layout import CONFIG, ERRORS, LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_HTML
+from compare.cli.app import app, console, fail
+from compare.config.schema import PLACES
+from compare.errors import EXIT_SOME_FAILED, ConfigError, Problem
+from compare.rundir.layout import CONFIG, ERRORS, LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_HTML
 
 
 def seeds_override(text: str) -> str:
@@ -29,9 +29,9 @@ def seeds_override(text: str) -> str:
 def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str | None = None, shard=None, **options) -> None:
     """Shared by `run` and `resume`: signals, progress, the leaderboard, exit codes. A signal
     that stops at once (StopNow) goes up to runner/cli/main.py, which prints it."""
-    from runner.run import launch  # noqa: PLC0415
-    from runner.run.interrupts import Interrupted, graceful_interrupts  # noqa: PLC0415
-    from runner.run.progress import Progress, terminal_progress  # noqa: PLC0415
+    from compare.run import launch  # noqa: PLC0415
+    from compare.run.interrupts import Interrupted, graceful_interrupts  # noqa: PLC0415
+    from compare.run.progress import Progress, terminal_progress  # noqa: PLC0415
 
     main = launch.env_rank() == 0
     try:
@@ -50,16 +50,16 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str | N
     if result.already_finished:
         console.print(f"{result.run_dir} already finished; nothing to resume (its reports were written again)", markup=False)
         return
-    from runner.cli.reports import print_board  # noqa: PLC0415
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from compare.cli.reports import print_board  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.run_data import load_run  # noqa: PLC0415
 
     board = build([load_run(result.run_dir)])
     board.evidence.notes += [n for n in result.notes if n not in board.evidence.notes]  # what the plots said
     print_board(board, f"{experiment.config.experiment.name}: leaderboard")  # with its evidence lines (the protocol first)
     if experiment.config.report.by == "family":
-        from runner.cli.reports import print_families  # noqa: PLC0415
-        from runner.report.finalize import family_board  # noqa: PLC0415
+        from compare.cli.reports import print_families  # noqa: PLC0415
+        from compare.report.finalize import family_board  # noqa: PLC0415
 
         print_families(family_board(load_run(result.run_dir)), f"{experiment.config.experiment.name}: families (docs/tuning.md)")
     console.print(f"run directory: {result.run_dir}", markup=False)
@@ -79,8 +79,8 @@ def _train(experiment_factory, run_dir, debug: bool, quiet: bool, place: str | N
 def _placement(cfg, place: str | None, shard, nproc: int | None, dry_run: bool):
     """runner/run/placement.py's choice for this config and command line; a refusal names
     `--place` when the command line chose, else the config's experiment.place."""
-    from runner.run import launch  # noqa: PLC0415
-    from runner.run.placement import choose  # noqa: PLC0415
+    from compare.run import launch  # noqa: PLC0415
+    from compare.run.placement import choose  # noqa: PLC0415
 
     where = ("--place", "--place") if place is not None else (cfg.source, "experiment.place")
     return choose(cfg.experiment.place, where, shard, nproc, launch.launched(), dry_run)
@@ -90,9 +90,9 @@ def _print_partial(run_dir: Path) -> None:
     """An interrupted run's partial leaderboard (its finished epochs), as `compare leaderboard` shows it."""
     if not (run_dir / LEADERBOARD_CSV).exists():
         return
-    from runner.cli.reports import print_board  # noqa: PLC0415
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from compare.cli.reports import print_board  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.run_data import load_run  # noqa: PLC0415
 
     run = load_run(run_dir)
     print_board(build([run]), f"{run.config.get('experiment', {}).get('name', run_dir.name)}: partial leaderboard (interrupted; finished epochs only)")
@@ -126,18 +126,18 @@ def run(
             if place not in PLACES:
                 raise ConfigError([Problem("--place", "--place", f"expected {' or '.join(PLACES)}, got {place!r}")])
             overrides.append(f"experiment.place={json.dumps(place)}")
-        from runner.run import launch  # noqa: PLC0415 - torch-free
-        from runner.run.placement import choose  # noqa: PLC0415 - torch-free
-        from runner.run.shards import parse_shard  # noqa: PLC0415 - torch-free
+        from compare.run import launch  # noqa: PLC0415 - torch-free
+        from compare.run.placement import choose  # noqa: PLC0415 - torch-free
+        from compare.run.shards import parse_shard  # noqa: PLC0415 - torch-free
 
         part = parse_shard(shard) if shard is not None else None
         if place is not None:  # the command line's placement is checked before torch is imported
             choose(place, ("--place", "--place"), part, nproc, launch.launched(), dry_run)
         # Imported here, after the checks of the options: `--help` and a bad `--seeds` need no torch.
-        from runner.run.experiment import Experiment  # noqa: PLC0415
+        from compare.run.experiment import Experiment  # noqa: PLC0415
 
         if dry_run:
-            from runner.cli.authoring import print_plan  # noqa: PLC0415
+            from compare.cli.authoring import print_plan  # noqa: PLC0415
 
             experiment = Experiment.from_toml(config, overrides, shard=part)
             placement = _placement(experiment.config, place, part, nproc, dry_run=True)
@@ -160,7 +160,7 @@ def run(
 
 def _print_assignment(cfg, plan, part) -> None:
     """The dry run with --shard: which models this shard trains, and every shard's share."""
-    from runner.run.shards import assignment_table, model_cost, plan as assigned  # noqa: PLC0415
+    from compare.run.shards import assignment_table, model_cost, plan as assigned  # noqa: PLC0415
 
     samples = plan.train_samples * plan.epochs
     costs = {m.name: {"cost": model_cost(m.flops_per_sample, m.params, samples)} for m in plan.models}
@@ -170,7 +170,7 @@ def _print_assignment(cfg, plan, part) -> None:
 
 def _launch(experiment_factory, out, nproc: int, max_restarts: int, worker_args: list[str], debug: bool, place: str | None) -> None:
     """Check the config once here (one message, not one per worker), then start the workers."""
-    from runner.run import launch  # noqa: PLC0415
+    from compare.run import launch  # noqa: PLC0415
 
     try:
         if launch.launched():
@@ -196,9 +196,9 @@ def resume(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Continue RUN_DIR from its newest valid checkpoint, with the config it was started with."""
-    from runner.run import launch  # noqa: PLC0415 - torch-free
-    from runner.run.experiment import Experiment  # noqa: PLC0415
-    from runner.run.shards import placed_shards  # noqa: PLC0415 - torch-free
+    from compare.run import launch  # noqa: PLC0415 - torch-free
+    from compare.run.experiment import Experiment  # noqa: PLC0415
+    from compare.run.shards import placed_shards  # noqa: PLC0415 - torch-free
 
     ranks = len(placed_shards(run_dir)) if not (run_dir / CONFIG).exists() else 0
     if ranks and not launch.launched():  # --place models stopped before its merge: torchrun again, one worker a rank
@@ -224,8 +224,8 @@ def merge(
 ):
     """Glue the shards of one comparison into ONE run directory, as the unsharded run writes it."""
     try:
-        from runner.cli.reports import print_board  # noqa: PLC0415
-        from runner.run.merge import merge_shards  # noqa: PLC0415
+        from compare.cli.reports import print_board  # noqa: PLC0415
+        from compare.run.merge import merge_shards  # noqa: PLC0415
 
         board = merge_shards(shard_dirs, out, overwrite=overwrite, plots=plots)
     except Exception as err:  # noqa: BLE001

@@ -9,7 +9,7 @@ import re
 import tomllib
 from typing import Any
 
-from runner.errors import Problem, did_you_mean, shown
+from compare.errors import Problem, did_you_mean, shown
 
 
 def plain_copy(value: Any) -> Any:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runner.config.seeds import derive_seed
-from runner.errors import describe
+from compare.config.seeds import derive_seed
+from compare.errors import describe
 
 PLACES = ("data", "models")  # experiment.place: the ways runner/run/placement.py knows
 UNRECORDED = ("place",)  # keys config.toml leaves out (how the run was placed: env.json)

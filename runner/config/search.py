@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.errors import Problem, did_you_mean, shown
+from compare.errors import Problem, did_you_mean, shown
 
 SAMPLERS = ("sobol", "random")
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")

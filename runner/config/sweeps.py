@@ -23,10 +23,10 @@ import math
 import re
 from typing import Any
 
-from runner.errors import Problem, shown
-from runner.config import search
-from runner.config.overrides import plain_copy
-from runner.config.schema import DEFAULT_OPTIMIZER
+from compare.errors import Problem, shown
+from compare.config import search
+from compare.config.overrides import plain_copy
+from compare.config.schema import DEFAULT_OPTIMIZER
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
 _NOT_SWEPT = ("name", "sweep", "sweep_values", "search", "family")

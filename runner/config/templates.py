@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from string import Template
 
-from runner import atomic
-from runner.errors import CompareError
+from compare import atomic
+from compare.errors import CompareError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a file name and a Python class name
 
@@ -114,7 +114,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from datasets import DatasetAdapter, TransformedDataset
+from compare.datasets import DatasetAdapter, TransformedDataset
 
 
 class ${cls}Data(DatasetAdapter):

@@ -26,12 +26,12 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
-from runner import atomic, nested
-from runner.resolve import components
+from compare import atomic, nested
+from compare.resolve import components
 
-from runner.resolve import references
-from runner.data.batch_augment import BatchPipeline, UnsupportedStep, split_steps
-from runner.errors import CompareWarning, ConfigError, DataError, Problem, one_line
+from compare.resolve import references
+from compare.data.batch_augment import BatchPipeline, UnsupportedStep, split_steps
+from compare.errors import CompareWarning, ConfigError, DataError, Problem, one_line
 
 CACHE_DIR = ".compare-cache"
 FORMAT = 2  # version of the cache file's layout (2: the val split, its indices, the split sources)
@@ -57,7 +57,7 @@ class CachedSplit:
         return nested.map_tensors(lambda t: self.pipeline(t) if next(done, False) else t, x)
 
     @property
-    def targets(self) -> torch.Tensor | None:  # read by runner.assemble.preflight's label checks (one tensor of labels only)
+    def targets(self) -> torch.Tensor | None:  # read by compare.assemble.preflight's label checks (one tensor of labels only)
         return self.labels if nested.is_tensor(self.labels) else None
 
 
@@ -257,7 +257,7 @@ class CachedLoader:
     """What the engine needs of a DataLoader (`for x, y in loader`, `len(loader)`), over a
     cached split: each batch indexed from the tensor, moved to `device`, run through the split's
     BatchPipeline there. Augmentation draws from the global CPU generator, which the engine
-    makes the data stream while it asks for a batch (runner.engine.loop.seeded_batches)."""
+    makes the data stream while it asks for a batch (compare.engine.loop.seeded_batches)."""
 
     def __init__(self, split: CachedSplit, batches, device: torch.device, generator: torch.Generator):
         self.split, self.batches, self.device, self.generator = split, batches, device, generator

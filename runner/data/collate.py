@@ -9,9 +9,9 @@ from typing import Callable
 
 from torch.utils.data import default_collate
 
-from runner import nested
-from runner.resolve import references
-from runner.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError, describe
+from compare import nested
+from compare.resolve import references
+from compare.errors import CollateError, CompareError, MixedSizesError, Problem, UserCodeError, describe
 
 FIX = "images: add a Resize/RandomResizedCrop step to data.train_transforms (and a Resize to data.eval_transforms)"
 PAD = 'sequences: pad them in a collate function ([data] collate = "my_collate.py:pad", or the DatasetAdapter\'s collate_fn)'

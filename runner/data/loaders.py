@@ -17,15 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
-from runner import nested
-from runner.resolve import components
-from runner.config.schema import Config
-from runner.data.cache import CachedData, CachedLoader, load_cached_data
-from runner.data.collate import collate_for
-from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
-from runner.data.splits import check_val_split
-from runner.config.seeds import derive_seed
-from runner.engine.rng import RngStream, preserved_rng
+from compare import nested
+from compare.resolve import components
+from compare.config.schema import Config
+from compare.data.cache import CachedData, CachedLoader, load_cached_data
+from compare.data.collate import collate_for
+from compare.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
+from compare.data.splits import check_val_split
+from compare.config.seeds import derive_seed
+from compare.engine.rng import RngStream, preserved_rng
 
 DATA_STREAM = "<data>"  # name the data pipeline's random stream is derived from
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-from runner.config.schema import VAL_FIX, Config
-from runner.config.seeds import derive_seed
-from runner.errors import ConfigError, Problem
+from compare.config.schema import VAL_FIX, Config
+from compare.config.seeds import derive_seed
+from compare.errors import ConfigError, Problem
 
 VAL_STREAM = "<val split>"  # the hold-out's seed is derived from (experiment seed, this name)
 

@@ -23,15 +23,15 @@ import traceback
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from runner import nested
-from runner.engine.dist import Dist
-from runner.errors import ModelFailedError
-from runner.engine.numerics import CompiledForward
-from runner.config.seeds import derive_seed
-from runner.engine.rng import RngStream
-from runner.engine.meters import Meter, concat
-from runner.engine.slot import FAILED, RAISED, Slot, SlotParts, is_signal
-from runner.engine.step_log import StepLog
+from compare import nested
+from compare.engine.dist import Dist
+from compare.errors import ModelFailedError
+from compare.engine.numerics import CompiledForward
+from compare.config.seeds import derive_seed
+from compare.engine.rng import RngStream
+from compare.engine.meters import Meter, concat
+from compare.engine.slot import FAILED, RAISED, Slot, SlotParts, is_signal
+from compare.engine.step_log import StepLog
 
 
 class DDPSlot(Slot):

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from runner.errors import PeerError
+from compare.errors import PeerError
 
 
 @dataclass

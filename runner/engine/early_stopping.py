@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from runner.metrics.builtin import higher_is_better
+from compare.metrics.builtin import higher_is_better
 
 
 @dataclass

@@ -29,13 +29,13 @@ import warnings
 import torch
 from torch.func import functional_call, vmap
 
-from runner import nested
-from runner.errors import CompareWarning, one_line
-from runner.engine.rng import RngStream
-from runner.engine.meters import batch_loss_sum, top1_classes
-from runner.engine.slot import Slot, SlotParts, is_signal
-from runner.metrics.outputs import prediction
-from runner.engine.timing import clock
+from compare import nested
+from compare.errors import CompareWarning, one_line
+from compare.engine.rng import RngStream
+from compare.engine.meters import batch_loss_sum, top1_classes
+from compare.engine.slot import Slot, SlotParts, is_signal
+from compare.metrics.outputs import prediction
+from compare.engine.timing import clock
 
 
 def _compact(tensors: dict) -> dict:

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import torch
 from torch import nn
 
-from runner import nested
-from runner.engine.rng import RngStream, handover
-from runner.engine.step_log import StepLog, first_nonfinite
-from runner.engine.streams import Streams
+from compare import nested
+from compare.engine.rng import RngStream, handover
+from compare.engine.step_log import StepLog, first_nonfinite
+from compare.engine.streams import Streams
 
 
 class Unit(Protocol):

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from runner.config.schema import PRECISIONS
+from compare.config.schema import PRECISIONS
 
-from runner.errors import CompareWarning
+from compare.errors import CompareWarning
 
 DTYPES = dict(zip(PRECISIONS, (None, torch.bfloat16, torch.float16)))  # precision name (runner/config/schema.py) -> autocast dtype
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile(mode=...)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.metrics.builtin import Kept, Metric
-from runner.metrics.significance import bootstrap, bootstrap_p, holm, mcnemar_exact, sign_flip_p
+from compare.metrics.builtin import Kept, Metric
+from compare.metrics.significance import bootstrap, bootstrap_p, holm, mcnemar_exact, sign_flip_p
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A slot: everything that belongs to one model and nothing else (DESIGN.md).
 
-The loop uses what `runner.engine.loop.LoopSlot` lists (`train_step`, `eval_step`,
+The loop uses what `compare.engine.loop.LoopSlot` lists (`train_step`, `eval_step`,
 `health_code`/`settle`, `unit`, ...), and the pass calls `end_epoch`, so other kinds of slot (a
 fused member, a DDP-wrapped model) stand behind the same interface. Each is built from the same
 `SlotParts` (runner/assemble/slots.py). A slot that fails or diverges leaves the pass; the others
@@ -18,25 +18,25 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from runner import nested
-from runner.engine import calling
-from runner.engine.early_stopping import BestEpoch, EarlyStopping
-from runner.metrics.selection import selection_metric
-from runner.errors import ModelFailedError, StopNow
-from runner.metrics import own as own_metric
-from runner.metrics.builtin import Kept, defaults, lookup
-from runner.metrics.outputs import prediction
-from runner.metrics import heads
-from runner.metrics.tasks import Task, infer_task, sample_stats, shown
-from runner.engine.numerics import Numerics
-from runner.engine.recipe import StepRecipe
-from runner.engine.rng import RngStream
-from runner.engine.step_log import StepLog, first_nonfinite
-from runner.engine.meters import Meter, batch_loss_sum, concat, top1_classes
-from runner.engine.timing import WorkTimer
+from compare import nested
+from compare.engine import calling
+from compare.engine.early_stopping import BestEpoch, EarlyStopping
+from compare.metrics.selection import selection_metric
+from compare.errors import ModelFailedError, StopNow
+from compare.metrics import own as own_metric
+from compare.metrics.builtin import Kept, defaults, lookup
+from compare.metrics.outputs import prediction
+from compare.metrics import heads
+from compare.metrics.tasks import Task, infer_task, sample_stats, shown
+from compare.engine.numerics import Numerics
+from compare.engine.recipe import StepRecipe
+from compare.engine.rng import RngStream
+from compare.engine.step_log import StepLog, first_nonfinite
+from compare.engine.meters import Meter, batch_loss_sum, concat, top1_classes
+from compare.engine.timing import WorkTimer
 
 if TYPE_CHECKING:
-    from runner.config.schema import ModelConfig
+    from compare.config.schema import ModelConfig
 
 RUNNING, DONE, EARLY_STOPPED, DIVERGED, FAILED, ELIMINATED = "running", "done", "early_stopped", "diverged", "failed", "eliminated"
 HEALTHY, NONFINITE, RAISED = 0, 1, 2  # a step's health code; the worst wins when ranks agree (max)
@@ -215,7 +215,7 @@ class Slot:
 
     def read_health(self) -> None:
         """A read point for this model alone (one host sync); the engine reads every model at
-        once (`runner.engine.loop.read_health`)."""
+        once (`compare.engine.loop.read_health`)."""
         if self.live:
             self.stop_at(first_nonfinite([self.health_log])[0])
 

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from runner.engine.head_steps import HeadSteps
+from compare.engine.head_steps import HeadSteps
 
 LOSS, HITS, NORMS = 0, 1, 2  # columns of a row; NORMS on: one gradient norm per parameter tensor
 COMPACT_EVERY = 256  # steps between stacking the pending lists into rows (a few kernels, no sync)

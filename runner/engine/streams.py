@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from runner.errors import CompareWarning
+from compare.errors import CompareWarning
 
 log = logging.getLogger(__name__)
 TRIAL_STEPS = 3  # timed steps each way before `auto` decides

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from runner.errors import ReportError, clip, one_line
-from runner.rundir import layout
+from compare.errors import ReportError, clip, one_line
+from compare.rundir import layout
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow's default store since 3.7 (its file store is deprecated)
 INSTALL = "pip install 'compare[mlflow]' (in a checkout: pip install -e '.[mlflow]')"
@@ -59,8 +59,8 @@ def import_client():
 
 
 def export_run(run_dir: str | Path, tracking_uri: str = DEFAULT_URI, experiment: str | None = None) -> Exported:
-    from runner.report.leaderboard import build  # noqa: PLC0415 - pandas and the report only when a command runs
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415 - pandas and the report only when a command runs
+    from compare.report.run_data import load_run  # noqa: PLC0415
 
     client_class = import_client()
     run = load_run(run_dir)

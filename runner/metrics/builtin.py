@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from runner.errors import ReportError, did_you_mean
-from runner.metrics import heads
-from runner.metrics import dense
+from compare.errors import ReportError, did_you_mean
+from compare.metrics import heads
+from compare.metrics import dense
 
 ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
 

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from runner.errors import DataError, ReportError, did_you_mean
-from runner.metrics.outputs import shape_of
+from compare.errors import DataError, ReportError, did_you_mean
+from compare.metrics.outputs import shape_of
 
 KIND = "heads"
 SEP = "/"  # <head>/<metric>, <head>/<stat>

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from runner.errors import UserCodeError, did_you_mean
+from compare.errors import UserCodeError, did_you_mean
 
 
 def prediction(output: Any, key: str | None = None) -> torch.Tensor:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from runner.errors import UserCodeError, one_line
-from runner.metrics.builtin import Kept, Metric
+from compare.errors import UserCodeError, one_line
+from compare.metrics.builtin import Kept, Metric
 
 WHERE = "report.metrics"  # the key that names it, first in every line
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from scipy import optimize, stats
 
-from runner.metrics.significance import ALPHA
+from compare.metrics.significance import ALPHA
 
 POWER = 0.80  # the power the minimum detectable effect and seeds_needed are stated at
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from runner.metrics.builtin import split_column
+from compare.metrics.builtin import split_column
 
 
 def selection_metric(stop_metric: str | None, val_acc: float, rank: str | None = None) -> str:

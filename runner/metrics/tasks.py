@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from runner.errors import DataError
-from runner.metrics import dense, heads
+from compare.errors import DataError
+from compare.metrics import dense, heads
 
 BCE_LOSSES = {"BCEWithLogitsLoss": True, "MultiLabelSoftMarginLoss": True, "BCELoss": False}  # name -> takes logits
 REGRESSION_LOSSES = {"MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "GaussianNLLLoss", "PoissonNLLLoss"}

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sp
 
-from runner.errors import ReportError
-from runner.metrics.builtin import higher_is_better, split_column
-from runner.metrics.significance import ALPHA, difference_interval, equivalence, holm
-from runner.report.leaderboard import build as leaderboard_build
-from runner.report.run_data import RunData, data_settings, describe_data, differences, differences_line, run_labels, task_words
-from runner.report.verdict import column as metric_column, registered
+from compare.errors import ReportError
+from compare.metrics.builtin import higher_is_better, split_column
+from compare.metrics.significance import ALPHA, difference_interval, equivalence, holm
+from compare.report.leaderboard import build as leaderboard_build
+from compare.report.run_data import RunData, data_settings, describe_data, differences, differences_line, run_labels, task_words
+from compare.report.verdict import column as metric_column, registered
 
 
 # ---- statistics: arrays in, numbers out ------------------------------------------------------

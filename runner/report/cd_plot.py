@@ -17,11 +17,11 @@ if "matplotlib.pyplot" not in sys.modules:  # headless unless the caller already
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from runner import atomic  # noqa: E402
-from runner.errors import ReportError  # noqa: E402
-from runner.report.across import Across  # noqa: E402
-from runner.rundir.guard import check_no_links  # noqa: E402
-from runner.rundir.layout import CRITICAL_DIFFERENCE_PNG  # noqa: E402
+from compare import atomic  # noqa: E402
+from compare.errors import ReportError  # noqa: E402
+from compare.report.across import Across  # noqa: E402
+from compare.rundir.guard import check_no_links  # noqa: E402
+from compare.rundir.layout import CRITICAL_DIFFERENCE_PNG  # noqa: E402
 
 DPI = 120
 FONT = 10  # points

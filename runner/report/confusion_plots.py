@@ -9,10 +9,10 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from runner.report import stats, task_plots
-from runner.report.figure_kit import _figure, wrap
-from runner.report.run_data import RunData
-from runner.rundir import layout
+from compare.report import stats, task_plots
+from compare.report.figure_kit import _figure, wrap
+from compare.report.run_data import RunData
+from compare.rundir import layout
 
 
 def class_names(run: RunData, model: str) -> list[str]:

@@ -9,8 +9,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from runner.report.figure_kit import _figure, wrap
-from runner.report.run_data import RunData, epoch_stats
+from compare.report.figure_kit import _figure, wrap
+from compare.report.run_data import RunData, epoch_stats
 
 IGNORED = (0.55, 0.55, 0.55)  # a pixel no statistic counts (ignore_index), grey in the truth
 
@@ -89,7 +89,7 @@ def per_class_iou(run: RunData, order: list[str], run_name: str) -> Figure | Non
     worst classes visible at a glance."""
     if run.task[0] != "dense":
         return None
-    from runner.report.per_class import per_class_dense  # noqa: PLC0415 - pandas tables, only for this plot
+    from compare.report.per_class import per_class_dense  # noqa: PLC0415 - pandas tables, only for this plot
 
     table = per_class_dense(run, order)
     if table.empty:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from runner.errors import ReportError
-from runner.metrics.power import mde_from_se
-from runner.metrics.significance import ALPHA, bootstrap, bootstrap_p, holm, percentile_interval
-from runner.report import tuning, verdict
-from runner.report.leaderboard import NOT_SELECTABLE, select_of, with_selection
-from runner.report.run_data import RunData
+from compare.errors import ReportError
+from compare.metrics.power import mde_from_se
+from compare.metrics.significance import ALPHA, bootstrap, bootstrap_p, holm, percentile_interval
+from compare.report import tuning, verdict
+from compare.report.leaderboard import NOT_SELECTABLE, select_of, with_selection
+from compare.report.run_data import RunData
 
 RESAMPLES = 2_000  # joint resamples (trials and test samples) behind every band, p and interval
 

@@ -9,7 +9,7 @@ import zlib
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from runner.metrics.significance import t_quantile_note
+from compare.metrics.significance import t_quantile_note
 
 DPI = 120
 # 20 distinguishable colours: tab10, then tab20's light partner of each.

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner import atomic
-from runner.report import families
-from runner.report.formats import family_markdown, title, to_markdown
-from runner.report.leaderboard import Leaderboard, build
-from runner.report.run_data import RunData, load_run
-from runner.rundir import layout
-from runner.rundir.guard import check_no_links
+from compare import atomic
+from compare.report import families
+from compare.report.formats import family_markdown, title, to_markdown
+from compare.report.leaderboard import Leaderboard, build
+from compare.report.run_data import RunData, load_run
+from compare.rundir import layout
+from compare.rundir.guard import check_no_links
 
 
 def write_leaderboard(run: RunData, board: Leaderboard) -> list[Path]:
@@ -40,7 +40,7 @@ def write_families(run: RunData, board: families.FamilyBoard) -> list[Path]:
 
 def write_report(runs: list[RunData], board, by_family: families.FamilyBoard | None = None, out: Path | None = None) -> Path:
     """report.html (runner/report/html.py): RUN/report.html for one run, else `out`."""
-    from runner.report.html import page  # noqa: PLC0415 - reads the PNGs; per-class tables need sklearn
+    from compare.report.html import page  # noqa: PLC0415 - reads the PNGs; per-class tables need sklearn
 
     path = check_no_links(out if out is not None else runs[0].path / layout.REPORT_HTML, None if out is not None else runs[0].path)
     atomic.write_text(path, page(runs, board, by_family))
@@ -64,11 +64,11 @@ def finalize_run(run_dir: str | Path, plots: bool = True) -> Leaderboard:
     if by_family is not None:
         write_families(run, by_family)
     if (run.path / layout.TB).is_dir():
-        from runner.report.tb_views import write_tb_views  # noqa: PLC0415 - imports tensorboard + matplotlib
+        from compare.report.tb_views import write_tb_views  # noqa: PLC0415 - imports tensorboard + matplotlib
 
         write_tb_views(run)
     if plots:
-        from runner.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
+        from compare.report.plots import write_plots  # noqa: PLC0415 - imports seaborn
 
         write_plots(run, board, run.path / layout.PLOTS, board.evidence.notes, by_family)  # a plot that fails is a note, not a failed run
     write_report([run], board, by_family)  # last: it embeds the plots

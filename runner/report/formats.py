@@ -8,13 +8,13 @@ import math
 
 import pandas as pd
 
-from runner.metrics.power import POWER
-from runner.metrics.significance import ALPHA
-from runner.errors import ReportError, did_you_mean
-from runner.report.across import Across
-from runner.report.families import FamilyBoard
-from runner.report.leaderboard import TEST_ACC, Leaderboard
-from runner.report.run_data import RunData
+from compare.metrics.power import POWER
+from compare.metrics.significance import ALPHA
+from compare.errors import ReportError, did_you_mean
+from compare.report.across import Across
+from compare.report.families import FamilyBoard
+from compare.report.leaderboard import TEST_ACC, Leaderboard
+from compare.report.run_data import RunData
 
 
 def title(run: RunData) -> str:

@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
-from runner.report import dense_plots, task_plots
-from runner.report.confusion_plots import confusion_grid
-from runner.report.run_data import RunData
-from runner.rundir import layout
+from compare.report import dense_plots, task_plots
+from compare.report.confusion_plots import confusion_grid
+from compare.report.run_data import RunData
+from compare.rundir import layout
 
 SEP = "/"  # runner/metrics/heads.py: <head>/<stat>
 

@@ -18,14 +18,14 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from runner.errors import one_line
-from runner.report import formats
-from runner.report.across import Across
-from runner.report.families import FamilyBoard
-from runner.report.leaderboard import Leaderboard
-from runner.report.run_data import RunData
-from runner.report.sentences import sentences
-from runner.rundir import layout
+from compare.errors import one_line
+from compare.report import formats
+from compare.report.across import Across
+from compare.report.families import FamilyBoard
+from compare.report.leaderboard import Leaderboard
+from compare.report.run_data import RunData
+from compare.report.sentences import sentences
+from compare.rundir import layout
 
 PLOT_ORDER = [layout.LEADERBOARD_PNG, layout.LEARNING_CURVES_PNG, layout.PARETO_PARAMS_PNG, layout.PARETO_TRAIN_TIME_PNG,
               layout.TUNING_CURVES_PNG, layout.CONFUSION_PNG, layout.PER_CLASS_PNG, layout.CONFUSED_PAIRS_PNG,
@@ -124,7 +124,7 @@ def _families(by_family: FamilyBoard) -> list[str]:
 
 
 def _per_class(run: RunData, order: list[str]) -> list[str]:
-    from runner.report.per_class import confused_pairs, per_class  # noqa: PLC0415 - sklearn, on demand
+    from compare.report.per_class import confused_pairs, per_class  # noqa: PLC0415 - sklearn, on demand
 
     table = per_class(run, order)
     if table.empty:

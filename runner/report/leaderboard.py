@@ -3,7 +3,7 @@
 Numbers come from history.csv at each seed's selected epoch (`report.select`: the final epoch,
 or the best epoch on val; never one chosen on test), the paired tests from the test
 predictions saved for that epoch (predictions/<model>/seed_<s>.npz), static facts (arch,
-params, FLOPs, optimizer, sweep values, ...) from models.csv. No file is written here.
+params, FLOPs, optimizer, sweep values, ...) from compare.models.csv. No file is written here.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from runner.errors import ReportError, did_you_mean
-from runner.metrics.builtin import HEADLINE, Metric, higher_is_better, split_column, value_range
-from runner.metrics.selection import selection_metric
-from runner.metrics.significance import ALPHA, accuracy_interval, holm, t_interval, t_quantile_note, within
-from runner.report import verdict
-from runner.report.run_data import RunData, differences_line, one_task, run_labels
+from compare.errors import ReportError, did_you_mean
+from compare.metrics.builtin import HEADLINE, Metric, higher_is_better, split_column, value_range
+from compare.metrics.selection import selection_metric
+from compare.metrics.significance import ALPHA, accuracy_interval, holm, t_interval, t_quantile_note, within
+from compare.report import verdict
+from compare.report.run_data import RunData, differences_line, one_task, run_labels
 
 TEST_ACC, VAL_ACC = split_column("test"), split_column("val")  # the headline accuracy's history.csv columns
 PARTS = ("mean", "std", "ci95_low", "ci95_high")  # a ranked metric's columns: test_acc_mean, ...

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from runner.errors import ReportError, did_you_mean
-from runner.metrics import dense
-from runner.metrics.builtin import average_precision_w
-from runner.report import stats
-from runner.report.run_data import RunData, epoch_stats
+from compare.errors import ReportError, did_you_mean
+from compare.metrics import dense
+from compare.metrics.builtin import average_precision_w
+from compare.report import stats
+from compare.report.run_data import RunData, epoch_stats
 
 # --sort: these read best high (scores, and the bigger classes first); errors and names low first.
 HIGH_FIRST = {"precision", "recall", "f1", "ap", "r2", "support", "predicted", "count", "share", "iou", "acc", "dice"}

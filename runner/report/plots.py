@@ -36,15 +36,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from runner import atomic  # noqa: E402
-from runner.metrics.builtin import TEST_HEADLINE, value_range  # noqa: E402
-from runner.report import dense_plots, head_plots, stats, task_plots, tuning_plot  # noqa: E402
-from runner.report.confusion_plots import confusion_grid  # noqa: E402
-from runner.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
-from runner.report.leaderboard import Leaderboard  # noqa: E402
-from runner.report.run_data import RunData  # noqa: E402
-from runner.rundir import layout  # noqa: E402
-from runner.rundir.guard import check_no_links  # noqa: E402
+from compare import atomic  # noqa: E402
+from compare.metrics.builtin import TEST_HEADLINE, value_range  # noqa: E402
+from compare.report import dense_plots, head_plots, stats, task_plots, tuning_plot  # noqa: E402
+from compare.report.confusion_plots import confusion_grid  # noqa: E402
+from compare.report.figure_kit import DPI, PALETTE, _figure, family_colours, legend_panel, model_colours, seeds_note, wrap  # noqa: E402,F401 - their home; read here as before
+from compare.report.leaderboard import Leaderboard  # noqa: E402
+from compare.report.run_data import RunData  # noqa: E402
+from compare.rundir import layout  # noqa: E402
+from compare.rundir.guard import check_no_links  # noqa: E402
 
 EPOCH_LABEL = "epoch (passes over the train split)"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from runner.errors import ReportError, RunDirError, clip
-from runner.rundir import integrity, layout
-from runner.metrics.builtin import HEADLINE, split_column
+from compare.errors import ReportError, RunDirError, clip
+from compare.rundir import integrity, layout
+from compare.metrics.builtin import HEADLINE, split_column
 
 SHARD_SUFFIX = re.compile(r"\.shard-\d+-of-\d+$")  # runner/run/shards.py's default run directory suffix
 PREDICTION_KEYS = ("target", "final", "final_epoch", "best_val", "best_val_epoch")  # plus <key>.<stat> per metric statistic

@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from runner.report.leaderboard import Leaderboard
+from compare.report.leaderboard import Leaderboard
 
 
 def sentences(board: Leaderboard) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.metrics.significance import t_interval, within
+from compare.metrics.significance import t_interval, within
 
 
 def pareto_front(cost, value) -> np.ndarray:

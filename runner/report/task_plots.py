@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from runner.metrics.builtin import ECE_BINS, Kept, metrics_for
-from runner.report.figure_kit import _figure, wrap
-from runner.report.run_data import RunData, epoch_stats
+from compare.metrics.builtin import ECE_BINS, Kept, metrics_for
+from compare.report.figure_kit import _figure, wrap
+from compare.report.run_data import RunData, epoch_stats
 
 FEW_IN_BIN = 10  # a reliability bin with fewer test samples is drawn faint: its accuracy is noise
 MANY_CLASSES = 20  # past this a confusion matrix has no labels or numbers: confused_pairs.png says what it hides
@@ -120,7 +120,7 @@ def regression(run: RunData, order: list[str], colours: dict, run_name: str) -> 
 def per_class_f1(run: RunData, order: list[str], run_name: str) -> Figure | None:
     """Models x classes heatmap of F1 (runner/report/per_class.py), worst classes visible at a
     glance; past CLASSES_PER_ROW classes the classes wrap onto more rows, a grid."""
-    from runner.report.per_class import per_class  # noqa: PLC0415 - pandas tables, only for this plot
+    from compare.report.per_class import per_class  # noqa: PLC0415 - pandas tables, only for this plot
 
     table = per_class(run, order)
     if table.empty or "f1" not in table:  # regression: its per-output table has no F1
@@ -163,7 +163,7 @@ def many_classes(run: RunData) -> bool:
 def confused_pairs(run: RunData, order: list[str], colours: dict, run_name: str) -> Figure | None:
     """Past MANY_CLASSES classes: each model's most frequent mistakes (true -> predicted) as
     bars, the share of the true class's test samples, each labelled with its count."""
-    from runner.report.per_class import confused_pairs as pairs_table  # noqa: PLC0415
+    from compare.report.per_class import confused_pairs as pairs_table  # noqa: PLC0415
 
     if not many_classes(run):
         return None

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner.report import stats
-from runner.report.run_data import RunData
-from runner.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE, value_range
-from runner.rundir.layout import TB, tb_band_run, tb_run
-from runner.rundir.guard import check_no_links
+from compare.report import stats
+from compare.report.run_data import RunData
+from compare.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE, value_range
+from compare.rundir.layout import TB, tb_band_run, tb_run
+from compare.rundir.guard import check_no_links
 
 SUFFIX = ".compare-views"
 METRICS = ["accuracy/test", "loss/test", "accuracy/train", "loss/train"]  # last value = final metric
@@ -207,7 +207,7 @@ def _hparam_value(value):
 
 def session_hparams(run: RunData, model: str, seed: int) -> dict:
     """One session's hyperparameters: the model's config entry, the shared settings that
-    matter for comparing, static facts from models.csv, this seed and how it ended."""
+    matter for comparing, static facts from compare.models.csv, this seed and how it ended."""
     entry = next((m for m in run.config.get("model", []) if m.get("name") == model), {})
     h = run.history[(run.history["model"] == model) & (run.history["seed"] == seed)].sort_values("epoch")
     exp, data = run.config.get("experiment", {}), run.config.get("data", {})
@@ -278,7 +278,7 @@ def _confusion_image(run: RunData, model: str, seed: int):
     reports), or None without saved predictions."""
     from torch.utils.tensorboard._utils import figure_to_image  # noqa: PLC0415 - what add_figure uses
 
-    from runner.report.confusion_plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
+    from compare.report.confusion_plots import class_names, confusion_figure  # noqa: PLC0415 - imports matplotlib
 
     selected = run.selected_predictions(model, seed)
     if selected is None:

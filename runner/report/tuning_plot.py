@@ -6,8 +6,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from runner.report.families import FamilyBoard
-from runner.report.figure_kit import _figure, legend_panel, model_colours, wrap
+from compare.report.families import FamilyBoard
+from compare.report.figure_kit import _figure, legend_panel, model_colours, wrap
 
 
 def tuning_curves(board: FamilyBoard, run_name: str) -> Figure | None:

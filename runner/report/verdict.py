@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from runner.errors import ReportError
-from runner.metrics import power, significance
-from runner.metrics.builtin import HEADLINE, Kept, Metric, metrics_for, split_column
-from runner.report.run_data import RunData, epoch_stats
+from compare.errors import ReportError
+from compare.metrics import power, significance
+from compare.metrics.builtin import HEADLINE, Kept, Metric, metrics_for, split_column
+from compare.report.run_data import RunData, epoch_stats
 
 FAMILY_TEST = {
     "mcnemar": "exact McNemar test (per test sample, the seeds each model gets right; exact sign test where they differ)",
@@ -56,7 +56,7 @@ def registered(run: RunData, metric: str) -> Metric | None:
     found = metrics_for(*run.task).get(name)
     reference = run.env.get("user_metrics", {}).get(name)
     if found is None and reference:
-        from runner.resolve.metric_refs import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
+        from compare.resolve.metric_refs import resolve_metric  # noqa: PLC0415 - user code, loaded only when asked for
 
         found = resolve_metric(reference, run.env.get("references_from", "."))
     return found

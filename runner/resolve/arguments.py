@@ -14,7 +14,7 @@ import typing
 import warnings
 from typing import Any, Callable
 
-from runner.errors import ConfigError, Problem, clip, did_you_mean, shown
+from compare.errors import ConfigError, Problem, clip, did_you_mean, shown
 
 _SEQUENCES = (list, tuple, abc.Sequence, abc.Iterable, abc.Collection, abc.MutableSequence)
 _NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "table", type(None): "none"}

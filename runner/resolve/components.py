@@ -18,10 +18,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runner.resolve import arguments, head_losses, references
-from runner.resolve.shared_loss import shared_state
-from runner.engine.rng import preserved_rng
-from runner.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, describe, shown
+from compare.resolve import arguments, head_losses, references
+from compare.resolve.shared_loss import shared_state
+from compare.engine.rng import preserved_rng
+from compare.errors import CompareError, CompareWarning, ConfigError, Problem, ReferenceNotFound, UnknownNameError, describe, shown
 
 # The file named when a torch constructor refuses a config's arguments at build time, where the
 # Config's source is not at hand; the config check builds the same objects first and names it.
@@ -177,7 +177,7 @@ def check_dataset(name: Any, args: dict, file: str, key: str, base_dir: str | Pa
 def check_transforms(specs: list | None, file: str, key: str) -> list[Problem]:
     """`[{ name = "RandomCrop", size = 32 }, ...]`: names from torchvision.transforms.v2, arguments
     checked against the class; from Python, transform objects are taken as they are."""
-    from datasets.transforms import ADDED_BY_PIPELINE, list_transforms  # noqa: PLC0415
+    from compare.datasets.transforms import ADDED_BY_PIPELINE, list_transforms  # noqa: PLC0415
     from torchvision.transforms import v2  # noqa: PLC0415
 
     out: list[Problem] = []
@@ -212,7 +212,7 @@ def registered(value: Any) -> bool:
 def resolve_model(arch: Any, base_dir: str | Path = ".") -> Any:
     """A registry builder, or the class / factory / nn.Module instance a reference or live object is."""
     if registered(arch):
-        from models import MODELS  # noqa: PLC0415
+        from compare.models import MODELS  # noqa: PLC0415
 
         return MODELS.get(arch)
     if not isinstance(arch, str) and not callable(arch):
@@ -257,7 +257,7 @@ def build_model(arch: Any, args: dict, input_shape, num_classes: int, base_dir: 
     only where its signature names them (`class Net(nn.Module): def __init__(self)` just works)."""
     target = resolve_model(arch, base_dir)
     if registered(arch):
-        from models import create_model  # noqa: PLC0415
+        from compare.models import create_model  # noqa: PLC0415
 
         return create_model(arch, input_shape, num_classes, **args)
     what = f"model {name} ({describe(arch)})" if name else describe(arch)
@@ -290,7 +290,10 @@ def resolve_dataset(spec: Any, base_dir: str | Path = "."):
     if isinstance(target, adapter):
         return target
     if not (isinstance(target, type) and issubclass(target, adapter)):
-        raise ReferenceNotFound(f"{describe(spec)} is {describe(target)}; expected a subclass of datasets.DatasetAdapter that overrides load_data()")
+        # the repository's datasets/ folder imported as a top-level `datasets` (from the checkout's root): a second copy
+        foreign = isinstance(target, type) and any(c.__name__ == "DatasetAdapter" for c in target.__mro__)
+        hint = f"; it subclasses {target.__mro__[1].__module__}'s DatasetAdapter: write `from compare.datasets import DatasetAdapter`" if foreign else ""
+        raise ReferenceNotFound(f"{describe(spec)} is {describe(target)}; expected a subclass of compare.datasets.DatasetAdapter that overrides load_data(){hint}")
     if inspect.isabstract(target):
         raise ReferenceNotFound(f"{describe(spec)}: {target.__name__} does not override load_data()")
     return target
@@ -333,7 +336,7 @@ def prepare_dataset(adapter, data, seed: int = 0):
 
 
 def build_transforms(specs: list, key: str = "data.train_transforms") -> list:
-    from datasets.transforms import create_transform  # noqa: PLC0415
+    from compare.datasets.transforms import create_transform  # noqa: PLC0415
 
     out = []
     for i, spec in enumerate(specs):
@@ -386,14 +389,8 @@ def build_loss(loss, base_dir: str | Path = ".", num_classes: int = 2) -> Callab
 
 
 def dataset_package():
-    """Our top-level `datasets` package, or a clear error if Hugging Face's shadows it."""
-    import datasets  # noqa: PLC0415
+    """compare's dataset package (`compare.datasets`), imported when first needed: it imports
+    torchvision. Hugging Face's `datasets` is another package and may be installed beside it."""
+    from compare import datasets  # noqa: PLC0415
 
-    if not hasattr(datasets, "DatasetAdapter"):
-        where = getattr(datasets, "__file__", "?")
-        raise CompareError(
-            f"`import datasets` loaded {where}, which is not compare's datasets package "
-            "(Hugging Face's `datasets` has the same import name); run compare from its own "
-            "virtual environment or `pip uninstall datasets` there"
-        )
     return datasets

@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runner.errors import DataError, Problem, shown
-from runner.metrics.heads import items
+from compare.errors import DataError, Problem, shown
+from compare.metrics.heads import items
 
 NAME = "heads"  # loss.name of a loss per head
 KEYS = ("name", "args", "weight")  # a head's table

@@ -1,13 +1,13 @@
 """Metrics of the user's own, by reference in `[report] metrics` (docs/metrics.md, "A metric
-of your own"): resolved like a model reference, checked to be a runner.metrics Metric."""
+of your own"): resolved like a model reference, checked to be a compare.metrics Metric."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from runner.resolve import references
-from runner.errors import CompareError, Problem, UserCodeError
-from runner.metrics.builtin import Metric
+from compare.resolve import references
+from compare.errors import CompareError, Problem, UserCodeError
+from compare.metrics.builtin import Metric
 
 def is_metric_reference(name: Any) -> bool:
     return isinstance(name, str) and ":" in name
@@ -17,7 +17,7 @@ def resolve_metric(reference: str, base_dir: str | Path = ".") -> Metric:
     """`my_metrics.py:iou` -> the Metric it names (docs/metrics.md, "A metric of your own")."""
     obj = references.resolve(reference, base_dir)
     if not isinstance(obj, Metric):
-        raise UserCodeError(f"{reference} is {type(obj).__name__}, not a runner.metrics.builtin.Metric (docs/metrics.md shows one)")
+        raise UserCodeError(f"{reference} is {type(obj).__name__}, not a compare.metrics.builtin.Metric (docs/metrics.md shows one)")
     return obj
 
 

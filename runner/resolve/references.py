@@ -39,8 +39,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from runner.engine.rng import preserved_rng
-from runner.errors import CompareError, CompareNote, ReferenceNotFound, UserCodeError, describe, did_you_mean, one_line
+from compare.engine.rng import preserved_rng
+from compare.errors import CompareError, CompareNote, ReferenceNotFound, UserCodeError, describe, did_you_mean, one_line
 
 SKIP_TAG = "skip-compare"
 FORMS = "package.module:attr, path/to/file.py:Attr or path/to/notebook.ipynb:Attr"
@@ -113,10 +113,35 @@ def _import(name: str) -> types.ModuleType:
             raise ReferenceNotFound(f"cannot import module {name!r}: {err}; use path/to/file.py:Attr for a file of your own") from None
         raise UserCodeError(f"importing {name!r} failed: {one_line(err)}{located(err)}") from err
     except Exception as err:  # noqa: BLE001 - the user's module raised while importing
+        if (moved := old_import(err)) is not None:
+            raise UserCodeError(f"importing {name!r}{located(err)}: {moved}") from err
         raise UserCodeError(f"importing {name!r} failed: {one_line(err)}{located(err)}") from err
 
 
 # ---------------------------------------------------------------- files and notebooks
+
+
+OUR_PACKAGES = ("datasets", "models")  # installed as compare.datasets and compare.models (pyproject.toml)
+
+
+def old_import(err: BaseException) -> str | None:
+    """The line for a user file that still imports compare's adapter or model registry by the
+    old top-level names (`from datasets import DatasetAdapter`): they install under `compare` now,
+    and `datasets` may be Hugging Face's. None for any other error."""
+    if not isinstance(err, ImportError) or (err.name or "").partition(".")[0] not in OUR_PACKAGES:
+        return None
+    if not isinstance(err, ModuleNotFoundError) and "cannot import name" not in str(err):
+        return None
+    line = next((f.line for f in reversed(traceback.extract_tb(err.__traceback__)) if f.line and re.match(r"(from|import)\s", f.line)), "")
+    found = re.match(r"from\s+([\w.]+)\s+import\s+(.+)", line or "")
+    if found and found.group(1).partition(".")[0] in OUR_PACKAGES:
+        old, new = found.group(0).strip(), f"from compare.{found.group(1)} import {found.group(2).strip()}"
+    else:
+        what = re.search(r"cannot import name '(\w+)'", str(err))
+        old = f"from {err.name} import {what.group(1) if what else '...'}"
+        new = "from compare." + old.removeprefix("from ")
+    return (f"`{old}` is compare's old import name; write `{new}` "
+            f"(compare installs under one `compare` namespace, so that Hugging Face's `{err.name.partition('.')[0]}` can be installed beside it)")
 
 
 def _run_file(path: Path, shown: str) -> types.ModuleType:
@@ -225,6 +250,8 @@ def _execute(path: Path, shown: str, source: str, locate: Callable[[int], str], 
             exec(compile(tree, filename, "exec"), module.__dict__)  # noqa: S102 - running the user's file is the point
     except (Exception, SystemExit) as err:  # noqa: BLE001
         del sys.modules[name]
+        if (moved := old_import(err)) is not None:
+            raise UserCodeError(f"{shown}{located(err)}: {moved}") from err
         hint = "; if that cell loads data, tag it skip-compare" if notebook else ""
         raise UserCodeError(f"running {shown} failed: {type(err).__name__}: {one_line(err)}{located(err)}{hint}") from err
     return module

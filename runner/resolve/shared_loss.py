@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from runner.engine.rng import preserved_rng
+from compare.engine.rng import preserved_rng
 
 
 def shared_state(loss: Callable, num_classes: int) -> list[str]:

@@ -8,7 +8,7 @@
                            resolved config (a resume whose config.toml was deleted reads it)
 
 A checkpoint is `torch.save` of plain containers and tensors only, so it loads with
-`torch.load(weights_only=True)`. Every file goes through runner.atomic (temp file, fsync,
+`torch.load(weights_only=True)`. Every file goes through compare.atomic (temp file, fsync,
 os.replace, fsync of the directory). The manifest is written at the start of a fresh run (no
 checkpoint yet) and after each new checkpoint is on disk, before it takes the newest name, so a
 crash at any point leaves a manifest that vouches for the files a resume finds. Without a
@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from runner import atomic
-from runner.errors import CompareWarning, RunDirError, clip
-from runner.rundir.layout import CHECKPOINT, CHECKPOINT_NEXT, CHECKPOINT_PREV, CHECKPOINTS, ERRORS, HISTORY, MANIFEST, PREDICTIONS, TB, WEIGHTS
+from compare import atomic
+from compare.errors import CompareWarning, RunDirError, clip
+from compare.rundir.layout import CHECKPOINT, CHECKPOINT_NEXT, CHECKPOINT_PREV, CHECKPOINTS, ERRORS, HISTORY, MANIFEST, PREDICTIONS, TB, WEIGHTS
 
 if TYPE_CHECKING:
-    from runner.config.schema import Config
-    from runner.engine.dist import Dist
-    from runner.run.sinks import HistorySink
+    from compare.config.schema import Config
+    from compare.engine.dist import Dist
+    from compare.run.sinks import HistorySink
 
 FORMAT = 3  # the layout of the state below; another value is another compare's checkpoint (3: train meters are step logs)
 PROGRESS = (HISTORY, TB, ERRORS, PREDICTIONS, WEIGHTS)  # written only once the manifest exists

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-from runner.engine.dist import Dist
-from runner.errors import DeviceError
-from runner.run.launch import launched, restart_count
+from compare.engine.dist import Dist
+from compare.errors import DeviceError
+from compare.run.launch import launched, restart_count
 
 
 def resolve_rank_device(spec: str, local_rank: int) -> torch.device:

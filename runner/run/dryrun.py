@@ -17,26 +17,26 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from runner import nested
-from runner.resolve import components, metric_refs
-from runner.config import search
-from runner.config.schema import Config, ModelConfig
-from runner.data.loaders import first_batches
-from runner.data.splits import check_val_split
-from runner.errors import CompareError, UserCodeError, describe, one_line
-from runner.rundir.guard import holds_a_run
-from runner.assemble import finetune, recipe
-from runner.assemble.flops import probe_batch
-from runner.assemble.preflight import check_batch_bytes, check_data_and_models, check_own_metrics, check_sample_shapes
-from runner.assemble.slots import build_slot, data_task, model_device, resolve_device
-from runner.engine import calling
-from runner.engine.dist import Dist
-from runner.metrics.builtin import defaults, rank_metric
-from runner.metrics.outputs import shape_of
-from runner.metrics import heads
-from runner.metrics.tasks import Task
-from runner.resolve.references import located
-from runner.engine.rng import preserved_rng
+from compare import nested
+from compare.resolve import components, metric_refs
+from compare.config import search
+from compare.config.schema import Config, ModelConfig
+from compare.data.loaders import first_batches
+from compare.data.splits import check_val_split
+from compare.errors import CompareError, UserCodeError, describe, one_line
+from compare.rundir.guard import holds_a_run
+from compare.assemble import finetune, recipe
+from compare.assemble.flops import probe_batch
+from compare.assemble.preflight import check_batch_bytes, check_data_and_models, check_own_metrics, check_sample_shapes
+from compare.assemble.slots import build_slot, data_task, model_device, resolve_device
+from compare.engine import calling
+from compare.engine.dist import Dist
+from compare.metrics.builtin import defaults, rank_metric
+from compare.metrics.outputs import shape_of
+from compare.metrics import heads
+from compare.metrics.tasks import Task
+from compare.resolve.references import located
+from compare.engine.rng import preserved_rng
 
 
 # At most this much input goes through the probe: Pad(padding=1000) on 8x8 digits makes 16 MB
@@ -119,7 +119,7 @@ def make_plan(cfg: Config, run_dir: Path) -> Plan:
     device = resolve_device(cfg.experiment.device)
     d = cfg.data
     if d.cache != "none":  # the steps data.cache cannot run fail now; nothing is decoded
-        from runner.data.cache import check_input, plan_pipelines  # noqa: PLC0415
+        from compare.data.cache import check_input, plan_pipelines  # noqa: PLC0415
 
         plan_pipelines(components.build_adapter(d, cfg.base_dir), d, cfg.source)
     with preserved_rng():  # user code (adapter, loss, augmentation) may draw from any global generator

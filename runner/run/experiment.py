@@ -19,35 +19,35 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from runner import atomic
-from runner.resolve import components, metric_refs
-from runner.assemble.fusing import fused_labels
-from runner.assemble.preflight import check_batch_bytes, check_data_and_models, check_sample_shapes, check_sharding
-from runner.assemble.slots import build_slots, resolve_device
-from runner.config import tomlio
-from runner.config.schema import Config
-from runner.assemble.validate import config_from_dict, load_config
-from runner.data.loaders import load_data
-from runner.data.splits import split_facts
-from runner.metrics.builtin import defaults, rank_metric
-from runner.engine.slot import Slot
-from runner.errors import CompareError, CompareNote, CompareWarning, ConfigError, Problem, RunDirError, StopNow
-from runner.report.finalize import finalize_run
-from runner.report.leaderboard import failures, searched_families
-from runner.run.checkpoint import Checkpointer, recorded_base_dir, recorded_config
-from runner.engine.dist import Dist
-from runner.run.distributed import session
-from runner.run.dryrun import make_plan
-from runner.run.envinfo import environment
-from runner.run.interrupts import Interrupted, StopFlag, resume_command
-from runner.run.progress import Progress
-from runner.rundir import layout
-from runner.rundir.guard import check_path, LINKED, claim_run_dir, nothing_to_resume, default_run_dir, holds_a_run, missing_folders, release_claim
-from runner.run.shared_pass import Outputs, SharedPass
-from runner.run.shards import Shard, config_hash, placed_shards, plan, probe_costs, read_shard, refuse_race, shard_config
-from runner.run.predictions import kept_predictions, repair_predictions
-from runner.run.weights import repair_weights, unrepairable
-from runner.run.sinks import HistorySink
+from compare import atomic
+from compare.resolve import components, metric_refs
+from compare.assemble.fusing import fused_labels
+from compare.assemble.preflight import check_batch_bytes, check_data_and_models, check_sample_shapes, check_sharding
+from compare.assemble.slots import build_slots, resolve_device
+from compare.config import tomlio
+from compare.config.schema import Config
+from compare.assemble.validate import config_from_dict, load_config
+from compare.data.loaders import load_data
+from compare.data.splits import split_facts
+from compare.metrics.builtin import defaults, rank_metric
+from compare.engine.slot import Slot
+from compare.errors import CompareError, CompareNote, CompareWarning, ConfigError, Problem, RunDirError, StopNow
+from compare.report.finalize import finalize_run
+from compare.report.leaderboard import failures, searched_families
+from compare.run.checkpoint import Checkpointer, recorded_base_dir, recorded_config
+from compare.engine.dist import Dist
+from compare.run.distributed import session
+from compare.run.dryrun import make_plan
+from compare.run.envinfo import environment
+from compare.run.interrupts import Interrupted, StopFlag, resume_command
+from compare.run.progress import Progress
+from compare.rundir import layout
+from compare.rundir.guard import check_path, LINKED, claim_run_dir, nothing_to_resume, default_run_dir, holds_a_run, missing_folders, release_claim
+from compare.run.shared_pass import Outputs, SharedPass
+from compare.run.shards import Shard, config_hash, placed_shards, plan, probe_costs, read_shard, refuse_race, shard_config
+from compare.run.predictions import kept_predictions, repair_predictions
+from compare.run.weights import repair_weights, unrepairable
+from compare.run.sinks import HistorySink
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Experiment:
     ) -> RunResult:
         """Train (or, with `resume`, continue from the newest valid checkpoint). `stop` is set
         by a signal handler: the run then checkpoints after the current step and raises
-        `Interrupted` (see runner.run.interrupts). Under torchrun this runs on every rank, data
+        `Interrupted` (see compare.run.interrupts). Under torchrun this runs on every rank, data
         parallel; rank 0 alone touches the run directory. `accept_unverified`: resume from a
         checkpoint no manifest vouches for (runner/run/checkpoint.py). `single`: one process's
         run even under torchrun (a rank's share of `--place models`, runner/run/ranks.py)."""

@@ -9,8 +9,8 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import CompareError, StopNow
-from runner.rundir.layout import SHARDS
+from compare.errors import CompareError, StopNow
+from compare.rundir.layout import SHARDS
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -1,6 +1,6 @@
 """`compare run CONFIG --nproc K`: torchrun's elastic agent, started for the user on this node.
 
-The workers run `python -m runner run CONFIG ...` (the same options), data parallel. Exit
+The workers run `python -m compare run CONFIG ...` (the same options), data parallel. Exit
 codes are mapped back to compare's: a run that finished with failed or diverged models exits
 0 in each worker (torchrun would otherwise treat it as a crash and restart it) and 3 here.
 """
@@ -10,8 +10,8 @@ import os
 import tomllib
 from pathlib import Path
 
-from runner.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, Problem
-from runner.rundir.layout import CONFIG, LEADERBOARD_CSV
+from compare.errors import EXIT_INTERNAL, EXIT_OK, EXIT_SOME_FAILED, ConfigError, Problem
+from compare.rundir.layout import CONFIG, LEADERBOARD_CSV
 
 # What torchrun (and other env:// launchers) set for every worker.
 LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -33,7 +33,7 @@ def env_rank() -> int:
 
 def torchrun_args(nproc: int, max_restarts: int, worker_args: list[str]) -> list[str]:
     """The torchrun command line (after `torchrun`) for one node; `--standalone` picks a free port."""
-    return ["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "--module", "runner", *worker_args]
+    return ["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "--module", "compare", *worker_args]
 
 
 def exit_code(failures: dict) -> int:
@@ -59,7 +59,7 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str], run_dir: Path)
     board = Path(run_dir) / LEADERBOARD_CSV
     import pandas as pd  # noqa: PLC0415 - the CLI's error path (fail -> env_rank) stays free of pandas
 
-    from runner.report.leaderboard import failures, searched_families  # noqa: PLC0415 - pandas, as above
+    from compare.report.leaderboard import failures, searched_families  # noqa: PLC0415 - pandas, as above
 
     config = Path(run_dir) / CONFIG
     searched = searched_families(tomllib.loads(config.read_text()).get("families", {})) if config.exists() else set()

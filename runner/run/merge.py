@@ -32,20 +32,20 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from runner import atomic
-from runner.errors import RunDirError
-from runner.report.finalize import finalize_run
-from runner.run.checkpoint import Checkpointer, recorded_base_dir
-from runner.engine.dist import Dist
-from runner.run.experiment import config_differences
-from runner.rundir import layout
-from runner.rundir.guard import check_no_links, claim_run_dir
-from runner.run.shards import Shard, read_shard
-from runner.run.predictions import repair_predictions
-from runner.run.sinks import HistorySink
-from runner.run.weights import kept_weights, repair_weights
-from runner.report.run_data import prediction_damage
-from runner.rundir.integrity import damage
+from compare import atomic
+from compare.errors import RunDirError
+from compare.report.finalize import finalize_run
+from compare.run.checkpoint import Checkpointer, recorded_base_dir
+from compare.engine.dist import Dist
+from compare.run.experiment import config_differences
+from compare.rundir import layout
+from compare.rundir.guard import check_no_links, claim_run_dir
+from compare.run.shards import Shard, read_shard
+from compare.run.predictions import repair_predictions
+from compare.run.sinks import HistorySink
+from compare.run.weights import kept_weights, repair_weights
+from compare.report.run_data import prediction_damage
+from compare.rundir.integrity import damage
 
 COPIED = (layout.PREDICTIONS, layout.WEIGHTS, layout.TB)  # <folder>/<model>/... per model
 

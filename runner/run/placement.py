@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runner.config.schema import Config
-from runner.errors import ConfigError, Problem
-from runner.run.shards import Shard, refuse_race
+from compare.config.schema import Config
+from compare.errors import ConfigError, Problem
+from compare.run.shards import Shard, refuse_race
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ModelsOverRanks(Placement):
         return Shard(1, self.nproc) if self.nproc is not None else None  # rank r trains shard r+1
 
     def train(self, experiment, run_dir, **options):
-        from runner.run.ranks import run_placed  # noqa: PLC0415 - process groups only where models are placed
+        from compare.run.ranks import run_placed  # noqa: PLC0415 - process groups only where models are placed
 
         return run_placed(experiment, run_dir, **options)
 

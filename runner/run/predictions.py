@@ -7,10 +7,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from runner.errors import CompareNote
-from runner.report.run_data import prediction_damage
-from runner.rundir.layout import predictions_file
-from runner.run.sinks import write_predictions
+from compare.errors import CompareNote
+from compare.report.run_data import prediction_damage
+from compare.rundir.layout import predictions_file
+from compare.run.sinks import write_predictions
 
 
 def kept_predictions(shared) -> dict | None:

@@ -15,7 +15,7 @@ from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 
-from runner.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE
+from compare.metrics.builtin import TEST_HEADLINE, VAL_HEADLINE
 
 # Shown after each epoch when the record holds them (val_* only where the run has a val split).
 EPOCH_METRICS = ("train_loss", "val_loss", VAL_HEADLINE, "test_loss", TEST_HEADLINE)

@@ -34,15 +34,15 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from runner import atomic
-from runner.errors import RunDirError
-from runner.engine.dist import Dist
-from runner.report.leaderboard import searched_families
-from runner.run.launch import restart_count
-from runner.run.merge import final_state, read_shards, refuse_unrebuildable, write_merged
-from runner.rundir.guard import claim_run_dir, holds_a_run
-from runner.rundir.layout import CONFIG, HISTORY, LOOKS, SHARDS, shard_folder
-from runner.run.shards import Shard
+from compare import atomic
+from compare.errors import RunDirError
+from compare.engine.dist import Dist
+from compare.report.leaderboard import searched_families
+from compare.run.launch import restart_count
+from compare.run.merge import final_state, read_shards, refuse_unrebuildable, write_merged
+from compare.rundir.guard import claim_run_dir, holds_a_run
+from compare.rundir.layout import CONFIG, HISTORY, LOOKS, SHARDS, shard_folder
+from compare.run.shards import Shard
 
 BARRIER_TIMEOUT = timedelta(days=7)  # the lightest share may wait this long for the heaviest
 POLL_S = 0.05
@@ -116,7 +116,7 @@ def shard_dir(run_dir: Path, shard: Shard) -> Path:
 def run_placed(experiment, run_dir=None, overwrite: bool = False, resume: bool = False, plots: bool = True, **options):
     """Experiment.run with the models spread over the ranks; rank 0 returns the merged run's
     RunResult, the others their shard's. A torchrun restart resumes each rank's folder."""
-    from runner.run.experiment import Experiment, RunResult  # noqa: PLC0415 - experiment sits above this module's callers
+    from compare.run.experiment import Experiment, RunResult  # noqa: PLC0415 - experiment sits above this module's callers
 
     cfg = experiment.config
     run_dir = Path(run_dir) if run_dir is not None else experiment.default_run_dir()

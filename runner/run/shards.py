@@ -23,10 +23,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
-from runner.config.schema import Config
-from runner.errors import ConfigError, Problem, RunDirError
-from runner.rundir.layout import SHARD as SHARD_FILE  # written with config.toml when a shard claims its run directory
-from runner.rundir.layout import CONFIG, SHARDS, shard_folder
+from compare.config.schema import Config
+from compare.errors import ConfigError, Problem, RunDirError
+from compare.rundir.layout import SHARD as SHARD_FILE  # written with config.toml when a shard claims its run directory
+from compare.rundir.layout import CONFIG, SHARDS, shard_folder
 
 RACE_REFUSED = (
     "racing compares the models with each other at every look, so a shard cannot race alone: "
@@ -119,7 +119,7 @@ def refuse_race(cfg: Config) -> None:
 def units(cfg: Config) -> list[tuple[str, ...]]:
     """The config's models in placement units, in config order: with `experiment.fuse` on or
     auto, models that could fuse (same arch, args, device) form one unit and stay together."""
-    from runner.errors import describe  # noqa: PLC0415
+    from compare.errors import describe  # noqa: PLC0415
 
     if cfg.experiment.fuse == "off":
         return [(m.name,) for m in cfg.models]
@@ -156,9 +156,9 @@ def probe_costs(cfg: Config, data) -> dict[str, dict]:
     was, and its probe read: {name: {flops_per_sample, params, cost}}; then discarded."""
     import torch  # noqa: PLC0415
 
-    from runner.assemble.flops import probe_batch  # noqa: PLC0415
-    from runner.assemble.slots import build_slot  # noqa: PLC0415
-    from runner.engine.rng import preserved_rng  # noqa: PLC0415
+    from compare.assemble.flops import probe_batch  # noqa: PLC0415
+    from compare.assemble.slots import build_slot  # noqa: PLC0415
+    from compare.engine.rng import preserved_rng  # noqa: PLC0415
 
     samples = len(data.train) * cfg.experiment.epochs
     sample = probe_batch(data)
@@ -186,7 +186,7 @@ def shard_config(cfg: Config, names) -> Config:
 def config_hash(cfg: Config) -> str:
     import hashlib  # noqa: PLC0415
 
-    from runner.config import tomlio  # noqa: PLC0415
+    from compare.config import tomlio  # noqa: PLC0415
 
     return hashlib.sha256(tomlio.dumps(cfg.to_dict()).encode()).hexdigest()
 

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import torch
 
-from runner import atomic
-from runner.config.schema import Config
-from runner.data.loaders import config_streams
-from runner.run.checkpoint import Checkpointer
-from runner.engine.dist import Dist
-from runner.engine.loop import evaluate, read_health, train_one_epoch
-from runner.engine.race import Race, describe
-from runner.metrics import heads
-from runner.metrics.builtin import Kept, lookup
-from runner.run.interrupts import Interrupted, StopFlag, resume_command
-from runner.run.progress import Progress
-from runner.rundir import layout
-from runner.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, weights_state, write_weights
-from runner.engine.slot import Slot
-from runner.engine.streams import Streams
+from compare import atomic
+from compare.config.schema import Config
+from compare.data.loaders import config_streams
+from compare.run.checkpoint import Checkpointer
+from compare.engine.dist import Dist
+from compare.engine.loop import evaluate, read_health, train_one_epoch
+from compare.engine.race import Race, describe
+from compare.metrics import heads
+from compare.metrics.builtin import Kept, lookup
+from compare.run.interrupts import Interrupted, StopFlag, resume_command
+from compare.run.progress import Progress
+from compare.rundir import layout
+from compare.run.sinks import HistorySink, NullTensorBoardSink, TensorBoardSink, write_predictions, weights_state, write_weights
+from compare.engine.slot import Slot
+from compare.engine.streams import Streams
 
 
 @dataclass

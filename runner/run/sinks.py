@@ -13,12 +13,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from runner import atomic
-from runner.atomic import write_csv  # by name: tests patch sinks.write_csv to fill the disk
-from runner.metrics.heads import kept_target  # several heads: each head's target is one of its statistics
-from runner.rundir import layout
-from runner.rundir.guard import check_no_links
-from runner.rundir.integrity import write_checksum
+from compare import atomic
+from compare.atomic import write_csv  # by name: tests patch sinks.write_csv to fill the disk
+from compare.metrics.heads import kept_target  # several heads: each head's target is one of its statistics
+from compare.rundir import layout
+from compare.rundir.guard import check_no_links
+from compare.rundir.integrity import write_checksum
 
 # history.csv column -> TensorBoard tag; the same tags for every model so runs overlay.
 TB_TAGS = {

@@ -12,10 +12,10 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from runner.errors import CompareNote
-from runner.rundir.integrity import damage
-from runner.rundir.layout import WEIGHTS, weights_file
-from runner.run.sinks import write_weights
+from compare.errors import CompareNote
+from compare.rundir.integrity import damage
+from compare.rundir.layout import WEIGHTS, weights_file
+from compare.run.sinks import write_weights
 
 
 def kept_weights(checkpoint: dict, several_seeds: bool) -> Iterator[tuple[str, int | None, str, dict]]:

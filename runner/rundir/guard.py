@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from runner import atomic
-from runner.errors import RunDirError, clip
-from runner.rundir.layout import CHECKPOINTS, CONFIG, HISTORY, LOCK, MARKER, RUN_FILES, RUN_FOLDERS, SHARD, SHARDED
+from compare import atomic
+from compare.errors import RunDirError, clip
+from compare.rundir.layout import CHECKPOINTS, CONFIG, HISTORY, LOCK, MARKER, RUN_FILES, RUN_FOLDERS, SHARD, SHARDED
 
 FORMAT = 1  # the marker's format version
 TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.\d+\.tmp$")  # runner/atomic.py's `.<name>.<pid>.tmp`

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from runner import atomic
-from runner.rundir.layout import checksum_file
+from compare import atomic
+from compare.rundir.layout import checksum_file
 
 
 def sha256(path: str | Path) -> str:

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config import tomlio
-from runner.bench.measure import DEFAULT_MODES, INTERVAL_REPEATS, BenchResult, Measurement, parse_modes, run_bench
-from runner.cli.bench import bench_table, markdown
-from runner.errors import ConfigError
-from runner.bench.peak import datasheet_peak, precision_dtype
+from compare.config import tomlio
+from compare.bench.measure import DEFAULT_MODES, INTERVAL_REPEATS, BenchResult, Measurement, parse_modes, run_bench
+from compare.cli.bench import bench_table, markdown
+from compare.errors import ConfigError
+from compare.bench.peak import datasheet_peak, precision_dtype
 from tests.helpers import compare, digits_config, mlp
 
 ALL = list(DEFAULT_MODES)  # what `compare bench` runs without --modes

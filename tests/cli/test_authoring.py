@@ -1,5 +1,5 @@
 """Authoring from the command line and from Python: `compare run --dry-run`, `compare init`,
-`compare list transforms`, and `from runner import Experiment` with live objects."""
+`compare list transforms`, and `from compare import Experiment` with live objects."""
 from __future__ import annotations
 
 import os
@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from datasets.digits import Digits
-from runner import Experiment
-from runner.config import tomlio
-from runner.assemble.validate import load_config
-from runner.errors import UserCodeError
+from compare.datasets.digits import Digits
+from compare import Experiment
+from compare.config import tomlio
+from compare.assemble.validate import load_config
+from compare.errors import UserCodeError
 from tests.helpers import ROOT, compare, digits_config, mlp
 
 
@@ -94,7 +94,7 @@ def test_init_writes_an_experiment_that_runs_as_is_and_never_overwrites(tmp_path
 
 
 def test_init_template_sweep_line_works_when_uncommented(tmp_path):
-    from runner.config.templates import write_templates
+    from compare.config.templates import write_templates
 
     toml, _, _ = write_templates("my_exp", tmp_path)
     text = toml.read_text()
@@ -108,7 +108,7 @@ def test_list_transforms_and_help_stays_free_of_torch():
     proc = compare("list", "transforms")
     assert proc.returncode == 0 and {"RandomCrop", "RandomHorizontalFlip", "ColorJitter"} <= set(proc.stdout.split())
     assert "Normalize" not in proc.stdout.split() and "Compose" not in proc.stdout.split()
-    probe = "import sys, runner.cli.app; print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
+    probe = "import sys, compare.cli.app; print(sorted(m for m in ('torch', 'pandas', 'torchvision') if m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert heavy.stdout.strip() == "[]", heavy.stdout + heavy.stderr
 
@@ -144,6 +144,6 @@ def test_python_api_takes_live_objects_and_returns_the_leaderboard_it_writes(tmp
     assert set(csv.model) == {"wide[width=8]", "wide[width=16]", "factory", "instance"}
     assert all(torch.equal(w, p) for w, p in zip(weights, instance.parameters())), "the instance is copied, not trained in place"
     config = tomllib.loads((result.run_dir / "config.toml").read_text())
-    assert config["data"]["dataset"] == "<python:datasets.digits.Digits instance>"
+    assert config["data"]["dataset"] == "<python:compare.datasets.digits.Digits instance>"
     assert config["loss"]["name"] == "<python:torch.nn.modules.loss.CrossEntropyLoss instance>"
     assert [m["arch"] for m in config["model"]] == [f"<python:{__name__}.Wide>"] * 2 + [f"<python:{__name__}.linear>", "<python:torch.nn.modules.container.Sequential instance>"]

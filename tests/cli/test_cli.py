@@ -98,16 +98,6 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" in proc.stderr
 
 
-def test_hugging_face_datasets_shadowing_is_explained(tmp_path):
-    fake = tmp_path / "site" / "datasets"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("load_dataset = None  # stands in for Hugging Face's package\n")
-    env = os.environ | {"PYTHONPATH": str(tmp_path / "site")}
-    proc = compare("list", "datasets", cwd=tmp_path, env=env)
-    assert proc.returncode == 2
-    assert "not compare's datasets package" in proc.stderr and "Hugging Face" in proc.stderr
-
-
 def test_list_models_includes_torchvision():
     proc = compare("list", "models")
     assert proc.returncode == 0
@@ -181,7 +171,7 @@ def test_leaderboard_of_a_missing_run_dir(tmp_path):
 def test_a_full_disk_mid_run_is_exit_2_naming_the_file(tmp_path, monkeypatch):
     """Checkpoints and reports say which checkpoint is good (tests/run/test_checkpoint.py);
     any other write that finds the disk full (history.csv here) is the user's to fix too."""
-    from runner.run import sinks  # noqa: PLC0415
+    from compare.run import sinks  # noqa: PLC0415
 
     def full(path, frame):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

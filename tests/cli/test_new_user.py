@@ -88,7 +88,7 @@ def test_help_prints_brackets_as_written_and_flags_without_types():
     run_help = cli("run", "-h").stdout
     assert "--overwrite / --no-overwrite" in run_help and "<bool>" not in run_help
     version = cli("--version")
-    assert version.exit_code == 0 and version.stdout.strip() == f"compare {__import__('runner').__version__}"
+    assert version.exit_code == 0 and version.stdout.strip() == f"compare {__import__('compare').__version__}"
 
 
 def test_list_suggests_the_kind_and_describes_each_entry_it_can_use():

@@ -13,8 +13,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from runner.engine.step_log import StepLog
-from runner.run.progress import PlainProgress, RichProgress
+from compare.engine.step_log import StepLog
+from compare.run.progress import PlainProgress, RichProgress
 from tests.helpers import compare, digits_config, killable, launch, mlp, write, write_config
 
 ESCAPE = re.compile(r"\x1b\[")
@@ -81,9 +81,9 @@ def test_piped_progress_is_plain_lines_one_per_model_per_epoch(piped_run):
 
 
 def test_the_leaderboard_at_100_columns_keeps_every_model_name_and_status_whole(piped_run):
-    from runner.cli.reports import rich_table  # noqa: PLC0415
-    from runner.report.leaderboard import build  # noqa: PLC0415
-    from runner.report.run_data import load_run  # noqa: PLC0415
+    from compare.cli.reports import rich_table  # noqa: PLC0415
+    from compare.report.leaderboard import build  # noqa: PLC0415
+    from compare.report.run_data import load_run  # noqa: PLC0415
 
     run_dir, _ = piped_run
     table, dropped = rich_table(build([load_run(run_dir)]), "t: leaderboard", width=100)

@@ -5,9 +5,9 @@ import tomllib
 
 import pytest
 
-from runner.config import tomlio
-from runner.assemble.validate import config_from_dict, load_config
-from runner.errors import ConfigError
+from compare.config import tomlio
+from compare.assemble.validate import config_from_dict, load_config
+from compare.errors import ConfigError
 from tests.helpers import ROOT, digits_config, mlp
 
 

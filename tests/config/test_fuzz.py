@@ -12,8 +12,8 @@ import random
 import subprocess
 import sys
 
-from runner.config import tomlio
-from runner.errors import LINE_CHARS
+from compare.config import tomlio
+from compare.errors import LINE_CHARS
 from tests.helpers import ROOT, cli, digits_config, mlp
 
 SEED = 11
@@ -168,7 +168,7 @@ def test_the_compare_command_prints_and_exits_as_the_in_process_cases(tmp_path):
     for i, (data, overrides) in chosen:  # started together: the imports overlap
         path = tmp_path / f"case{i}.toml"
         path.write_bytes(data)
-        command = [sys.executable, "-m", "runner", "run", str(path), "--dry-run", *[a for o in overrides for a in ("--set", o)]]
+        command = [sys.executable, "-m", "compare", "run", str(path), "--dry-run", *[a for o in overrides for a in ("--set", o)]]
         procs.append((path, overrides, subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
     for path, overrides, proc in procs:
         stdout, stderr = proc.communicate(timeout=300)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from runner.assemble.validate import config_from_dict
+from compare.assemble.validate import config_from_dict
 from tests.helpers import cli, digits_config, write
 from tests.test_families import SPACE, TRIALS, fam_config, family, flat
 

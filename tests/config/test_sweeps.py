@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
-from runner.assemble.validate import config_from_dict
-from runner.errors import ConfigError
+from compare.assemble.validate import config_from_dict
+from compare.errors import ConfigError
 from tests.helpers import digits_config, mlp
 
 GRID = {"optimizer.lr": [0.1, 0.03], "args.hidden": [[16], [32, 16]]}
@@ -99,7 +99,7 @@ def test_points_get_their_own_seeds_unless_the_table_sets_one():
 def test_resolved_config_holds_the_points_and_reloads_to_the_same_models():
     import tomllib
 
-    from runner.config import tomlio
+    from compare.config import tomlio
 
     cfg = config_from_dict(digits_config([mlp("m", sweep=GRID)]))
     again = config_from_dict(tomllib.loads(tomlio.dumps(cfg.to_dict())))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from runner.assemble.validate import config_from_dict
-from runner.errors import LINE_CHARS, ConfigError
+from compare.assemble.validate import config_from_dict
+from compare.errors import LINE_CHARS, ConfigError
 from tests.helpers import cli, digits_config, mlp, write
 
 

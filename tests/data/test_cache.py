@@ -11,18 +11,18 @@ import torch
 from scipy import stats
 from torchvision.transforms.v2 import functional as TF
 
-from runner.resolve import components
+from compare.resolve import components
 
-from runner.data import cache as datacache
+from compare.data import cache as datacache
 
-from runner.config import tomlio
-from runner.data.batch_augment import BatchPipeline, Crop, crop_and_flip
-from runner.assemble.validate import config_from_dict
-from runner.data.cache import load_cached_data
-from runner.engine.loop import seeded_batches
-from runner.errors import CompareWarning, ConfigError
-from runner.engine.rng import RngStream
-from runner.run.shared_pass import SharedPass
+from compare.config import tomlio
+from compare.data.batch_augment import BatchPipeline, Crop, crop_and_flip
+from compare.assemble.validate import config_from_dict
+from compare.data.cache import load_cached_data
+from compare.engine.loop import seeded_batches
+from compare.errors import CompareWarning, ConfigError
+from compare.engine.rng import RngStream
+from compare.run.shared_pass import SharedPass
 from tests.helpers import compare, digits_config, history, killable, launch, mlp
 
 CPU = torch.device("cpu")

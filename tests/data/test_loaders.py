@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from runner.resolve import components
-from runner.assemble.validate import config_from_dict
-from runner.data.batch_augment import BatchPipeline, Crop
-from runner.data.cache import CachedData, CachedSplit
-from runner.data.loaders import config_streams, first_batches, make_streams
-from runner.engine.loop import seeded_batches
-from runner.engine.rng import RngStream
+from compare.resolve import components
+from compare.assemble.validate import config_from_dict
+from compare.data.batch_augment import BatchPipeline, Crop
+from compare.data.cache import CachedData, CachedSplit
+from compare.data.loaders import config_streams, first_batches, make_streams
+from compare.engine.loop import seeded_batches
+from compare.engine.rng import RngStream
 from tests.helpers import digits_config, mlp
 
 CPU = torch.device("cpu")

@@ -16,17 +16,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from runner.resolve import components
+from compare.resolve import components
 
-from runner.engine import loop as engine
-from runner.assemble.validate import config_from_dict
-from runner.assemble.slots import build_slots
-from runner.run.experiment import Experiment
-from runner.engine.fused import FusedMember
-from runner.run.interrupts import Interrupted, StopFlag
-from runner.run.progress import Progress
-from runner.engine.rng import RngStream
-from runner.engine.slot import DIVERGED, Slot
+from compare.engine import loop as engine
+from compare.assemble.validate import config_from_dict
+from compare.assemble.slots import build_slots
+from compare.run.experiment import Experiment
+from compare.engine.fused import FusedMember
+from compare.run.interrupts import Interrupted, StopFlag
+from compare.run.progress import Progress
+from compare.engine.rng import RngStream
+from compare.engine.slot import DIVERGED, Slot
 from tests.helpers import ROOT, digits_config
 
 CPU = torch.device("cpu")
@@ -241,7 +241,7 @@ def test_compare_run_cli_writes_every_member_and_the_fused_column(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP_TOML)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "runner", "run", path, "--out", out, "-q", "--no-plots"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "compare", "run", path, "--out", out, "-q", "--no-plots"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     points = ["mlp[lr=0.3]", "mlp[lr=0.1]", "mlp[lr=0.03]"]
     history, board, models = (pd.read_csv(out / f, keep_default_na=False) for f in ("history.csv", "leaderboard.csv", "models.csv"))

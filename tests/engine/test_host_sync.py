@@ -13,12 +13,12 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
-from runner.resolve import components
-from runner.assemble.slots import build_slots
-from runner.assemble.validate import config_from_dict
-from runner.engine import loop
-from runner.engine.rng import RngStream
-from runner.engine.slot import DIVERGED
+from compare.resolve import components
+from compare.assemble.slots import build_slots
+from compare.assemble.validate import config_from_dict
+from compare.engine import loop
+from compare.engine.rng import RngStream
+from compare.engine.slot import DIVERGED
 from tests.helpers import digits_config, mlp
 
 CPU = torch.device("cpu")

@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 
-from datasets import create_dataset
-from runner.assemble.validate import config_from_dict
-from runner.errors import CompareWarning, ConfigError
-from runner.assemble.slots import build_slot
+from compare.datasets import create_dataset
+from compare.assemble.validate import config_from_dict
+from compare.errors import CompareWarning, ConfigError
+from compare.assemble.slots import build_slot
 from tests.helpers import digits_config, mlp
 
 CONV = {"name": "r", "arch": "resnet18", "args": {"width": 4}, "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9}}

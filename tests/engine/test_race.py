@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.assemble.validate import config_from_dict
-from runner.engine.race import Race, decide, looks
-from runner.run.experiment import Experiment
+from compare.assemble.validate import config_from_dict
+from compare.engine.race import Race, decide, looks
+from compare.run.experiment import Experiment
 from tests.helpers import compare, digits_config, killable, launch, mlp, write
 
 RACE = {"metric": "val_acc", "alpha": 0.05, "min_epochs": 2}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.engine.rng import RngStream, handover
+from compare.engine.rng import RngStream, handover
 
 CPU = torch.device("cpu")
 

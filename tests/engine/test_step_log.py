@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.engine.step_log import StepLog
+from compare.engine.step_log import StepLog
 
 
 def test_hits_stay_exact_beside_bfloat16_losses_and_norms():

@@ -9,10 +9,10 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from runner.assemble.validate import config_from_dict
-from runner.engine import streams as streams_module
-from runner.engine.streams import TRIAL_STEPS, Streams
-from runner.errors import ConfigError
+from compare.assemble.validate import config_from_dict
+from compare.engine import streams as streams_module
+from compare.engine.streams import TRIAL_STEPS, Streams
+from compare.errors import ConfigError
 from tests.helpers import compare, digits_config, mlp, write_config
 
 

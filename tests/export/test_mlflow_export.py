@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from runner.rundir import layout
+from compare.rundir import layout
 from tests.helpers import cli
 
 try:

@@ -13,9 +13,9 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from runner.metrics import significance
-from runner.metrics.builtin import BUILTIN, ECE_BINS, Kept, metrics_for
-from runner.metrics.tasks import Task, sample_stats
+from compare.metrics import significance
+from compare.metrics.builtin import BUILTIN, ECE_BINS, Kept, metrics_for
+from compare.metrics.tasks import Task, sample_stats
 
 TOL = dict(rel=1e-5, abs=1e-6)  # the kept statistics are float32
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from runner.metrics import dense, significance
-from runner.metrics.builtin import Kept, metrics_for
-from runner.metrics.tasks import Task, infer_task, sample_stats
+from compare.metrics import dense, significance
+from compare.metrics.builtin import Kept, metrics_for
+from compare.metrics.tasks import Task, infer_task, sample_stats
 
 DENSE = metrics_for("dense", 3)
 ALPHA, RESAMPLES = 0.05, 999

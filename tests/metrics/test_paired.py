@@ -17,8 +17,8 @@ import numpy as np
 from scipy import stats as sps
 from scipy.optimize import brentq
 
-from runner.metrics import power, significance
-from runner.metrics.builtin import Kept, metrics_for
+from compare.metrics import power, significance
+from compare.metrics.builtin import Kept, metrics_for
 
 ALPHA = 0.05
 RESAMPLES = 999  # fewer than the report's 10,000, to stay fast; the tests are valid at any B

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from runner.metrics import power, significance
+from compare.metrics import power, significance
 
 
 # ---------------------------------------------------------------- how much evidence a verdict has

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from runner.metrics import significance
+from compare.metrics import significance
 
 
 def test_exact_mcnemar_on_a_2x2_table_with_a_known_p():

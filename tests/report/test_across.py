@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from runner.assemble.validate import config_from_dict, load_config
-from runner.report import across
-from runner.run.experiment import Experiment
+from compare.assemble.validate import config_from_dict, load_config
+from compare.report import across
+from compare.run.experiment import Experiment
 from tests.helpers import ROOT, cli, digits_config, mlp
 
 # Demšar 2006, Table 6: AUC of C4.5 with pruning variants on 14 UCI data sets.
@@ -187,7 +187,7 @@ def test_across_datasets_bad_requests_are_one_line_exit_2(runs):
 def test_cd_diagram_fits_names_of_30_characters():
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
 
-    from runner.report.cd_plot import cd_figure  # noqa: PLC0415
+    from compare.report.cd_plot import cd_figure  # noqa: PLC0415
 
     names = [f"model_{i}_".ljust(30, "x") for i in range(7)]
     scores = pd.DataFrame(np.random.default_rng(0).random((7, 5)), index=names, columns=[f"d{j}" for j in range(5)])

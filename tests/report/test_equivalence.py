@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from runner.metrics import significance
-from runner.metrics.builtin import Kept, metrics_for
-from runner.report.sentences import verdict as words
+from compare.metrics import significance
+from compare.metrics.builtin import Kept, metrics_for
+from compare.report.sentences import verdict as words
 from tests.helpers import cli, digits_config, mlp, write
 
 ALPHA = significance.ALPHA
@@ -209,7 +209,7 @@ def test_bad_config_margin_is_exit_2(tmp_path, bad):
 
 def test_across_datasets_pure():
     """The TOST over datasets: the t-interval of the per-dataset differences to the best."""
-    from runner.report import across, formats  # noqa: PLC0415
+    from compare.report import across, formats  # noqa: PLC0415
 
     scores = pd.DataFrame({"d1": [0.90, 0.895, 0.70], "d2": [0.80, 0.80, 0.60], "d3": [0.85, 0.84, 0.50], "d4": [0.95, 0.951, 0.75]},
                           index=["best", "close", "far"])

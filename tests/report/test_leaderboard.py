@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sp
 
-from runner.metrics import significance
-from runner.errors import ReportError, RunDirError
-from runner.report.leaderboard import build
-from runner.report.run_data import load_run
+from compare.metrics import significance
+from compare.errors import ReportError, RunDirError
+from compare.report.leaderboard import build
+from compare.report.run_data import load_run
 from tests.helpers import digits_config, mlp
 
 REQUIRED = [

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from runner.assemble.validate import config_from_dict
-from runner.report import confusion_plots, plots, task_plots
-from runner.report.leaderboard import build
-from runner.report.run_data import load_run
-from runner.run.experiment import Experiment
-from runner.run.progress import PlainProgress, epoch_line
-from runner.rundir import layout
+from compare.assemble.validate import config_from_dict
+from compare.report import confusion_plots, plots, task_plots
+from compare.report.leaderboard import build
+from compare.report.run_data import load_run
+from compare.run.experiment import Experiment
+from compare.run.progress import PlainProgress, epoch_line
+from compare.rundir import layout
 from tests.helpers import MLP_MODEL, SKLEARN_ADAPTERS, cli
 
 # smaller than the shared adapters' defaults: a 100-class run of a few seconds

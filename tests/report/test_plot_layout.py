@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from runner.assemble.validate import config_from_dict
-from runner.report.leaderboard import build
-from runner.report.confusion_plots import confusion_grid
-from runner.report.plots import figures, grad_norms, learning_curves, model_colours, pareto
-from runner.report.run_data import RunData, load_run
-from runner.run.experiment import Experiment
+from compare.assemble.validate import config_from_dict
+from compare.report.leaderboard import build
+from compare.report.confusion_plots import confusion_grid
+from compare.report.plots import figures, grad_norms, learning_curves, model_colours, pareto
+from compare.report.run_data import RunData, load_run
+from compare.run.experiment import Experiment
 from tests.helpers import digits_config, mlp
 
 NAMES = [f"m{i}-a-long-descriptive-model-name"[:30] for i in range(9)]

@@ -13,10 +13,10 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from runner.report.leaderboard import build
-from runner.report.run_data import load_run
-from runner.report.sentences import sentences
-from runner.rundir import layout
+from compare.report.leaderboard import build
+from compare.report.run_data import load_run
+from compare.report.sentences import sentences
+from compare.rundir import layout
 from tests.helpers import cli
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)

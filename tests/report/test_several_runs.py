@@ -9,14 +9,14 @@ import io
 import pandas as pd
 import pytest
 
-from runner.assemble.validate import config_from_dict
-from runner.run.experiment import Experiment
+from compare.assemble.validate import config_from_dict
+from compare.run.experiment import Experiment
 from tests.helpers import cli, digits_config, mlp
 
 REGRESSION = '''
 import torch
 from torch.utils.data import TensorDataset
-from datasets.base import DatasetAdapter
+from compare.datasets.base import DatasetAdapter
 
 
 class DigitValue(DatasetAdapter):
@@ -155,8 +155,8 @@ def test_plot_and_leaderboard_rank_by_the_same_default_metric(runs, tmp_path):
 def test_the_cd_label_fits_where_the_cd_bar_reaches_the_axis_end():
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
 
-    from runner.report import across  # noqa: PLC0415
-    from runner.report.cd_plot import cd_figure  # noqa: PLC0415
+    from compare.report import across  # noqa: PLC0415
+    from compare.report.cd_plot import cd_figure  # noqa: PLC0415
 
     scores = pd.DataFrame({"d1": [0.9, 0.8], "d2": [0.7, 0.6]}, index=["a", "b"])  # k = 2, N = 2: CD 1.39 > the axis
     fig = cd_figure(across.compare_scores(scores, {"d1": "", "d2": ""}))

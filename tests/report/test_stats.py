@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from runner.report import stats
+from compare.report import stats
 
 
 def test_pareto_front():

@@ -14,10 +14,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as cs_metadata
 
-from runner.errors import RunDirError
-from runner.report.finalize import finalize_run
-from runner.report.run_data import load_run
-from runner.report.tb_views import SUFFIX, write_tb_views
+from compare.errors import RunDirError
+from compare.report.finalize import finalize_run
+from compare.report.run_data import load_run
+from compare.report.tb_views import SUFFIX, write_tb_views
 
 MODELS = ["fast", "slow", "stuck"]
 COLUMNS = {"test_acc": "accuracy/test", "test_loss": "loss/test", "train_loss": "loss/train", "train_acc": "accuracy/train"}

@@ -13,9 +13,9 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as cs_metadata
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from runner.report.run_data import load_run
-from runner.report.tb_views import IMAGE_TAG, SUFFIX, TEXT_TAG, write_tb_views
-from runner.run.sinks import TensorBoardSink
+from compare.report.run_data import load_run
+from compare.report.tb_views import IMAGE_TAG, SUFFIX, TEXT_TAG, write_tb_views
+from compare.run.sinks import TensorBoardSink
 from tests.helpers import compare
 
 MODELS = ["fast", "slow", "stuck"]

@@ -40,7 +40,7 @@ def get(url: str, body: dict | None = None):
 def served(seeded_run):
     """(base URL, expected run names: one per model and seed): TensorBoard started the way users start it."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "tensorboard", str(seeded_run), "--port", str(port), "--host", "127.0.0.1"],
+    proc = subprocess.Popen([sys.executable, "-m", "compare", "tensorboard", str(seeded_run), "--port", str(port), "--host", "127.0.0.1"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base, expected = f"http://127.0.0.1:{port}", {f"{m}/seed_{s}" for m in MODELS for s in (0, 1, 2)}
     try:

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from runner.config import search
-from runner.metrics import significance
-from runner.report import families, tuning
-from runner.metrics.significance import ALPHA
+from compare.config import search
+from compare.metrics import significance
+from compare.report import families, tuning
+from compare.metrics.significance import ALPHA
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from runner.assemble.validate import config_from_dict
-from runner.metrics.builtin import average_precision_w
-from runner.run.experiment import Experiment
+from compare.assemble.validate import config_from_dict
+from compare.metrics.builtin import average_precision_w
+from compare.run.experiment import Experiment
 from tests.helpers import MLP_MODEL, SKLEARN_ADAPTERS, cli
 
 SIZES = {"MultiLabel": {"samples": 600, "n_test": 200}}  # smaller than the shared adapter's default

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.resolve import references
+from compare.resolve import references
 
-from runner.config import tomlio
-from runner.assemble.validate import config_from_dict, load_config
-from runner.errors import CompareWarning, ConfigError, UserCodeError
-from runner.run.experiment import Experiment
+from compare.config import tomlio
+from compare.assemble.validate import config_from_dict, load_config
+from compare.errors import CompareWarning, ConfigError, UserCodeError
+from compare.run.experiment import Experiment
 from tests.helpers import compare, digits_config, mlp
 
 # A plain nn.Module with a no-argument __init__, as tutorials write it (digits: 1x8x8, 10 classes).
@@ -124,7 +124,7 @@ def test_python_file_class_and_factory_get_shape_only_when_they_ask(run, tmp_pat
             for step in range(10):
                 raise SystemExit("the script part ran")
     """))
-    models = [{"name": "net", "arch": "nets.py:Net", "args": {"width": 12}}, {"name": "small", "arch": "nets.py:small"}, {"name": "lenet", "arch": "models.lenet:LeNet"}]
+    models = [{"name": "net", "arch": "nets.py:Net", "args": {"width": 12}}, {"name": "small", "arch": "nets.py:small"}, {"name": "lenet", "arch": "compare.models.lenet:LeNet"}]
     config = load_config(write_config(tmp_path, models))
     result = Experiment(config).run(tmp_path / "run", plots=False)
     params = dict(zip(result.leaderboard.model, result.leaderboard.params))
@@ -170,7 +170,7 @@ def test_user_dataset_over_an_image_folder_with_a_labels_csv(run, tmp_path, tiny
         import pandas as pd
         from PIL import Image
         from torch.utils.data import Dataset
-        from datasets import DatasetAdapter
+        from compare.datasets import DatasetAdapter
 
         class Rows(Dataset):
             def __init__(self, root, rows, index, transform):
@@ -200,7 +200,7 @@ def test_user_dataset_over_an_image_folder_with_a_labels_csv(run, tmp_path, tiny
 
 
 def test_dataset_reference_must_be_an_adapter_that_loads_data(tmp_path):
-    (tmp_path / "d.py").write_text("from datasets import DatasetAdapter\n\nclass NoLoad(DatasetAdapter):\n    pass\n\nclass Fixed(DatasetAdapter):\n    def __init__(self, size):\n        pass\n    def load_data(self):\n        return [], []\n\ndef loader():\n    return None\n")
+    (tmp_path / "d.py").write_text("from compare.datasets import DatasetAdapter\n\nclass NoLoad(DatasetAdapter):\n    pass\n\nclass Fixed(DatasetAdapter):\n    def __init__(self, size):\n        pass\n    def load_data(self):\n        return [], []\n\ndef loader():\n    return None\n")
     found = {}
     for ref in ("d.py:NoLoad", "d.py:Fixed", "d.py:loader"):
         with pytest.raises(ConfigError) as info:
@@ -208,7 +208,7 @@ def test_dataset_reference_must_be_an_adapter_that_loads_data(tmp_path):
         found[ref] = str(info.value)
     assert "d.py:NoLoad: NoLoad does not override load_data()" in found["d.py:NoLoad"]
     assert "Fixed.__init__ must accept root, download and augment (missing: root, download, augment)" in found["d.py:Fixed"]
-    assert "expected a subclass of datasets.DatasetAdapter that overrides load_data()" in found["d.py:loader"]
+    assert "expected a subclass of compare.datasets.DatasetAdapter that overrides load_data()" in found["d.py:loader"]
 
 
 def test_transforms_by_name_are_checked_against_torchvision():

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import create_model, list_models
-from runner.resolve import components
-from runner.errors import CompareError, UnknownNameError
+from compare.models import create_model, list_models
+from compare.resolve import components
+from compare.errors import CompareError, UnknownNameError
 
 BUILT_IN = [n for n in list_models() if not n.startswith(("torchvision.", "test_"))]
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}

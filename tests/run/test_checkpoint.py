@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.assemble.validate import config_from_dict
-from runner.errors import CompareWarning, RunDirError
-from runner.run.checkpoint import FORMAT, sha256
-from runner.run.experiment import Experiment
-from runner.run.interrupts import Interrupted, StopFlag
-from runner.run.progress import Progress
+from compare.assemble.validate import config_from_dict
+from compare.errors import CompareWarning, RunDirError
+from compare.run.checkpoint import FORMAT, sha256
+from compare.run.experiment import Experiment
+from compare.run.interrupts import Interrupted, StopFlag
+from compare.run.progress import Progress
 from tests.helpers import compare, digits_config, history, mlp, write
 
 RAW = digits_config([mlp("a"), mlp("b", seed=5)], epochs=2, batch_size=100, eval_batch_size=100, subset=600, test_subset=200)
@@ -220,7 +220,7 @@ def test_a_finished_run_with_a_garbled_env_or_models_file_is_exit_2_naming_it(fi
 
 
 def test_a_full_disk_during_the_reports_is_exit_2_and_resume_writes_them(finished, tmp_path, monkeypatch):
-    import runner.report.finalize as finalize  # noqa: PLC0415
+    import compare.report.finalize as finalize  # noqa: PLC0415
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)

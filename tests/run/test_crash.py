@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runner.config import tomlio
+from compare.config import tomlio
 from tests.helpers import ROOT, digits_config, history, killable
 
 KILLS, KILLS_PER_RUN = 30, 6  # random kill points; a run directory takes at most 6 in a row
@@ -102,7 +102,7 @@ def _catches_sigterm(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_startup_is_one_line_and_128_plus_signal(reference, tmp_path, sig):
     config, _ = reference
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "run", str(config), "--out", str(tmp_path / "run"), "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "compare", "run", str(config), "--out", str(tmp_path / "run"), "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not _catches_sigterm(proc.pid):  # compare's handler is installed: the imports follow
         time.sleep(0.001)
     proc.send_signal(sig)

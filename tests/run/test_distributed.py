@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config import tomlio
-from runner.assemble.validate import config_from_dict
-from runner.engine.loop import to_devices
-from runner.errors import ConfigError, DataError
-from runner.assemble.preflight import check_sharding
-from runner.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
+from compare.config import tomlio
+from compare.assemble.validate import config_from_dict
+from compare.engine.loop import to_devices
+from compare.errors import ConfigError, DataError
+from compare.assemble.preflight import check_sharding
+from compare.data.sampler import ResumableRandomSampler, ShardedBatchSampler, shard_bounds
 from tests.helpers import LAUNCHER, ROOT, digits_config, explodes, killable, launch
 
 METRICS = ["model", "seed", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean", "grad_norm_max", "lr", "status", "train_samples"]
@@ -66,7 +66,7 @@ def two_ranks(tmp_path_factory):
 def test_two_processes_equal_one_process_within_fp32_tolerance(two_ranks, tmp_path):
     config, run_dir = two_ranks
     single = config_from_dict(digits_config([PLAIN | {"arch": "mlp"}], epochs=2, batch_size=100, eval_batch_size=100))
-    from runner.run.experiment import Experiment  # noqa: PLC0415
+    from compare.run.experiment import Experiment  # noqa: PLC0415
 
     one = Experiment(single).run(tmp_path / "one", plots=False).history
     two = history(run_dir).query("model == 'a'").reset_index(drop=True)
@@ -92,7 +92,7 @@ def test_only_rank_0_writes_and_predictions_come_back_in_test_order(two_ranks):
         [".compare-run", "checkpoints", "config.toml", "env.json", "errors", "history.csv", "leaderboard.csv", "leaderboard.md", "models", "models.csv", "plots", "predictions", "report.html", "tb"]
     )
     saved = np.load(run_dir / "predictions" / "a" / "seed_0.npz")
-    from datasets import create_dataset  # noqa: PLC0415
+    from compare.datasets import create_dataset  # noqa: PLC0415
 
     _, test = create_dataset("digits").load_data()
     assert saved["target"].tolist() == [int(y) for _, y in test]  # every test sample once, in order
@@ -138,7 +138,7 @@ def test_compare_run_nproc_starts_torchrun_and_maps_exit_codes(tmp_path):
     config = tmp_path / "exp.toml"
     config.write_text(tomlio.dumps(raw))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "runner", "run", str(config), "--out", str(tmp_path / "run"), "-q", "--no-plots", "--nproc", "2"]
+    cmd = [sys.executable, "-m", "compare", "run", str(config), "--out", str(tmp_path / "run"), "-q", "--no-plots", "--nproc", "2"]
     ok = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1

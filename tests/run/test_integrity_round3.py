@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from runner.assemble.validate import config_from_dict
-from runner.config import tomlio
-from runner.errors import CompareNote
-from runner.run.checkpoint import sha256
-from runner.run.experiment import Experiment
-from runner.run.interrupts import Interrupted, StopFlag
-from runner.run.shards import Shard
-from runner.rundir.guard import claim_run_dir
-from runner.rundir.layout import shard_folder
+from compare.assemble.validate import config_from_dict
+from compare.config import tomlio
+from compare.errors import CompareNote
+from compare.run.checkpoint import sha256
+from compare.run.experiment import Experiment
+from compare.run.interrupts import Interrupted, StopFlag
+from compare.run.shards import Shard
+from compare.rundir.guard import claim_run_dir
+from compare.rundir.layout import shard_folder
 from tests.helpers import cli, compare, digits_config, mlp
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 
-from runner.assemble.validate import load_config
+from compare.assemble.validate import load_config
 from tests.helpers import LAUNCHER, ROOT, cli, digits_config, killable, launch, mlp, write
 from tests.run.test_shards import assert_same_run, config
 

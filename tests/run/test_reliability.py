@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runner.config import tomlio
-from runner.assemble.validate import load_config
-from runner.rundir.guard import claim_run_dir
+from compare.config import tomlio
+from compare.assemble.validate import load_config
+from compare.rundir.guard import claim_run_dir
 from tests.helpers import digits_config, explodes, history, killable, launch, mlp, write_config
 
 

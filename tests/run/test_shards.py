@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config import tomlio
-from runner.run.shards import assign, parse_shard
+from compare.config import tomlio
+from compare.run.shards import assign, parse_shard
 from tests.helpers import cli, digits_config, killable, mlp
 
 # Wall-clock columns: the only ones a sharded run may differ in.
@@ -185,7 +185,7 @@ def test_the_assignment_balances_cost_and_keeps_groups_whole():
 @pytest.mark.parametrize("manifest", ["missing", "stale"])
 def test_a_shard_whose_checkpoint_its_manifest_cannot_vouch_for_is_refused_in_merge_words(tmp_path, manifest):
     """Issue 36, 26c: merge said "cannot resume" and "the file is damaged"."""
-    from runner.rundir.layout import CHECKPOINTS  # noqa: PLC0415
+    from compare.rundir.layout import CHECKPOINTS  # noqa: PLC0415
 
     text = config(tmp_path).read_text()
     one, two = fake_shard(tmp_path / "s1", 1, 2, text), fake_shard(tmp_path / "s2", 2, 2, text)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.assemble.validate import config_from_dict
-from runner.errors import ConfigError, RunDirError
-from runner.report.finalize import finalize_run
-from runner.run.experiment import Experiment
-from runner.rundir.guard import LOCK, MARKER, claim_run_dir, run_dir_lock
-from runner.rundir.layout import RUN_FILES, RUN_FOLDERS
+from compare.assemble.validate import config_from_dict
+from compare.errors import ConfigError, RunDirError
+from compare.report.finalize import finalize_run
+from compare.run.experiment import Experiment
+from compare.rundir.guard import LOCK, MARKER, claim_run_dir, run_dir_lock
+from compare.rundir.layout import RUN_FILES, RUN_FOLDERS
 from tests.helpers import ROOT, compare, digits_config, explodes, killable, launch, mlp, write, write_config
 
 REPRO = '[experiment]\nname="{name}"\ndevice="cpu"\n[data]\ndataset="digits"\n[[model]]\nname="m"\narch="mlp"\n'
@@ -197,8 +197,8 @@ def test_reports_refuse_a_planted_link_instead_of_writing_through_it(run, tmp_pa
 RACE = r"""
 import json, multiprocessing, os, sys
 from pathlib import Path
-from runner.errors import RunDirError
-from runner.rundir.guard import LOCK, MARKER, claim_run_dir
+from compare.errors import RunDirError
+from compare.rundir.guard import LOCK, MARKER, claim_run_dir
 
 def racer(root, rounds, barrier, results):
     for i in range(rounds):
@@ -252,7 +252,7 @@ def test_two_processes_racing_for_a_directory_one_wins_every_time(tmp_path):
 
 DIES_HOLDING = r"""
 import os, signal, sys
-from runner.rundir.guard import run_dir_lock
+from compare.rundir.guard import run_dir_lock
 with run_dir_lock(sys.argv[1]):
     ready, tell = os.pipe()
     child = os.fork()
