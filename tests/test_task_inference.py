@@ -93,6 +93,7 @@ def test_float_zero_one_targets_are_multilabel_with_their_label_count_and_an_agr
     plan = cli("run", cfg, "--dry-run")
     assert plan.exit_code == 0, plan.stderr
     assert "task: multi-label classification (5 labels)" in plan.stdout and "50x5" in plan.stdout
+    assert "input 12, 5 labels" in plan.stdout  # the data line counts labels, not classes
     done = cli("run", cfg, "--out", tmp_path / "run", "-q", "--no-plots")
     assert done.exit_code == 0, done.stderr
     board = pd.read_csv(tmp_path / "run" / "leaderboard.csv").set_index("model")

@@ -51,7 +51,7 @@ def print_plan(console: Console, plan) -> None:
     shape = plan.input_text()  # `variable (...)` where samples differ in size
     console.print(f"[bold]{escape(plan.experiment)}[/bold]: dry run (nothing trained, nothing written)")
     console.print(f"device: {plan.device}")
-    console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.val_samples:,} val / {plan.test_samples:,} test samples, input {shape}" + (f", {plan.num_classes} classes" if plan.num_classes else ""))
+    console.print(f"data: {escape(plan.dataset)}: {plan.train_samples:,} train / {plan.val_samples:,} val / {plan.test_samples:,} test samples, input {shape}" + (f", {plan.num_classes} {'labels' if plan.task.kind == 'multilabel' else 'classes'}" if plan.num_classes else ""))
     console.print(f"task: {plan.task.describe()}; metrics: {', '.join(plan.metrics) or 'the loss only'} (ranked by {plan.rank}; docs/metrics.md)")
     for split in ("val", "test"):
         console.print(f"  {split}: {escape(plan.sources.get(split, 'none'))}")
